@@ -1,0 +1,18 @@
+//! hc1img: build ready-to-boot disk images for Odroid HC1 nodes running Arch Linux ARM.
+//!
+//! One pinned root tarball plus one declarative profile become two images: `ssd.img` (GPT +
+//! ext4 root) and `sd.img` (MBR + Exynos bootloader blobs + FAT `/boot`). Every byte is written
+//! by this crate, in one streaming pass over the tarball; see `README.md` and `docs/`.
+
+pub mod build;
+pub mod disk;
+pub mod ext4;
+pub mod fat;
+pub mod manifest;
+pub mod plan;
+pub mod profile;
+pub mod progress;
+pub mod rootfs;
+pub mod source;
+pub mod tree;
+pub mod uboot;
