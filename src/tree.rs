@@ -220,6 +220,27 @@ impl Tree {
         Some(cur)
     }
 
+    /// Whether an entry at `path` could be inserted: every existing ancestor is a directory.
+    /// Lets the import refuse an entry before its data is stored.
+    pub fn check_parents(&self, path: &[u8]) -> Result<(), TreeError> {
+        let comps = normalize(path).ok_or_else(|| TreeError::BadPath(display(path)))?;
+        let mut cur = Self::ROOT;
+        for c in &comps[..comps.len() - 1] {
+            match &self.nodes[cur].kind {
+                NodeKind::Dir(m) => match m.get(c) {
+                    Some(&n) => cur = n,
+                    None => return Ok(()),
+                },
+                _ => return Err(TreeError::NotADirectory(display(path))),
+            }
+        }
+        if self.nodes[cur].kind.is_dir() {
+            Ok(())
+        } else {
+            Err(TreeError::NotADirectory(display(path)))
+        }
+    }
+
     /// Directory that will hold `comps`' last component, creating missing parents with
     /// `parent_meta`.
     fn parent_dir(

@@ -1,0 +1,398 @@
+//! Tar import: one pass over the inflated tar stream turns every entry into a node of the
+//! [`Tree`], while regular files' bytes go straight to a [`DataSink`] (the ext4 writer).
+//!
+//! Follows POSIX pax (IEEE 1003.1 `pax` format), GNU tar long names (handled by the `tar`
+//! crate), and bsdtar's extraction semantics: leading `/` stripped, entries that escape the
+//! root with `..` refused, a later entry for the same path replaces the earlier one (a
+//! directory over a directory only updates metadata), entries below a symlink or a file are
+//! refused. Every refusal and replacement is reported in [`ImportReport::warnings`].
+//! Extended attributes come from pax `SCHILY.xattr.NAME` and `LIBARCHIVE.xattr.NAME` (the
+//! latter base64-encoded) records; sub-second mtimes from the pax `mtime` record.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::{Context, Result};
+
+use crate::tree::{self, DataRef, FileData, Meta, Node, NodeKind, Timestamp, Tree};
+
+/// Where file data goes while the tarball streams (the ext4 writer in a build).
+pub trait DataSink {
+    /// Store exactly `len` bytes read from `src`.
+    fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef>;
+}
+
+impl DataSink for crate::ext4::Ext4Writer {
+    fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
+        crate::ext4::Ext4Writer::write_data(self, src, len)
+    }
+}
+
+/// What the import does with one path, decided by the Plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Into the tree, file data into the sink.
+    Keep,
+    /// Into the tree, file data held in memory because the Plan edits it.
+    Capture,
+    /// Not imported at all.
+    Drop,
+    /// A file for the boot partition: held in memory, keyed by its path below the boot
+    /// directory; not put in the tree.
+    Boot,
+}
+
+/// A file destined for the FAT boot partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootFile {
+    pub data: Vec<u8>,
+    pub mtime: Timestamp,
+}
+
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub entries: u64,
+    pub file_bytes: u64,
+    /// Newest mtime seen, the default for timestamps the tool sets itself.
+    pub newest_mtime: i64,
+    /// Boot files by path relative to the boot directory (`zImage`, `dtbs/x.dtb`).
+    pub boot: BTreeMap<String, BootFile>,
+    pub warnings: Vec<String>,
+}
+
+/// Parse a pax decimal time (`1700000000.5`, possibly negative) into a timestamp.
+fn pax_time(v: &[u8]) -> Option<Timestamp> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let sec: i64 = int.parse().ok()?;
+    let mut digits: String = frac.chars().take(9).collect();
+    if !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let mut nsec: u32 = digits.parse().ok()?;
+    let mut sec = sec;
+    if int.starts_with('-') && nsec > 0 {
+        // -1.25 means 1.25 s before the epoch: sec -2, nsec 0.75e9.
+        sec -= 1;
+        nsec = 1_000_000_000 - nsec;
+    }
+    Some(Timestamp { sec, nsec })
+}
+
+fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s: Vec<u8> = s.iter().copied().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        match chunk.len() {
+            4 => out.extend_from_slice(&bytes[1..4]),
+            3 => out.extend_from_slice(&bytes[1..3]),
+            2 => out.push(bytes[1]),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Import every entry of the tar stream `input`. `route` is asked once per path (normalised,
+/// no leading `/`). `boot_dir` names the directory whose files are routed to the boot
+/// partition (e.g. `boot`); the directory itself stays in the tree as an empty mount point.
+pub fn import(
+    input: &mut dyn Read,
+    tree: &mut Tree,
+    sink: &mut dyn DataSink,
+    route: &dyn Fn(&[u8]) -> Route,
+    default_meta: &Meta,
+) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    let mut archive = tar::Archive::new(input);
+    let entries = archive.entries().context("cannot read the tar stream")?;
+    for entry in entries {
+        let mut entry = entry.context("corrupt tar stream")?;
+        report.entries += 1;
+        let raw_path = entry.path_bytes().into_owned();
+        let shown = tree::display(&raw_path);
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            continue;
+        }
+        let header = entry.header();
+        let mut meta = Meta::new(
+            (header.mode().unwrap_or(0o644) & 0o7777) as u16,
+            header.uid().with_context(|| format!("{shown}: bad uid in tar header"))? as u32,
+            header.gid().with_context(|| format!("{shown}: bad gid in tar header"))? as u32,
+            Timestamp::from_secs(header.mtime().unwrap_or(0) as i64),
+        );
+        let (major, minor) = (
+            header.device_major().ok().flatten().unwrap_or(0),
+            header.device_minor().ok().flatten().unwrap_or(0),
+        );
+        if let Some(exts) = entry.pax_extensions().with_context(|| format!("{shown}: bad pax header"))? {
+            for ext in exts {
+                let ext = ext.with_context(|| format!("{shown}: bad pax record"))?;
+                let key = ext.key_bytes();
+                if key == b"mtime" {
+                    if let Some(t) = pax_time(ext.value_bytes()) {
+                        meta.mtime = t;
+                    }
+                } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    meta.xattrs.insert(name.to_vec(), ext.value_bytes().to_vec());
+                } else if let Some(name) = key.strip_prefix(b"LIBARCHIVE.xattr.") {
+                    let name = percent_decode(name);
+                    match base64_decode(ext.value_bytes()) {
+                        Some(v) => {
+                            meta.xattrs.insert(name, v);
+                        }
+                        None => report.warnings.push(format!("{shown}: undecodable xattr record ignored")),
+                    }
+                }
+            }
+        }
+        report.newest_mtime = report.newest_mtime.max(meta.mtime.sec);
+
+        let Some(comps) = tree::normalize(&raw_path) else {
+            if raw_path.split(|&b| b == b'/').any(|c| c == b"..") {
+                report.warnings.push(format!("{shown}: escapes the root, skipped"));
+            } else if kind.is_dir() {
+                tree.node_mut(Tree::ROOT).meta = meta;
+            }
+            continue;
+        };
+        let path = comps.join(&b'/');
+        if raw_path.split(|&b| b == b'/').any(|c| c == b"..") {
+            report.warnings.push(format!("{shown}: contains `..`, skipped"));
+            continue;
+        }
+        let r = route(&path);
+        if r == Route::Drop {
+            continue;
+        }
+        if r == Route::Boot {
+            let rel = tree::display(&comps[1..].join(&b'/'));
+            if kind.is_file() || kind == tar::EntryType::Continuous {
+                let mut data = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut data).with_context(|| format!("{shown}: truncated file data"))?;
+                report.boot.insert(rel, BootFile { data, mtime: meta.mtime });
+            } else if !kind.is_dir() {
+                report
+                    .warnings
+                    .push(format!("{shown}: not a regular file; the FAT boot partition cannot hold it, skipped"));
+            }
+            continue;
+        }
+
+        if let Err(e) = tree.check_parents(&path) {
+            report.warnings.push(format!("{shown}: skipped: {e}"));
+            continue;
+        }
+        let exists = tree.lookup(&path).is_some();
+        let node_kind = match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let size = entry.size();
+                report.file_bytes += size;
+                let data = if r == Route::Capture {
+                    let mut data = Vec::with_capacity(size as usize);
+                    entry.read_to_end(&mut data).with_context(|| format!("{shown}: truncated file data"))?;
+                    FileData::Bytes(data)
+                } else {
+                    FileData::Stored(
+                        sink.write_data(&mut entry, size)
+                            .with_context(|| format!("{shown}: cannot store file data"))?,
+                    )
+                };
+                NodeKind::File(data)
+            }
+            tar::EntryType::Directory => NodeKind::Dir(BTreeMap::new()),
+            tar::EntryType::Symlink => {
+                let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                NodeKind::Symlink(target)
+            }
+            tar::EntryType::Link => {
+                let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                if let Err(e) = tree.link(&path, &target, default_meta) {
+                    report.warnings.push(format!("{shown}: hard link not created: {e}"));
+                } else if exists {
+                    report.warnings.push(format!("{shown}: duplicate entry, the later one wins"));
+                }
+                continue;
+            }
+            tar::EntryType::Char => NodeKind::CharDev { major, minor },
+            tar::EntryType::Block => NodeKind::BlockDev { major, minor },
+            tar::EntryType::Fifo => NodeKind::Fifo,
+            other => {
+                report.warnings.push(format!("{shown}: unsupported tar entry type {other:?}, skipped"));
+                continue;
+            }
+        };
+        let was_dir = exists && tree.lookup(&path).is_some_and(|id| tree.node(id).kind.is_dir());
+        match tree.insert(&path, Node { meta, kind: node_kind.clone() }, default_meta) {
+            Ok(_) => {
+                if exists && !(was_dir && node_kind.is_dir()) {
+                    report.warnings.push(format!("{shown}: duplicate entry, the later one wins"));
+                }
+            }
+            Err(e) => report.warnings.push(format!("{shown}: skipped: {e}")),
+        }
+    }
+    Ok(report)
+}
+
+/// libarchive percent-encodes `%`, `=` and non-printable bytes in xattr names.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%'
+            && i + 2 < s.len()
+            && let Ok(v) = u8::from_str_radix(&String::from_utf8_lossy(&s[i + 1..i + 3]), 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stores data in memory: enough to test the import's bookkeeping without ext4.
+    #[derive(Default)]
+    struct MemSink {
+        files: Vec<Vec<u8>>,
+    }
+
+    impl DataSink for MemSink {
+        fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
+            let mut v = Vec::new();
+            src.take(len).read_to_end(&mut v)?;
+            anyhow::ensure!(v.len() as u64 == len, "short");
+            self.files.push(v);
+            Ok(DataRef { size: len, runs: vec![crate::tree::BlockRun { start: self.files.len() as u64, len: 1 }] })
+        }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(1000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+
+    fn run(tar: &[u8], route: &dyn Fn(&[u8]) -> Route) -> (Tree, ImportReport, MemSink) {
+        let m = Meta::new(0o755, 0, 0, Timestamp::from_secs(1));
+        let mut tree = Tree::new(m.clone());
+        let mut sink = MemSink::default();
+        let r = import(&mut &tar[..], &mut tree, &mut sink, route, &m).unwrap();
+        (tree, r, sink)
+    }
+
+    #[test]
+    fn imports_types_xattrs_and_routes() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        b.append_data(&mut h, "./etc/", &[][..]).unwrap();
+        let mut h = header(tar::EntryType::Regular, 0o4755, 5);
+        h.set_uid(70000);
+        b.append_pax_extensions([
+            ("SCHILY.xattr.security.capability", &b"\x01\x02"[..]),
+            ("LIBARCHIVE.xattr.user.x%3Dy", &b"aGk="[..]),
+            ("mtime", &b"1700000000.25"[..]),
+        ])
+        .unwrap();
+        b.append_data(&mut h, "usr/bin/ping", &b"hello"[..]).unwrap();
+        let mut h = header(tar::EntryType::Regular, 0o644, 3);
+        b.append_data(&mut h, "etc/passwd", &b"abc"[..]).unwrap();
+        let mut h = header(tar::EntryType::Regular, 0o644, 2);
+        b.append_data(&mut h, "boot/dtbs/a.dtb", &b"dt"[..]).unwrap();
+        let mut h = header(tar::EntryType::Link, 0o644, 0);
+        b.append_link(&mut h, "usr/bin/ping2", "usr/bin/ping").unwrap();
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        b.append_link(&mut h, "lib", "usr/lib").unwrap();
+        let mut h = header(tar::EntryType::Regular, 0o644, 1);
+        b.append_data(&mut h, "lib/escape", &b"x"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+
+        let route = |p: &[u8]| match p {
+            b"etc/passwd" => Route::Capture,
+            p if p.starts_with(b"boot/") => Route::Boot,
+            _ => Route::Keep,
+        };
+        let (tree, rep, sink) = run(&tar, &route);
+        let ping = tree.lookup(b"usr/bin/ping").unwrap();
+        let n = tree.node(ping);
+        assert_eq!(n.meta.perm, 0o4755);
+        assert_eq!(n.meta.uid, 70000);
+        assert_eq!(n.meta.mtime, Timestamp { sec: 1700000000, nsec: 250_000_000 });
+        assert_eq!(n.meta.xattrs[&b"security.capability"[..]], b"\x01\x02");
+        assert_eq!(n.meta.xattrs[&b"user.x=y"[..]], b"hi");
+        assert_eq!(tree.lookup(b"usr/bin/ping2"), Some(ping));
+        assert_eq!(sink.files, vec![b"hello".to_vec()]);
+        let pw = tree.node(tree.lookup(b"etc/passwd").unwrap());
+        assert_eq!(pw.kind, NodeKind::File(FileData::Bytes(b"abc".to_vec())));
+        assert_eq!(rep.boot["dtbs/a.dtb"].data, b"dt");
+        assert!(tree.lookup(b"boot/dtbs").is_none());
+        assert!(rep.warnings.iter().any(|w| w.contains("lib/escape")), "{:?}", rep.warnings);
+        assert_eq!(rep.newest_mtime, 1700000000);
+    }
+
+    #[test]
+    fn escapes_are_refused_and_duplicates_reported() {
+        let mut data = Vec::new();
+        // Build by hand: the tar crate refuses to write `..` paths.
+        for (name, body) in [("../evil", &b"x"[..]), ("a", &b"1"[..]), ("a", &b"22"[..])] {
+            let mut h = header(tar::EntryType::Regular, 0o644, body.len() as u64);
+            let bytes = h.as_old_mut();
+            bytes.name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            data.extend_from_slice(h.as_bytes());
+            let mut blk = body.to_vec();
+            blk.resize(512, 0);
+            data.extend_from_slice(&blk);
+        }
+        data.extend_from_slice(&[0u8; 1024]);
+        let (tree, rep, _) = run(&data, &|_: &[u8]| Route::Keep);
+        assert!(tree.lookup(b"evil").is_none());
+        assert!(rep.warnings.iter().any(|w| w.contains("../evil")));
+        assert!(rep.warnings.iter().any(|w| w.contains("duplicate")));
+        let a = tree.node(tree.lookup(b"a").unwrap());
+        assert_eq!(a.kind, NodeKind::File(FileData::Stored(DataRef {
+            size: 2,
+            runs: vec![crate::tree::BlockRun { start: 2, len: 1 }]
+        })));
+    }
+
+    #[test]
+    fn pax_time_parses_fractions() {
+        assert_eq!(pax_time(b"12"), Some(Timestamp { sec: 12, nsec: 0 }));
+        assert_eq!(pax_time(b"12.000000001"), Some(Timestamp { sec: 12, nsec: 1 }));
+        assert_eq!(pax_time(b"-1.25"), Some(Timestamp { sec: -2, nsec: 750_000_000 }));
+        assert_eq!(pax_time(b"x"), None);
+        assert_eq!(base64_decode(b"aGVsbG8="), Some(b"hello".to_vec()));
+    }
+}

@@ -1,0 +1,318 @@
+//! Reading the root tarball: compression detection, and a pipeline that verifies the
+//! tarball's sha256 and inflates it on other threads while the caller parses tar headers and
+//! writes file data.
+//!
+//! Three stages run at once: the reader thread reads the compressed file in 1 MiB chunks and
+//! hands each chunk to the hasher thread (sha256 of the compressed bytes, compared with the
+//! pin at the end) and to the decompressor; the decompressor's output reaches the caller
+//! through a bounded channel of 1 MiB buffers ([`Inflated`] implements [`Read`]). Bounded
+//! channels keep memory flat whatever the tarball's size.
+//!
+//! Formats are recognised by magic bytes: gzip (RFC 1952, multi-member), xz, zstd, or a plain
+//! POSIX tar (`ustar` at offset 257).
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+const CHUNK: usize = 1 << 20;
+
+/// Compression of a tarball, from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Xz,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    /// Recognise the format from the file's first 512+ bytes.
+    pub fn sniff(head: &[u8]) -> Option<Compression> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Some(Compression::Xz)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+            Some(Compression::None)
+        } else {
+            None
+        }
+    }
+}
+
+/// An upper bound on the unpacked tar stream's size, when the container tells it cheaply:
+/// the gzip trailer's ISIZE (modulo 4 GiB, so only trusted when it is at least the compressed
+/// size), or the file's own size for a plain tar. `None` when unknown.
+pub fn unpacked_size_hint(path: &Path) -> Result<Option<u64>> {
+    let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let len = f.metadata()?.len();
+    let mut head = vec![0u8; 512];
+    let n = read_full(&mut f, &mut head)?;
+    match Compression::sniff(&head[..n]) {
+        Some(Compression::None) => Ok(Some(len)),
+        Some(Compression::Gzip) if len >= 18 => {
+            use std::io::{Seek, SeekFrom};
+            f.seek(SeekFrom::End(-4))?;
+            let mut t = [0u8; 4];
+            f.read_exact(&mut t)?;
+            let isize = u32::from_le_bytes(t) as u64;
+            // Below 4 GiB the field is exact; a wrapped value shows as smaller than plausible.
+            Ok((isize >= len).then_some(isize))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads compressed chunks sent by the reader thread.
+struct ChunkReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The inflated tar stream, produced on other threads. Call [`Inflated::finish`] after the
+/// tar stream has been consumed to learn the compressed file's sha256 and size.
+pub struct Inflated {
+    chunks: ChunkReader,
+    threads: Option<(JoinHandle<io::Result<()>>, JoinHandle<(String, u64)>)>,
+    path: PathBuf,
+}
+
+impl Read for Inflated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.chunks.read(buf)
+    }
+}
+
+/// Counts bytes read, for progress reporting.
+pub type ProgressFn = Box<dyn Fn(u64) + Send>;
+
+impl Inflated {
+    /// Start reading, hashing and inflating `path`. `progress` is called with the number of
+    /// compressed bytes read so far.
+    pub fn open(path: &Path, progress: Option<ProgressFn>) -> Result<Inflated> {
+        let mut f = File::open(path).with_context(|| format!("{}: cannot open the root tarball", path.display()))?;
+        let mut head = vec![0u8; 512];
+        let n = read_full(&mut f, &mut head).with_context(|| format!("{}: cannot read", path.display()))?;
+        head.truncate(n);
+        let Some(kind) = Compression::sniff(&head) else {
+            bail!(
+                "{}: not a tarball hc1img can read (expected .tar, .tar.gz, .tar.xz or .tar.zst)",
+                path.display()
+            );
+        };
+
+        let (raw_tx, raw_rx) = sync_channel::<io::Result<Vec<u8>>>(4);
+        let (hash_tx, hash_rx) = sync_channel::<Vec<u8>>(4);
+        let (out_tx, out_rx) = sync_channel::<io::Result<Vec<u8>>>(8);
+
+        // Reader: file -> (hasher, decompressor).
+        let reader = std::thread::spawn(move || {
+            let send = |c: Vec<u8>| -> bool {
+                hash_tx.send(c.clone()).is_ok() && raw_tx.send(Ok(c)).is_ok()
+            };
+            if !send(head) {
+                return;
+            }
+            let mut total = n as u64;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                match read_full(&mut f, &mut buf) {
+                    Ok(0) => return,
+                    Ok(k) => {
+                        buf.truncate(k);
+                        total += k as u64;
+                        if let Some(p) = &progress {
+                            p(total);
+                        }
+                        if !send(buf) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = raw_tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let hasher = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            let mut size = 0u64;
+            for c in hash_rx {
+                size += c.len() as u64;
+                h.update(&c);
+            }
+            (hex::encode(h.finalize()), size)
+        });
+        let inflater = std::thread::spawn(move || -> io::Result<()> {
+            let raw = ChunkReader { rx: raw_rx, cur: Vec::new(), pos: 0 };
+            let mut dec: Box<dyn Read> = match kind {
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, raw))),
+                Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(BufReader::with_capacity(CHUNK, raw))),
+                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
+                Compression::None => Box::new(raw),
+            };
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                match read_full(&mut dec, &mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(k) => {
+                        buf.truncate(k);
+                        if out_tx.send(Ok(buf)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let _ = out_tx.send(Err(io::Error::new(e.kind(), msg)));
+                        return Err(e);
+                    }
+                }
+            }
+        });
+        // The reader thread ends on its own when the file is read or a channel closes.
+        drop(reader);
+        Ok(Inflated {
+            chunks: ChunkReader { rx: out_rx, cur: Vec::new(), pos: 0 },
+            threads: Some((inflater, hasher)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Drain whatever the tar parser left (trailing zero blocks), wait for the threads and
+    /// return the compressed file's sha256 (hex) and size.
+    pub fn finish(mut self) -> Result<(String, u64)> {
+        io::copy(&mut self.chunks, &mut io::sink())
+            .with_context(|| format!("{}: corrupt compressed data", self.path.display()))?;
+        let Some((inflater, hasher)) = self.threads.take() else {
+            bail!("internal error: Inflated::finish called twice");
+        };
+        // Drop our end so a still-sending inflater cannot block.
+        drop(self.chunks);
+        match inflater.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{}: corrupt compressed data: {e}", self.path.display()),
+            Err(_) => bail!("{}: the decompressor thread crashed", self.path.display()),
+        }
+        hasher
+            .join()
+            .map_err(|_| anyhow::anyhow!("{}: the hashing thread crashed", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tar_bytes() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "a", &b"abc"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn every_compression_inflates_and_hashes_the_compressed_file() {
+        let tar = tar_bytes();
+        let dir = tempfile::tempdir().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        let variants = [
+            ("t.tar", tar.clone()),
+            ("t.tar.gz", gz.finish().unwrap()),
+            ("t.tar.zst", zstd::encode_all(&tar[..], 3).unwrap()),
+            ("t.tar.xz", {
+                let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+                e.write_all(&tar).unwrap();
+                e.finish().unwrap()
+            }),
+        ];
+        for (name, bytes) in variants {
+            let p = dir.path().join(name);
+            std::fs::write(&p, &bytes).unwrap();
+            let mut inf = Inflated::open(&p, None).unwrap();
+            let mut out = Vec::new();
+            inf.read_to_end(&mut out).unwrap();
+            assert_eq!(out, tar, "{name}");
+            let (sha, size) = inf.finish().unwrap();
+            assert_eq!(sha, hex::encode(Sha256::digest(&bytes)), "{name}");
+            assert_eq!(size, bytes.len() as u64);
+        }
+    }
+
+    #[test]
+    fn garbage_and_corrupt_gzip_give_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, b"hello world").unwrap();
+        let e = Inflated::open(&p, None).err().unwrap().to_string();
+        assert!(e.contains("not a tarball"), "{e}");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar_bytes()).unwrap();
+        let mut bytes = gz.finish().unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        bytes[n / 2 + 1] ^= 0xff;
+        std::fs::write(&p, &bytes).unwrap();
+        let mut inf = Inflated::open(&p, None).unwrap();
+        let mut out = Vec::new();
+        let read = inf.read_to_end(&mut out);
+        assert!(read.is_err() || inf.finish().is_err());
+    }
+
+    #[test]
+    fn gzip_size_hint_is_isize() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.tar.gz");
+        let tar = tar_bytes();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        std::fs::write(&p, gz.finish().unwrap()).unwrap();
+        assert_eq!(unpacked_size_hint(&p).unwrap(), Some(tar.len() as u64));
+    }
+}
