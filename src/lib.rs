@@ -8,6 +8,7 @@ pub mod build;
 pub mod disk;
 pub mod ext4;
 pub mod fat;
+pub mod ids;
 pub mod manifest;
 pub mod plan;
 pub mod profile;

@@ -1,1 +1,67 @@
-//! TODO: progress
+//! Progress and messages for long work, in one place: indicatif bars on a terminal, silence
+//! otherwise (or with `-q`), and `-v` explanations of what was decided and why.
+//!
+//! Bars go to stderr and draw only when stderr is a terminal (indicatif's default draw
+//! target hides itself otherwise), so logs and CI output stay clean.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How chatty the tool is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    #[default]
+    Normal,
+    Verbose,
+}
+
+/// The reporter passed down through a build.
+#[derive(Clone, Debug, Default)]
+pub struct Reporter {
+    pub verbosity: Verbosity,
+}
+
+impl Reporter {
+    pub fn new(verbosity: Verbosity) -> Self {
+        Reporter { verbosity }
+    }
+
+    /// A step the user should see (suppressed by `-q`).
+    pub fn step(&self, msg: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Normal {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// A decision explained under `-v`.
+    pub fn detail(&self, msg: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Verbose {
+            eprintln!("  {}", msg.as_ref());
+        }
+    }
+
+    /// A warning: always shown.
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        eprintln!("warning: {}", msg.as_ref());
+    }
+
+    /// A byte-count bar (bytes, rate, ETA) for work of known size; hidden when quiet or when
+    /// stderr is not a terminal.
+    pub fn bytes_bar(&self, total: u64, what: &str) -> ProgressBar {
+        if self.verbosity == Verbosity::Quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total);
+        let style = ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+}

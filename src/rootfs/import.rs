@@ -136,15 +136,22 @@ pub fn import(
         let header = entry.header();
         let mut meta = Meta::new(
             (header.mode().unwrap_or(0o644) & 0o7777) as u16,
-            header.uid().with_context(|| format!("{shown}: bad uid in tar header"))? as u32,
-            header.gid().with_context(|| format!("{shown}: bad gid in tar header"))? as u32,
+            header
+                .uid()
+                .with_context(|| format!("{shown}: bad uid in tar header"))? as u32,
+            header
+                .gid()
+                .with_context(|| format!("{shown}: bad gid in tar header"))? as u32,
             Timestamp::from_secs(header.mtime().unwrap_or(0) as i64),
         );
         let (major, minor) = (
             header.device_major().ok().flatten().unwrap_or(0),
             header.device_minor().ok().flatten().unwrap_or(0),
         );
-        if let Some(exts) = entry.pax_extensions().with_context(|| format!("{shown}: bad pax header"))? {
+        if let Some(exts) = entry
+            .pax_extensions()
+            .with_context(|| format!("{shown}: bad pax header"))?
+        {
             for ext in exts {
                 let ext = ext.with_context(|| format!("{shown}: bad pax record"))?;
                 let key = ext.key_bytes();
@@ -153,14 +160,17 @@ pub fn import(
                         meta.mtime = t;
                     }
                 } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    meta.xattrs.insert(name.to_vec(), ext.value_bytes().to_vec());
+                    meta.xattrs
+                        .insert(name.to_vec(), ext.value_bytes().to_vec());
                 } else if let Some(name) = key.strip_prefix(b"LIBARCHIVE.xattr.") {
                     let name = percent_decode(name);
                     match base64_decode(ext.value_bytes()) {
                         Some(v) => {
                             meta.xattrs.insert(name, v);
                         }
-                        None => report.warnings.push(format!("{shown}: undecodable xattr record ignored")),
+                        None => report
+                            .warnings
+                            .push(format!("{shown}: undecodable xattr record ignored")),
                     }
                 }
             }
@@ -169,7 +179,9 @@ pub fn import(
 
         let Some(comps) = tree::normalize(&raw_path) else {
             if raw_path.split(|&b| b == b'/').any(|c| c == b"..") {
-                report.warnings.push(format!("{shown}: escapes the root, skipped"));
+                report
+                    .warnings
+                    .push(format!("{shown}: escapes the root, skipped"));
             } else if kind.is_dir() {
                 tree.node_mut(Tree::ROOT).meta = meta;
             }
@@ -177,7 +189,9 @@ pub fn import(
         };
         let path = comps.join(&b'/');
         if raw_path.split(|&b| b == b'/').any(|c| c == b"..") {
-            report.warnings.push(format!("{shown}: contains `..`, skipped"));
+            report
+                .warnings
+                .push(format!("{shown}: contains `..`, skipped"));
             continue;
         }
         let r = route(&path);
@@ -188,12 +202,20 @@ pub fn import(
             let rel = tree::display(&comps[1..].join(&b'/'));
             if kind.is_file() || kind == tar::EntryType::Continuous {
                 let mut data = Vec::with_capacity(entry.size() as usize);
-                entry.read_to_end(&mut data).with_context(|| format!("{shown}: truncated file data"))?;
-                report.boot.insert(rel, BootFile { data, mtime: meta.mtime });
+                entry
+                    .read_to_end(&mut data)
+                    .with_context(|| format!("{shown}: truncated file data"))?;
+                report.boot.insert(
+                    rel,
+                    BootFile {
+                        data,
+                        mtime: meta.mtime,
+                    },
+                );
             } else if !kind.is_dir() {
-                report
-                    .warnings
-                    .push(format!("{shown}: not a regular file; the FAT boot partition cannot hold it, skipped"));
+                report.warnings.push(format!(
+                    "{shown}: not a regular file; the FAT boot partition cannot hold it, skipped"
+                ));
             }
             continue;
         }
@@ -209,7 +231,9 @@ pub fn import(
                 report.file_bytes += size;
                 let data = if r == Route::Capture {
                     let mut data = Vec::with_capacity(size as usize);
-                    entry.read_to_end(&mut data).with_context(|| format!("{shown}: truncated file data"))?;
+                    entry
+                        .read_to_end(&mut data)
+                        .with_context(|| format!("{shown}: truncated file data"))?;
                     FileData::Bytes(data)
                 } else {
                     FileData::Stored(
@@ -221,15 +245,25 @@ pub fn import(
             }
             tar::EntryType::Directory => NodeKind::Dir(BTreeMap::new()),
             tar::EntryType::Symlink => {
-                let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 NodeKind::Symlink(target)
             }
             tar::EntryType::Link => {
-                let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 if let Err(e) = tree.link(&path, &target, default_meta) {
-                    report.warnings.push(format!("{shown}: hard link not created: {e}"));
+                    report
+                        .warnings
+                        .push(format!("{shown}: hard link not created: {e}"));
                 } else if exists {
-                    report.warnings.push(format!("{shown}: duplicate entry, the later one wins"));
+                    report
+                        .warnings
+                        .push(format!("{shown}: duplicate entry, the later one wins"));
                 }
                 continue;
             }
@@ -237,15 +271,29 @@ pub fn import(
             tar::EntryType::Block => NodeKind::BlockDev { major, minor },
             tar::EntryType::Fifo => NodeKind::Fifo,
             other => {
-                report.warnings.push(format!("{shown}: unsupported tar entry type {other:?}, skipped"));
+                report.warnings.push(format!(
+                    "{shown}: unsupported tar entry type {other:?}, skipped"
+                ));
                 continue;
             }
         };
-        let was_dir = exists && tree.lookup(&path).is_some_and(|id| tree.node(id).kind.is_dir());
-        match tree.insert(&path, Node { meta, kind: node_kind.clone() }, default_meta) {
+        let was_dir = exists
+            && tree
+                .lookup(&path)
+                .is_some_and(|id| tree.node(id).kind.is_dir());
+        match tree.insert(
+            &path,
+            Node {
+                meta,
+                kind: node_kind.clone(),
+            },
+            default_meta,
+        ) {
             Ok(_) => {
                 if exists && !(was_dir && node_kind.is_dir()) {
-                    report.warnings.push(format!("{shown}: duplicate entry, the later one wins"));
+                    report
+                        .warnings
+                        .push(format!("{shown}: duplicate entry, the later one wins"));
                 }
             }
             Err(e) => report.warnings.push(format!("{shown}: skipped: {e}")),
@@ -289,7 +337,13 @@ mod tests {
             src.take(len).read_to_end(&mut v)?;
             anyhow::ensure!(v.len() as u64 == len, "short");
             self.files.push(v);
-            Ok(DataRef { size: len, runs: vec![crate::tree::BlockRun { start: self.files.len() as u64, len: 1 }] })
+            Ok(DataRef {
+                size: len,
+                runs: vec![crate::tree::BlockRun {
+                    start: self.files.len() as u64,
+                    len: 1,
+                }],
+            })
         }
     }
 
@@ -325,13 +379,16 @@ mod tests {
             ("mtime", &b"1700000000.25"[..]),
         ])
         .unwrap();
-        b.append_data(&mut h, "usr/bin/ping", &b"hello"[..]).unwrap();
+        b.append_data(&mut h, "usr/bin/ping", &b"hello"[..])
+            .unwrap();
         let mut h = header(tar::EntryType::Regular, 0o644, 3);
         b.append_data(&mut h, "etc/passwd", &b"abc"[..]).unwrap();
         let mut h = header(tar::EntryType::Regular, 0o644, 2);
-        b.append_data(&mut h, "boot/dtbs/a.dtb", &b"dt"[..]).unwrap();
+        b.append_data(&mut h, "boot/dtbs/a.dtb", &b"dt"[..])
+            .unwrap();
         let mut h = header(tar::EntryType::Link, 0o644, 0);
-        b.append_link(&mut h, "usr/bin/ping2", "usr/bin/ping").unwrap();
+        b.append_link(&mut h, "usr/bin/ping2", "usr/bin/ping")
+            .unwrap();
         let mut h = header(tar::EntryType::Symlink, 0o777, 0);
         b.append_link(&mut h, "lib", "usr/lib").unwrap();
         let mut h = header(tar::EntryType::Regular, 0o644, 1);
@@ -348,7 +405,13 @@ mod tests {
         let n = tree.node(ping);
         assert_eq!(n.meta.perm, 0o4755);
         assert_eq!(n.meta.uid, 70000);
-        assert_eq!(n.meta.mtime, Timestamp { sec: 1700000000, nsec: 250_000_000 });
+        assert_eq!(
+            n.meta.mtime,
+            Timestamp {
+                sec: 1700000000,
+                nsec: 250_000_000
+            }
+        );
         assert_eq!(n.meta.xattrs[&b"security.capability"[..]], b"\x01\x02");
         assert_eq!(n.meta.xattrs[&b"user.x=y"[..]], b"hi");
         assert_eq!(tree.lookup(b"usr/bin/ping2"), Some(ping));
@@ -357,7 +420,11 @@ mod tests {
         assert_eq!(pw.kind, NodeKind::File(FileData::Bytes(b"abc".to_vec())));
         assert_eq!(rep.boot["dtbs/a.dtb"].data, b"dt");
         assert!(tree.lookup(b"boot/dtbs").is_none());
-        assert!(rep.warnings.iter().any(|w| w.contains("lib/escape")), "{:?}", rep.warnings);
+        assert!(
+            rep.warnings.iter().any(|w| w.contains("lib/escape")),
+            "{:?}",
+            rep.warnings
+        );
         assert_eq!(rep.newest_mtime, 1700000000);
     }
 
@@ -381,17 +448,29 @@ mod tests {
         assert!(rep.warnings.iter().any(|w| w.contains("../evil")));
         assert!(rep.warnings.iter().any(|w| w.contains("duplicate")));
         let a = tree.node(tree.lookup(b"a").unwrap());
-        assert_eq!(a.kind, NodeKind::File(FileData::Stored(DataRef {
-            size: 2,
-            runs: vec![crate::tree::BlockRun { start: 2, len: 1 }]
-        })));
+        assert_eq!(
+            a.kind,
+            NodeKind::File(FileData::Stored(DataRef {
+                size: 2,
+                runs: vec![crate::tree::BlockRun { start: 2, len: 1 }]
+            }))
+        );
     }
 
     #[test]
     fn pax_time_parses_fractions() {
         assert_eq!(pax_time(b"12"), Some(Timestamp { sec: 12, nsec: 0 }));
-        assert_eq!(pax_time(b"12.000000001"), Some(Timestamp { sec: 12, nsec: 1 }));
-        assert_eq!(pax_time(b"-1.25"), Some(Timestamp { sec: -2, nsec: 750_000_000 }));
+        assert_eq!(
+            pax_time(b"12.000000001"),
+            Some(Timestamp { sec: 12, nsec: 1 })
+        );
+        assert_eq!(
+            pax_time(b"-1.25"),
+            Some(Timestamp {
+                sec: -2,
+                nsec: 750_000_000
+            })
+        );
         assert_eq!(pax_time(b"x"), None);
         assert_eq!(base64_decode(b"aGVsbG8="), Some(b"hello".to_vec()));
     }

@@ -131,9 +131,11 @@ impl Inflated {
     /// Start reading, hashing and inflating `path`. `progress` is called with the number of
     /// compressed bytes read so far.
     pub fn open(path: &Path, progress: Option<ProgressFn>) -> Result<Inflated> {
-        let mut f = File::open(path).with_context(|| format!("{}: cannot open the root tarball", path.display()))?;
+        let mut f = File::open(path)
+            .with_context(|| format!("{}: cannot open the root tarball", path.display()))?;
         let mut head = vec![0u8; 512];
-        let n = read_full(&mut f, &mut head).with_context(|| format!("{}: cannot read", path.display()))?;
+        let n = read_full(&mut f, &mut head)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
         head.truncate(n);
         let Some(kind) = Compression::sniff(&head) else {
             bail!(
@@ -186,10 +188,18 @@ impl Inflated {
             (hex::encode(h.finalize()), size)
         });
         let inflater = std::thread::spawn(move || -> io::Result<()> {
-            let raw = ChunkReader { rx: raw_rx, cur: Vec::new(), pos: 0 };
+            let raw = ChunkReader {
+                rx: raw_rx,
+                cur: Vec::new(),
+                pos: 0,
+            };
             let mut dec: Box<dyn Read> = match kind {
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, raw))),
-                Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(BufReader::with_capacity(CHUNK, raw))),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+                    BufReader::with_capacity(CHUNK, raw),
+                )),
+                Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(
+                    BufReader::with_capacity(CHUNK, raw),
+                )),
                 Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
                 Compression::None => Box::new(raw),
             };
@@ -214,7 +224,11 @@ impl Inflated {
         // The reader thread ends on its own when the file is read or a channel closes.
         drop(reader);
         Ok(Inflated {
-            chunks: ChunkReader { rx: out_rx, cur: Vec::new(), pos: 0 },
+            chunks: ChunkReader {
+                rx: out_rx,
+                cur: Vec::new(),
+                pos: 0,
+            },
             threads: Some((inflater, hasher)),
             path: path.to_path_buf(),
         })
