@@ -15,5 +15,6 @@ pub mod profile;
 pub mod progress;
 pub mod rootfs;
 pub mod source;
+pub mod store;
 pub mod tree;
 pub mod uboot;
