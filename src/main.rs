@@ -1,1 +1,135 @@
-fn main() {}
+//! The `hc1img` command line: parse arguments, call the library, print the error chain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use hc1img::commands::{self, CommonArgs};
+use hc1img::progress::{Reporter, Verbosity};
+
+/// Build ready-to-boot disk images for Odroid HC1 nodes running Arch Linux ARM.
+///
+/// A profile (TOML) names a pinned root tarball and how to configure the node; `hc1img build`
+/// turns it into `ssd.img` (GPT + ext4 root, for the SATA SSD) and `sd.img` (bootloader +
+/// FAT /boot, for the microSD), without root, loop devices or mkfs. Write them with
+/// `dd if=ssd.img of=/dev/sdX bs=4M conv=fsync` (and the same for sd.img).
+#[derive(Parser, Debug)]
+#[command(name = "hc1img", version, about, long_about)]
+struct Cli {
+    /// Print only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Explain what is decided and why.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by the commands that resolve a profile.
+#[derive(Args, Debug)]
+struct ProfileArgs {
+    /// The profile file, e.g. profiles/worker.toml.
+    profile: PathBuf,
+    /// Use this tarball instead of the profile's pinned source (http(s)://, file:// or a path).
+    #[arg(long, requires = "source_sha256", value_name = "URL")]
+    source_url: Option<String>,
+    /// The sha256 of the --source-url tarball (64 hex digits).
+    #[arg(long, requires = "source_url", value_name = "HEX")]
+    source_sha256: Option<String>,
+    /// Read the secret NAME from FILE instead of the file the profile names (repeatable).
+    #[arg(long = "secret", value_name = "NAME=FILE")]
+    secrets: Vec<String>,
+}
+
+impl ProfileArgs {
+    fn common(self) -> CommonArgs {
+        CommonArgs {
+            profile: self.profile,
+            source_url: self.source_url,
+            source_sha256: self.source_sha256,
+            secrets: self.secrets,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build ssd.img, sd.img and manifest.json for a profile.
+    ///
+    /// Without --out the images go to out/<profile>-<hash>/ (hash = first 12 hex digits of the
+    /// derivation hash) and out/<profile> points at the newest build; an existing complete
+    /// build of the same inputs is reused at once.
+    Build {
+        #[command(flatten)]
+        profile: ProfileArgs,
+        /// Write the outputs to DIR instead of the content-addressed out/ store.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Build even when a complete output for these inputs exists.
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// Show the resolved profile, every input with its digest, and the derivation hash.
+    /// Fetches and builds nothing.
+    Plan {
+        #[command(flatten)]
+        profile: ProfileArgs,
+        /// Print JSON (top-level field `derivation`) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download and verify the profile's pinned source into the cache.
+    Fetch {
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+    /// Re-pin the source: download the current file at the profile's URL, verify its
+    /// signature when the profile names one, and write its sha256 and size to the lock file.
+    Lock {
+        /// The profile file whose source to re-pin.
+        profile: PathBuf,
+    },
+    /// Describe a built image: partition table, filesystems, labels, UUIDs and bootloader
+    /// blobs, as a check before flashing.
+    Inspect {
+        /// ssd.img or sd.img.
+        image: PathBuf,
+    },
+    /// Re-hash a build's outputs against its manifest.json and report any that differ.
+    Verify {
+        /// An output directory (containing manifest.json).
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbosity = if cli.quiet {
+        Verbosity::Quiet
+    } else if cli.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let rep = Reporter::new(verbosity);
+    let result = match cli.command {
+        Command::Build { profile, out, rebuild } => commands::build(&profile.common(), out, rebuild, &rep).map(|_| ()),
+        Command::Plan { profile, json } => commands::plan(&profile.common(), json),
+        Command::Fetch { profile } => commands::fetch(&profile.common(), &rep),
+        Command::Lock { profile } => commands::lock(&profile, &rep),
+        Command::Inspect { image } => commands::inspect(&image),
+        Command::Verify { dir } => commands::verify(&dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
