@@ -5,6 +5,7 @@
 //! by this crate, in one streaming pass over the tarball; see `README.md` and `docs/`.
 
 pub mod build;
+pub mod commands;
 pub mod disk;
 pub mod ext4;
 pub mod fat;

@@ -115,7 +115,11 @@ fn main() -> ExitCode {
     };
     let rep = Reporter::new(verbosity);
     let result = match cli.command {
-        Command::Build { profile, out, rebuild } => commands::build(&profile.common(), out, rebuild, &rep).map(|_| ()),
+        Command::Build {
+            profile,
+            out,
+            rebuild,
+        } => commands::build(&profile.common(), out, rebuild, &rep).map(|_| ()),
         Command::Plan { profile, json } => commands::plan(&profile.common(), json),
         Command::Fetch { profile } => commands::fetch(&profile.common(), &rep),
         Command::Lock { profile } => commands::lock(&profile, &rep),
