@@ -23,13 +23,25 @@ use pgp::types::{KeyDetails, VerifyingKey};
 /// Checks that `signature` is a good detached OpenPGP signature over `data` by a key in
 /// `keyring`; errors name the files and why (bad signature, unknown key, unreadable file).
 pub fn verify_signature(data: &Path, signature: &Path, keyring: &Path) -> Result<()> {
+    File::open(data)
+        .with_context(|| format!("cannot open {} to check its signature", data.display()))?;
     let keys = read_keyring(keyring)?;
     let sigs = read_signatures(signature)?;
     let mut good = 0usize;
     let mut unknown = Vec::new();
     for sig in &sigs {
-        let signers = signers_for(sig, &keys);
+        let (signers, revoked): (Vec<_>, Vec<_>) = signers_for(sig, &keys)
+            .into_iter()
+            .partition(|s| !is_revoked(s.primary()));
         if signers.is_empty() {
+            if let Some(r) = revoked.first() {
+                bail!(
+                    "signature {} was made by key {}, which is revoked in keyring {}",
+                    signature.display(),
+                    fingerprint(r.primary()),
+                    keyring.display()
+                );
+            }
             unknown.push(issuer_names(sig));
             continue;
         }
@@ -80,27 +92,43 @@ enum Signer<'a> {
     Subkey(&'a SignedPublicKey, &'a pgp::composed::SignedPublicSubKey),
 }
 
-fn check_one(sig: &Signature, signer: &Signer<'_>, data: &Path) -> Result<()> {
-    let primary = match signer {
-        Signer::Primary(k) | Signer::Subkey(k, _) => *k,
-    };
-    for rev in &primary.details.revocation_signatures {
-        if rev.verify_key(&primary.primary_key).is_ok() {
-            bail!(
-                "key {} is revoked",
-                hex::encode_upper(primary.fingerprint().as_bytes())
-            );
+impl Signer<'_> {
+    fn primary(&self) -> &SignedPublicKey {
+        match self {
+            Signer::Primary(k) | Signer::Subkey(k, _) => k,
         }
     }
+}
+
+/// Whether the key carries a key revocation signature that verifies.
+fn is_revoked(key: &SignedPublicKey) -> bool {
+    key.details
+        .revocation_signatures
+        .iter()
+        .any(|rev| rev.verify_key(&key.primary_key).is_ok())
+}
+
+fn fingerprint(key: &SignedPublicKey) -> String {
+    hex::encode_upper(key.fingerprint().as_bytes())
+}
+
+/// A pgp error as one line; the digest-prefix check gets a plain explanation.
+fn pgp_err(e: pgp::errors::Error) -> anyhow::Error {
+    let text = e.to_string();
+    if text.contains("invalid signed hash value") {
+        return anyhow!("the file's digest does not match the one signed");
+    }
+    anyhow!("{}", text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+fn check_one(sig: &Signature, signer: &Signer<'_>, data: &Path) -> Result<()> {
     let open = || {
         File::open(data)
             .map(BufReader::new)
             .with_context(|| format!("cannot open {} to check its signature", data.display()))
     };
     match signer {
-        Signer::Primary(k) => sig
-            .verify(&k.primary_key, open()?)
-            .map_err(|e| anyhow!("{e}")),
+        Signer::Primary(k) => sig.verify(&k.primary_key, open()?).map_err(pgp_err),
         Signer::Subkey(k, sub) => {
             let bound = sub
                 .signatures
@@ -112,7 +140,7 @@ fn check_one(sig: &Signature, signer: &Signer<'_>, data: &Path) -> Result<()> {
                     hex::encode_upper(sub.fingerprint().as_bytes())
                 );
             }
-            sig.verify(*sub, open()?).map_err(|e| anyhow!("{e}"))
+            sig.verify(*sub, open()?).map_err(pgp_err)
         }
     }
 }
