@@ -675,3 +675,54 @@ fn bad_specs_are_refused_before_any_download() -> Result<()> {
     assert!(err.contains("unsupported URL scheme"), "{err}");
     Ok(())
 }
+
+#[test]
+fn resume_after_all_bytes_arrived_accepts_416() -> Result<()> {
+    // The whole body arrives but the chunked stream is never terminated: the resume asks for
+    // bytes past the end, and the server's 416 with `bytes */LEN` says the file is complete.
+    let body = data(20_000, 14);
+    let sha = oracle_sha256(&body)?;
+    let server = Server::start(vec![("/e", Behave::ChunkedCutFirst(body.clone(), 20_000))])?;
+    let (_d, cache) = new_cache()?;
+    let path = fetch(&spec(vec![server.url("/e")], sha), &cache, &opts())?;
+    assert!(std::fs::read(&path)? == body);
+    let reqs = server.requests("/e");
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].range.as_deref(), Some("bytes=20000-"));
+    Ok(())
+}
+
+#[test]
+fn refused_connection_falls_back_to_the_next_mirror() -> Result<()> {
+    // A port nobody listens on: bind, learn the port, close.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}/x", l.local_addr()?)
+    };
+    let body = data(1_000, 15);
+    let sha = oracle_sha256(&body)?;
+    let server = Server::start(vec![("/ok", Behave::Serve(body.clone()))])?;
+    let (_d, cache) = new_cache()?;
+    let path = fetch(
+        &spec(vec![dead.clone(), server.url("/ok")], sha.clone()),
+        &cache,
+        &opts(),
+    )?;
+    assert!(std::fs::read(&path)? == body);
+
+    let (_d2, cache2) = new_cache()?;
+    let err = match fetch(&spec(vec![dead.clone()], sha), &cache2, &opts()) {
+        Ok(_) => bail!("fetch from a closed port succeeded"),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("error as shown: {msg}");
+            msg
+        }
+    };
+    assert!(
+        err.contains(&dead) && err.contains("onnection refused"),
+        "{err}"
+    );
+    assert!(err.contains("gave up after 3 attempt(s)"), "{err}");
+    Ok(())
+}
