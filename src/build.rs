@@ -1,1 +1,1 @@
-//! TODO: build
+//! The build engine (being wired).

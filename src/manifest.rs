@@ -1,1 +1,150 @@
-//! TODO: manifest
+//! `manifest.json`: what a build was made from and what it made.
+//!
+//! Inputs (source URL, sha256 and size, the digests of the profile chain, board file and
+//! overlay files, the tool's version and output-format version), the derivation hash, and for
+//! each output image its size and sha256. Secret values never appear here; only the derivation
+//! hash depends on their digests. Keys are sorted (serde_json's `BTreeMap`s) so the same build
+//! gives the same bytes. `hc1img verify` re-hashes the outputs against it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::source::sha256_file;
+
+/// One output file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The root tarball a build used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub url: String,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub tool: String,
+    pub tool_version: String,
+    pub format_version: u32,
+    pub profile: String,
+    pub derivation: String,
+    pub source: SourceRecord,
+    /// Every input of the derivation: kind/name → digest (never a secret's value).
+    pub inputs: BTreeMap<String, String>,
+    /// Output files by name.
+    pub outputs: BTreeMap<String, OutputFile>,
+}
+
+impl Manifest {
+    /// Hash `names` in `dir` into the outputs table.
+    pub fn record_outputs(&mut self, dir: &Path, names: &[&str]) -> Result<()> {
+        for name in names {
+            let p = dir.join(name);
+            let size = std::fs::metadata(&p)
+                .with_context(|| format!("{}: missing output", p.display()))?
+                .len();
+            self.outputs.insert(
+                name.to_string(),
+                OutputFile {
+                    size,
+                    sha256: sha256_file(&p)?,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let p = dir.join("manifest.json");
+        let mut text =
+            serde_json::to_string_pretty(self).context("cannot serialise manifest.json")?;
+        text.push('\n');
+        std::fs::write(&p, text).with_context(|| format!("{}: cannot write", p.display()))
+    }
+
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let p = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "{}: cannot read (is this an hc1img output directory?)",
+                p.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid hc1img manifest", p.display()))
+    }
+}
+
+/// Re-hash the outputs of the build in `dir` against its manifest. Returns one line per file
+/// (`ok`/`DIFFERS`/`missing`) and fails when any differs.
+pub fn verify(dir: &Path) -> Result<Vec<String>> {
+    let m = Manifest::read(dir)?;
+    let mut lines = Vec::new();
+    let mut bad = 0;
+    for (name, want) in &m.outputs {
+        let p = dir.join(name);
+        if !p.exists() {
+            lines.push(format!("{name}: missing"));
+            bad += 1;
+            continue;
+        }
+        let got = sha256_file(&p)?;
+        let size = std::fs::metadata(&p)?.len();
+        if got == want.sha256 && size == want.size {
+            lines.push(format!("{name}: ok ({})", &got[..16]));
+        } else {
+            lines.push(format!(
+                "{name}: DIFFERS (manifest {}, file {})",
+                &want.sha256[..16],
+                &got[..16]
+            ));
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        bail!(
+            "{}: {bad} output(s) differ from manifest.json:\n{}",
+            dir.display(),
+            lines.join("\n")
+        );
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_detects_a_changed_output() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.img"), b"aaaa").unwrap();
+        let mut m = Manifest {
+            tool: "hc1img".into(),
+            tool_version: "0".into(),
+            format_version: 1,
+            profile: "p".into(),
+            derivation: "00".repeat(32),
+            source: SourceRecord {
+                url: "file:///x".into(),
+                sha256: "11".repeat(32),
+            },
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+        };
+        m.record_outputs(dir.path(), &["a.img"]).unwrap();
+        m.write(dir.path()).unwrap();
+        assert_eq!(Manifest::read(dir.path()).unwrap(), m);
+        assert!(verify(dir.path()).unwrap()[0].contains("ok"));
+        std::fs::write(dir.path().join("a.img"), b"aaab").unwrap();
+        let e = verify(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("a.img: DIFFERS"), "{e}");
+    }
+}

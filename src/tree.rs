@@ -298,15 +298,15 @@ impl Tree {
         let comps = normalize(path).ok_or_else(|| TreeError::BadPath(display(path)))?;
         let parent = self.parent_dir(&comps, path, parent_meta)?;
         let name = comps[comps.len() - 1].clone();
-        if let Some(&old) = self.dir_mut(parent).get(&name) {
-            if let NodeKind::Dir(old_children) = &self.nodes[old].kind {
-                if node.kind.is_dir() {
-                    self.nodes[old].meta = node.meta;
-                    return Ok(old);
-                }
-                if !old_children.is_empty() {
-                    return Err(TreeError::DirNotEmpty(display(path)));
-                }
+        if let Some(&old) = self.dir_mut(parent).get(&name)
+            && let NodeKind::Dir(old_children) = &self.nodes[old].kind
+        {
+            if node.kind.is_dir() {
+                self.nodes[old].meta = node.meta;
+                return Ok(old);
+            }
+            if !old_children.is_empty() {
+                return Err(TreeError::DirNotEmpty(display(path)));
             }
         }
         let id = self.push(node);

@@ -110,11 +110,14 @@ impl Read for ChunkReader {
     }
 }
 
+/// The decompressor's and the hasher's threads.
+type Workers = (JoinHandle<io::Result<()>>, JoinHandle<(String, u64)>);
+
 /// The inflated tar stream, produced on other threads. Call [`Inflated::finish`] after the
 /// tar stream has been consumed to learn the compressed file's sha256 and size.
 pub struct Inflated {
     chunks: ChunkReader,
-    threads: Option<(JoinHandle<io::Result<()>>, JoinHandle<(String, u64)>)>,
+    threads: Option<Workers>,
     path: PathBuf,
 }
 

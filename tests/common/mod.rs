@@ -334,3 +334,4 @@ impl std::io::Read for Cycle {
         Ok(n)
     }
 }
+pub mod ext4list;
