@@ -93,7 +93,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Profile> {
             Some(e) => match &e.value.kind {
                 Kind::Str(s) if !s.is_empty() => {
                     via = Some(e.value.loc);
-                    cur = dir.join(s);
+                    cur = normalize(&dir.join(s));
                 }
                 _ => anyhow::bail!(
                     "{}: extends: expected a path (string) relative to this file, found {}",
@@ -128,12 +128,36 @@ fn parent_dir(p: &Path) -> PathBuf {
     }
 }
 
+/// Lexically drop `.` components and fold `dir/..` (for readable messages; the file system
+/// is not consulted, so symlinked directories keep their meaning only when there is no `..`).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(c),
+            },
+            _ => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
 fn resolve_paths(node: &mut Node, keys: &[&str], dir: &Path) {
     let Some((first, rest)) = keys.split_first() else {
         if let Kind::Str(s) = &mut node.kind
             && !s.is_empty()
         {
-            *s = dir.join(&*s).to_string_lossy().into_owned();
+            *s = normalize(&dir.join(&*s)).to_string_lossy().into_owned();
         }
         return;
     };

@@ -412,6 +412,10 @@ impl de::Error for DeError {
         ))
     }
 
+    fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        Self::custom(format_args!("expected {exp}, found {unexp}"))
+    }
+
     fn missing_field(field: &'static str) -> Self {
         Self::custom(format_args!("missing required key `{field}`"))
     }
