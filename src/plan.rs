@@ -229,13 +229,29 @@ fn write_canonical(v: &Value, out: &mut String) {
 }
 
 /// Add one input per entry under `root/rel`, in sorted name order (depth first).
-fn walk_overlay(root: &Path, label: &str, rel: &Path, inputs: &mut Vec<Input>) -> anyhow::Result<()> {
+fn walk_overlay(
+    root: &Path,
+    label: &str,
+    rel: &Path,
+    inputs: &mut Vec<Input>,
+) -> anyhow::Result<()> {
     let dir = root.join(rel);
-    let rd = std::fs::read_dir(&dir)
-        .with_context(|| format!("overlay {}: reading directory {}", root.display(), dir.display()))?;
+    let rd = std::fs::read_dir(&dir).with_context(|| {
+        format!(
+            "overlay {}: reading directory {}",
+            root.display(),
+            dir.display()
+        )
+    })?;
     let mut entries = Vec::new();
     for e in rd {
-        let e = e.with_context(|| format!("overlay {}: reading directory {}", root.display(), dir.display()))?;
+        let e = e.with_context(|| {
+            format!(
+                "overlay {}: reading directory {}",
+                root.display(),
+                dir.display()
+            )
+        })?;
         entries.push(e.file_name());
     }
     entries.sort();
@@ -262,15 +278,25 @@ fn walk_overlay(root: &Path, label: &str, rel: &Path, inputs: &mut Vec<Input>) -
         let digest_src = if ft.is_dir() {
             format!("dir {mode:o}")
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(&path)
-                .with_context(|| format!("overlay {}: reading link {}", root.display(), path.display()))?;
+            let target = std::fs::read_link(&path).with_context(|| {
+                format!(
+                    "overlay {}: reading link {}",
+                    root.display(),
+                    path.display()
+                )
+            })?;
             let t = target.to_str().ok_or_else(|| {
-                anyhow::anyhow!("overlay {}: link target of {} is not UTF-8", root.display(), path.display())
+                anyhow::anyhow!(
+                    "overlay {}: link target of {} is not UTF-8",
+                    root.display(),
+                    path.display()
+                )
             })?;
             format!("symlink {t}")
         } else if ft.is_file() {
-            let mut f = std::fs::File::open(&path)
-                .with_context(|| format!("overlay {}: opening {}", root.display(), path.display()))?;
+            let mut f = std::fs::File::open(&path).with_context(|| {
+                format!("overlay {}: opening {}", root.display(), path.display())
+            })?;
             let mut h = Sha256::new();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -310,5 +336,9 @@ fn mode_bits(meta: &std::fs::Metadata) -> u32 {
 
 #[cfg(not(unix))]
 fn mode_bits(meta: &std::fs::Metadata) -> u32 {
-    if meta.permissions().readonly() { 0o444 } else { 0o644 }
+    if meta.permissions().readonly() {
+        0o444
+    } else {
+        0o644
+    }
 }

@@ -88,7 +88,11 @@ fn fixture() -> tempfile::TempDir {
     write(p, "boards/b.toml", BOARD);
     write(p, "base.toml", &base());
     write(p, "child.toml", CHILD);
-    write(p, "hc1img.lock", &format!("[pins.\"{URL}\"]\nsha256 = \"{SHA_A}\"\nsize = 1234\n"));
+    write(
+        p,
+        "hc1img.lock",
+        &format!("[pins.\"{URL}\"]\nsha256 = \"{SHA_A}\"\nsize = 1234\n"),
+    );
     write(p, "secrets/token", "SWMTKN-1-abc\n");
     chmod(&p.join("secrets/token"), 0o600);
     write(p, "ov/etc/motd", "hello\n");
@@ -114,7 +118,10 @@ fn assert_changes(what: &str, change: impl FnOnce(&Path)) {
     assert_eq!(before.hash, derive(d.path()).hash, "hash not stable");
     change(d.path());
     let after = derive(d.path());
-    assert_ne!(before.hash, after.hash, "changing {what} did not change the hash");
+    assert_ne!(
+        before.hash, after.hash,
+        "changing {what} did not change the hash"
+    );
 }
 
 fn edit(dir: &Path, name: &str, from: &str, to: &str) {
@@ -134,7 +141,11 @@ fn same_inputs_in_two_directories_give_the_same_hash() {
     assert_eq!(da.inputs, db.inputs);
     assert_eq!(da.resolved, db.resolved);
     assert_eq!(da.hash.len(), 64);
-    assert!(da.hash.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(
+        da.hash
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
     assert_eq!(da.short(), &da.hash[..12]);
     // No path of either directory leaks into what is hashed.
     let json = serde_json::to_string(&da).expect("json");
@@ -169,9 +180,17 @@ fn inputs_cover_every_kind() {
     ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
-    let src = der.inputs.iter().find(|i| i.kind == InputKind::Source).expect("source");
+    let src = der
+        .inputs
+        .iter()
+        .find(|i| i.kind == InputKind::Source)
+        .expect("source");
     assert_eq!(src.digest, SHA_A);
-    let fmt = der.inputs.iter().find(|i| i.kind == InputKind::Format).expect("format");
+    let fmt = der
+        .inputs
+        .iter()
+        .find(|i| i.kind == InputKind::Format)
+        .expect("format");
     assert_eq!(fmt.digest, plan::FORMAT_VERSION.to_string());
 }
 
@@ -180,7 +199,12 @@ fn formatting_comments_and_key_order_do_not_change_the_hash() {
     let d = fixture();
     let before = derive(d.path());
     write(d.path(), "child.toml", CHILD_REFORMATTED);
-    edit(d.path(), "base.toml", "[journald]", "# journal on tmpfs\n[journald]");
+    edit(
+        d.path(),
+        "base.toml",
+        "[journald]",
+        "# journal on tmpfs\n[journald]",
+    );
     assert_eq!(before.hash, derive(d.path()).hash);
 }
 
@@ -188,46 +212,66 @@ fn formatting_comments_and_key_order_do_not_change_the_hash() {
 fn source_url_and_mirrors_do_not_change_the_hash() {
     let d = fixture();
     let before = derive(d.path());
-    edit(d.path(), "base.toml", "http://mirror.example.org/root.tar.gz", "https://other.example.net/x.tgz");
+    edit(
+        d.path(),
+        "base.toml",
+        "http://mirror.example.org/root.tar.gz",
+        "https://other.example.net/x.tgz",
+    );
     assert_eq!(before.hash, derive(d.path()).hash);
 }
 
 #[test]
 fn source_sha_changes_the_hash() {
-    assert_changes("the pinned sha256", |p| edit(p, "hc1img.lock", SHA_A, SHA_B));
+    assert_changes("the pinned sha256", |p| {
+        edit(p, "hc1img.lock", SHA_A, SHA_B)
+    });
 }
 
 #[test]
 fn source_sha_override_changes_the_hash() {
     let d = fixture();
     let before = derive(d.path());
-    let ov = Overrides { source_sha256: Some(SHA_B.to_string()), ..Default::default() };
+    let ov = Overrides {
+        source_sha256: Some(SHA_B.to_string()),
+        ..Default::default()
+    };
     assert_ne!(before.hash, derive_with(d.path(), &ov, None).hash);
 }
 
 #[test]
 fn profile_value_changes_the_hash() {
-    assert_changes("rootfs.label", |p| edit(p, "child.toml", "label = \"root\"", "label = \"rootfs\""));
+    assert_changes("rootfs.label", |p| {
+        edit(p, "child.toml", "label = \"root\"", "label = \"rootfs\"")
+    });
 }
 
 #[test]
 fn board_value_changes_the_hash() {
-    assert_changes("board consoles", |p| edit(p, "boards/b.toml", "ttySAC2,115200n8", "ttySAC2,9600n8"));
+    assert_changes("board consoles", |p| {
+        edit(p, "boards/b.toml", "ttySAC2,115200n8", "ttySAC2,9600n8")
+    });
 }
 
 #[test]
 fn board_template_changes_the_hash() {
-    assert_changes("board boot_txt", |p| edit(p, "boards/b.toml", "zImage", "zImage.new"));
+    assert_changes("board boot_txt", |p| {
+        edit(p, "boards/b.toml", "zImage", "zImage.new")
+    });
 }
 
 #[test]
 fn overlay_content_changes_the_hash() {
-    assert_changes("an overlay file's content", |p| write(p, "ov/etc/motd", "hello!\n"));
+    assert_changes("an overlay file's content", |p| {
+        write(p, "ov/etc/motd", "hello!\n")
+    });
 }
 
 #[test]
 fn overlay_mode_changes_the_hash() {
-    assert_changes("an overlay file's mode", |p| chmod(&p.join("ov/etc/motd"), 0o600));
+    assert_changes("an overlay file's mode", |p| {
+        chmod(&p.join("ov/etc/motd"), 0o600)
+    });
 }
 
 #[test]
@@ -246,7 +290,9 @@ fn overlay_symlink_target_changes_the_hash() {
 
 #[test]
 fn secret_value_changes_the_hash() {
-    assert_changes("a secret's value", |p| write(p, "secrets/token", "SWMTKN-1-abd\n"));
+    assert_changes("a secret's value", |p| {
+        write(p, "secrets/token", "SWMTKN-1-abd\n")
+    });
 }
 
 #[test]
@@ -258,7 +304,11 @@ fn secret_override_with_other_value_changes_the_hash_same_value_does_not() {
     chmod(&other, 0o600);
     let mut ov = Overrides::default();
     ov.secrets.insert("token".into(), other.clone());
-    assert_eq!(before.hash, derive_with(d.path(), &ov, None).hash, "same value, other file");
+    assert_eq!(
+        before.hash,
+        derive_with(d.path(), &ov, None).hash,
+        "same value, other file"
+    );
     write(d.path(), "other-token", "SWMTKN-1-zzz\n");
     assert_ne!(before.hash, derive_with(d.path(), &ov, None).hash);
 }
@@ -275,14 +325,21 @@ fn source_date_epoch_changes_the_hash() {
 
 #[test]
 fn extends_parent_value_changes_the_hash() {
-    assert_changes("a value in the parent profile", |p| edit(p, "base.toml", "\"50M\"", "\"64M\""));
+    assert_changes("a value in the parent profile", |p| {
+        edit(p, "base.toml", "\"50M\"", "\"64M\"")
+    });
 }
 
 #[test]
 fn default_made_explicit_does_not_change_the_hash() {
     let d = fixture();
     let before = derive(d.path());
-    edit(d.path(), "child.toml", "[rootfs]", "[rootfs]\nbytes_per_inode = 16384\nfeatures = \"full\"");
+    edit(
+        d.path(),
+        "child.toml",
+        "[rootfs]",
+        "[rootfs]\nbytes_per_inode = 16384\nfeatures = \"full\"",
+    );
     assert_eq!(before.hash, derive(d.path()).hash);
 }
 
@@ -290,7 +347,8 @@ fn default_made_explicit_does_not_change_the_hash() {
 fn unpinned_source_is_an_error() {
     let d = fixture();
     std::fs::remove_file(d.path().join("hc1img.lock")).expect("rm");
-    let p = profile::load(&d.path().join("child.toml"), &Overrides::default()).expect("loads unpinned");
+    let p =
+        profile::load(&d.path().join("child.toml"), &Overrides::default()).expect("loads unpinned");
     let err = match plan::derivation_with(&p, None) {
         Ok(_) => panic!("derivation without a pin"),
         Err(e) => format!("{e:#}"),

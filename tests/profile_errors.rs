@@ -80,7 +80,10 @@ fn the_fixture_itself_loads() {
 
 #[test]
 fn unknown_key_with_did_you_mean() {
-    let d = fixture(&[("p.toml", "extends = \"base.toml\"\n\n[rootfs]\nsiz = \"4GiB\"\n")]);
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n\n[rootfs]\nsiz = \"4GiB\"\n",
+    )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert_eq!(
         msg,
@@ -112,7 +115,10 @@ fn unknown_key_in_array_of_tables() {
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
-        msg.starts_with(&format!("{}:5: unknown key `shel` in [users.add[0]]", file(d.path(), "p.toml"))),
+        msg.starts_with(&format!(
+            "{}:5: unknown key `shel` in [users.add[0]]",
+            file(d.path(), "p.toml")
+        )),
         "{msg}"
     );
     assert!(msg.ends_with("did you mean `shell`?"), "{msg}");
@@ -126,7 +132,10 @@ fn wrong_type_names_the_key() {
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
-        msg.starts_with(&format!("{}:3: rootfs.bytes_per_inode: expected u32", file(d.path(), "p.toml"))),
+        msg.starts_with(&format!(
+            "{}:3: rootfs.bytes_per_inode: expected u32",
+            file(d.path(), "p.toml")
+        )),
         "{msg}"
     );
     assert!(msg.contains("found string \"many\""), "{msg}");
@@ -138,16 +147,25 @@ fn section_of_wrong_type() {
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert_eq!(
         msg,
-        format!("{}:2: rootfs: expected a table, found an integer", file(d.path(), "p.toml"))
+        format!(
+            "{}:2: rootfs: expected a table, found an integer",
+            file(d.path(), "p.toml")
+        )
     );
 }
 
 #[test]
 fn bad_enum_value_suggests() {
-    let d = fixture(&[("p.toml", "extends = \"base.toml\"\n[rootfs]\nfeatures = \"ful\"\n")]);
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[rootfs]\nfeatures = \"ful\"\n",
+    )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
-        msg.starts_with(&format!("{}:3: rootfs.features: expected \"full\" or \"conservative\"", file(d.path(), "p.toml"))),
+        msg.starts_with(&format!(
+            "{}:3: rootfs.features: expected \"full\" or \"conservative\"",
+            file(d.path(), "p.toml")
+        )),
         "{msg}"
     );
     assert!(msg.contains("did you mean \"full\""), "{msg}");
@@ -176,7 +194,10 @@ fn extends_cycle_is_named() {
     ]);
     let msg = load_err(&d.path().join("a.toml"), &Overrides::default());
     assert!(msg.contains("extends: cycle: "), "{msg}");
-    assert!(msg.starts_with(&format!("{}:1:", file(d.path(), "sub/c.toml"))), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}:1:", file(d.path(), "sub/c.toml"))),
+        "{msg}"
+    );
     for f in ["a.toml", "b.toml", "c.toml"] {
         assert!(msg.contains(f), "{msg} should name {f}");
     }
@@ -240,17 +261,32 @@ fn world_readable_secret_file() {
     let d = fixture(&[]);
     chmod(&d.path().join("tok"), 0o644);
     let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
-    assert!(msg.starts_with(&format!("{}:6: secrets.tok.file:", file(d.path(), "base.toml"))), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "{}:6: secrets.tok.file:",
+            file(d.path(), "base.toml")
+        )),
+        "{msg}"
+    );
     assert!(msg.contains("world-readable"), "{msg}");
-    assert!(msg.contains(&format!("chmod 600 {}", file(d.path(), "tok"))), "{msg}");
+    assert!(
+        msg.contains(&format!("chmod 600 {}", file(d.path(), "tok"))),
+        "{msg}"
+    );
 }
 
 #[test]
 fn bad_size_string() {
-    let d = fixture(&[("p.toml", "extends = \"base.toml\"\n[rootfs]\n\nsize = \"4GB\"\n")]);
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[rootfs]\n\nsize = \"4GB\"\n",
+    )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
-        msg.starts_with(&format!("{}:4: rootfs.size: invalid size `4GB`", file(d.path(), "p.toml"))),
+        msg.starts_with(&format!(
+            "{}:4: rootfs.size: invalid size `4GB`",
+            file(d.path(), "p.toml")
+        )),
         "{msg}"
     );
 }
@@ -259,18 +295,30 @@ fn bad_size_string() {
 fn board_errors_name_the_board_file() {
     let d = fixture(&[(
         "board.toml",
-        &BOARD.replace("{ file = \"u-boot.bin\", sector = 63 }", "{ file = \"u-boot.bin\", sector = 6280 }"),
+        &BOARD.replace(
+            "{ file = \"u-boot.bin\", sector = 63 }",
+            "{ file = \"u-boot.bin\", sector = 6280 }",
+        ),
     )]);
     let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
-    assert!(msg.starts_with(&format!("{}:", file(d.path(), "board.toml"))), "{msg}");
-    assert!(msg.contains("sd.blobs: [1] u-boot.bin at sector 6280 starts inside env_area"), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}:", file(d.path(), "board.toml"))),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("sd.blobs: [1] u-boot.bin at sector 6280 starts inside env_area"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn unknown_placeholder_in_boot_txt() {
     let d = fixture(&[("board.toml", &BOARD.replace("{set_macaddr}", "{kernel}"))]);
     let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
-    assert!(msg.contains("boot_txt: unknown placeholder `{kernel}`"), "{msg}");
+    assert!(
+        msg.contains("boot_txt: unknown placeholder `{kernel}`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -281,7 +329,10 @@ fn undeclared_secret_reference() {
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
-        msg.starts_with(&format!("{}:5: swarm.token_secret: no secret `tk` is declared; did you mean `tok`?", file(d.path(), "p.toml"))),
+        msg.starts_with(&format!(
+            "{}:5: swarm.token_secret: no secret `tk` is declared; did you mean `tok`?",
+            file(d.path(), "p.toml")
+        )),
         "{msg}"
     );
 }
@@ -290,17 +341,31 @@ fn undeclared_secret_reference() {
 fn invalid_toml_syntax() {
     let d = fixture(&[("p.toml", "extends = \"base.toml\"\n[rootfs\n")]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
-    assert!(msg.starts_with(&format!("{}:2: invalid TOML", file(d.path(), "p.toml"))), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}:2: invalid TOML", file(d.path(), "p.toml"))),
+        "{msg}"
+    );
 }
 
 #[test]
 fn error_in_parent_points_at_parent() {
     let d = fixture(&[
-        ("base.toml", &format!("name = \"base\"\nboard = \"board.toml\"\n[source]\nurl = \"{URL}\"\n[boot]\nrootdelay = -1\n")),
+        (
+            "base.toml",
+            &format!(
+                "name = \"base\"\nboard = \"board.toml\"\n[source]\nurl = \"{URL}\"\n[boot]\nrootdelay = -1\n"
+            ),
+        ),
         ("p.toml", "extends = \"base.toml\"\nname = \"p\"\n"),
     ]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
-    assert!(msg.starts_with(&format!("{}:6: boot.rootdelay:", file(d.path(), "base.toml"))), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "{}:6: boot.rootdelay:",
+            file(d.path(), "base.toml")
+        )),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -309,13 +374,28 @@ fn bad_override_values() {
     let base = d.path().join("base.toml");
     let msg = load_err(
         &base,
-        &Overrides { source_sha256: Some("xyz".into()), ..Default::default() },
+        &Overrides {
+            source_sha256: Some("xyz".into()),
+            ..Default::default()
+        },
     );
-    assert_eq!(msg, "--source-sha256 \"xyz\": expected 64 lowercase hex digits");
+    assert_eq!(
+        msg,
+        "--source-sha256 \"xyz\": expected 64 lowercase hex digits"
+    );
     let mut secrets = BTreeMap::new();
     secrets.insert("tk".to_string(), PathBuf::from("/nonexistent"));
-    let msg = load_err(&base, &Overrides { secrets, ..Default::default() });
-    assert!(msg.starts_with("--secret tk=/nonexistent: the profile declares no secret `tk`"), "{msg}");
+    let msg = load_err(
+        &base,
+        &Overrides {
+            secrets,
+            ..Default::default()
+        },
+    );
+    assert!(
+        msg.starts_with("--secret tk=/nonexistent: the profile declares no secret `tk`"),
+        "{msg}"
+    );
     assert!(msg.ends_with("did you mean `tok`?"), "{msg}");
 }
 
@@ -323,12 +403,27 @@ fn bad_override_values() {
 fn name_must_be_simple() {
     let d = fixture(&[("p.toml", "extends = \"base.toml\"\nname = \"My Node\"\n")]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
-    assert!(msg.starts_with(&format!("{}:2: name: invalid name \"My Node\"", file(d.path(), "p.toml"))), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "{}:2: name: invalid name \"My Node\"",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
 }
 
 #[test]
 fn bad_url() {
-    let d = fixture(&[("p.toml", "extends = \"base.toml\"\n[source]\nurl = \"ftp://x/y\"\n")]);
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[source]\nurl = \"ftp://x/y\"\n",
+    )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
-    assert!(msg.starts_with(&format!("{}:3: source.url: invalid URL \"ftp://x/y\"", file(d.path(), "p.toml"))), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "{}:3: source.url: invalid URL \"ftp://x/y\"",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
 }

@@ -43,10 +43,19 @@ fn check_common(p: &Profile) {
     let b = &p.board;
     assert_eq!(b.name, "odroid-hc1");
     assert_eq!(b.arch, "armv7h");
-    let blobs: Vec<(&str, u64)> = b.sd.blobs.iter().map(|x| (x.file.as_str(), x.sector)).collect();
+    let blobs: Vec<(&str, u64)> =
+        b.sd.blobs
+            .iter()
+            .map(|x| (x.file.as_str(), x.sector))
+            .collect();
     assert_eq!(
         blobs,
-        vec![("bl1.bin", 1), ("bl2.bin", 31), ("u-boot.bin", 63), ("tzsw.bin", 2111)]
+        vec![
+            ("bl1.bin", 1),
+            ("bl2.bin", 31),
+            ("u-boot.bin", 63),
+            ("tzsw.bin", 2111)
+        ]
     );
     assert_eq!(b.sd.first_sector, 8192);
     let env = b.sd.env_area.expect("env area");
@@ -54,21 +63,45 @@ fn check_common(p: &Profile) {
     assert!(env.sector + env.sectors <= b.sd.first_sector);
 
     let src = p.source_spec().expect("source");
-    assert_eq!(src.urls[0], "http://os.archlinuxarm.org/os/ArchLinuxARM-odroid-xu3-latest.tar.gz");
-    assert_eq!(p.lock_path(), Some(profiles_dir().join("hc1img.lock").as_path()));
+    assert_eq!(
+        src.urls[0],
+        "http://os.archlinuxarm.org/os/ArchLinuxARM-odroid-xu3-latest.tar.gz"
+    );
+    assert_eq!(
+        p.lock_path(),
+        Some(profiles_dir().join("hc1img.lock").as_path())
+    );
 
     assert_eq!(p.users.remove, vec!["alarm".to_string()]);
     assert!(p.users.root_password_secret.is_none());
-    let admin = p.users.add.iter().find(|u| u.name == "admin").expect("admin user");
+    let admin = p
+        .users
+        .add
+        .iter()
+        .find(|u| u.name == "admin")
+        .expect("admin user");
     assert!(admin.groups.contains(&"wheel".to_string()));
-    assert_eq!(admin.password_secret.as_deref(), Some("admin_password_hash"));
+    assert_eq!(
+        admin.password_secret.as_deref(),
+        Some("admin_password_hash")
+    );
     let j = p.journald.as_ref().expect("journald");
     assert_eq!(j.runtime_max_use.as_deref(), Some("50M"));
     assert_eq!(j.storage, profile::JournalStorage::Volatile);
     let d = p.docker.as_ref().expect("docker");
-    assert_eq!(d.daemon.get("storage-driver").and_then(|v| v.as_str()), Some("overlay2"));
-    assert!(d.daemon.get("insecure-registries").is_some_and(|v| v.is_array()));
-    assert_eq!(p.io_scheduler.as_ref().map(|s| s.scheduler.as_str()), Some("mq-deadline"));
+    assert_eq!(
+        d.daemon.get("storage-driver").and_then(|v| v.as_str()),
+        Some("overlay2")
+    );
+    assert!(
+        d.daemon
+            .get("insecure-registries")
+            .is_some_and(|v| v.is_array())
+    );
+    assert_eq!(
+        p.io_scheduler.as_ref().map(|s| s.scheduler.as_str()),
+        Some("mq-deadline")
+    );
     assert!(p.mail.is_some() && p.mirrorlist.is_some() && p.cron.is_some());
 
     let cmdline = p.kernel_cmdline(None).expect("cmdline");
@@ -77,7 +110,10 @@ fn check_common(p: &Profile) {
         "console=tty1 console=ttySAC2,115200n8 root=/dev/sda1 rw rootwait fsck.mode=force fsck.repair=yes usb-storage.quirks=152d:0578:u"
     );
     let txt = p.boot_txt(None).expect("boot.txt");
-    assert!(txt.contains(&format!("setenv bootargs \"{cmdline}\"")), "{txt}");
+    assert!(
+        txt.contains(&format!("setenv bootargs \"{cmdline}\"")),
+        "{txt}"
+    );
     for uboot in [
         "load ${devtype} ${devnum}:${bootpart} ${kernel_addr_r} zImage",
         "${fdt_addr_r} dtbs/exynos5422-odroidhc1.dtb",
@@ -89,9 +125,19 @@ fn check_common(p: &Profile) {
         assert!(txt.contains(uboot), "boot.txt lacks {uboot:?}:\n{txt}");
     }
     // Our placeholders are all filled; U-Boot's `${bootargs}` stays.
-    assert_eq!(txt.matches("{bootargs}").count(), txt.matches("${bootargs}").count(), "{txt}");
-    assert!(txt.contains("${bootargs}") && !txt.contains("{set_macaddr}"), "{txt}");
-    assert!(!txt.contains("/boot/"), "boot files sit at the FAT root:\n{txt}");
+    assert_eq!(
+        txt.matches("{bootargs}").count(),
+        txt.matches("${bootargs}").count(),
+        "{txt}"
+    );
+    assert!(
+        txt.contains("${bootargs}") && !txt.contains("{set_macaddr}"),
+        "{txt}"
+    );
+    assert!(
+        !txt.contains("/boot/"),
+        "boot files sit at the FAT root:\n{txt}"
+    );
 }
 
 #[test]
@@ -152,7 +198,10 @@ fn lock_roundtrip_and_override_pin() {
     let mut lock = profile::LockFile::default();
     lock.pins.insert(
         url.to_string(),
-        profile::Pin { sha256: "ab".repeat(32), size: Some(42) },
+        profile::Pin {
+            sha256: "ab".repeat(32),
+            size: Some(42),
+        },
     );
     let path = d.path().join("hc1img.lock");
     profile::write_lock(&path, &lock).expect("write");

@@ -183,7 +183,9 @@ fn resolve_paths(node: &mut Node, keys: &[&str], dir: &Path) {
 
 /// True for 64 lowercase hex digits.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Read and check a lock file.
@@ -275,8 +277,7 @@ type R = anyhow::Result<()>;
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
 }
@@ -290,8 +291,7 @@ fn is_user_name(s: &str) -> bool {
 
 fn is_secret_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -355,11 +355,19 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn profile(&self, raw: RawProfile, chain: Vec<PathBuf>, ov: &Overrides) -> anyhow::Result<Profile> {
+    fn profile(
+        &self,
+        raw: RawProfile,
+        chain: Vec<PathBuf>,
+        ov: &Overrides,
+    ) -> anyhow::Result<Profile> {
         if !is_name(&raw.name) {
             return Err(self.err(
                 &["name"],
-                format!("invalid name {:?}: use lowercase letters, digits and '-' (at most 63)", raw.name),
+                format!(
+                    "invalid name {:?}: use lowercase letters, digits and '-' (at most 63)",
+                    raw.name
+                ),
             ));
         }
 
@@ -371,7 +379,10 @@ impl Validator<'_> {
         let mut secret_files: BTreeMap<String, PathBuf> = BTreeMap::new();
         for (name, decl) in &raw.secrets {
             if !is_secret_name(name) {
-                return Err(self.err(&["secrets", name], "secret names use letters, digits, '_' and '-'"));
+                return Err(self.err(
+                    &["secrets", name],
+                    "secret names use letters, digits, '_' and '-'",
+                ));
             }
             let src = self.secret_decl(name, decl)?;
             secret_sources.insert(name.clone(), src);
@@ -418,7 +429,9 @@ impl Validator<'_> {
                 let names: Vec<&str> = secret_sources.keys().map(String::as_str).collect();
                 let hint = node::did_you_mean(n, &names)
                     .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_else(|| format!("; declare it in [secrets] ({n} = {{ file = \"...\" }})"));
+                    .unwrap_or_else(|| {
+                        format!("; declare it in [secrets] ({n} = {{ file = \"...\" }})")
+                    });
                 return Err(self.err(path, format!("no secret `{n}` is declared{hint}")));
             }
             Ok(())
@@ -430,7 +443,7 @@ impl Validator<'_> {
         // rootfs.
         let rf = &raw.rootfs;
         if let Size::Bytes(b) = rf.size
-            && (b < 16 << 20 || b % 4096 != 0)
+            && (b < 16 << 20 || !b.is_multiple_of(4096))
         {
             return Err(self.err(
                 &["rootfs", "size"],
@@ -438,7 +451,10 @@ impl Validator<'_> {
             ));
         }
         if rf.label.len() > 16 || rf.label.chars().any(|c| c.is_control()) {
-            return Err(self.err(&["rootfs", "label"], format!("{:?}: at most 16 bytes, no control characters", rf.label)));
+            return Err(self.err(
+                &["rootfs", "label"],
+                format!("{:?}: at most 16 bytes, no control characters", rf.label),
+            ));
         }
         if !(1024..=(64 << 20)).contains(&rf.bytes_per_inode) {
             return Err(self.err(
@@ -458,7 +474,9 @@ impl Validator<'_> {
             if !ok || !is_word(root) {
                 return Err(self.err(
                     &["boot", "root"],
-                    format!("{root:?}: expected \"partuuid\", a /dev/ path or PARTUUID=/UUID=/LABEL=…"),
+                    format!(
+                        "{root:?}: expected \"partuuid\", a /dev/ path or PARTUUID=/UUID=/LABEL=…"
+                    ),
                 ));
             }
         }
@@ -476,14 +494,20 @@ impl Validator<'_> {
         if let Some(m) = &b.macaddr
             && !is_macaddr(m)
         {
-            return Err(self.err(&["boot", "macaddr"], format!("{m:?}: expected a unicast MAC like \"02:1e:06:aa:bb:cc\"")));
+            return Err(self.err(
+                &["boot", "macaddr"],
+                format!("{m:?}: expected a unicast MAC like \"02:1e:06:aa:bb:cc\""),
+            ));
         }
 
         // users.
         let u = &raw.users;
         for (i, r) in u.remove.iter().enumerate() {
             if !is_user_name(r) || r == "root" {
-                return Err(self.err(&["users", "remove"], format!("[{i}] {r:?}: not a removable user name")));
+                return Err(self.err(
+                    &["users", "remove"],
+                    format!("[{i}] {r:?}: not a removable user name"),
+                ));
             }
         }
         declared(&["users", "root_password_secret"], &u.root_password_secret)?;
@@ -496,7 +520,13 @@ impl Validator<'_> {
                 anyhow::anyhow!("{}: {}: {msg}", self.sources.where_(l), p(k))
             };
             if !is_user_name(&a.name) || a.name == "root" {
-                return Err(here("name", format!("{:?}: user names are [a-z_][a-z0-9_-]* (at most 32), not root", a.name)));
+                return Err(here(
+                    "name",
+                    format!(
+                        "{:?}: user names are [a-z_][a-z0-9_-]* (at most 32), not root",
+                        a.name
+                    ),
+                ));
             }
             if !names.insert(a.name.clone()) {
                 return Err(here("name", format!("user {:?} is added twice", a.name)));
@@ -513,7 +543,10 @@ impl Validator<'_> {
                 }
             }
             if !a.shell.starts_with('/') || !is_word(&a.shell) {
-                return Err(here("shell", format!("{:?}: expected an absolute path", a.shell)));
+                return Err(here(
+                    "shell",
+                    format!("{:?}: expected an absolute path", a.shell),
+                ));
             }
             if let Some(h) = &a.home
                 && (!h.starts_with('/') || !is_word(h))
@@ -523,14 +556,18 @@ impl Validator<'_> {
             if let Some(s) = &a.password_secret
                 && !secret_sources.contains_key(s)
             {
-                return Err(here("password_secret", format!("no secret `{s}` is declared in [secrets]")));
+                return Err(here(
+                    "password_secret",
+                    format!("no secret `{s}` is declared in [secrets]"),
+                ));
             }
             for k in &a.authorized_keys {
                 let ok = k.starts_with("ssh-") || k.starts_with("ecdsa-") || k.starts_with("sk-");
                 if !ok || k.contains(['\n', '\r']) {
                     return Err(here(
                         "authorized_keys",
-                        "each element is one public key line (\"ssh-ed25519 AAAA… comment\")".to_string(),
+                        "each element is one public key line (\"ssh-ed25519 AAAA… comment\")"
+                            .to_string(),
                     ));
                 }
             }
@@ -545,25 +582,43 @@ impl Validator<'_> {
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || b"/_+-".contains(&c));
         if !tz_ok {
-            return Err(self.err(&["system", "timezone"], format!("{:?}: expected a zoneinfo name like \"Europe/Paris\" or \"UTC\"", s.timezone)));
+            return Err(self.err(
+                &["system", "timezone"],
+                format!(
+                    "{:?}: expected a zoneinfo name like \"Europe/Paris\" or \"UTC\"",
+                    s.timezone
+                ),
+            ));
         }
         if !is_word(&s.locale) || s.locale.contains('/') {
-            return Err(self.err(&["system", "locale"], format!("{:?}: expected a locale like \"en_US.UTF-8\"", s.locale)));
+            return Err(self.err(
+                &["system", "locale"],
+                format!("{:?}: expected a locale like \"en_US.UTF-8\"", s.locale),
+            ));
         }
         if !is_word(&s.keymap) || s.keymap.contains('/') {
-            return Err(self.err(&["system", "keymap"], format!("{:?}: expected a keymap like \"us\"", s.keymap)));
+            return Err(self.err(
+                &["system", "keymap"],
+                format!("{:?}: expected a keymap like \"us\"", s.keymap),
+            ));
         }
 
         // journald.
         if let Some(j) = &raw.journald {
-            for (k, v) in [("runtime_max_use", &j.runtime_max_use), ("system_max_use", &j.system_max_use)] {
+            for (k, v) in [
+                ("runtime_max_use", &j.runtime_max_use),
+                ("system_max_use", &j.system_max_use),
+            ] {
                 if let Some(v) = v {
                     let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'P', 'E']);
                     let ok = !digits.is_empty()
                         && digits.len() + 1 >= v.len()
                         && digits.bytes().all(|c| c.is_ascii_digit());
                     if !ok {
-                        return Err(self.err(&["journald", k], format!("{v:?}: expected journald's size syntax, like \"50M\"")));
+                        return Err(self.err(
+                            &["journald", k],
+                            format!("{v:?}: expected journald's size syntax, like \"50M\""),
+                        ));
                     }
                 }
             }
@@ -574,17 +629,26 @@ impl Validator<'_> {
             use super::schema::SwarmRole;
             for m in &sw.managers {
                 if !is_host_port(m) {
-                    return Err(self.err(&["swarm", "managers"], format!("{m:?}: expected HOST or HOST:PORT")));
+                    return Err(self.err(
+                        &["swarm", "managers"],
+                        format!("{m:?}: expected HOST or HOST:PORT"),
+                    ));
                 }
             }
             if let Some(a) = &sw.advertise_addr
                 && !is_word(a)
             {
-                return Err(self.err(&["swarm", "advertise_addr"], format!("{a:?}: expected an address or interface name")));
+                return Err(self.err(
+                    &["swarm", "advertise_addr"],
+                    format!("{a:?}: expected an address or interface name"),
+                ));
             }
             if sw.role != SwarmRole::Init {
                 if sw.managers.is_empty() {
-                    return Err(self.err(&["swarm", "managers"], "a joining node needs at least one manager address"));
+                    return Err(self.err(
+                        &["swarm", "managers"],
+                        "a joining node needs at least one manager address",
+                    ));
                 }
                 if sw.token_secret.is_none() {
                     return Err(self.err(&["swarm"], "a joining node needs `token_secret` (the name of the secret holding the join token)"));
@@ -600,7 +664,12 @@ impl Validator<'_> {
                 "mac" => Some("001e06a1b2c3".to_string()),
                 _ => None,
             })
-            .map_err(|e| self.err(&["hostname", "name"], format!("{e} (known: {{mac6}}, {{mac}})")))?;
+            .map_err(|e| {
+                self.err(
+                    &["hostname", "name"],
+                    format!("{e} (known: {{mac6}}, {{mac}})"),
+                )
+            })?;
             if !is_name(&sample) || sample.ends_with('-') {
                 return Err(self.err(&["hostname", "name"], format!("{:?}: a hostname is [a-z0-9-], at most 63, not starting or ending with '-'", h.name)));
             }
@@ -608,23 +677,49 @@ impl Validator<'_> {
 
         // io_scheduler.
         if let Some(io) = &raw.io_scheduler {
-            const KNOWN: &[&str] = &["mq-deadline", "bfq", "kyber", "none", "deadline", "noop", "cfq"];
+            const KNOWN: &[&str] = &[
+                "mq-deadline",
+                "bfq",
+                "kyber",
+                "none",
+                "deadline",
+                "noop",
+                "cfq",
+            ];
             if !KNOWN.contains(&io.scheduler.as_str()) {
-                let hint = node::did_you_mean(&io.scheduler, KNOWN).map(|s| format!("; did you mean {s:?}?")).unwrap_or_default();
-                return Err(self.err(&["io_scheduler", "scheduler"], format!("{:?}: expected one of {}{hint}", io.scheduler, KNOWN.join(", "))));
+                let hint = node::did_you_mean(&io.scheduler, KNOWN)
+                    .map(|s| format!("; did you mean {s:?}?"))
+                    .unwrap_or_default();
+                return Err(self.err(
+                    &["io_scheduler", "scheduler"],
+                    format!(
+                        "{:?}: expected one of {}{hint}",
+                        io.scheduler,
+                        KNOWN.join(", ")
+                    ),
+                ));
             }
             if io.devices.is_empty() || io.devices.iter().any(|d| !is_word(d)) {
-                return Err(self.err(&["io_scheduler", "devices"], "expected a non-empty list of udev KERNEL globs like \"sd[a-z]\""));
+                return Err(self.err(
+                    &["io_scheduler", "devices"],
+                    "expected a non-empty list of udev KERNEL globs like \"sd[a-z]\"",
+                ));
             }
         }
 
         // mail.
         if let Some(m) = &raw.mail {
             if !is_host_port(&m.mailhub) {
-                return Err(self.err(&["mail", "mailhub"], format!("{:?}: expected HOST:PORT", m.mailhub)));
+                return Err(self.err(
+                    &["mail", "mailhub"],
+                    format!("{:?}: expected HOST:PORT", m.mailhub),
+                ));
             }
             if !is_word(&m.root) {
-                return Err(self.err(&["mail", "root"], format!("{:?}: expected a mail address", m.root)));
+                return Err(self.err(
+                    &["mail", "root"],
+                    format!("{:?}: expected a mail address", m.root),
+                ));
             }
             if m.auth_user.is_some() != m.password_secret.is_some() {
                 return Err(self.err(&["mail"], "`auth_user` and `password_secret` go together"));
@@ -637,26 +732,56 @@ impl Validator<'_> {
             let mut seen = BTreeSet::new();
             for (i, j) in c.jobs.iter().enumerate() {
                 let loc = |k: &str| self.job_loc(i, k);
-                let here = |k: &str, msg: String| anyhow::anyhow!("{}: cron.jobs[{i}].{k}: {msg}", self.sources.where_(loc(k)));
+                let here = |k: &str, msg: String| {
+                    anyhow::anyhow!("{}: cron.jobs[{i}].{k}: {msg}", self.sources.where_(loc(k)))
+                };
                 let name_ok = !j.name.is_empty()
-                    && j.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    && j.name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 if !name_ok {
-                    return Err(here("name", format!("{:?}: cron.d file names use letters, digits, '_' and '-' only", j.name)));
+                    return Err(here(
+                        "name",
+                        format!(
+                            "{:?}: cron.d file names use letters, digits, '_' and '-' only",
+                            j.name
+                        ),
+                    ));
                 }
                 if !seen.insert(j.name.clone()) {
                     return Err(here("name", format!("job {:?} is defined twice", j.name)));
                 }
                 let fields = j.schedule.split_whitespace().count();
-                let keyword = ["@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"]
-                    .contains(&j.schedule.trim());
-                if !(keyword || (fields == 5 && !j.schedule.starts_with('@'))) || j.schedule.contains('\n') {
-                    return Err(here("schedule", format!("{:?}: expected five cron fields or @daily/@hourly/…", j.schedule)));
+                let keyword = [
+                    "@reboot",
+                    "@yearly",
+                    "@annually",
+                    "@monthly",
+                    "@weekly",
+                    "@daily",
+                    "@midnight",
+                    "@hourly",
+                ]
+                .contains(&j.schedule.trim());
+                if !(keyword || (fields == 5 && !j.schedule.starts_with('@')))
+                    || j.schedule.contains('\n')
+                {
+                    return Err(here(
+                        "schedule",
+                        format!(
+                            "{:?}: expected five cron fields or @daily/@hourly/…",
+                            j.schedule
+                        ),
+                    ));
                 }
                 if !is_user_name(&j.user) && j.user != "root" {
                     return Err(here("user", format!("{:?}: not a user name", j.user)));
                 }
                 if j.command.trim().is_empty() || j.command.contains(['\n', '\r', '%']) {
-                    return Err(here("command", "one line, not empty, no '%' (cron turns it into a newline)".to_string()));
+                    return Err(here(
+                        "command",
+                        "one line, not empty, no '%' (cron turns it into a newline)".to_string(),
+                    ));
                 }
             }
         }
@@ -677,7 +802,10 @@ impl Validator<'_> {
         // overlays.
         for d in &raw.overlays.dirs {
             if !d.is_dir() {
-                return Err(self.err(&["overlays", "dirs"], format!("{} is not a directory", d.display())));
+                return Err(self.err(
+                    &["overlays", "dirs"],
+                    format!("{} is not a directory", d.display()),
+                ));
             }
         }
 
@@ -736,7 +864,10 @@ impl Validator<'_> {
         }
         for c in cs {
             if !is_word(c) {
-                return Err(self.err(path, format!("{c:?}: a console is like \"ttySAC2,115200n8\"")));
+                return Err(self.err(
+                    path,
+                    format!("{c:?}: a console is like \"ttySAC2,115200n8\""),
+                ));
             }
         }
         Ok(())
@@ -746,10 +877,16 @@ impl Validator<'_> {
         match (&d.file, &d.env) {
             (Some(f), None) => Ok(SecretSource::File(f.clone())),
             (None, Some(v)) => {
-                let ok = v.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                let ok = v
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
                     && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
                 if !ok {
-                    return Err(self.err(&["secrets", name, "env"], format!("{v:?}: not an environment variable name")));
+                    return Err(self.err(
+                        &["secrets", name, "env"],
+                        format!("{v:?}: not an environment variable name"),
+                    ));
                 }
                 Ok(SecretSource::Env(v.clone()))
             }
@@ -792,7 +929,10 @@ impl Validator<'_> {
                 if let Some(k) = &s.keyring
                     && !k.is_file()
                 {
-                    return Err(self.err(&["source", "keyring"], format!("{} is not a readable file", k.display())));
+                    return Err(self.err(
+                        &["source", "keyring"],
+                        format!("{} is not a readable file", k.display()),
+                    ));
                 }
                 Some(Source {
                     url: s.url.clone(),
@@ -817,7 +957,9 @@ impl Validator<'_> {
         }
         let Some(mut src) = source else {
             if ov.source_sha256.is_some() {
-                anyhow::bail!("--source-sha256 given but the profile has no [source] and no --source-url");
+                anyhow::bail!(
+                    "--source-sha256 given but the profile has no [source] and no --source-url"
+                );
             }
             return Ok((None, None, false, None));
         };
@@ -852,7 +994,14 @@ impl Validator<'_> {
 
     fn board(&self, path: &Path) -> anyhow::Result<Board> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            self.err(&["board"], format!("board file {} cannot be read: {}", path.display(), secrets::io_reason(&e)))
+            self.err(
+                &["board"],
+                format!(
+                    "board file {} cannot be read: {}",
+                    path.display(),
+                    secrets::io_reason(&e)
+                ),
+            )
         })?;
         let mut sources = Sources::default();
         let idx = sources.add(path, text);
@@ -863,10 +1012,21 @@ impl Validator<'_> {
             root: &doc,
         };
         if !is_name(&board.name) {
-            return Err(v.err(&["name"], format!("invalid board name {:?}: use [a-z0-9-]", board.name)));
+            return Err(v.err(
+                &["name"],
+                format!("invalid board name {:?}: use [a-z0-9-]", board.name),
+            ));
         }
-        if board.arch.is_empty() || !board.arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(v.err(&["arch"], format!("{:?}: expected an architecture like \"armv7h\"", board.arch)));
+        if board.arch.is_empty()
+            || !board
+                .arch
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(v.err(
+                &["arch"],
+                format!("{:?}: expected an architecture like \"armv7h\"", board.arch),
+            ));
         }
         v.consoles(&["consoles"], &board.consoles)?;
         if !is_word(&board.root_device) {
@@ -880,28 +1040,57 @@ impl Validator<'_> {
                 None
             }
         })
-        .map_err(|e| v.err(&["boot_txt"], format!("{e} (known: {{bootargs}}, {{set_macaddr}}; U-Boot variables are ${{name}})")))?;
+        .map_err(|e| {
+            v.err(
+                &["boot_txt"],
+                format!(
+                    "{e} (known: {{bootargs}}, {{set_macaddr}}; U-Boot variables are ${{name}})"
+                ),
+            )
+        })?;
         render_template(&board.boot_txt, &|n| {
-            Some(if n == "bootargs" { "\u{1}".to_string() } else { String::new() })
+            Some(if n == "bootargs" {
+                "\u{1}".to_string()
+            } else {
+                String::new()
+            })
         })
         .map(|s| has_bootargs = s.contains('\u{1}'))?;
         if !has_bootargs {
             return Err(v.err(&["boot_txt"], "the template never uses {bootargs}"));
         }
         let sd = &board.sd;
-        if sd.partition_size.0 == 0 || sd.partition_size.0 % 512 != 0 {
-            return Err(v.err(&["sd", "partition_size"], "must be a positive multiple of 512 bytes"));
+        if sd.partition_size.0 == 0 || !sd.partition_size.0.is_multiple_of(512) {
+            return Err(v.err(
+                &["sd", "partition_size"],
+                "must be a positive multiple of 512 bytes",
+            ));
         }
-        if sd.first_sector < 2 || sd.first_sector.checked_add(sd.partition_size.0 / 512).is_none_or(|e| e > u64::from(u32::MAX)) {
-            return Err(v.err(&["sd", "first_sector"], "the partition must start after sector 1 and end within 2 TiB (MBR)"));
+        if sd.first_sector < 2
+            || sd
+                .first_sector
+                .checked_add(sd.partition_size.0 / 512)
+                .is_none_or(|e| e > u64::from(u32::MAX))
+        {
+            return Err(v.err(
+                &["sd", "first_sector"],
+                "the partition must start after sector 1 and end within 2 TiB (MBR)",
+            ));
         }
         if let Some(env) = &sd.env_area
-            && (env.sector == 0 || env.sectors == 0 || env.sector.saturating_add(env.sectors) > sd.first_sector)
+            && (env.sector == 0
+                || env.sectors == 0
+                || env.sector.saturating_add(env.sectors) > sd.first_sector)
         {
-            return Err(v.err(&["sd", "env_area"], format!(
-                "sectors {}..{} must be non-empty, after the MBR and before first_sector ({})",
-                env.sector, env.sector.saturating_add(env.sectors), sd.first_sector
-            )));
+            return Err(v.err(
+                &["sd", "env_area"],
+                format!(
+                    "sectors {}..{} must be non-empty, after the MBR and before first_sector ({})",
+                    env.sector,
+                    env.sector.saturating_add(env.sectors),
+                    sd.first_sector
+                ),
+            ));
         }
         if sd.blobs.is_empty() {
             return Err(v.err(&["sd", "blobs"], "expected at least one bootloader blob"));
@@ -909,9 +1098,15 @@ impl Validator<'_> {
         let mut sectors = BTreeSet::new();
         let mut files = BTreeSet::new();
         for (i, bl) in sd.blobs.iter().enumerate() {
-            let simple = !bl.file.is_empty() && bl.file != "." && bl.file != ".." && !bl.file.contains(['/', '\\', '\0']);
+            let simple = !bl.file.is_empty()
+                && bl.file != "."
+                && bl.file != ".."
+                && !bl.file.contains(['/', '\\', '\0']);
             if !simple {
-                return Err(v.err(&["sd", "blobs"], format!("[{i}] file {:?}: expected a file name in /boot", bl.file)));
+                return Err(v.err(
+                    &["sd", "blobs"],
+                    format!("[{i}] file {:?}: expected a file name in /boot", bl.file),
+                ));
             }
             if bl.sector == 0 || bl.sector >= sd.first_sector {
                 return Err(v.err(&["sd", "blobs"], format!("[{i}] {} at sector {}: blobs go between the MBR (sector 0) and first_sector ({})", bl.file, bl.sector, sd.first_sector)));
@@ -919,20 +1114,38 @@ impl Validator<'_> {
             if let Some(env) = &sd.env_area
                 && (env.sector..env.sector + env.sectors).contains(&bl.sector)
             {
-                return Err(v.err(&["sd", "blobs"], format!("[{i}] {} at sector {} starts inside env_area", bl.file, bl.sector)));
+                return Err(v.err(
+                    &["sd", "blobs"],
+                    format!(
+                        "[{i}] {} at sector {} starts inside env_area",
+                        bl.file, bl.sector
+                    ),
+                ));
             }
             if !sectors.insert(bl.sector) || !files.insert(bl.file.clone()) {
-                return Err(v.err(&["sd", "blobs"], format!("[{i}] {} at sector {}: file or sector used twice", bl.file, bl.sector)));
+                return Err(v.err(
+                    &["sd", "blobs"],
+                    format!(
+                        "[{i}] {} at sector {}: file or sector used twice",
+                        bl.file, bl.sector
+                    ),
+                ));
             }
         }
         let ordered: Vec<u64> = sd.blobs.iter().map(|b| b.sector).collect();
         if ordered.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(v.err(&["sd", "blobs"], "list the blobs in increasing sector order"));
+            return Err(v.err(
+                &["sd", "blobs"],
+                "list the blobs in increasing sector order",
+            ));
         }
         if let Some(f) = &sd.fusing_script
             && (f.is_empty() || f.contains(['/', '\\', '\0']))
         {
-            return Err(v.err(&["sd", "fusing_script"], format!("{f:?}: expected a file name in /boot")));
+            return Err(v.err(
+                &["sd", "fusing_script"],
+                format!("{f:?}: expected a file name in /boot"),
+            ));
         }
         Ok(board)
     }
@@ -944,7 +1157,9 @@ mod tests {
 
     #[test]
     fn template_keeps_uboot_variables() {
-        let out = render_template("a ${x} {bootargs} {{ ${y}", &|n| (n == "bootargs").then(|| "B".to_string()));
+        let out = render_template("a ${x} {bootargs} {{ ${y}", &|n| {
+            (n == "bootargs").then(|| "B".to_string())
+        });
         assert_eq!(out.ok().as_deref(), Some("a ${x} B {{ ${y}"));
         assert!(render_template("{nope}", &|_| None).is_err());
     }

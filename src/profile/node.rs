@@ -407,9 +407,7 @@ impl de::Error for DeError {
         let hint = did_you_mean(variant, expected)
             .map(|s| format!("; did you mean \"{s}\"?"))
             .unwrap_or_default();
-        Self::custom(format_args!(
-            "expected {list}, found \"{variant}\"{hint}"
-        ))
+        Self::custom(format_args!("expected {list}, found \"{variant}\"{hint}"))
     }
 
     fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
@@ -553,7 +551,9 @@ impl<'de> MapAccess<'de> for Map<'_> {
             Some((k, e)) => {
                 self.pending = Some((k, e));
                 let d: de::value::StrDeserializer<'_, DeError> = k.as_str().into_deserializer();
-                seed.deserialize(d).map(Some).map_err(|err| err.at(e.key_loc))
+                seed.deserialize(d)
+                    .map(Some)
+                    .map_err(|err| err.at(e.key_loc))
             }
         }
     }

@@ -83,7 +83,10 @@ pub(crate) fn check_file(what: &str, path: &Path) -> anyhow::Result<()> {
         )
     })?;
     if !meta.is_file() {
-        anyhow::bail!("{what}: secret file {} is not a regular file", path.display());
+        anyhow::bail!(
+            "{what}: secret file {} is not a regular file",
+            path.display()
+        );
     }
     #[cfg(unix)]
     {

@@ -130,10 +130,12 @@ impl Serialize for Size {
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match d.deserialize_any(BytesVisitor { allow_auto: true })? {
-            Read::Auto => Size::Auto,
-            Read::Bytes(b) => Size::Bytes(b),
-        })
+        Ok(
+            match d.deserialize_any(BytesVisitor { allow_auto: true })? {
+                Read::Auto => Size::Auto,
+                Read::Bytes(b) => Size::Bytes(b),
+            },
+        )
     }
 }
 
@@ -153,7 +155,16 @@ mod tests {
 
     #[test]
     fn rejects_ambiguous_or_bad() {
-        for s in ["4GB", "4G", "", "GiB", "-1", "1.5GiB", "4 gib", "99999999999TiB"] {
+        for s in [
+            "4GB",
+            "4G",
+            "",
+            "GiB",
+            "-1",
+            "1.5GiB",
+            "4 gib",
+            "99999999999TiB",
+        ] {
             assert!(parse_bytes(s).is_err(), "{s} should be rejected");
         }
     }
