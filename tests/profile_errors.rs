@@ -427,3 +427,89 @@ fn bad_url() {
         "{msg}"
     );
 }
+
+#[test]
+fn missing_required_key() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n\n[[users.add]]\nname = \"bob\"\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!("{}:", file(d.path(), "p.toml"))),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("users.add[0]: missing required key `uid`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn secret_needs_exactly_one_source() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[secrets]\nx = { file = \"tok\", env = \"HOME\" }\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:3: secrets.x: give exactly one of",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn joining_swarm_node_needs_a_token() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[swarm]\nrole = \"manager\"\nmanagers = [\"m1:2377\"]\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.contains("swarm: a joining node needs `token_secret`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn derived_values_win_and_arrays_are_replaced() {
+    let d = fixture(&[
+        (
+            "base.toml",
+            &format!(
+                "name = \"base\"\nboard = \"board.toml\"\n[source]\nurl = \"{URL}\"\n\
+                 [boot]\nrootdelay = 5\nextra_args = [\"a=1\", \"b=2\"]\n[users]\nremove = [\"alarm\", \"guest\"]\n"
+            ),
+        ),
+        (
+            "sub/p.toml",
+            "extends = \"../base.toml\"\nname = \"p\"\nboard = \"../board.toml\"\n[boot]\nextra_args = [\"c=3\"]\nroot = \"partuuid\"\n",
+        ),
+    ]);
+    let p = profile::load(&d.path().join("sub/p.toml"), &Overrides::default()).expect("load");
+    assert_eq!(p.name, "p");
+    assert_eq!(p.boot.rootdelay, 5, "parent value kept");
+    assert_eq!(
+        p.boot.extra_args,
+        vec!["c=3".to_string()],
+        "array replaced whole"
+    );
+    assert_eq!(p.users.remove.len(), 2);
+    // The lock lives next to the file that declared [source] (the parent).
+    assert_eq!(p.lock_path(), Some(d.path().join("hc1img.lock").as_path()));
+    assert!(!p.files.lock_exists);
+    assert_eq!(p.files.profiles.len(), 2);
+    let cmd = p
+        .kernel_cmdline(Some("0A1B2C3D-0000-4000-8000-000000000001"))
+        .expect("cmdline");
+    assert!(
+        cmd.contains("root=PARTUUID=0a1b2c3d-0000-4000-8000-000000000001 rw rootwait rootdelay=5"),
+        "{cmd}"
+    );
+    assert!(cmd.ends_with(" c=3"), "{cmd}");
+    assert!(p.kernel_cmdline(None).is_err());
+    assert!(p.source_spec().is_some_and(|s| s.sha256.is_none()));
+}

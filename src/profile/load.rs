@@ -1092,9 +1092,6 @@ impl Validator<'_> {
                 ),
             ));
         }
-        if sd.blobs.is_empty() {
-            return Err(v.err(&["sd", "blobs"], "expected at least one bootloader blob"));
-        }
         let mut sectors = BTreeSet::new();
         let mut files = BTreeSet::new();
         for (i, bl) in sd.blobs.iter().enumerate() {

@@ -442,7 +442,8 @@ pub struct SdLayout {
     /// Where U-Boot keeps its saved environment; must lie before `first_sector`.
     #[serde(default)]
     pub env_area: Option<SectorRange>,
-    /// Bootloader blobs from the tarball's `/boot`, written raw at these sectors.
+    /// Bootloader blobs from the tarball's `/boot`, written raw at these sectors (may be
+    /// empty for boards whose firmware does not read the card raw, e.g. QEMU).
     pub blobs: Vec<Blob>,
     /// A `/boot` shell script whose `dd … seek=N` lines must agree with `blobs`.
     #[serde(default)]
