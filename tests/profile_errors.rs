@@ -513,3 +513,32 @@ fn derived_values_win_and_arrays_are_replaced() {
     assert!(p.kernel_cmdline(None).is_err());
     assert!(p.source_spec().is_some_and(|s| s.sha256.is_none()));
 }
+
+#[test]
+fn plain_path_source_is_relative_to_its_profile_and_pinned_as_written() {
+    let sha = "ef".repeat(32);
+    let d = fixture(&[
+        (
+            "lib/base.toml",
+            "name = \"base\"\nboard = \"../board.toml\"\n[source]\nurl = \"tarballs/root.tar.gz\"\nmirrors = [\"/srv/abs.tar.gz\", \"file:///srv/x.tar.gz\"]\n",
+        ),
+        (
+            "lib/hc1img.lock",
+            &format!("[pins.\"tarballs/root.tar.gz\"]\nsha256 = \"{sha}\"\nsize = 7\n"),
+        ),
+        ("p.toml", "extends = \"lib/base.toml\"\nname = \"p\"\n"),
+    ]);
+    let p = profile::load(&d.path().join("p.toml"), &Overrides::default()).expect("load");
+    let spec = p.source_spec().expect("source");
+    assert_eq!(
+        spec.urls,
+        vec![
+            file(d.path(), "lib/tarballs/root.tar.gz"),
+            "/srv/abs.tar.gz".to_string(),
+            "file:///srv/x.tar.gz".to_string()
+        ]
+    );
+    assert_eq!(spec.sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(spec.size, Some(7));
+    assert!(p.files.lock_exists);
+}

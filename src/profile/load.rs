@@ -181,6 +181,15 @@ fn resolve_paths(node: &mut Node, keys: &[&str], dir: &Path) {
     }
 }
 
+/// A plain relative path (no `scheme://`) is relative to `dir`; anything else is kept.
+fn resolve_url(u: &str, dir: &Path) -> String {
+    if u.contains("://") || Path::new(u).is_absolute() {
+        u.to_string()
+    } else {
+        normalize(&dir.join(u)).to_string_lossy().into_owned()
+    }
+}
+
 /// True for 64 lowercase hex digits.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
@@ -934,8 +943,20 @@ impl Validator<'_> {
                         format!("{} is not a readable file", k.display()),
                     ));
                 }
+                let dir_of = |path: &[&str]| {
+                    let f = self.root.loc_of(path).file;
+                    self.sources
+                        .files
+                        .get(f)
+                        .map(|f| parent_dir(&f.path))
+                        .unwrap_or_else(|| PathBuf::from("."))
+                };
+                let mut fetch = vec![resolve_url(&s.url, &dir_of(&["source", "url"]))];
+                let mdir = dir_of(&["source", "mirrors"]);
+                fetch.extend(s.mirrors.iter().map(|m| resolve_url(m, &mdir)));
                 Some(Source {
                     url: s.url.clone(),
+                    fetch_urls: fetch,
                     mirrors: s.mirrors.clone(),
                     signature: s.signature.clone(),
                     keyring: s.keyring.clone(),
@@ -948,6 +969,7 @@ impl Validator<'_> {
         if let Some(u) = &ov.source_url {
             source = Some(Source {
                 url: u.clone(),
+                fetch_urls: vec![u.clone()],
                 mirrors: Vec::new(),
                 signature: None,
                 keyring: None,

@@ -10,6 +10,7 @@
 //! The result, [`Profile`], is plain typed data (serde `Serialize`); the derivation hash over it
 //! is in [`crate::plan`].
 
+mod board;
 mod load;
 pub(crate) mod node;
 pub mod schema;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use board::SECTOR;
 pub use load::{LOCK_FILE_NAME, is_sha256_hex, load, read_lock, write_lock};
 pub use schema::{
     Blob, Board, Boot, Cron, CronJob, Docker, Features, Hostname, IoScheduler, JournalStorage,
@@ -75,7 +77,12 @@ pub struct Profile {
 /// The `[source]` of a profile with its pin from the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Source {
+    /// As written in the profile (or `--source-url`): the key of the pin in the lock file.
     pub url: String,
+    /// `url` then the mirrors, with plain relative paths made relative to the profile file
+    /// that wrote them (the command line's `--source-url` stays relative to the current
+    /// directory).
+    pub fetch_urls: Vec<String>,
     /// Tried in order after `url`.
     pub mirrors: Vec<String>,
     /// URL of a detached OpenPGP signature of the tarball.
@@ -150,9 +157,7 @@ impl Profile {
     /// The source tarball to fetch, if any.
     pub fn source_spec(&self) -> Option<SourceSpec> {
         self.source.as_ref().map(|s| SourceSpec {
-            urls: std::iter::once(s.url.clone())
-                .chain(s.mirrors.iter().cloned())
-                .collect(),
+            urls: s.fetch_urls.clone(),
             sha256: s.sha256.clone(),
             size: s.size,
             signature: s.signature.clone(),
