@@ -221,3 +221,36 @@ fn lock_roundtrip_and_override_pin() {
     assert_eq!(spec.size, None);
     assert_eq!(spec.require_sha256().expect("pinned"), "cd".repeat(32));
 }
+
+#[test]
+fn qemu_board_loads_under_a_shipped_profile() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let board = profiles_dir().join("boards/qemu-virt.toml");
+    let worker = profiles_dir().join("worker.toml");
+    let p = d.path().join("qemu.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "extends = {:?}\nname = \"qemu\"\nboard = {:?}\n[boot]\nfsck_force = false\nuas_quirk = false\n",
+            worker.display().to_string(),
+            board.display().to_string()
+        ),
+    )
+    .expect("write");
+    let mut ov = secrets(d.path());
+    ov.secrets.remove("swarm_manager_token");
+    let prof = profile::load(&p, &ov).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(prof.board.name, "qemu-virt");
+    assert!(prof.board.sd.blobs.is_empty());
+    // The child's board wins over base's, and its root_device is the default root=.
+    assert_eq!(prof.files.board, board);
+    assert_eq!(
+        prof.kernel_cmdline(None).expect("cmdline"),
+        "console=ttyAMA0 root=/dev/vdb1 rw rootwait"
+    );
+    let txt = prof.boot_txt(None).expect("boot.txt");
+    assert!(
+        txt.contains("bootz ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}"),
+        "{txt}"
+    );
+}
