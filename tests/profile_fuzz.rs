@@ -242,4 +242,15 @@ proptest! {
         let d = dir_with(GOOD_BASE, "", &board, &lock);
         try_load(d.path());
     }
+
+    #[test]
+    fn fusing_script_checker_never_panics(script in tomlish(), noise in "\\PC{0,80}") {
+        let d = dir_with(GOOD_BASE, "", BOARD, "");
+        let p = profile::load(&d.path().join("p.toml"), &Overrides::default()).expect("load");
+        let _ = p.board.check_fusing_script(&script);
+        let _ = p.board.check_fusing_script(&format!("dd if=u-boot.bin seek=${{x}} {noise}\nx={noise}"));
+        let mut sizes = std::collections::BTreeMap::new();
+        sizes.insert("u-boot.bin".to_string(), noise.len() as u64 * 1_000_000_007);
+        let _ = p.board.check_blob_layout(&sizes);
+    }
 }

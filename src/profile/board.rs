@@ -24,13 +24,13 @@ impl Board {
                     b.file
                 )
             })?;
-            let end = b.sector + len.div_ceil(SECTOR);
+            let end = b.sector.saturating_add(len.div_ceil(SECTOR));
             spans.push((b.sector, end, format!("/boot/{}", b.file)));
         }
         if let Some(env) = &self.sd.env_area {
             spans.push((
                 env.sector,
-                env.sector + env.sectors,
+                env.sector.saturating_add(env.sectors),
                 "the U-Boot environment area".to_string(),
             ));
         }
@@ -65,23 +65,48 @@ impl Board {
 
     /// Check a fusing script's `dd if=FILE … seek=N` lines against `[sd] blobs`: every blob
     /// must be written by the script at the same sector, and the script must write no other
-    /// file. `seek=$var` / `seek=${var}` use the variable's FIRST numeric assignment in the
-    /// script (upstream scripts set the SD card positions first and override them in an eMMC
-    /// branch).
+    /// file. `seek=$var` / `seek=${var}` use the variable's numeric assignments, ignoring
+    /// those in an `if`/`else` branch that targets an eMMC boot partition (a branch that also
+    /// assigns something ending in `boot0`, as upstream scripts do); the SD value must then be
+    /// unique.
     pub fn check_fusing_script(&self, script: &str) -> anyhow::Result<()> {
         let name = self.sd.fusing_script.as_deref().unwrap_or("fusing script");
-        let mut vars: BTreeMap<String, u64> = BTreeMap::new();
-        let mut written: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+        // Numeric assignments per branch (a branch ends at if/elif/else/fi).
+        let mut vars: BTreeMap<String, BTreeMap<u64, usize>> = BTreeMap::new();
+        let mut branch: Vec<(String, u64, usize)> = Vec::new();
+        let mut branch_is_emmc = false;
+        let mut flush = |branch: &mut Vec<(String, u64, usize)>, emmc: &mut bool| {
+            if !*emmc {
+                for (k, v, line) in branch.drain(..) {
+                    vars.entry(k).or_default().entry(v).or_insert(line);
+                }
+            }
+            branch.clear();
+            *emmc = false;
+        };
+        let mut dd_lines: Vec<(usize, String, String)> = Vec::new();
         for (i, raw) in script.lines().enumerate() {
-            let line = raw.split('#').next().unwrap_or("").trim();
+            let line = strip_comment(raw).trim();
+            let first = line.split_whitespace().next().unwrap_or("");
+            if ["if", "elif", "else", "fi"].contains(&first.trim_end_matches(';')) {
+                flush(&mut branch, &mut branch_is_emmc);
+            }
             for tok in line.split([';', ' ', '\t']) {
-                if let Some((k, v)) = tok.split_once('=')
-                    && !k.is_empty()
+                let Some((k, v)) = tok.split_once('=') else {
+                    continue;
+                };
+                let is_var = !k.is_empty()
                     && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                    && !k.as_bytes()[0].is_ascii_digit()
-                    && let Ok(n) = v.trim_matches('"').parse::<u64>()
-                {
-                    vars.entry(k.to_string()).or_insert(n);
+                    && !k.as_bytes()[0].is_ascii_digit();
+                if !is_var {
+                    continue;
+                }
+                let v = v.trim_matches('"');
+                if v.ends_with("boot0") {
+                    branch_is_emmc = true;
+                }
+                if let Ok(n) = v.parse::<u64>() {
+                    branch.push((k.to_string(), n, i + 1));
                 }
             }
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -94,10 +119,15 @@ impl Board {
                     .find_map(|w| w.strip_prefix(key))
                     .map(|v| v.trim_matches('"'))
             };
-            let (Some(file), Some(seek)) = (arg("if="), arg("seek=")) else {
-                continue;
-            };
-            let file = file.rsplit('/').next().unwrap_or(file).to_string();
+            if let (Some(file), Some(seek)) = (arg("if="), arg("seek=")) {
+                let file = file.rsplit('/').next().unwrap_or(file).to_string();
+                dd_lines.push((i + 1, file, seek.to_string()));
+            }
+        }
+        flush(&mut branch, &mut branch_is_emmc);
+
+        let mut written: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+        for (line, file, seek) in dd_lines {
             let sector = match seek.parse::<u64>() {
                 Ok(n) => n,
                 Err(_) => {
@@ -105,15 +135,19 @@ impl Board {
                         .trim_start_matches('$')
                         .trim_start_matches('{')
                         .trim_end_matches('}');
-                    *vars.get(var).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "{name}:{}: cannot tell where `dd` writes {file}: seek={seek} is not a number set earlier in the script",
-                            i + 1
-                        )
-                    })?
+                    let values = vars.get(var).map(|m| m.keys().copied().collect::<Vec<_>>());
+                    match values.as_deref() {
+                        Some([n]) => *n,
+                        Some(many) if !many.is_empty() => anyhow::bail!(
+                            "{name}:{line}: cannot tell where `dd` writes {file}: {var} is set to {many:?} outside an eMMC branch"
+                        ),
+                        _ => anyhow::bail!(
+                            "{name}:{line}: cannot tell where `dd` writes {file}: seek={seek} is not a number set in the script"
+                        ),
+                    }
                 }
             };
-            written.entry(file).or_insert((sector, i + 1));
+            written.entry(file).or_insert((sector, line));
         }
         for b in &self.sd.blobs {
             match written.get(&b.file) {
@@ -142,6 +176,18 @@ impl Board {
         }
         Ok(())
     }
+}
+
+/// A shell line without its comment (a `#` at the start of a word; `${1##*/}` is no comment).
+fn strip_comment(line: &str) -> &str {
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        if c == '#' && prev_space {
+            return &line[..i];
+        }
+        prev_space = c.is_whitespace() || c == ';';
+    }
+    line
 }
 
 #[cfg(test)]
@@ -179,41 +225,74 @@ mod tests {
         }
     }
 
-    /// Shaped like the uboot-odroid-xu3 script: SD positions, then an eMMC override.
-    const SCRIPT: &str = r#"#!/bin/sh
-signed_bl1_position=1
-bl2_position=31
-uboot_position=63
-tzsw_position=2111
-device=$1
-if [ "$emmc" = "1" ]; then
+    /// Shaped like the uboot-odroid-xu3 script: eMMC positions in the `if` branch, SD ones in
+    /// the `else` branch.
+    const SCRIPT: &str = r#"#!/usr/bin/bash
+[ -d /sys/block/${1##*/}boot0 ] && emmc=1
+if [ -n "$emmc" ]; then
     signed_bl1_position=0
     bl2_position=30
     uboot_position=62
     tzsw_position=2110
-    device=/dev/${1##*/}boot0
+    device=$1boot0
+else
+    signed_bl1_position=1
+    bl2_position=31
+    uboot_position=63
+    tzsw_position=2111
+    device=$1
 fi
-echo "BL1 fusing"
+# fuse
 dd iflag=dsync oflag=dsync if=./bl1.bin of=$device seek=$signed_bl1_position
 dd iflag=dsync oflag=dsync if=./bl2.bin of=$device seek=$bl2_position
 dd iflag=dsync oflag=dsync if=./u-boot.bin of=$device seek=${uboot_position}
 dd iflag=dsync oflag=dsync if=./tzsw.bin of=$device seek=2111
 "#;
 
+    /// The other common shape: SD positions first, an eMMC override after.
+    const SCRIPT_SD_FIRST: &str = r#"#!/bin/sh
+bl1=1; bl2=31
+uboot=63
+tzsw=2111
+device=$1
+if [ "$emmc" = "1" ]; then
+    bl1=0; bl2=30; uboot=62; tzsw=2110
+    device=/dev/${1##*/}boot0
+fi
+dd if=bl1.bin of=$device seek=$bl1
+dd if=bl2.bin of=$device seek=$bl2
+dd if=u-boot.bin of=$device seek=$uboot
+dd if=tzsw.bin of=$device seek=$tzsw
+"#;
+
     #[test]
     fn agreeing_script_passes() {
-        assert!(hc1().check_fusing_script(SCRIPT).is_ok());
+        let r = hc1().check_fusing_script(SCRIPT);
+        assert!(r.is_ok(), "{r:?}");
+        let r = hc1().check_fusing_script(SCRIPT_SD_FIRST);
+        assert!(r.is_ok(), "{r:?}");
     }
 
     #[test]
     fn disagreeing_script_is_named() {
         let bad = SCRIPT.replace("tzsw_position=2111", "tzsw_position=719");
         let bad = bad.replace("seek=2111", "seek=$tzsw_position");
+        // A variable set twice on the SD path is ambiguous.
+        let twice = SCRIPT.replace("device=$1\n", "device=$1\nbl2_position=32\n");
+        let err2 = hc1()
+            .check_fusing_script(&twice)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err2.as_deref()
+                .is_some_and(|e| e.contains("bl2_position is set to [31, 32]")),
+            "{err2:?}"
+        );
         let err = hc1().check_fusing_script(&bad).err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
             Some(
-                "sd_fusing.sh:18: writes tzsw.bin at sector 719 but board odroid-hc1 says 2111; fix [sd] blobs in the board file"
+                "sd_fusing.sh:20: writes tzsw.bin at sector 719 but board odroid-hc1 says 2111; fix [sd] blobs in the board file"
             )
         );
         let extra = format!("{SCRIPT}dd if=./extra.bin of=$device seek=3000\n");
