@@ -1,1 +1,250 @@
-//! TODO: profile
+//! Profiles: the declarative description of one node image, loaded from TOML.
+//!
+//! [`load`] reads a profile file, follows its `extends` chain, merges it (tables key by key,
+//! the derived file wins; arrays and scalars replaced whole), resolves relative paths against
+//! the file that wrote them, loads the board file and the lock file (`hc1img.lock`, the
+//! sha256/size pins of the source tarball), applies the command-line [`Overrides`], and checks
+//! every value before anything is fetched. Errors are one line, `FILE:LINE: key.path: what`.
+//!
+//! The file format is documented in `docs/profiles.md`; the schema types live in [`schema`].
+//! The result, [`Profile`], is plain typed data (serde `Serialize`); the derivation hash over it
+//! is in [`crate::plan`].
+
+mod board;
+mod load;
+pub(crate) mod node;
+pub mod schema;
+pub mod secrets;
+pub mod size;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use board::SECTOR;
+pub use load::{LOCK_FILE_NAME, is_sha256_hex, load, read_lock, write_lock};
+pub use schema::{
+    Blob, Board, Boot, Cron, CronJob, Docker, Features, Hostname, IoScheduler, JournalStorage,
+    Journald, LockFile, Mail, Mirrorlist, Pin, Rootfs, SdLayout, SectorRange, Swarm, SwarmRole,
+    System, UserAdd, Users,
+};
+pub use secrets::{Secret, SecretSource};
+pub use size::{Bytes, Size};
+
+/// Command-line overrides (`--source-url`, `--source-sha256`, `--secret NAME=FILE`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Replaces the source URL; mirrors and the signature URL of the profile are then dropped,
+    /// and the pin is looked up in the lock file under the new URL.
+    pub source_url: Option<String>,
+    /// Replaces the pinned sha256 (the pinned size is then unknown).
+    pub source_sha256: Option<String>,
+    /// Replaces where a declared secret is read from.
+    pub secrets: BTreeMap<String, PathBuf>,
+}
+
+/// A loaded, merged and validated profile. Paths are absolute (or relative to the current
+/// directory when the profile was given by a relative path).
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// `[a-z0-9-]+`; the most-derived file's `name`.
+    pub name: String,
+    /// The board file's contents.
+    pub board: Board,
+    /// The root tarball, when the profile (or `--source-url`) names one.
+    pub source: Option<Source>,
+    pub rootfs: Rootfs,
+    pub boot: Boot,
+    /// Declared secrets and where their values come from (after overrides).
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub users: Users,
+    pub system: System,
+    pub journald: Option<Journald>,
+    pub docker: Option<Docker>,
+    pub swarm: Option<Swarm>,
+    pub hostname: Option<Hostname>,
+    pub io_scheduler: Option<IoScheduler>,
+    pub mail: Option<Mail>,
+    pub cron: Option<Cron>,
+    pub mirrorlist: Option<Mirrorlist>,
+    /// Overlay directories, in the order they are applied (later wins).
+    pub overlays: Vec<PathBuf>,
+    /// Every file the profile was made from.
+    pub files: InputFiles,
+}
+
+/// The `[source]` of a profile with its pin from the lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// As written in the profile (or `--source-url`): the key of the pin in the lock file.
+    pub url: String,
+    /// `url` then the mirrors, with plain relative paths made relative to the profile file
+    /// that wrote them (the command line's `--source-url` stays relative to the current
+    /// directory).
+    pub fetch_urls: Vec<String>,
+    /// Tried in order after `url`.
+    pub mirrors: Vec<String>,
+    /// URL of a detached OpenPGP signature of the tarball.
+    pub signature: Option<String>,
+    /// OpenPGP public key(s) (armored or binary) that must have made `signature`.
+    pub keyring: Option<PathBuf>,
+    /// Pinned sha256 (lowercase hex), from the lock file or `--source-sha256`.
+    pub sha256: Option<String>,
+    /// Pinned size in bytes, from the lock file.
+    pub size: Option<u64>,
+}
+
+/// What the fetcher needs: where to get the tarball and what it must hash to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceSpec {
+    /// `url` then the mirrors, in order. Each is `http://`, `https://`, `file://` or a path.
+    pub urls: Vec<String>,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    pub signature: Option<String>,
+    pub keyring: Option<PathBuf>,
+}
+
+impl SourceSpec {
+    /// The pinned sha256, or an error telling how to pin.
+    pub fn require_sha256(&self) -> anyhow::Result<&str> {
+        self.sha256.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "source {} is not pinned: run `hc1img lock` or pass --source-sha256",
+                self.urls.first().map(String::as_str).unwrap_or("?")
+            )
+        })
+    }
+}
+
+/// The files a profile was loaded from (for `--explain`, watch lists and manifests; none of
+/// these paths enters the derivation hash).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InputFiles {
+    /// The `extends` chain, most-derived (the file given) first.
+    pub profiles: Vec<PathBuf>,
+    pub board: PathBuf,
+    /// Where the pins live: `hc1img.lock` next to the profile file that declared
+    /// `[source] url` (it may not exist yet). `None` without a source.
+    pub lock: Option<PathBuf>,
+    /// Whether `lock` existed and was read.
+    pub lock_exists: bool,
+    pub keyring: Option<PathBuf>,
+    pub overlays: Vec<PathBuf>,
+    /// Secret files (after overrides), by secret name.
+    pub secrets: BTreeMap<String, PathBuf>,
+}
+
+impl InputFiles {
+    /// All existing input files and directories, in a stable order.
+    pub fn all(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = self.profiles.iter().map(PathBuf::as_path).collect();
+        v.push(&self.board);
+        if let (Some(l), true) = (&self.lock, self.lock_exists) {
+            v.push(l);
+        }
+        if let Some(k) = &self.keyring {
+            v.push(k);
+        }
+        v.extend(self.overlays.iter().map(PathBuf::as_path));
+        v.extend(self.secrets.values().map(PathBuf::as_path));
+        v
+    }
+}
+
+impl Profile {
+    /// The source tarball to fetch, if any.
+    pub fn source_spec(&self) -> Option<SourceSpec> {
+        self.source.as_ref().map(|s| SourceSpec {
+            urls: s.fetch_urls.clone(),
+            sha256: s.sha256.clone(),
+            size: s.size,
+            signature: s.signature.clone(),
+            keyring: s.keyring.clone(),
+        })
+    }
+
+    /// The lock file path (`hc1img lock` writes here).
+    pub fn lock_path(&self) -> Option<&Path> {
+        self.files.lock.as_deref()
+    }
+
+    /// Read a declared secret's value now.
+    pub fn secret(&self, name: &str) -> anyhow::Result<Secret> {
+        match self.secrets.get(name) {
+            Some(src) => secrets::read(name, src),
+            None => {
+                let names: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
+                let hint = node::did_you_mean(name, &names)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "profile `{}` declares no secret `{name}` in [secrets]{hint}",
+                    self.name
+                )
+            }
+        }
+    }
+
+    /// The consoles in effect (`[boot] console`, else the board's).
+    pub fn consoles(&self) -> &[String] {
+        self.boot.console.as_deref().unwrap_or(&self.board.consoles)
+    }
+
+    /// The `root=` value; `root_partuuid` is the SSD partition's GUID, needed when
+    /// `[boot] root = "partuuid"`.
+    pub fn root_arg(&self, root_partuuid: Option<&str>) -> anyhow::Result<String> {
+        let root = self.boot.root.as_deref().unwrap_or(&self.board.root_device);
+        if root == "partuuid" {
+            match root_partuuid {
+                Some(u) => Ok(format!("PARTUUID={}", u.to_ascii_lowercase())),
+                None => anyhow::bail!(
+                    "boot.root = \"partuuid\" needs the SSD partition's GUID (internal: none given)"
+                ),
+            }
+        } else {
+            Ok(root.to_string())
+        }
+    }
+
+    /// The kernel command line, without the MAC address (U-Boot adds `smsc95xx.macaddr=`).
+    pub fn kernel_cmdline(&self, root_partuuid: Option<&str>) -> anyhow::Result<String> {
+        let mut args: Vec<String> = self
+            .consoles()
+            .iter()
+            .map(|c| format!("console={c}"))
+            .collect();
+        args.push(format!("root={}", self.root_arg(root_partuuid)?));
+        args.push("rw".into());
+        args.push("rootwait".into());
+        if self.boot.rootdelay > 0 {
+            args.push(format!("rootdelay={}", self.boot.rootdelay));
+        }
+        if self.boot.fsck_force {
+            args.push("fsck.mode=force".into());
+            args.push("fsck.repair=yes".into());
+        }
+        if self.boot.uas_quirk {
+            args.push("usb-storage.quirks=152d:0578:u".into());
+        }
+        args.extend(self.boot.extra_args.iter().cloned());
+        Ok(args.join(" "))
+    }
+
+    /// The board's `boot_txt` with our placeholders filled in: `{bootargs}` (see
+    /// [`Profile::kernel_cmdline`]) and `{set_macaddr}` (a `setenv macaddr` line when
+    /// `[boot] macaddr` is set, else a comment). U-Boot's `${…}` are left alone.
+    pub fn boot_txt(&self, root_partuuid: Option<&str>) -> anyhow::Result<String> {
+        let bootargs = self.kernel_cmdline(root_partuuid)?;
+        let set_mac = match &self.boot.macaddr {
+            Some(m) => format!("setenv macaddr \"{m}\""),
+            None => "# macaddr: taken from the card's saved U-Boot environment, if any".to_string(),
+        };
+        load::render_template(&self.board.boot_txt, &|name| match name {
+            "bootargs" => Some(bootargs.clone()),
+            "set_macaddr" => Some(set_mac.clone()),
+            _ => None,
+        })
+    }
+}

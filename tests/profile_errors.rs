@@ -1,0 +1,544 @@
+//! Bad profiles give one clear line naming the file, the line and the key; nothing panics.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use hc1img::profile::{self, Overrides};
+
+const BOARD: &str = r#"
+name = "test-board"
+arch = "armv7h"
+consoles = ["ttyS0"]
+root_device = "/dev/sda1"
+boot_txt = "setenv bootargs \"{bootargs}\"\n{set_macaddr}\nload ${devtype} ${devnum}:1 ${kernel_addr_r} zImage\n"
+[sd]
+first_sector = 8192
+partition_size = "64MiB"
+env_area = { sector = 6272, sectors = 32 }
+blobs = [ { file = "bl1.bin", sector = 1 }, { file = "u-boot.bin", sector = 63 } ]
+"#;
+
+const URL: &str = "http://example.org/root.tar.gz";
+
+/// A directory with a board, a valid base profile and a secret; `extra` files are added on top.
+fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "board.toml", BOARD);
+    write(
+        dir.path(),
+        "base.toml",
+        &format!(
+            "name = \"base\"\nboard = \"board.toml\"\n[source]\nurl = \"{URL}\"\n[secrets]\ntok = {{ file = \"tok\" }}\n"
+        ),
+    );
+    write(dir.path(), "tok", "s3cret\n");
+    chmod(&dir.path().join("tok"), 0o600);
+    for (name, text) in files {
+        write(dir.path(), name, text);
+    }
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(&p, text).expect("write fixture");
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn load_err(path: &Path, ov: &Overrides) -> String {
+    match profile::load(path, ov) {
+        Ok(p) => panic!("{} loaded but should fail: {p:?}", path.display()),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("{msg}");
+            assert!(!msg.contains('\n'), "error is not one line: {msg}");
+            msg
+        }
+    }
+}
+
+fn file(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+#[test]
+fn the_fixture_itself_loads() {
+    let d = fixture(&[]);
+    let p = profile::load(&d.path().join("base.toml"), &Overrides::default()).expect("loads");
+    assert_eq!(p.name, "base");
+    assert_eq!(p.board.name, "test-board");
+    assert_eq!(p.rootfs.label, "root");
+    assert_eq!(p.users.remove, vec!["alarm".to_string()]);
+}
+
+#[test]
+fn unknown_key_with_did_you_mean() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n\n[rootfs]\nsiz = \"4GiB\"\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert_eq!(
+        msg,
+        format!(
+            "{}:4: unknown key `siz` in [rootfs]; did you mean `size`?",
+            file(d.path(), "p.toml")
+        )
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let d = fixture(&[("p.toml", "extends = \"base.toml\"\nnmae = \"x\"\n")]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert_eq!(
+        msg,
+        format!(
+            "{}:2: unknown key `nmae` at the top level; did you mean `name`?",
+            file(d.path(), "p.toml")
+        )
+    );
+}
+
+#[test]
+fn unknown_key_in_array_of_tables() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[[users.add]]\nname = \"a\"\nuid = 1000\nshel = \"/bin/sh\"\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:5: unknown key `shel` in [users.add[0]]",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
+    assert!(msg.ends_with("did you mean `shell`?"), "{msg}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[rootfs]\nbytes_per_inode = \"many\"\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:3: rootfs.bytes_per_inode: expected u32",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("found string \"many\""), "{msg}");
+}
+
+#[test]
+fn section_of_wrong_type() {
+    let d = fixture(&[("p.toml", "extends = \"base.toml\"\nrootfs = 3\n")]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert_eq!(
+        msg,
+        format!(
+            "{}:2: rootfs: expected a table, found an integer",
+            file(d.path(), "p.toml")
+        )
+    );
+}
+
+#[test]
+fn bad_enum_value_suggests() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[rootfs]\nfeatures = \"ful\"\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:3: rootfs.features: expected \"full\" or \"conservative\"",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("did you mean \"full\""), "{msg}");
+}
+
+#[test]
+fn missing_extends_file_names_file_and_line() {
+    let d = fixture(&[("p.toml", "# child\nextends = \"nope.toml\"\nname = \"p\"\n")]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:2: extends: file {} cannot be read: no such file",
+            file(d.path(), "p.toml"),
+            file(d.path(), "nope.toml")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn extends_cycle_is_named() {
+    let d = fixture(&[
+        ("a.toml", "extends = \"b.toml\"\nname = \"a\"\n"),
+        ("b.toml", "extends = \"sub/c.toml\"\n"),
+        ("sub/c.toml", "extends = \"../a.toml\"\n"),
+    ]);
+    let msg = load_err(&d.path().join("a.toml"), &Overrides::default());
+    assert!(msg.contains("extends: cycle: "), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}:1:", file(d.path(), "sub/c.toml"))),
+        "{msg}"
+    );
+    for f in ["a.toml", "b.toml", "c.toml"] {
+        assert!(msg.contains(f), "{msg} should name {f}");
+    }
+}
+
+#[test]
+fn self_extension_is_a_cycle() {
+    let d = fixture(&[("a.toml", "extends = \"a.toml\"\n")]);
+    let msg = load_err(&d.path().join("a.toml"), &Overrides::default());
+    assert!(msg.contains("extends: cycle:"), "{msg}");
+}
+
+#[test]
+fn bad_sha256_in_lock() {
+    let bad = "AB".repeat(32);
+    let d = fixture(&[(
+        "hc1img.lock",
+        &format!("[pins.\"{URL}\"]\nsha256 = \"{bad}\"\nsize = 10\n"),
+    )]);
+    let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:2: pins.\"{URL}\".sha256: expected 64 lowercase hex digits",
+            file(d.path(), "hc1img.lock")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_key_in_lock() {
+    let sha = "ab".repeat(32);
+    let d = fixture(&[(
+        "hc1img.lock",
+        &format!("[pins.\"{URL}\"]\nsha256 = \"{sha}\"\nsise = 10\n"),
+    )]);
+    let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
+    assert!(msg.contains("hc1img.lock:3: unknown key `sise`"), "{msg}");
+    assert!(msg.contains("did you mean `size`?"), "{msg}");
+}
+
+#[test]
+fn missing_secret_file() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[secrets]\nother = { file = \"missing\" }\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:3: secrets.other.file: secret file {} cannot be read: no such file",
+            file(d.path(), "p.toml"),
+            file(d.path(), "missing")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn world_readable_secret_file() {
+    let d = fixture(&[]);
+    chmod(&d.path().join("tok"), 0o644);
+    let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:6: secrets.tok.file:",
+            file(d.path(), "base.toml")
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("world-readable"), "{msg}");
+    assert!(
+        msg.contains(&format!("chmod 600 {}", file(d.path(), "tok"))),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_size_string() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[rootfs]\n\nsize = \"4GB\"\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:4: rootfs.size: invalid size `4GB`",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn board_errors_name_the_board_file() {
+    let d = fixture(&[(
+        "board.toml",
+        &BOARD.replace(
+            "{ file = \"u-boot.bin\", sector = 63 }",
+            "{ file = \"u-boot.bin\", sector = 6280 }",
+        ),
+    )]);
+    let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!("{}:", file(d.path(), "board.toml"))),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("sd.blobs: [1] u-boot.bin at sector 6280 starts inside env_area"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_placeholder_in_boot_txt() {
+    let d = fixture(&[("board.toml", &BOARD.replace("{set_macaddr}", "{kernel}"))]);
+    let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
+    assert!(
+        msg.contains("boot_txt: unknown placeholder `{kernel}`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn undeclared_secret_reference() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[swarm]\nrole = \"worker\"\nmanagers = [\"m1\"]\ntoken_secret = \"tk\"\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:5: swarm.token_secret: no secret `tk` is declared; did you mean `tok`?",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn invalid_toml_syntax() {
+    let d = fixture(&[("p.toml", "extends = \"base.toml\"\n[rootfs\n")]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!("{}:2: invalid TOML", file(d.path(), "p.toml"))),
+        "{msg}"
+    );
+}
+
+#[test]
+fn error_in_parent_points_at_parent() {
+    let d = fixture(&[
+        (
+            "base.toml",
+            &format!(
+                "name = \"base\"\nboard = \"board.toml\"\n[source]\nurl = \"{URL}\"\n[boot]\nrootdelay = -1\n"
+            ),
+        ),
+        ("p.toml", "extends = \"base.toml\"\nname = \"p\"\n"),
+    ]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:6: boot.rootdelay:",
+            file(d.path(), "base.toml")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_override_values() {
+    let d = fixture(&[]);
+    let base = d.path().join("base.toml");
+    let msg = load_err(
+        &base,
+        &Overrides {
+            source_sha256: Some("xyz".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        msg,
+        "--source-sha256 \"xyz\": expected 64 lowercase hex digits"
+    );
+    let mut secrets = BTreeMap::new();
+    secrets.insert("tk".to_string(), PathBuf::from("/nonexistent"));
+    let msg = load_err(
+        &base,
+        &Overrides {
+            secrets,
+            ..Default::default()
+        },
+    );
+    assert!(
+        msg.starts_with("--secret tk=/nonexistent: the profile declares no secret `tk`"),
+        "{msg}"
+    );
+    assert!(msg.ends_with("did you mean `tok`?"), "{msg}");
+}
+
+#[test]
+fn name_must_be_simple() {
+    let d = fixture(&[("p.toml", "extends = \"base.toml\"\nname = \"My Node\"\n")]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:2: name: invalid name \"My Node\"",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_url() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[source]\nurl = \"ftp://x/y\"\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:3: source.url: invalid URL \"ftp://x/y\"",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_required_key() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n\n[[users.add]]\nname = \"bob\"\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!("{}:", file(d.path(), "p.toml"))),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("users.add[0]: missing required key `uid`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn secret_needs_exactly_one_source() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[secrets]\nx = { file = \"tok\", env = \"HOME\" }\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!(
+            "{}:3: secrets.x: give exactly one of",
+            file(d.path(), "p.toml")
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn joining_swarm_node_needs_a_token() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[swarm]\nrole = \"manager\"\nmanagers = [\"m1:2377\"]\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.contains("swarm: a joining node needs `token_secret`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn derived_values_win_and_arrays_are_replaced() {
+    let d = fixture(&[
+        (
+            "base.toml",
+            &format!(
+                "name = \"base\"\nboard = \"board.toml\"\n[source]\nurl = \"{URL}\"\n\
+                 [boot]\nrootdelay = 5\nextra_args = [\"a=1\", \"b=2\"]\n[users]\nremove = [\"alarm\", \"guest\"]\n"
+            ),
+        ),
+        (
+            "sub/p.toml",
+            "extends = \"../base.toml\"\nname = \"p\"\nboard = \"../board.toml\"\n[boot]\nextra_args = [\"c=3\"]\nroot = \"partuuid\"\n",
+        ),
+    ]);
+    let p = profile::load(&d.path().join("sub/p.toml"), &Overrides::default()).expect("load");
+    assert_eq!(p.name, "p");
+    assert_eq!(p.boot.rootdelay, 5, "parent value kept");
+    assert_eq!(
+        p.boot.extra_args,
+        vec!["c=3".to_string()],
+        "array replaced whole"
+    );
+    assert_eq!(p.users.remove.len(), 2);
+    // The lock lives next to the file that declared [source] (the parent).
+    assert_eq!(p.lock_path(), Some(d.path().join("hc1img.lock").as_path()));
+    assert!(!p.files.lock_exists);
+    assert_eq!(p.files.profiles.len(), 2);
+    let cmd = p
+        .kernel_cmdline(Some("0A1B2C3D-0000-4000-8000-000000000001"))
+        .expect("cmdline");
+    assert!(
+        cmd.contains("root=PARTUUID=0a1b2c3d-0000-4000-8000-000000000001 rw rootwait rootdelay=5"),
+        "{cmd}"
+    );
+    assert!(cmd.ends_with(" c=3"), "{cmd}");
+    assert!(p.kernel_cmdline(None).is_err());
+    assert!(p.source_spec().is_some_and(|s| s.sha256.is_none()));
+}
+
+#[test]
+fn plain_path_source_is_relative_to_its_profile_and_pinned_as_written() {
+    let sha = "ef".repeat(32);
+    let d = fixture(&[
+        (
+            "lib/base.toml",
+            "name = \"base\"\nboard = \"../board.toml\"\n[source]\nurl = \"tarballs/root.tar.gz\"\nmirrors = [\"/srv/abs.tar.gz\", \"file:///srv/x.tar.gz\"]\n",
+        ),
+        (
+            "lib/hc1img.lock",
+            &format!("[pins.\"tarballs/root.tar.gz\"]\nsha256 = \"{sha}\"\nsize = 7\n"),
+        ),
+        ("p.toml", "extends = \"lib/base.toml\"\nname = \"p\"\n"),
+    ]);
+    let p = profile::load(&d.path().join("p.toml"), &Overrides::default()).expect("load");
+    let spec = p.source_spec().expect("source");
+    assert_eq!(
+        spec.urls,
+        vec![
+            file(d.path(), "lib/tarballs/root.tar.gz"),
+            "/srv/abs.tar.gz".to_string(),
+            "file:///srv/x.tar.gz".to_string()
+        ]
+    );
+    assert_eq!(spec.sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(spec.size, Some(7));
+    assert!(p.files.lock_exists);
+}

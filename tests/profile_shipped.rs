@@ -1,0 +1,256 @@
+//! The profiles shipped in `profiles/` load cleanly and say what target.md's node template says.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use hc1img::profile::{self, Overrides, Profile, SwarmRole};
+
+fn profiles_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")
+}
+
+/// Overrides supplying every secret the shipped profiles declare, from a private temp dir.
+fn secrets(dir: &Path) -> Overrides {
+    let mut ov = Overrides::default();
+    for name in [
+        "admin_password_hash",
+        "mail_password",
+        "swarm_worker_token",
+        "swarm_manager_token",
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("value of {name}\n")).expect("write secret");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        ov.secrets.insert(name.to_string(), p);
+    }
+    ov
+}
+
+fn load(name: &str, dir: &Path) -> Profile {
+    let mut ov = secrets(dir);
+    // Only pass the secrets this profile declares.
+    let probe = std::fs::read_to_string(profiles_dir().join(name)).expect("read profile");
+    for tok in ["swarm_worker_token", "swarm_manager_token"] {
+        if !probe.contains(tok) {
+            ov.secrets.remove(tok);
+        }
+    }
+    profile::load(&profiles_dir().join(name), &ov)
+        .unwrap_or_else(|e| panic!("profiles/{name}: {e:#}"))
+}
+
+fn check_common(p: &Profile) {
+    let b = &p.board;
+    assert_eq!(b.name, "odroid-hc1");
+    assert_eq!(b.arch, "armv7h");
+    let blobs: Vec<(&str, u64)> =
+        b.sd.blobs
+            .iter()
+            .map(|x| (x.file.as_str(), x.sector))
+            .collect();
+    assert_eq!(
+        blobs,
+        vec![
+            ("bl1.bin", 1),
+            ("bl2.bin", 31),
+            ("u-boot.bin", 63),
+            ("tzsw.bin", 2111)
+        ]
+    );
+    assert_eq!(b.sd.first_sector, 8192);
+    let env = b.sd.env_area.expect("env area");
+    assert_eq!((env.sector, env.sectors), (6272, 32));
+    assert!(env.sector + env.sectors <= b.sd.first_sector);
+
+    let src = p.source_spec().expect("source");
+    assert_eq!(
+        src.urls[0],
+        "http://os.archlinuxarm.org/os/ArchLinuxARM-odroid-xu3-latest.tar.gz"
+    );
+    assert_eq!(
+        p.lock_path(),
+        Some(profiles_dir().join("hc1img.lock").as_path())
+    );
+
+    assert_eq!(p.users.remove, vec!["alarm".to_string()]);
+    assert!(p.users.root_password_secret.is_none());
+    let admin = p
+        .users
+        .add
+        .iter()
+        .find(|u| u.name == "admin")
+        .expect("admin user");
+    assert!(admin.groups.contains(&"wheel".to_string()));
+    assert_eq!(
+        admin.password_secret.as_deref(),
+        Some("admin_password_hash")
+    );
+    let j = p.journald.as_ref().expect("journald");
+    assert_eq!(j.runtime_max_use.as_deref(), Some("50M"));
+    assert_eq!(j.storage, profile::JournalStorage::Volatile);
+    let d = p.docker.as_ref().expect("docker");
+    assert_eq!(
+        d.daemon.get("storage-driver").and_then(|v| v.as_str()),
+        Some("overlay2")
+    );
+    assert!(
+        d.daemon
+            .get("insecure-registries")
+            .is_some_and(|v| v.is_array())
+    );
+    assert_eq!(
+        p.io_scheduler.as_ref().map(|s| s.scheduler.as_str()),
+        Some("mq-deadline")
+    );
+    assert!(p.mail.is_some() && p.mirrorlist.is_some() && p.cron.is_some());
+
+    let cmdline = p.kernel_cmdline(None).expect("cmdline");
+    assert_eq!(
+        cmdline,
+        "console=tty1 console=ttySAC2,115200n8 root=/dev/sda1 rw rootwait fsck.mode=force fsck.repair=yes usb-storage.quirks=152d:0578:u"
+    );
+    let txt = p.boot_txt(None).expect("boot.txt");
+    assert!(
+        txt.contains(&format!("setenv bootargs \"{cmdline}\"")),
+        "{txt}"
+    );
+    for uboot in [
+        "load ${devtype} ${devnum}:${bootpart} ${kernel_addr_r} zImage",
+        "${fdt_addr_r} dtbs/exynos5422-odroidhc1.dtb",
+        "${ramdisk_addr_r} initramfs-linux.img",
+        "bootz ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdt_addr_r}",
+        "setenv bootpart \"${distro_bootpart}\"",
+        "smsc95xx.macaddr=${macaddr}",
+    ] {
+        assert!(txt.contains(uboot), "boot.txt lacks {uboot:?}:\n{txt}");
+    }
+    // Our placeholders are all filled; U-Boot's `${bootargs}` stays.
+    assert_eq!(
+        txt.matches("{bootargs}").count(),
+        txt.matches("${bootargs}").count(),
+        "{txt}"
+    );
+    assert!(
+        txt.contains("${bootargs}") && !txt.contains("{set_macaddr}"),
+        "{txt}"
+    );
+    assert!(
+        !txt.contains("/boot/"),
+        "boot files sit at the FAT root:\n{txt}"
+    );
+}
+
+#[test]
+fn worker_loads() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = load("worker.toml", d.path());
+    assert_eq!(p.name, "worker");
+    check_common(&p);
+    let sw = p.swarm.as_ref().expect("swarm");
+    assert_eq!(sw.role, SwarmRole::Worker);
+    assert_eq!(sw.token_secret.as_deref(), Some("swarm_worker_token"));
+    assert!(!sw.managers.is_empty());
+    let tok = p.secret("swarm_worker_token").expect("token");
+    assert_eq!(tok.text().expect("text"), "value of swarm_worker_token");
+    assert_eq!(p.files.profiles.len(), 2);
+}
+
+#[test]
+fn manager_loads() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = load("manager.toml", d.path());
+    assert_eq!(p.name, "manager");
+    check_common(&p);
+    assert_eq!(p.swarm.as_ref().map(|s| s.role), Some(SwarmRole::Manager));
+}
+
+#[test]
+fn leader_loads() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = load("leader.toml", d.path());
+    assert_eq!(p.name, "leader");
+    check_common(&p);
+    assert_eq!(p.swarm.as_ref().map(|s| s.role), Some(SwarmRole::Init));
+}
+
+#[test]
+fn shipped_lock_file_parses() {
+    let lock = profile::read_lock(&profiles_dir().join("hc1img.lock")).expect("lock");
+    for pin in lock.pins.values() {
+        assert!(profile::is_sha256_hex(&pin.sha256));
+    }
+}
+
+#[test]
+fn worker_without_its_secret_files_names_them() {
+    let err = match profile::load(&profiles_dir().join("worker.toml"), &Overrides::default()) {
+        Ok(_) => panic!("loaded without secrets (are real secrets in profiles/secrets?)"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("base.toml:"), "{err}");
+    assert!(err.contains("secrets.admin_password_hash.file"), "{err}");
+}
+
+#[test]
+fn lock_roundtrip_and_override_pin() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let url = "http://os.archlinuxarm.org/os/ArchLinuxARM-odroid-xu3-latest.tar.gz";
+    let mut lock = profile::LockFile::default();
+    lock.pins.insert(
+        url.to_string(),
+        profile::Pin {
+            sha256: "ab".repeat(32),
+            size: Some(42),
+        },
+    );
+    let path = d.path().join("hc1img.lock");
+    profile::write_lock(&path, &lock).expect("write");
+    assert_eq!(profile::read_lock(&path).expect("read"), lock);
+
+    let ov = Overrides {
+        source_url: Some("file:///srv/root.tar.gz".into()),
+        source_sha256: Some("cd".repeat(32)),
+        ..secrets(d.path())
+    };
+    let mut ov = ov;
+    ov.secrets.remove("swarm_manager_token");
+    let p = profile::load(&profiles_dir().join("worker.toml"), &ov).expect("load");
+    let spec = p.source_spec().expect("spec");
+    assert_eq!(spec.urls, vec!["file:///srv/root.tar.gz".to_string()]);
+    assert_eq!(spec.sha256.as_deref(), Some("cd".repeat(32).as_str()));
+    assert_eq!(spec.size, None);
+    assert_eq!(spec.require_sha256().expect("pinned"), "cd".repeat(32));
+}
+
+#[test]
+fn qemu_board_loads_under_a_shipped_profile() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let board = profiles_dir().join("boards/qemu-virt.toml");
+    let worker = profiles_dir().join("worker.toml");
+    let p = d.path().join("qemu.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "extends = {:?}\nname = \"qemu\"\nboard = {:?}\n[boot]\nfsck_force = false\nuas_quirk = false\n",
+            worker.display().to_string(),
+            board.display().to_string()
+        ),
+    )
+    .expect("write");
+    let mut ov = secrets(d.path());
+    ov.secrets.remove("swarm_manager_token");
+    let prof = profile::load(&p, &ov).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(prof.board.name, "qemu-virt");
+    assert!(prof.board.sd.blobs.is_empty());
+    // The child's board wins over base's, and its root_device is the default root=.
+    assert_eq!(prof.files.board, board);
+    assert_eq!(
+        prof.kernel_cmdline(None).expect("cmdline"),
+        "console=ttyAMA0 root=/dev/vdb1 rw rootwait"
+    );
+    let txt = prof.boot_txt(None).expect("boot.txt");
+    assert!(
+        txt.contains("bootz ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}"),
+        "{txt}"
+    );
+}
