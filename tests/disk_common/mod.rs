@@ -78,3 +78,26 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     v
 }
+
+/// Assert two byte strings are equal; on failure report the first differing offset and a
+/// short window of each side instead of dumping everything.
+pub fn assert_same_bytes(ours: &[u8], theirs: &[u8], what: &str) {
+    if ours == theirs {
+        return;
+    }
+    let first = ours
+        .iter()
+        .zip(theirs)
+        .position(|(a, b)| a != b)
+        .unwrap_or(ours.len().min(theirs.len()));
+    let lo = first.saturating_sub(8);
+    let win = |v: &[u8]| hex::encode(&v[lo.min(v.len())..(first + 24).min(v.len())]);
+    panic!(
+        "{what}: bytes differ (lengths {} vs {}), first difference at offset {first} ({first:#x});\n\
+         ours   [{lo:#x}..]: {}\n theirs [{lo:#x}..]: {}",
+        ours.len(),
+        theirs.len(),
+        win(ours),
+        win(theirs)
+    );
+}
