@@ -64,13 +64,13 @@ pub fn layout(fs_bytes: u64) -> (u64, u64, u64) {
 /// the usable area (LBA 34 .. disk sectors - 34).
 pub fn write_gpt(file: &File, disk_size: u64, disk_guid: Uuid, part: &GptPartition) -> Result<()> {
     ensure!(
-        disk_size % SECTOR == 0,
+        disk_size.is_multiple_of(SECTOR),
         "GPT disk size {disk_size} is not a multiple of {SECTOR} bytes"
     );
     let sectors = disk_size / SECTOR;
     let first_usable = 2 + ARRAY_SECTORS;
     ensure!(
-        sectors >= 2 * first_usable + 1,
+        sectors > 2 * first_usable,
         "GPT disk of {sectors} sectors is too small for the two tables"
     );
     let last_usable = sectors - 2 - ARRAY_SECTORS;
