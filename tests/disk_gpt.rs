@@ -167,6 +167,30 @@ fn blkid_finds_ext4_inside() {
         "{out}"
     );
 
+    // inspect reads the same back.
+    let report = hc1img::disk::inspect::inspect(&img, &[]).unwrap();
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("partition table: GPT, disk GUID {DISK_GUID}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("type 69dad710-2ce4-4e3c-b16c-21a1d49abed3 (Linux root (ARM 32-bit))"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("PARTUUID {PART_GUID}, name \"root\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "filesystem: ext4, label \"hc1root\", UUID 5b2c1d3e-0000-4000-8000-000000000001"
+        ),
+        "{text}"
+    );
+    assert!(report.warnings.is_empty(), "{text}");
+    assert!(report.blobs.is_empty(), "{text}");
+
     // And the whole disk is seen as a GPT by blkid.
     let out = stdout(&run(
         "blkid",
@@ -174,4 +198,27 @@ fn blkid_finds_ext4_inside() {
     ));
     assert!(out.contains("PTTYPE=gpt"), "{out}");
     assert!(out.contains(&format!("PTUUID={DISK_GUID}")), "{out}");
+}
+
+#[test]
+fn inspect_flags_a_corrupted_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ssd.img");
+    build(&img, 4 * 1024 * 1024, "root");
+    let f = File::options().write(true).open(&img).unwrap();
+    f.write_all_at(b"X", 2 * 512 + 60).unwrap(); // inside entry 1's name
+    drop(f);
+    let report = hc1img::disk::inspect::inspect(&img, &[]).unwrap();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w == "GPT partition array CRC mismatch"),
+        "{report}"
+    );
+    let v = stdout(&run_status("sgdisk", &["-v", img.to_str().unwrap()]));
+    assert!(
+        !v.contains("No problems found"),
+        "sgdisk agrees it is damaged:\n{v}"
+    );
 }
