@@ -248,7 +248,7 @@ pub fn parse_sd_fusing(script: &str) -> Result<Vec<(String, u64)>> {
                         format!("sd_fusing.sh line {lineno}: cannot read bs={v} (expected bytes)")
                     })?;
                     ensure!(
-                        bs > 0 && bs % SECTOR == 0,
+                        bs > 0 && bs.is_multiple_of(SECTOR),
                         "sd_fusing.sh line {lineno}: bs={bs} is not a multiple of 512"
                     );
                 }
