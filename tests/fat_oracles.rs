@@ -195,3 +195,55 @@ fn errors_are_clear() {
     );
     assert!(err.contains("both as a file and as a directory"), "{err}");
 }
+
+#[test]
+fn other_sizes_and_empty_volume_are_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    // 34 MiB: just above the FAT32 minimum with 512-byte clusters; 300 MiB: 4 KiB clusters.
+    for (size, files, label) in [
+        (34 * MIB, BTreeMap::new(), ""),
+        (300 * MIB, sample_files(), "HC1BOOT"),
+        (300 * MIB, BTreeMap::new(), "EMPTY"),
+    ] {
+        let img = dir.path().join("v.img");
+        let f = create_sparse(&img, size).unwrap();
+        let o = FatOptions {
+            label: label.to_string(),
+            ..opts()
+        };
+        write_fat32(&f, 0, size, &o, &files).unwrap();
+        drop(f);
+        let out = run("fsck.fat", &["-n", "-v", img.to_str().unwrap()]);
+        let text = stdout(&out);
+        let cluster = if size > 260 * MIB { 4096 } else { 512 };
+        assert!(
+            text.contains(&format!("{cluster} bytes per cluster")),
+            "{text}"
+        );
+        let b = stdout(&run(
+            "blkid",
+            &["-p", "-o", "export", img.to_str().unwrap()],
+        ));
+        assert!(b.contains("TYPE=vfat"), "{b}");
+        if label.is_empty() {
+            assert!(!b.contains("LABEL="), "{b}");
+        } else {
+            assert!(b.contains(&format!("LABEL={label}")), "{b}");
+        }
+        for (path, data) in &files {
+            let dst = dir.path().join("out");
+            let _ = std::fs::remove_file(&dst);
+            mtools(
+                "mcopy",
+                &[
+                    "-n",
+                    "-i",
+                    img.to_str().unwrap(),
+                    &format!("::/{path}"),
+                    dst.to_str().unwrap(),
+                ],
+            );
+            assert_eq!(std::fs::read(&dst).unwrap(), *data, "{path}");
+        }
+    }
+}
