@@ -338,7 +338,7 @@ fn read_gpt(file: &File, report: &mut Report) -> Result<()> {
             kind: guid_le(&e[..16]).to_string(),
             bootable: false,
             part_uuid: Some(guid_le(&e[16..32])),
-            name: Some(String::from_utf16_lossy(&units)),
+            name: (!units.is_empty()).then(|| String::from_utf16_lossy(&units)),
             fs: FsInfo::default(),
         });
     }
