@@ -13,6 +13,7 @@ use disk_common::{assert_same_bytes, pseudo_random, read_range, run, run_env, sh
 use hc1img::disk::blobs::{BlobSlot, check_layout, write_blobs};
 use hc1img::disk::inspect::{Table, inspect};
 use hc1img::disk::mbr::{FAT32_LBA, MbrPartition, write_mbr};
+use hc1img::disk::sd::{SdImage, write_sd_image};
 use hc1img::disk::sparse::{create_sparse, write_nonzero_at};
 use hc1img::fat::{FatOptions, write_fat32};
 
@@ -260,6 +261,36 @@ fn two_builds_are_identical() {
     build(&a);
     build(&b);
     assert!(files_equal(&a, &b), "two sd.img builds differ");
+
+    // The one-call helper writes the same bytes as the steps above.
+    let c = dir.path().join("c.img");
+    let (blobs, files, fat) = (blobs(), boot_files(), fat_opts());
+    let slots = slots();
+    let sd = SdImage {
+        disk_signature: SIGNATURE,
+        first_partition_sector: PART_START,
+        fat_bytes: FAT_BYTES,
+        env_area: Some(ENV),
+        slots: &slots,
+        blobs: &blobs,
+        fat: &fat,
+        files: &files,
+    };
+    write_sd_image(&c, &sd).unwrap();
+    assert!(
+        files_equal(&a, &c),
+        "write_sd_image differs from the step-by-step build"
+    );
+
+    // And refuses a partition inside U-Boot's environment.
+    let bad = SdImage {
+        first_partition_sector: 4096,
+        ..sd
+    };
+    let e = write_sd_image(&dir.path().join("d.img"), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("environment area"), "{e}");
 }
 
 #[test]
