@@ -76,7 +76,8 @@ pub fn check_layout(
         let end = s
             .sector
             .checked_add(sectors)
-            .with_context(|| format!("blob {} sector {} overflows", s.file, s.sector))?;
+            .filter(|e| e.checked_mul(SECTOR).is_some())
+            .with_context(|| format!("blob {} sector {} is out of range", s.file, s.sector))?;
         ensure!(
             end <= first_partition_sector,
             "blob {} (sectors {}..{end}) overlaps the first partition, which starts at sector \

@@ -256,10 +256,15 @@ pub fn inspect(path: &Path, slots: &[BlobSlot]) -> Result<Report> {
                 end = end.min(next.sector);
             }
             if let Some(max) = s.max_sectors {
-                end = end.min(s.sector + max);
+                end = end.min(s.sector.saturating_add(max));
             }
             let region = end.saturating_sub(s.sector);
-            let data = read_at(&file, s.sector * SECTOR, (region * SECTOR) as usize)?;
+            let region = region.min(64 * 1024); // at most 32 MiB per slot
+            let data = read_at(
+                &file,
+                s.sector.saturating_mul(SECTOR),
+                (region * SECTOR) as usize,
+            )?;
             let used = data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
             report.blobs.push(BlobInfo {
                 file: s.file.clone(),
@@ -271,13 +276,13 @@ pub fn inspect(path: &Path, slots: &[BlobSlot]) -> Result<Report> {
         }
     }
     for p in &mut report.partitions {
-        if (p.start + p.sectors) * SECTOR > size {
+        let end = p.start.saturating_add(p.sectors);
+        if end.saturating_mul(SECTOR) > size {
             report.warnings.push(format!(
                 "partition {} (sectors {}..{}) extends past the end of the image",
-                p.number,
-                p.start,
-                p.start + p.sectors
+                p.number, p.start, end
             ));
+            continue;
         }
         p.fs = probe_fs(&file, p.start * SECTOR)?;
     }
@@ -313,7 +318,7 @@ fn read_gpt(file: &File, report: &mut Report) -> Result<()> {
     let array_lba = le64(&h, 72);
     let count = le32(&h, 80).min(1024) as usize;
     let esize = (le32(&h, 84) as usize).clamp(128, 4096);
-    let array = read_at(file, array_lba * SECTOR, count * esize)?;
+    let array = read_at(file, array_lba.saturating_mul(SECTOR), count * esize)?;
     if crc32fast::hash(&array) != le32(&h, 88) {
         report
             .warnings
@@ -334,7 +339,7 @@ fn read_gpt(file: &File, report: &mut Report) -> Result<()> {
         report.partitions.push(PartitionInfo {
             number: i as u32 + 1,
             start: first,
-            sectors: last.saturating_sub(first) + 1,
+            sectors: last.saturating_sub(first).saturating_add(1),
             kind: guid_le(&e[..16]).to_string(),
             bootable: false,
             part_uuid: Some(guid_le(&e[16..32])),
@@ -373,9 +378,9 @@ impl fmt::Display for Report {
                 "  partition {}: sectors {}..{} ({} sectors, {} MiB), type {}",
                 p.number,
                 p.start,
-                p.start + p.sectors,
+                p.start.saturating_add(p.sectors),
                 p.sectors,
-                p.sectors * SECTOR / (1024 * 1024),
+                p.sectors.saturating_mul(SECTOR) / (1024 * 1024),
                 p.kind
             )?;
             if let Some(n) = type_name(&p.kind) {
