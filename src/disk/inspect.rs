@@ -102,7 +102,13 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
+/// Read up to `len` bytes at `offset`; fewer (or none) past the end of the file.
 fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let size = file.metadata().context("cannot stat the image")?.len();
+    if offset >= size {
+        return Ok(Vec::new());
+    }
+    let len = len.min((size - offset).min(usize::MAX as u64) as usize);
     let mut buf = vec![0u8; len];
     let n = read_up_to(file, offset, &mut buf)?;
     buf.truncate(n);
@@ -297,7 +303,7 @@ fn read_gpt(file: &File, report: &mut Report) -> Result<()> {
             .push("protective MBR but no GPT header at LBA 1".to_string());
         return Ok(());
     }
-    let hsize = (le32(&h, 12) as usize).clamp(92, 512);
+    let hsize = (le32(&h, 12) as usize).clamp(92, h.len());
     let mut hc = h[..hsize].to_vec();
     hc[16..20].fill(0);
     if crc32fast::hash(&hc) != le32(&h, 16) {
@@ -435,5 +441,62 @@ impl fmt::Display for Report {
             writeln!(f, "warning: {w}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(file: &str, sector: u64) -> BlobSlot {
+        BlobSlot {
+            file: file.to_string(),
+            sector,
+            max_sectors: Some(u64::MAX),
+        }
+    }
+
+    /// Garbage and hostile tables are reported, never a panic.
+    #[test]
+    fn hostile_images_do_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.img");
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for case in 0..64 {
+            let mut data = vec![0u8; 4096 + case * 37];
+            for b in data.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            data[510] = 0x55;
+            data[511] = 0xAA;
+            if case % 2 == 0 {
+                data[446 + 4] = 0xEE;
+                data[512..520].copy_from_slice(b"EFI PART");
+                data[512 + 72..512 + 80].copy_from_slice(&u64::MAX.to_le_bytes());
+            } else {
+                data[446 + 8..446 + 16].fill(0xFF);
+            }
+            std::fs::write(&p, &data).unwrap();
+            let r = inspect(&p, &[slot("a", 1), slot("b", u64::MAX / 2)]).unwrap();
+            let _ = r.to_string();
+        }
+        // A GPT header cut short by the end of the file.
+        let mut t = vec![0u8; 512 + 100];
+        t[446 + 4] = 0xEE;
+        t[510] = 0x55;
+        t[511] = 0xAA;
+        t[512..520].copy_from_slice(b"EFI PART");
+        t[512 + 12..512 + 16].copy_from_slice(&400u32.to_le_bytes());
+        std::fs::write(&p, &t).unwrap();
+        let r = inspect(&p, &[]).unwrap();
+        assert!(r.warnings.iter().any(|w| w.contains("CRC")), "{r}");
+
+        std::fs::write(&p, b"short").unwrap();
+        let r = inspect(&p, &[]).unwrap();
+        assert_eq!(r.table, Table::None);
+        assert!(!r.warnings.is_empty());
     }
 }
