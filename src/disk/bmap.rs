@@ -1,0 +1,176 @@
+//! Block map (`.bmap`) and zstd compression of finished images, for flashing with
+//! `bmaptool copy --bmap img.bmap img.zst /dev/sdX`: only the mapped blocks are written.
+//!
+//! The map follows bmap-tools' XML format 2.0 (bmaptool `BmapCreate`/`BmapCopy`):
+//! `ImageSize`, `BlockSize` (4096), `BlocksCount`, `MappedBlocksCount`, `ChecksumType`
+//! (`sha256`), `BmapFileChecksum` (the SHA-256 of the whole file computed with this field's
+//! value as 64 ASCII `0`), and a `BlockMap` of `Range` elements (`first-last` or a single
+//! block, inclusive) each with the SHA-256 of its bytes (`chksum`). The mapped ranges are
+//! the file's data extents as `lseek(SEEK_DATA / SEEK_HOLE)` reports them, which is why the
+//! writers keep images sparse (see [`super::sparse`]).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use sha2::{Digest, Sha256};
+
+/// Block size of the map.
+pub const BLOCK: u64 = 4096;
+
+/// Data extents `[start, end)` of `file` (whole file if the filesystem cannot tell).
+pub fn data_ranges(file: &File, len: u64) -> Result<Vec<(u64, u64)>> {
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: u64 = 0;
+    while pos < len {
+        let Ok(off) = libc::off_t::try_from(pos) else {
+            break;
+        };
+        // SAFETY: lseek on a file descriptor we own (borrowed from `file`), no memory access.
+        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after pos
+            }
+            if err.raw_os_error() == Some(libc::EINVAL) && pos == 0 {
+                return Ok(vec![(0, len)]); // SEEK_DATA unsupported: everything is data
+            }
+            return Err(err).context("lseek(SEEK_DATA) failed on the image");
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("lseek(SEEK_HOLE) failed on the image");
+        }
+        let (data, hole) = (data as u64, (hole as u64).min(len));
+        if hole > data {
+            out.push((data, hole));
+        }
+        pos = hole.max(data + 1);
+    }
+    Ok(out)
+}
+
+/// Inclusive block ranges covering the data extents, merged where they touch.
+fn block_ranges(extents: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &(s, e) in extents {
+        let (first, last) = (s / BLOCK, (e - 1) / BLOCK);
+        match out.last_mut() {
+            Some(prev) if first <= prev.1 + 1 => prev.1 = prev.1.max(last),
+            _ => out.push((first, last)),
+        }
+    }
+    out
+}
+
+/// Write the bmap of `image` to `out`.
+pub fn write_bmap(image: &Path, out: &Path) -> Result<()> {
+    let file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", image.display()))?
+        .len();
+    let ranges = block_ranges(&data_ranges(&file, size)?);
+    let blocks = size.div_ceil(BLOCK);
+    let mapped: u64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
+
+    let mut map = String::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for &(first, last) in &ranges {
+        let mut h = Sha256::new();
+        let (mut pos, end) = (first * BLOCK, ((last + 1) * BLOCK).min(size));
+        while pos < end {
+            let n = ((end - pos) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], pos)
+                .with_context(|| format!("cannot read {} at {pos}", image.display()))?;
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        let sum = hex::encode(h.finalize());
+        let range = if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        };
+        let _ = writeln!(map, "        <Range chksum=\"{sum}\"> {range} </Range>");
+    }
+
+    let zeros = "0".repeat(64);
+    let render = |checksum: &str| {
+        format!(
+            "<?xml version=\"1.0\" ?>\n\
+             <!-- Block map of an hc1img image: the blocks that hold data. Flash it with\n     \
+             bmaptool copy and this file as the bmap. -->\n\
+             <bmap version=\"2.0\">\n    \
+             <!-- Image size in bytes -->\n    \
+             <ImageSize> {size} </ImageSize>\n    \
+             <!-- Size of a block in bytes -->\n    \
+             <BlockSize> {BLOCK} </BlockSize>\n    \
+             <!-- Count of blocks in the image file -->\n    \
+             <BlocksCount> {blocks} </BlocksCount>\n    \
+             <!-- Count of mapped blocks -->\n    \
+             <MappedBlocksCount> {mapped} </MappedBlocksCount>\n    \
+             <ChecksumType> sha256 </ChecksumType>\n    \
+             <!-- SHA-256 of this file with this value replaced by 64 zeros -->\n    \
+             <BmapFileChecksum> {checksum} </BmapFileChecksum>\n    \
+             <BlockMap>\n{map}    </BlockMap>\n\
+             </bmap>\n"
+        )
+    };
+    let checksum = hex::encode(Sha256::digest(render(&zeros).as_bytes()));
+    std::fs::write(out, render(&checksum))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+/// Compress `image` to `out` with zstd at `level` (1..=22), single-threaded so the output is
+/// the same on every machine.
+pub fn compress_zstd(image: &Path, out: &Path, level: i32) -> Result<()> {
+    ensure!(
+        (1..=22).contains(&level),
+        "zstd level {level} is out of range 1..=22"
+    );
+    let mut src = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+    let dst = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut enc = zstd::stream::Encoder::new(BufWriter::new(dst), level)
+        .context("cannot start the zstd encoder")?;
+    enc.include_checksum(true)
+        .context("cannot enable zstd checksums")?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", image.display()))?;
+        if n == 0 {
+            break;
+        }
+        enc.write_all(&buf[..n])
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    enc.finish()
+        .and_then(|mut w| w.flush())
+        .with_context(|| format!("cannot finish {}", out.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_and_round() {
+        assert_eq!(
+            block_ranges(&[(0, 4096), (4096, 8192), (12288, 12289)]),
+            vec![(0, 1), (3, 3)]
+        );
+        assert_eq!(block_ranges(&[(100, 200), (300, 5000)]), vec![(0, 1)]);
+    }
+}

@@ -1,0 +1,99 @@
+//! The whole microSD image in one call: a sparse file holding the MBR (one bootable FAT32 LBA
+//! partition), the bootloader blobs at their sectors, and the FAT32 `/boot` volume.
+//!
+//! Order of checks before anything is written: blob layout ([`super::blobs::check_layout`],
+//! including the U-Boot environment area), partition fits an MBR, then MBR, blobs, FAT.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+
+use super::SECTOR;
+use super::blobs::{BlobSlot, check_layout, write_blobs};
+use super::mbr::{FAT32_LBA, MbrPartition, write_mbr};
+use super::sparse::create_sparse;
+use crate::fat::{FatOptions, write_fat32};
+
+/// Everything that decides the bytes of `sd.img`.
+#[derive(Clone, Debug)]
+pub struct SdImage<'a> {
+    /// MBR disk signature.
+    pub disk_signature: u32,
+    /// First sector of the FAT partition (8192 on the HC1: past U-Boot's environment).
+    pub first_partition_sector: u64,
+    /// Size of the FAT partition in bytes (multiple of 512).
+    pub fat_bytes: u64,
+    /// U-Boot environment area `(first sector, sectors)`, kept free.
+    pub env_area: Option<(u64, u64)>,
+    /// Where the blobs go.
+    pub slots: &'a [BlobSlot],
+    /// Blob contents by file name.
+    pub blobs: &'a BTreeMap<String, Vec<u8>>,
+    /// FAT volume label, ID and timestamp.
+    pub fat: &'a FatOptions,
+    /// Files of the FAT volume by path.
+    pub files: &'a BTreeMap<String, Vec<u8>>,
+}
+
+impl SdImage<'_> {
+    /// Length of the image file in bytes.
+    pub fn len(&self) -> u64 {
+        self.first_partition_sector * SECTOR + self.fat_bytes
+    }
+
+    /// Whether the image would have no bytes (never for a valid layout).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Write `sd.img` at `path` (created or truncated). Same inputs, same bytes.
+pub fn write_sd_image(path: &Path, sd: &SdImage<'_>) -> Result<()> {
+    let sizes: BTreeMap<String, u64> = sd
+        .blobs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.len() as u64))
+        .collect();
+    check_layout(sd.slots, &sizes, sd.first_partition_sector, sd.env_area)?;
+    ensure!(
+        sd.fat_bytes.is_multiple_of(SECTOR),
+        "boot partition size {} is not a multiple of 512 bytes",
+        sd.fat_bytes
+    );
+    let start = u32::try_from(sd.first_partition_sector).with_context(|| {
+        format!(
+            "first partition sector {} is beyond what an MBR can address",
+            sd.first_partition_sector
+        )
+    })?;
+    let sectors = u32::try_from(sd.fat_bytes / SECTOR).with_context(|| {
+        format!(
+            "boot partition of {} bytes is larger than an MBR can address",
+            sd.fat_bytes
+        )
+    })?;
+    let file = create_sparse(path, sd.len())?;
+    write_mbr(
+        &file,
+        sd.disk_signature,
+        &[MbrPartition {
+            start_lba: start,
+            sectors,
+            kind: FAT32_LBA,
+            bootable: true,
+        }],
+    )?;
+    write_blobs(&file, sd.slots, sd.blobs)?;
+    write_fat32(
+        &file,
+        sd.first_partition_sector * SECTOR,
+        sd.fat_bytes,
+        sd.fat,
+        sd.files,
+    )
+    .with_context(|| format!("cannot write the boot partition of {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot flush {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Sparse image files: create a file of its final length with `set_len` (one hole), then write
+//! only the non-zero parts of each buffer, so untouched and all-zero regions stay holes. The
+//! result reads back identically to a fully written file, takes far less disk space, and lets
+//! [`super::bmap`] find the mapped ranges with `SEEK_DATA`/`SEEK_HOLE`.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Granularity of the zero check: a chunk of this many bytes that is entirely zero is skipped.
+pub const CHUNK: usize = 4096;
+
+/// Create (or truncate) `path` as a sparse file of exactly `len` bytes, opened read-write.
+pub fn create_sparse(path: &Path, len: u64) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("cannot create image file {}", path.display()))?;
+    file.set_len(len)
+        .with_context(|| format!("cannot set length of {} to {len} bytes", path.display()))?;
+    Ok(file)
+}
+
+/// Write `data` at byte `offset` of `file`, skipping every all-zero chunk (aligned to
+/// [`CHUNK`] in file offsets).
+///
+/// Only correct where the target region already reads as zero (a hole of a file made by
+/// [`create_sparse`]): skipped chunks are not written at all. Use [`write_at_zeroing`] to
+/// overwrite data that may be non-zero.
+pub fn write_nonzero_at(file: &File, offset: u64, data: &[u8]) -> Result<()> {
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let abs = offset + pos as u64;
+        let to_boundary = CHUNK - (abs % CHUNK as u64) as usize;
+        let n = to_boundary.min(data.len() - pos);
+        let chunk = &data[pos..pos + n];
+        if chunk.iter().any(|&b| b != 0) {
+            file.write_all_at(chunk, abs)
+                .with_context(|| format!("cannot write {n} bytes at offset {abs} of the image"))?;
+        }
+        pos += n;
+    }
+    Ok(())
+}
+
+/// Write `data` at `offset`, like [`write_nonzero_at`], but all-zero chunks are still written
+/// when the bytes already there are not zero. Correct whatever the file held before.
+pub fn write_at_zeroing(file: &File, offset: u64, data: &[u8]) -> Result<()> {
+    let mut old = vec![0u8; CHUNK];
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let abs = offset + pos as u64;
+        let to_boundary = CHUNK - (abs % CHUNK as u64) as usize;
+        let n = to_boundary.min(data.len() - pos);
+        let chunk = &data[pos..pos + n];
+        let write = if chunk.iter().any(|&b| b != 0) {
+            true
+        } else {
+            let got = read_up_to(file, abs, &mut old[..n])?;
+            old[..got].iter().any(|&b| b != 0)
+        };
+        if write {
+            file.write_all_at(chunk, abs)
+                .with_context(|| format!("cannot write {n} bytes at offset {abs} of the image"))?;
+        }
+        pos += n;
+    }
+    Ok(())
+}
+
+/// Read into `buf` from `offset`, stopping early at end of file; returns the bytes read.
+pub(crate) fn read_up_to(file: &File, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file
+            .read_at(&mut buf[done..], offset + done as u64)
+            .with_context(|| {
+                format!(
+                    "cannot read at offset {} of the image",
+                    offset + done as u64
+                )
+            })?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_chunks_skipped_and_overwrite_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        let f = create_sparse(&p, 3 * CHUNK as u64).unwrap();
+        let mut data = vec![0u8; 2 * CHUNK];
+        data[CHUNK + 5] = 7;
+        write_nonzero_at(&f, 100, &data).unwrap();
+        let all = std::fs::read(&p).unwrap();
+        assert_eq!(all.len(), 3 * CHUNK);
+        assert_eq!(all[100 + CHUNK + 5], 7);
+        assert_eq!(all.iter().filter(|&&b| b != 0).count(), 1);
+        write_at_zeroing(&f, 100, &vec![0u8; 2 * CHUNK]).unwrap();
+        assert!(std::fs::read(&p).unwrap().iter().all(|&b| b == 0));
+    }
+}
