@@ -1,1 +1,238 @@
-//! The build engine (being wired).
+//! The build engine: one streaming pass from the verified tarball to `ssd.img` and `sd.img`.
+//!
+//! Data flow (design.md): the tarball is hashed and inflated on other threads
+//! ([`crate::rootfs::input`]); each tar entry becomes a tree node while its bytes go straight
+//! into the ext4 data area of `ssd.img` at the root partition's offset; `/boot` files and the
+//! files the edits change are held in memory. After the stream: the edits run on the tree,
+//! the ext4 metadata is written, the GPT around it, then `sd.img` (MBR, bootloader blobs, FAT
+//! with `boot.txt`/`boot.scr`). Everything the build decides is a function of
+//! [`BuildInputs`], so the same inputs give the same bytes.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::ext4::{Ext4Options, Ext4Stats, Ext4Writer, FeatureLevel};
+use crate::profile::{Features, Profile, Size};
+use crate::ids;
+use crate::progress::Reporter;
+use crate::rootfs::import::{self, ImportReport, Route};
+use crate::rootfs::input::{self, Inflated};
+use crate::tree::{Meta, Timestamp, Tree};
+
+/// Everything a build reads besides the profile: the verified tarball and the derivation.
+pub struct BuildInputs<'a> {
+    pub profile: &'a Profile,
+    /// The derivation hash (64 hex): the seed of every identifier in the images.
+    pub derivation: &'a str,
+    pub tarball: &'a Path,
+    pub tarball_sha256: &'a str,
+    /// `SOURCE_DATE_EPOCH`, or `None` for the newest mtime in the tarball.
+    pub timestamp: Option<i64>,
+}
+
+/// Facts the edits may need that only the build knows.
+#[derive(Clone, Debug)]
+pub struct EditEnv {
+    pub timestamp: i64,
+    /// FAT volume ID of the boot partition (for `/etc/fstab`).
+    pub boot_volume_id: u32,
+    /// GPT partition GUID of the root partition.
+    pub root_partuuid: String,
+    pub root_fs_uuid: String,
+}
+
+/// What a build produced, for the manifest and the user.
+#[derive(Debug)]
+pub struct BuildReport {
+    pub import: ImportReport,
+    pub ext4: Ext4Stats,
+    pub boot_files: Vec<String>,
+    pub boot_txt: String,
+}
+
+const SECTOR: u64 = 512;
+
+/// Round `v` up to a multiple of `m`.
+fn round_up(v: u64, m: u64) -> u64 {
+    v.div_ceil(m) * m
+}
+
+/// Size for `size = "auto"`: the unpacked tar size plus 30% and 256 MiB of headroom (journal,
+/// metadata, first-boot writes), rounded to 64 MiB. Without a cheap size hint, 4 GiB.
+fn auto_size(tarball: &Path) -> Result<(u64, u64)> {
+    let hint = input::unpacked_size_hint(tarball)?;
+    Ok(match hint {
+        Some(n) => (round_up(n + n * 3 / 10 + (256 << 20), 64 << 20), n / 512 + 4096),
+        None => (4 << 30, 0),
+    })
+}
+
+/// Run the whole build, writing `ssd.img` and `sd.img` into `dir`.
+pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildReport> {
+    let d = inp.derivation;
+    let fs_uuid = ids::uuid(d, "ssd.root.fs-uuid");
+    let part_guid = ids::uuid(d, "ssd.root.partition-guid");
+    let disk_guid = ids::uuid(d, "ssd.disk-guid");
+    let boot_volume_id = ids::u32_id(d, "sd.boot.volume-id");
+
+    let p = inp.profile;
+    let (fs_size, min_inodes) = match p.rootfs.size {
+        Size::Bytes(s) => (s, 0),
+        Size::Auto => {
+            let (s, i) = auto_size(inp.tarball)?;
+            rep.detail(format!("rootfs size auto: {} MiB", s >> 20));
+            (s, i)
+        }
+    };
+    let fs_size = fs_size / 4096 * 4096;
+    let (first_lba, last_lba, disk_size) = crate::disk::gpt::layout(fs_size);
+    let ssd_path = dir.join("ssd.img");
+    let ssd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&ssd_path)
+        .with_context(|| format!("{}: cannot create", ssd_path.display()))?;
+    ssd.set_len(disk_size).with_context(|| format!("{}: cannot size the image", ssd_path.display()))?;
+
+    // Times the tool sets itself come from SOURCE_DATE_EPOCH or the tarball's newest mtime,
+    // known only after the stream: the writer takes the final value at finish.
+    let provisional_ts = inp.timestamp.unwrap_or(0);
+    let opts = Ext4Options {
+        size: fs_size,
+        bytes_per_inode: u64::from(p.rootfs.bytes_per_inode),
+        min_inodes,
+        features: match p.rootfs.features {
+            Features::Full => FeatureLevel::Full,
+            Features::Conservative => FeatureLevel::Conservative,
+        },
+        uuid: *fs_uuid.as_bytes(),
+        hash_seed: *ids::uuid(d, "ssd.root.hash-seed").as_bytes(),
+        label: p.rootfs.label.clone(),
+        timestamp: provisional_ts,
+        journal_blocks: None,
+    };
+    let mut writer = Ext4Writer::create(
+        ssd.try_clone().context("cannot duplicate the ssd.img handle")?,
+        first_lba * SECTOR,
+        &opts,
+    )?;
+
+    // The one pass over the tarball.
+    rep.step(format!("importing {}", inp.tarball.display()));
+    let total = std::fs::metadata(inp.tarball)
+        .with_context(|| format!("{}: cannot stat", inp.tarball.display()))?
+        .len();
+    let bar = rep.bytes_bar(total, "import");
+    let bar2 = bar.clone();
+    let mut stream = Inflated::open(inp.tarball, Some(Box::new(move |n| bar2.set_position(n))))?;
+    let dir_meta = Meta::new(0o755, 0, 0, Timestamp::from_secs(provisional_ts));
+    let mut tree = Tree::new(dir_meta.clone());
+    let captured: Vec<Vec<u8>> = Vec::new(); // TODO(edits): the edits' captured paths
+    let route = |p: &[u8]| -> Route {
+        if p.starts_with(b"boot/") {
+            Route::Boot
+        } else if captured.iter().any(|c| c == p) {
+            Route::Capture
+        } else {
+            Route::Keep
+        }
+    };
+    let report = import::import(&mut stream, &mut tree, &mut writer, &route, &dir_meta)
+        .with_context(|| format!("{}: import failed", inp.tarball.display()))?;
+    let (sha, _) = stream.finish()?;
+    bar.finish_and_clear();
+    if sha != inp.tarball_sha256 {
+        bail!(
+            "{}: sha256 is {sha}, but the pin says {}; the cached file changed: delete it and fetch again",
+            inp.tarball.display(),
+            inp.tarball_sha256
+        );
+    }
+    for w in &report.warnings {
+        rep.warn(w);
+    }
+    rep.detail(format!("{} tar entries, {} MiB of file data", report.entries, report.file_bytes >> 20));
+    let timestamp = inp.timestamp.unwrap_or(report.newest_mtime);
+
+    let env = EditEnv {
+        timestamp,
+        boot_volume_id,
+        root_partuuid: part_guid.to_string(),
+        root_fs_uuid: fs_uuid.to_string(),
+    };
+
+    rep.step("writing the root filesystem");
+    writer.set_timestamp(timestamp);
+    let ext4 = writer.finish(&tree)?;
+    crate::disk::gpt::write_gpt(
+        &ssd,
+        disk_size,
+        disk_guid,
+        &crate::disk::gpt::GptPartition {
+            first_lba,
+            last_lba,
+            type_guid: crate::disk::gpt::ARM32_ROOT,
+            part_guid,
+            name: "root".into(),
+        },
+    )?;
+    ssd.sync_all().with_context(|| format!("{}: cannot flush", ssd_path.display()))?;
+
+    rep.step("writing the boot card");
+    let (boot_files, boot_txt) = write_sd(inp, &report, &env, &dir.join("sd.img"))?;
+    Ok(BuildReport { import: report, ext4, boot_files, boot_txt })
+}
+
+/// Write `sd.img`: MBR, blobs, FAT with the boot files plus `boot.txt`, `boot.scr` and a
+/// `mkscr` that still works on the node.
+fn write_sd(inp: &BuildInputs, report: &ImportReport, env: &EditEnv, path: &Path) -> Result<(Vec<String>, String)> {
+    let board = &inp.profile.board;
+    let sd = &board.sd;
+    let sizes: BTreeMap<String, u64> = report.boot.iter().map(|(k, v)| (k.clone(), v.data.len() as u64)).collect();
+    board.check_blob_layout(&sizes)?;
+    if let Some(script) = &sd.fusing_script {
+        let Some(f) = report.boot.get(script) else {
+            bail!("the tarball's /boot has no {script}, which board {} says to check the blob sectors against", board.name);
+        };
+        board.check_fusing_script(&String::from_utf8_lossy(&f.data))?;
+    }
+    let blobs: BTreeMap<String, Vec<u8>> = sd
+        .blobs
+        .iter()
+        .filter_map(|b| report.boot.get(&b.file).map(|f| (b.file.clone(), f.data.clone())))
+        .collect();
+    let mut files: BTreeMap<String, Vec<u8>> = report.boot.iter().map(|(k, v)| (k.clone(), v.data.clone())).collect();
+    let boot_txt = inp.profile.boot_txt(Some(&env.root_partuuid))?;
+    let ts = u32::try_from(env.timestamp.max(0)).unwrap_or(u32::MAX);
+    files.insert("boot.txt".into(), boot_txt.clone().into_bytes());
+    files.insert(
+        "boot.scr".into(),
+        crate::uboot::script_image(boot_txt.as_bytes(), crate::uboot::DEFAULT_SCRIPT_NAME, ts),
+    );
+    files.insert("mkscr".into(), MKSCR.to_vec());
+    crate::disk::sd::write_sd_image(
+        path,
+        &crate::disk::sd::SdImage {
+            disk_signature: ids::u32_id(inp.derivation, "sd.disk-signature"),
+            first_partition_sector: sd.first_sector,
+            fat_bytes: sd.partition_size.0,
+            env_area: sd.env_area.as_ref().map(|e| (e.sector, e.sectors)),
+            slots: &sd.blobs,
+            blobs: &blobs,
+            fat: &crate::fat::FatOptions {
+                label: "BOOT".into(),
+                volume_id: env.boot_volume_id,
+                timestamp: env.timestamp,
+            },
+            files: &files,
+        },
+    )?;
+    Ok((files.keys().cloned().collect(), boot_txt))
+}
+
+/// `/boot/mkscr` on the card: recompiles boot.scr after an edit of boot.txt on the node.
+const MKSCR: &[u8] = b"#!/bin/sh\n# Recompile boot.scr after editing boot.txt (run in /boot; needs uboot-tools).\ncd \"$(dirname \"$0\")\" && mkimage -A arm -O linux -T script -C none -n \"U-Boot boot script\" -d boot.txt boot.scr\n";

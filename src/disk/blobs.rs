@@ -20,6 +20,7 @@ use super::sparse::write_at_zeroing;
 
 /// Where one blob goes on the card.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BlobSlot {
     /// File name of the blob in `/boot` of the rootfs, e.g. `bl1.bin`.
     pub file: String,

@@ -457,14 +457,8 @@ pub struct SectorRange {
     pub sectors: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Blob {
-    /// File name in the tarball's `/boot`.
-    pub file: String,
-    /// 512-byte sector it starts at.
-    pub sector: u64,
-}
+/// Where one bootloader blob goes on the card (the disk layer's own type).
+pub use crate::disk::blobs::BlobSlot as Blob;
 
 /// `hc1img.lock`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
