@@ -596,4 +596,117 @@ mod tests {
         );
         assert!(enable_unit(&mut t, &ctx, "../x.service", "multi-user.target").is_err());
     }
+
+    /// Every in-memory file of the tree whose contents contain `needle`.
+    fn files_containing(t: &Tree, needle: &str) -> Vec<String> {
+        let mut hits = Vec::new();
+        t.walk(|p, _, id| {
+            if let NodeKind::File(FileData::Bytes(b)) = &t.node(id).kind
+                && b.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                hits.push(tree::display(p));
+            }
+        });
+        hits
+    }
+
+    fn node_config() -> (
+        users::Config,
+        system::Config,
+        ssh::Config,
+        mail::Config,
+        cron::Config,
+    ) {
+        let u: users::Config = toml::from_str(
+            r#"
+            create_groups = ["docker"]
+            sudo_wheel = true
+            [[add]]
+            name = "admin"
+            groups = ["wheel", "docker"]
+            password_secret = "admin-hash"
+            authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@desk"]
+            "#,
+        )
+        .unwrap();
+        let s = system::Config {
+            hostname: Some("hc1-{mac6}".into()),
+            ..system::Config::default()
+        };
+        let m = mail::Config {
+            mailhub: Some("smtp.example.org:587".into()),
+            root: "ops@example.org".into(),
+            auth_user: Some("hc1@example.org".into()),
+            auth_pass_secret: Some("smtp-pass".into()),
+            ..mail::Config::default()
+        };
+        let c: cron::Config = toml::from_str(
+            "[[job]]\nname = \"docker-cleanup\"\nschedule = \"@daily\"\nuser = \"admin\"\n\
+             command = \"docker system prune -f\"\n",
+        )
+        .unwrap();
+        (u, s, ssh::Config::default(), m, c)
+    }
+
+    #[test]
+    fn whole_node_in_recommended_order_is_consistent_and_keeps_secrets_in_place() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let (u, s, sh, m, c) = node_config();
+        system::apply(&mut t, &s, &ctx).unwrap();
+        users::apply(&mut t, &u, &ctx).unwrap();
+        ssh::apply(&mut t, &sh, &ctx).unwrap();
+        mail::apply(&mut t, &m, &ctx).unwrap();
+        journald::apply(&mut t, &journald::Config::default(), &ctx).unwrap();
+        io_scheduler::apply(&mut t, &io_scheduler::Config::default(), &ctx).unwrap();
+        mirrorlist::apply(&mut t, &mirrorlist::Config::default(), &ctx).unwrap();
+        docker::apply(&mut t, &docker::Config::default(), &ctx).unwrap();
+        cron::apply(&mut t, &c, &ctx).unwrap();
+        fstab::apply(&mut t, &fstab::Config::default(), &ctx, 0xabcd_1234).unwrap();
+
+        // Secrets are only where they belong, with restrictive modes.
+        assert_eq!(files_containing(&t, SMTP_PASS), ["etc/ssmtp/ssmtp.conf"]);
+        assert_eq!(files_containing(&t, ADMIN_HASH), ["etc/shadow"]);
+        let notes = ctx.take_notes();
+        let dbg = format!("{ctx:?} {u:?} {m:?} {notes:?}");
+        assert!(
+            !dbg.contains(SMTP_PASS) && !dbg.contains(ADMIN_HASH),
+            "{dbg}"
+        );
+        assert!(
+            text(&t, "etc/ssh/sshd_config.d/10-hc1img.conf").contains("PasswordAuthentication no")
+        );
+        assert!(
+            lookup(&t, "etc/hostname").is_some(),
+            "template hostname keeps the old file"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        testutil::materialize(&t, dir.path());
+        testutil::run_check("pwck", dir.path());
+        testutil::run_check("grpck", dir.path());
+    }
+
+    #[test]
+    fn secret_values_never_reach_errors() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let (mut u, _, _, mut m, _) = node_config();
+        m.auth_pass_secret = Some("smtp-spaced".into());
+        let e = format!("{:#} {:?}", mail::apply(&mut t, &m, &ctx).unwrap_err(), ctx);
+        assert!(e.contains("\"smtp-spaced\""), "{e}");
+        assert!(!e.contains(SMTP_PASS), "secret leaked: {e}");
+        // A hash where a different kind of secret is expected is not echoed either.
+        m.auth_pass_secret = Some("admin-hash".into());
+        let r = mail::apply(&mut t, &m, &ctx);
+        assert!(r.is_ok(), "a hash is a valid (if odd) password");
+        u.add[0].password_secret = Some("smtp-pass".into());
+        let e = format!("{:#}", users::apply(&mut t, &u, &ctx).unwrap_err());
+        assert!(e.contains("\"smtp-pass\"") && !e.contains(SMTP_PASS), "{e}");
+        let notes = ctx.take_notes().join("\n");
+        assert!(
+            !notes.contains(SMTP_PASS) && !notes.contains(ADMIN_HASH),
+            "{notes}"
+        );
+    }
 }

@@ -23,6 +23,7 @@ pub fn secrets(name: &str) -> Result<Vec<u8>> {
         }
         "plain" => Ok(b"hunter2-plaintext\n".to_vec()),
         "smtp-pass" => Ok(SMTP_PASS.as_bytes().to_vec()),
+        "smtp-spaced" => Ok(format!("{SMTP_PASS} tail").into_bytes()),
         _ => bail!("no secret {name}"),
     }
 }
