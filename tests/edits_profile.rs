@@ -154,24 +154,36 @@ fn a_profile_with_every_section_builds_a_node_tree() {
     let p: Profile = toml::from_str(PROFILE).unwrap();
     assert_eq!(p.journald.storage, "volatile");
     assert_eq!(p.fstab.root_device, "/dev/sda1");
+    assert_eq!(p.users.add[0].groups, ["wheel", "docker"]);
     assert!(toml::from_str::<Profile>("[journald]\nstorage_typo = 1\n").is_err());
 
     let mut t = minimal_tree();
     let secrets = |name: &str| -> anyhow::Result<Vec<u8>> { anyhow::bail!("no secret {name}") };
     let ctx = EditContext::new(1_700_000_000, &secrets);
-    assert_eq!(edits::APPLY_ORDER[0], "system");
-    system::apply(&mut t, &p.system, &ctx).unwrap();
-    users::apply(&mut t, &p.users, &ctx).unwrap();
-    ssh::apply(&mut t, &p.ssh, &ctx).unwrap();
-    mail::apply(&mut t, &p.mail, &ctx).unwrap();
-    journald::apply(&mut t, &p.journald, &ctx).unwrap();
-    io_scheduler::apply(&mut t, &p.io_scheduler, &ctx).unwrap();
-    mirrorlist::apply(&mut t, &p.mirrorlist, &ctx).unwrap();
-    docker::apply(&mut t, &p.docker, &ctx).unwrap();
-    cron::apply(&mut t, &p.cron, &ctx).unwrap();
-    fstab::apply(&mut t, &p.fstab, &ctx, 0x0102_0304).unwrap();
+    // The same text also loads as one `Sections` table, which apply_all runs in order.
+    let sections: edits::Sections = toml::from_str(PROFILE).unwrap();
+    let from_parts = edits::Sections {
+        system: p.system,
+        users: p.users,
+        ssh: p.ssh,
+        mail: p.mail,
+        journald: p.journald,
+        io_scheduler: p.io_scheduler,
+        mirrorlist: p.mirrorlist,
+        docker: p.docker,
+        cron: p.cron,
+        fstab: p.fstab,
+        overlays: p.overlays,
+    };
+    assert_eq!(sections, from_parts);
     let dir = tempfile::tempdir().unwrap();
-    overlays::apply(&mut t, &p.overlays, &ctx, dir.path(), &BTreeMap::new()).unwrap();
+    let vars = BTreeMap::new();
+    let inputs = edits::BuildInputs {
+        boot_volume_id: 0x0102_0304,
+        overlays_dir: dir.path(),
+        vars: &vars,
+    };
+    edits::apply_all(&mut t, &sections, &ctx, &inputs).unwrap();
 
     assert_eq!(content(&t, "etc/hostname"), "hc1-worker1\n");
     assert_eq!(
@@ -242,4 +254,28 @@ fn captured_paths_are_what_the_edits_read() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("/etc/passwd") && e.contains("capture"), "{e}");
+}
+
+#[test]
+fn apply_all_names_the_failing_section() {
+    let mut t = minimal_tree();
+    let secrets = |_: &str| -> anyhow::Result<Vec<u8>> { anyhow::bail!("none") };
+    let ctx = EditContext::new(0, &secrets);
+    let sections: edits::Sections =
+        toml::from_str("[system]\ntimezone = \"Europe/Nowhere\"\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let vars = BTreeMap::new();
+    let inputs = edits::BuildInputs {
+        boot_volume_id: 0,
+        overlays_dir: dir.path(),
+        vars: &vars,
+    };
+    let e = format!(
+        "{:#}",
+        edits::apply_all(&mut t, &sections, &ctx, &inputs).unwrap_err()
+    );
+    assert!(
+        e.starts_with("[system]: ") && e.contains("Europe/Nowhere"),
+        "{e}"
+    );
 }

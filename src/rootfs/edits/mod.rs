@@ -52,6 +52,57 @@ pub const APPLY_ORDER: &[&str] = &[
     "overlays",
 ];
 
+/// Every edit's section together, for a profile that wants them as one table (each field is
+/// also usable on its own as `[users]`, `[system]`, … in a larger profile struct).
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sections {
+    pub system: system::Config,
+    pub users: users::Config,
+    pub ssh: ssh::Config,
+    pub mail: mail::Config,
+    pub journald: journald::Config,
+    pub io_scheduler: io_scheduler::Config,
+    pub mirrorlist: mirrorlist::Config,
+    pub docker: docker::Config,
+    pub cron: cron::Config,
+    pub fstab: fstab::Config,
+    pub overlays: overlays::Config,
+}
+
+/// Inputs of [`apply_all`] that come from the build rather than the profile sections.
+#[derive(Clone, Debug)]
+pub struct BuildInputs<'a> {
+    /// FAT volume id of the boot partition (for `/etc/fstab`).
+    pub boot_volume_id: u32,
+    /// Directory holding the named overlay directories (the profile's `overlays/`).
+    pub overlays_dir: &'a std::path::Path,
+    /// Template variables for overlay files marked as templates.
+    pub vars: &'a BTreeMap<String, String>,
+}
+
+/// Apply every section in [`APPLY_ORDER`]. The first failing edit's error names its section.
+pub fn apply_all(
+    tree: &mut Tree,
+    cfg: &Sections,
+    ctx: &EditContext,
+    inputs: &BuildInputs,
+) -> Result<()> {
+    system::apply(tree, &cfg.system, ctx).context("[system]")?;
+    users::apply(tree, &cfg.users, ctx).context("[users]")?;
+    ssh::apply(tree, &cfg.ssh, ctx).context("[ssh]")?;
+    mail::apply(tree, &cfg.mail, ctx).context("[mail]")?;
+    journald::apply(tree, &cfg.journald, ctx).context("[journald]")?;
+    io_scheduler::apply(tree, &cfg.io_scheduler, ctx).context("[io_scheduler]")?;
+    mirrorlist::apply(tree, &cfg.mirrorlist, ctx).context("[mirrorlist]")?;
+    docker::apply(tree, &cfg.docker, ctx).context("[docker]")?;
+    cron::apply(tree, &cfg.cron, ctx).context("[cron]")?;
+    fstab::apply(tree, &cfg.fstab, ctx, inputs.boot_volume_id).context("[fstab]")?;
+    overlays::apply(tree, &cfg.overlays, ctx, inputs.overlays_dir, inputs.vars)
+        .context("[overlays]")?;
+    Ok(())
+}
+
 /// What every edit gets besides the tree and its own config.
 pub struct EditContext<'a> {
     /// Modification time (seconds since the epoch) of every entry an edit creates or changes.
@@ -164,7 +215,7 @@ pub fn check_no_symlink_parent(tree: &Tree, path: &str) -> Result<()> {
     let mut cur = Tree::ROOT;
     for (i, c) in comps[..comps.len() - 1].iter().enumerate() {
         let NodeKind::Dir(m) = &tree.node(cur).kind else {
-            unreachable!("loop only continues through directories");
+            bail!("/{r}: an ancestor is not a directory in the rootfs");
         };
         let Some(&next) = m.get(c.as_bytes()) else {
             return Ok(());

@@ -149,6 +149,16 @@ impl Db {
         update_file(tree, ctx, "etc/shadow", format_colon_file(&self.shadow))?;
         update_file(tree, ctx, "etc/group", format_colon_file(&self.group))?;
         update_file(tree, ctx, "etc/gshadow", format_colon_file(&self.gshadow))?;
+        // The hashes live in shadow/gshadow: never readable by group or others.
+        for p in ["etc/shadow", "etc/gshadow"] {
+            if let Some(id) = tree.lookup(p.as_bytes()) {
+                let m = &mut tree.node_mut(id).meta;
+                if m.perm & 0o077 != 0 {
+                    ctx.note(format!("users: /{p} was mode {:04o}; made 0600", m.perm));
+                    m.perm = 0o600;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -589,6 +599,7 @@ mod tests {
     #[test]
     fn root_hash_from_secret_and_yescrypt() {
         let (mut t, secrets) = arch_tree();
+        bytes(&mut t, "etc/shadow", 0o644, SHADOW);
         let ctx = EditContext::new(TS, &secrets);
         let c = Config {
             root_password_secret: Some("yes-hash".into()),
