@@ -25,8 +25,8 @@ pub struct Config {
     pub unit: String,
     /// Target whose `.wants/` gets the unit. Default `multi-user.target`.
     pub wanted_by: String,
-    /// Jobs, one `/etc/cron.d/NAME` file each (`[[cron.job]]`).
-    #[serde(rename = "job")]
+    /// Jobs, one `/etc/cron.d/NAME` file each (`[[cron.job]]`, alias `[[cron.jobs]]`).
+    #[serde(rename = "job", alias = "jobs")]
     pub jobs: Vec<Job>,
     /// logrotate drop-ins, one `/etc/logrotate.d/NAME` file each (`[[cron.logrotate]]`).
     pub logrotate: Vec<Logrotate>,

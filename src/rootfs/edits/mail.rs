@@ -30,14 +30,19 @@ pub struct Config {
     pub root: String,
     /// `hostname=` (the name ssmtp says it is). Default: not written.
     pub hostname: Option<String>,
-    /// `UseTLS=` (TLS from the start, port 465). Default false.
+    /// `UseTLS=` (TLS from the start, port 465). Default false. Alias `tls`.
+    #[serde(alias = "tls")]
     pub use_tls: bool,
-    /// `UseSTARTTLS=` (upgrade with STARTTLS, port 587). Default true.
+    /// `UseSTARTTLS=` (upgrade with STARTTLS, port 587). Default true. Alias `starttls`.
+    #[serde(alias = "starttls")]
     pub use_starttls: bool,
     /// `AuthUser=`. Default: not written.
     pub auth_user: Option<String>,
-    /// Secret holding `AuthPass=`. Default: not written.
+    /// Secret holding `AuthPass=`. Default: not written. Alias `password_secret`.
+    #[serde(alias = "password_secret")]
     pub auth_pass_secret: Option<String>,
+    /// `RewriteDomain=`: the domain mail appears to come from. Default: not written.
+    pub rewrite_domain: Option<String>,
     /// `FromLineOverride=YES`: let programs set the From address. Default true.
     pub from_line_override: bool,
     /// `/etc/ssmtp/revaliases` lines. Default: one line mapping root to `root` via `mailhub`.
@@ -54,6 +59,7 @@ impl Default for Config {
             use_starttls: true,
             auth_user: None,
             auth_pass_secret: None,
+            rewrite_domain: None,
             from_line_override: true,
             revaliases: Vec::new(),
         }
@@ -112,6 +118,10 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     if let Some(h) = &cfg.hostname {
         check_value("mail.hostname", h)?;
         conf.push_str(&format!("hostname={h}\n"));
+    }
+    if let Some(d) = &cfg.rewrite_domain {
+        check_value("mail.rewrite_domain", d)?;
+        conf.push_str(&format!("RewriteDomain={d}\n"));
     }
     conf.push_str(&format!(
         "UseTLS={}\nUseSTARTTLS={}\nFromLineOverride={}\n",
@@ -223,6 +233,24 @@ mod tests {
             0o644,
             0,
             0,
+        );
+    }
+
+    #[test]
+    fn aliases_and_rewrite_domain() {
+        let c: Config = toml::from_str(
+            "mailhub = \"relay.lan:465\"\nroot = \"ops@example.org\"\ntls = true\n\
+             starttls = false\nrewrite_domain = \"example.org\"\n",
+        )
+        .unwrap();
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        apply(&mut t, &c, &ctx).unwrap();
+        assert_eq!(
+            text(&t, SSMTP_CONF),
+            "# Written by hc1img: relay outgoing mail through the cluster's smarthost.\n\
+             root=ops@example.org\nmailhub=relay.lan:465\nRewriteDomain=example.org\n\
+             UseTLS=YES\nUseSTARTTLS=NO\nFromLineOverride=YES\n"
         );
     }
 

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -28,8 +28,11 @@ use crate::tree::{NodeKind, Tree};
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Overlay directory names below the profile's `overlays/` directory, applied in order.
-    pub names: Vec<String>,
+    /// Overlay directories, applied in order (a later one wins). Relative paths are taken
+    /// below the overlays directory the caller passes (the profile's `overlays/`); absolute
+    /// ones (as a loader that resolved them passes) are used as they are. Alias `names`.
+    #[serde(alias = "names")]
+    pub dirs: Vec<PathBuf>,
     /// Per-path settings (`[[overlays.entry]]`); each must match a copied path.
     #[serde(rename = "entry")]
     pub entries: Vec<Entry>,
@@ -178,9 +181,9 @@ pub fn apply(
         }
     }
 
-    for name in &cfg.names {
-        super::check_file_name("overlays.names", name, true)?;
-        let dir = overlays_dir.join(name);
+    for d in &cfg.dirs {
+        let dir = overlays_dir.join(d);
+        let name = d.display().to_string();
         if !dir.is_dir() {
             bail!("overlay {name:?}: {} is not a directory", dir.display());
         }
@@ -280,7 +283,7 @@ pub fn apply(
         bail!(
             "overlays.entry for /{} matches no file in the overlays {:?}",
             unused[0],
-            cfg.names
+            cfg.dirs
         );
     }
     Ok(())
@@ -363,7 +366,7 @@ mod tests {
         let (mut t, secrets) = arch_tree();
         let ctx = EditContext::new(TS, &secrets);
         let cfg = Config {
-            names: vec!["bad".into()],
+            dirs: vec!["bad".into()],
             entries: vec![],
         };
         let e = format!(
@@ -409,7 +412,7 @@ mod tests {
             ),
         ] {
             let cfg = Config {
-                names: vec!["ok".into()],
+                dirs: vec!["ok".into()],
                 entries: vec![entry],
             };
             let e = format!(
@@ -419,12 +422,12 @@ mod tests {
             assert!(e.contains(want), "want {want:?} in {e}");
         }
         let cfg = Config {
-            names: vec!["../bad".into()],
+            dirs: vec!["../bad".into()],
             entries: vec![],
         };
         assert!(apply(&mut t, &cfg, &ctx, host.path(), &vars()).is_err());
         let cfg = Config {
-            names: vec!["missing".into()],
+            dirs: vec!["missing".into()],
             entries: vec![],
         };
         let e = apply(&mut t, &cfg, &ctx, host.path(), &vars())
@@ -440,7 +443,7 @@ mod tests {
         let (mut t, secrets) = arch_tree();
         let ctx = EditContext::new(TS, &secrets);
         let cfg = Config {
-            names: vec!["t".into()],
+            dirs: vec![host.path().join("t")],
             entries: vec![Entry {
                 path: "/etc/x".into(),
                 template: true,
@@ -449,7 +452,7 @@ mod tests {
         };
         let e = format!(
             "{:#}",
-            apply(&mut t, &cfg, &ctx, host.path(), &vars()).unwrap_err()
+            apply(&mut t, &cfg, &ctx, Path::new("/nonexistent"), &vars()).unwrap_err()
         );
         assert!(e.contains("/etc/x") && e.contains("{nope}"), "{e}");
     }
