@@ -136,4 +136,24 @@ mod tests {
         );
         assert!(placeholders("{").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_text_renders_back_to_itself(s in "\\PC*") {
+            let escaped = s.replace('{', "{{").replace('}', "}}");
+            proptest::prop_assert_eq!(render(&escaped, &BTreeMap::new()).unwrap(), s);
+        }
+
+        #[test]
+        fn render_succeeds_exactly_when_every_placeholder_is_known(s in "[a-z{}. \\n]{0,40}") {
+            let v = vars();
+            match placeholders(&s) {
+                Ok(names) => proptest::prop_assert_eq!(
+                    render(&s, &v).is_ok(),
+                    names.iter().all(|n| v.contains_key(n))
+                ),
+                Err(_) => proptest::prop_assert!(render(&s, &v).is_err()),
+            }
+        }
+    }
 }

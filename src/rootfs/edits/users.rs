@@ -381,6 +381,15 @@ fn add_user(tree: &mut Tree, ctx: &EditContext, db: &mut Db, u: &User) -> Result
         String::new(),
         String::new(),
     ]);
+    if let Some(id) = tree.lookup(home_rel.as_bytes()) {
+        let owner = tree.node(id).meta.uid;
+        if owner != u.uid {
+            bail!(
+                "{field}: home {home} already exists in the rootfs, owned by uid {owner}; \
+                 choose a home directory of its own"
+            );
+        }
+    }
     mkdir_p(tree, ctx, &home_rel, 0o700, u.uid, gid, true)?;
     if !u.authorized_keys.is_empty() {
         let mut keys = String::new();
@@ -692,6 +701,17 @@ mod tests {
                     ..Config::default()
                 },
                 "refusing to remove root",
+            ),
+            (
+                Config {
+                    add: vec![User {
+                        groups: vec![],
+                        home: Some("/usr/bin".into()),
+                        ..admin()
+                    }],
+                    ..Config::default()
+                },
+                "home /usr/bin already exists in the rootfs, owned by uid 0",
             ),
         ];
         for (c, want) in cases {
