@@ -190,8 +190,17 @@ impl Db {
         self.gshadow.retain(|l| l[0] != name);
     }
 
-    /// Add `user` to `group`'s member list in group and gshadow.
+    /// Add `user` to `group`'s member list in group and gshadow (a group missing from
+    /// gshadow gets its line there, as `grpck` expects).
     fn add_member(&mut self, group: &str, user: &str) {
+        if !self.gshadow.iter().any(|l| l[0] == group) {
+            let members = self
+                .group_by_name(group)
+                .map(|g| g[3].clone())
+                .unwrap_or_default();
+            self.gshadow
+                .push(vec![group.into(), "!".into(), String::new(), members]);
+        }
         for l in self.group.iter_mut().chain(self.gshadow.iter_mut()) {
             if l[0] == group {
                 l[3] = with_member(&l[3], user);
@@ -586,6 +595,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         materialize(&t, dir.path());
         run_check("pwck", dir.path());
+        run_check("grpck", dir.path());
+    }
+
+    #[test]
+    fn a_group_missing_from_gshadow_gets_its_line() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let gs = text(&t, "etc/gshadow").replace("wheel:!*::alarm\n", "");
+        update_file(&mut t, &ctx, "etc/gshadow", gs).unwrap();
+        apply(&mut t, &cfg(), &ctx).unwrap();
+        assert!(text(&t, "etc/gshadow").contains("\nwheel:!::admin\n"));
+        let dir = tempfile::tempdir().unwrap();
+        materialize(&t, dir.path());
         run_check("grpck", dir.path());
     }
 
