@@ -2,5 +2,6 @@
 //! in-memory tree while file data streams into the image ([`import`]), and the profile's
 //! edits applied to the tree afterwards.
 
+pub mod edits;
 pub mod import;
 pub mod input;

@@ -1,0 +1,110 @@
+//! I/O scheduler: a udev rule choosing the block-layer scheduler of the microSD card and the
+//! SSD (`mq-deadline` on blk-mq kernels; the old name was `deadline`).
+//!
+//! Follows `udev(7)` rule syntax: match keys `==`, the sysfs attribute assignment
+//! `ATTR{queue/scheduler}=`. Only whole disks (`ENV{DEVTYPE}=="disk"`) have a queue.
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{EditContext, write_file};
+use crate::tree::Tree;
+
+/// Path of the rule this edit writes.
+pub const RULE: &str = "etc/udev/rules.d/60-ioscheduler.rules";
+
+/// The `[io_scheduler]` profile section.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Write the rule. Default true.
+    pub enable: bool,
+    /// Scheduler name as the kernel lists it in `queue/scheduler`. Default `mq-deadline`.
+    pub scheduler: String,
+    /// Kernel device name patterns (udev globs). Default `["mmcblk[0-9]*", "sd[a-z]*"]`.
+    pub devices: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enable: true,
+            scheduler: "mq-deadline".into(),
+            devices: vec!["mmcblk[0-9]*".into(), "sd[a-z]*".into()],
+        }
+    }
+}
+
+/// Apply the `[io_scheduler]` section.
+pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
+    if !cfg.enable {
+        return Ok(());
+    }
+    let s = &cfg.scheduler;
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        bail!("io_scheduler.scheduler = {s:?} is not a scheduler name like `mq-deadline`");
+    }
+    if cfg.devices.is_empty() {
+        bail!("io_scheduler.devices is empty; list kernel names like \"sd[a-z]*\"");
+    }
+    let mut rule =
+        String::from("# Written by hc1img: I/O scheduler for the microSD card and the SSD.\n");
+    for d in &cfg.devices {
+        if d.is_empty()
+            || !d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"[]*?-_|".contains(&b))
+        {
+            bail!("io_scheduler.devices: {d:?} is not a kernel name pattern like \"sd[a-z]*\"");
+        }
+        rule.push_str(&format!(
+            "ACTION==\"add|change\", SUBSYSTEM==\"block\", ENV{{DEVTYPE}}==\"disk\", \
+             KERNEL==\"{d}\", ATTR{{queue/scheduler}}=\"{s}\"\n"
+        ));
+    }
+    write_file(tree, ctx, RULE, rule, 0o644, 0, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn writes_the_rule() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        apply(&mut t, &Config::default(), &ctx).unwrap();
+        assert_file(
+            &t,
+            RULE,
+            b"# Written by hc1img: I/O scheduler for the microSD card and the SSD.\n\
+ACTION==\"add|change\", SUBSYSTEM==\"block\", ENV{DEVTYPE}==\"disk\", KERNEL==\"mmcblk[0-9]*\", ATTR{queue/scheduler}=\"mq-deadline\"\n\
+ACTION==\"add|change\", SUBSYSTEM==\"block\", ENV{DEVTYPE}==\"disk\", KERNEL==\"sd[a-z]*\", ATTR{queue/scheduler}=\"mq-deadline\"\n",
+            0o644,
+            0,
+            0,
+        );
+        assert_dir(&t, "etc/udev/rules.d", 0o755, 0, 0);
+    }
+
+    #[test]
+    fn rejects_injection() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let c = Config {
+            scheduler: "bfq\", RUN+=\"/bin/sh".into(),
+            ..Config::default()
+        };
+        assert!(apply(&mut t, &c, &ctx).is_err());
+        let c = Config {
+            devices: vec!["sd\"x".into()],
+            ..Config::default()
+        };
+        assert!(apply(&mut t, &c, &ctx).is_err());
+    }
+}

@@ -1,0 +1,763 @@
+//! The profile's edits of the root filesystem: small, declarative changes to the in-memory
+//! [`Tree`] that turn a stock Arch Linux ARM tarball into an Odroid HC1 Docker Swarm node.
+//!
+//! Each concern is one module with a `Config` struct that *is* the profile section (serde,
+//! `deny_unknown_fields`, every field defaulted) and an `apply` function. The shared helpers
+//! below are the one way edits read, write, create and remove entries, so every entry an edit
+//! touches gets the build's timestamp ([`EditContext::timestamp`]) and secrets are handled in
+//! one place.
+//!
+//! Only files the import captured into memory ([`FileData::Bytes`]) can be read; the paths the
+//! edits read are listed by [`captured_paths`], which the Plan routes to
+//! [`crate::rootfs::import::Route::Capture`].
+//!
+//! Recommended order (see [`APPLY_ORDER`]): `system`, `users`, `ssh`, `mail`, `journald`,
+//! `io_scheduler`, `mirrorlist`, `docker`, `cron`, `fstab`, `overlays` — users before the
+//! edits that look users/groups up (ssh, mail, cron, overlays), overlays last so a site file
+//! can override a generated one.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::{Context, Result, bail};
+
+use crate::tree::{self, FileData, Meta, Node, NodeKind, Timestamp, Tree};
+
+pub mod cron;
+pub mod docker;
+pub mod fstab;
+pub mod io_scheduler;
+pub mod journald;
+pub mod mail;
+pub mod mirrorlist;
+pub mod overlays;
+pub mod ssh;
+pub mod system;
+pub mod templates;
+pub mod users;
+
+/// The order the edits should run in (module names).
+pub const APPLY_ORDER: &[&str] = &[
+    "system",
+    "users",
+    "ssh",
+    "mail",
+    "journald",
+    "io_scheduler",
+    "mirrorlist",
+    "docker",
+    "cron",
+    "fstab",
+    "overlays",
+];
+
+/// Every edit's section together, for a profile that wants them as one table (each field is
+/// also usable on its own as `[users]`, `[system]`, … in a larger profile struct).
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sections {
+    pub system: system::Config,
+    pub users: users::Config,
+    pub ssh: ssh::Config,
+    pub mail: mail::Config,
+    pub journald: journald::Config,
+    pub io_scheduler: io_scheduler::Config,
+    pub mirrorlist: mirrorlist::Config,
+    pub docker: docker::Config,
+    pub cron: cron::Config,
+    pub fstab: fstab::Config,
+    pub overlays: overlays::Config,
+}
+
+/// Inputs of [`apply_all`] that come from the build rather than the profile sections.
+#[derive(Clone, Debug)]
+pub struct BuildInputs<'a> {
+    /// FAT volume id of the boot partition (for `/etc/fstab`).
+    pub boot_volume_id: u32,
+    /// Directory holding the named overlay directories (the profile's `overlays/`).
+    pub overlays_dir: &'a std::path::Path,
+    /// Template variables for overlay files marked as templates.
+    pub vars: &'a BTreeMap<String, String>,
+}
+
+/// Apply every section in [`APPLY_ORDER`]. The first failing edit's error names its section.
+pub fn apply_all(
+    tree: &mut Tree,
+    cfg: &Sections,
+    ctx: &EditContext,
+    inputs: &BuildInputs,
+) -> Result<()> {
+    system::apply(tree, &cfg.system, ctx).context("[system]")?;
+    users::apply(tree, &cfg.users, ctx).context("[users]")?;
+    ssh::apply(tree, &cfg.ssh, ctx).context("[ssh]")?;
+    mail::apply(tree, &cfg.mail, ctx).context("[mail]")?;
+    journald::apply(tree, &cfg.journald, ctx).context("[journald]")?;
+    io_scheduler::apply(tree, &cfg.io_scheduler, ctx).context("[io_scheduler]")?;
+    mirrorlist::apply(tree, &cfg.mirrorlist, ctx).context("[mirrorlist]")?;
+    docker::apply(tree, &cfg.docker, ctx).context("[docker]")?;
+    cron::apply(tree, &cfg.cron, ctx).context("[cron]")?;
+    fstab::apply(tree, &cfg.fstab, ctx, inputs.boot_volume_id).context("[fstab]")?;
+    overlays::apply(tree, &cfg.overlays, ctx, inputs.overlays_dir, inputs.vars)
+        .context("[overlays]")?;
+    Ok(())
+}
+
+/// What every edit gets besides the tree and its own config.
+pub struct EditContext<'a> {
+    /// Modification time (seconds since the epoch) of every entry an edit creates or changes.
+    pub timestamp: i64,
+    /// Looks a named secret up and returns its bytes. Its value must never reach a message.
+    pub secrets: &'a dyn Fn(&str) -> Result<Vec<u8>>,
+    /// Non-fatal remarks for the build report (never contain secret values).
+    pub notes: RefCell<Vec<String>>,
+}
+
+impl fmt::Debug for EditContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EditContext")
+            .field("timestamp", &self.timestamp)
+            .field("secrets", &"<redacted>")
+            .field("notes", &self.notes.borrow())
+            .finish()
+    }
+}
+
+impl<'a> EditContext<'a> {
+    pub fn new(timestamp: i64, secrets: &'a dyn Fn(&str) -> Result<Vec<u8>>) -> Self {
+        EditContext {
+            timestamp,
+            secrets,
+            notes: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Record a non-fatal remark.
+    pub fn note(&self, msg: impl Into<String>) {
+        self.notes.borrow_mut().push(msg.into());
+    }
+
+    /// The notes recorded so far.
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut self.notes.borrow_mut())
+    }
+
+    /// The bytes of secret `name`. The error names the secret, never its value; the lookup's
+    /// own error is not included, in case it quotes what it read.
+    pub fn secret(&self, name: &str) -> Result<Vec<u8>> {
+        (self.secrets)(name).map_err(|_| {
+            anyhow::anyhow!("secret {name:?} cannot be read; define it in the profile's secrets")
+        })
+    }
+
+    /// The secret `name` as one line of UTF-8 text (one trailing newline removed).
+    pub fn secret_line(&self, name: &str) -> Result<String> {
+        let mut v = self.secret(name)?;
+        if v.last() == Some(&b'\n') {
+            v.pop();
+            if v.last() == Some(&b'\r') {
+                v.pop();
+            }
+        }
+        let s = String::from_utf8(v)
+            .map_err(|_| anyhow::anyhow!("secret {name:?} is not UTF-8 text"))?;
+        if s.is_empty() {
+            bail!("secret {name:?} is empty");
+        }
+        if s.contains(['\n', '\r', '\0']) {
+            bail!("secret {name:?} must be a single line");
+        }
+        Ok(s)
+    }
+
+    pub fn mtime(&self) -> Timestamp {
+        Timestamp::from_secs(self.timestamp)
+    }
+
+    /// Metadata for an entry this edit creates.
+    pub fn meta(&self, perm: u16, uid: u32, gid: u32) -> Meta {
+        Meta::new(perm, uid, gid, self.mtime())
+    }
+}
+
+/// Paths (relative to the root) whose contents the edits read: the import must capture them
+/// into memory.
+pub fn captured_paths() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    v.extend_from_slice(users::CAPTURED);
+    v.extend_from_slice(ssh::CAPTURED);
+    v.extend_from_slice(mail::CAPTURED);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Strip a leading `/` and check the path stays inside the root; returns the normalised
+/// relative path (components joined by `/`).
+pub fn rel(path: &str) -> Result<String> {
+    if path.split('/').any(|c| c == "..") {
+        bail!("path {path:?} contains `..`; give a plain absolute path inside the rootfs");
+    }
+    let comps = tree::normalize(path.as_bytes())
+        .with_context(|| format!("path {path:?} names no file inside the rootfs"))?;
+    let v: Vec<String> = comps
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .collect();
+    Ok(v.join("/"))
+}
+
+/// Fail unless no existing ancestor of `path` in the tree is a symlink or a non-directory:
+/// edits never write through a link.
+pub fn check_no_symlink_parent(tree: &Tree, path: &str) -> Result<()> {
+    let r = rel(path)?;
+    let comps: Vec<&str> = r.split('/').collect();
+    let mut cur = Tree::ROOT;
+    for (i, c) in comps[..comps.len() - 1].iter().enumerate() {
+        let NodeKind::Dir(m) = &tree.node(cur).kind else {
+            bail!("/{r}: an ancestor is not a directory in the rootfs");
+        };
+        let Some(&next) = m.get(c.as_bytes()) else {
+            return Ok(());
+        };
+        let shown = format!("/{}", comps[..=i].join("/"));
+        match &tree.node(next).kind {
+            NodeKind::Dir(_) => cur = next,
+            NodeKind::Symlink(t) => bail!(
+                "/{r}: {shown} is a symlink (to {}) in the rootfs; refusing to write through it, \
+                 use the real path",
+                tree::display(t)
+            ),
+            _ => bail!("/{r}: {shown} is not a directory in the rootfs"),
+        }
+    }
+    Ok(())
+}
+
+/// The node at `path`, if any (symlinks not followed).
+pub fn lookup(tree: &Tree, path: &str) -> Option<tree::NodeId> {
+    tree.lookup(path.as_bytes())
+}
+
+/// Whether something exists at `path` (symlinks not followed).
+pub fn exists(tree: &Tree, path: &str) -> bool {
+    lookup(tree, path).is_some()
+}
+
+/// Contents of the regular file at `path`, or `None` when nothing is there. A file whose data
+/// went to the image instead of memory is an error: add its path to [`captured_paths`].
+pub fn read_optional(tree: &Tree, path: &str) -> Result<Option<Vec<u8>>> {
+    let Some(id) = lookup(tree, path) else {
+        return Ok(None);
+    };
+    match &tree.node(id).kind {
+        NodeKind::File(FileData::Bytes(b)) => Ok(Some(b.clone())),
+        NodeKind::File(FileData::Stored(_)) => bail!(
+            "/{}: contents are not in memory; the import must capture this path \
+             (add it to rootfs::edits::captured_paths)",
+            rel(path)?
+        ),
+        _ => bail!("/{}: not a regular file in the rootfs", rel(path)?),
+    }
+}
+
+/// Contents of the regular file at `path`; missing is an error.
+pub fn read_file(tree: &Tree, path: &str) -> Result<Vec<u8>> {
+    read_optional(tree, path)?.with_context(|| {
+        format!(
+            "/{}: not found in the rootfs",
+            rel(path).unwrap_or_default()
+        )
+    })
+}
+
+/// Contents of the file at `path` as UTF-8 text, or `None` when missing.
+pub fn read_text_optional(tree: &Tree, path: &str) -> Result<Option<String>> {
+    match read_optional(tree, path)? {
+        None => Ok(None),
+        Some(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("/{}: not UTF-8 text", rel(path).unwrap_or_default())),
+    }
+}
+
+/// Contents of the file at `path` as UTF-8 text; missing is an error.
+pub fn read_text(tree: &Tree, path: &str) -> Result<String> {
+    read_text_optional(tree, path)?.with_context(|| {
+        format!(
+            "/{}: not found in the rootfs",
+            rel(path).unwrap_or_default()
+        )
+    })
+}
+
+/// Set the mtime of the directory holding `path` (its entries changed).
+fn touch_parent(tree: &mut Tree, ctx: &EditContext, path: &str) {
+    let r = match rel(path) {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    let parent = match r.rsplit_once('/') {
+        Some((p, _)) => p.to_string(),
+        None => String::new(),
+    };
+    if let Some(id) = tree.lookup(parent.as_bytes())
+        && tree.node(id).kind.is_dir()
+    {
+        tree.node_mut(id).meta.mtime = ctx.mtime();
+    }
+}
+
+/// Create every missing ancestor of `path` as a root-owned 0755 directory.
+fn ensure_parents(tree: &mut Tree, ctx: &EditContext, path: &str) -> Result<()> {
+    let r = rel(path)?;
+    if let Some((parent, _)) = r.rsplit_once('/') {
+        mkdir_p(tree, ctx, parent, 0o755, 0, 0, false)?;
+    }
+    Ok(())
+}
+
+/// Create the directory `path` and its missing ancestors (ancestors root-owned 0755). When
+/// `set_existing` is true an existing directory at `path` gets `mode`/`uid`/`gid` too;
+/// otherwise it is left alone. A non-directory in the way is an error.
+pub fn mkdir_p(
+    tree: &mut Tree,
+    ctx: &EditContext,
+    path: &str,
+    mode: u16,
+    uid: u32,
+    gid: u32,
+    set_existing: bool,
+) -> Result<()> {
+    let r = rel(path)?;
+    check_no_symlink_parent(tree, &r)?;
+    let comps: Vec<&str> = r.split('/').collect();
+    for i in 0..comps.len() {
+        let p = comps[..=i].join("/");
+        let last = i + 1 == comps.len();
+        match tree.lookup(p.as_bytes()) {
+            Some(id) => {
+                let node = tree.node_mut(id);
+                match &node.kind {
+                    NodeKind::Dir(_) => {
+                        if last && set_existing {
+                            node.meta.perm = mode & 0o7777;
+                            node.meta.uid = uid;
+                            node.meta.gid = gid;
+                            node.meta.mtime = ctx.mtime();
+                        }
+                    }
+                    NodeKind::Symlink(t) => bail!(
+                        "/{p} is a symlink (to {}) in the rootfs, not a directory; refusing to \
+                         create /{r} through it",
+                        tree::display(t)
+                    ),
+                    _ => bail!("/{p} exists in the rootfs and is not a directory"),
+                }
+            }
+            None => {
+                let meta = if last {
+                    ctx.meta(mode, uid, gid)
+                } else {
+                    ctx.meta(0o755, 0, 0)
+                };
+                tree.insert(
+                    p.as_bytes(),
+                    Node {
+                        meta,
+                        kind: NodeKind::Dir(BTreeMap::new()),
+                    },
+                    &ctx.meta(0o755, 0, 0),
+                )
+                .with_context(|| format!("cannot create directory /{p}"))?;
+                touch_parent(tree, ctx, &p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create or replace the regular file at `path` with `data`, `mode`, `uid`, `gid` and the
+/// build's timestamp. Missing ancestors become root-owned 0755 directories.
+pub fn write_file(
+    tree: &mut Tree,
+    ctx: &EditContext,
+    path: &str,
+    data: impl Into<Vec<u8>>,
+    mode: u16,
+    uid: u32,
+    gid: u32,
+) -> Result<()> {
+    let r = rel(path)?;
+    check_no_symlink_parent(tree, &r)?;
+    if let Some(id) = tree.lookup(r.as_bytes())
+        && tree.node(id).kind.is_dir()
+    {
+        bail!("/{r} is a directory in the rootfs; cannot write a file there");
+    }
+    ensure_parents(tree, ctx, &r)?;
+    tree.insert(
+        r.as_bytes(),
+        Node {
+            meta: ctx.meta(mode, uid, gid),
+            kind: NodeKind::File(FileData::Bytes(data.into())),
+        },
+        &ctx.meta(0o755, 0, 0),
+    )
+    .with_context(|| format!("cannot write /{r}"))?;
+    touch_parent(tree, ctx, &r);
+    Ok(())
+}
+
+/// Replace the contents of the existing regular file at `path`, keeping its mode, owner and
+/// extended attributes (mtime becomes the build's). Missing is an error.
+pub fn update_file(
+    tree: &mut Tree,
+    ctx: &EditContext,
+    path: &str,
+    data: impl Into<Vec<u8>>,
+) -> Result<()> {
+    let r = rel(path)?;
+    let id = tree
+        .lookup(r.as_bytes())
+        .with_context(|| format!("/{r}: not found in the rootfs"))?;
+    let node = tree.node_mut(id);
+    if !matches!(node.kind, NodeKind::File(_)) {
+        bail!("/{r}: not a regular file in the rootfs");
+    }
+    node.kind = NodeKind::File(FileData::Bytes(data.into()));
+    node.meta.mtime = ctx.mtime();
+    Ok(())
+}
+
+/// Create or replace the symlink at `path` pointing to `target` (root-owned, 0777).
+pub fn symlink(tree: &mut Tree, ctx: &EditContext, path: &str, target: &str) -> Result<()> {
+    let r = rel(path)?;
+    check_no_symlink_parent(tree, &r)?;
+    if let Some(id) = tree.lookup(r.as_bytes())
+        && tree.node(id).kind.is_dir()
+    {
+        bail!("/{r} is a directory in the rootfs; cannot put a symlink there");
+    }
+    ensure_parents(tree, ctx, &r)?;
+    tree.insert(
+        r.as_bytes(),
+        Node {
+            meta: ctx.meta(0o777, 0, 0),
+            kind: NodeKind::Symlink(target.as_bytes().to_vec()),
+        },
+        &ctx.meta(0o755, 0, 0),
+    )
+    .with_context(|| format!("cannot create symlink /{r}"))?;
+    touch_parent(tree, ctx, &r);
+    Ok(())
+}
+
+/// Remove the entry at `path` (a directory with everything below it). Returns whether
+/// something was there.
+pub fn remove(tree: &mut Tree, ctx: &EditContext, path: &str) -> Result<bool> {
+    let r = rel(path)?;
+    let removed = tree.remove(r.as_bytes()).is_some();
+    if removed {
+        touch_parent(tree, ctx, &r);
+    }
+    Ok(removed)
+}
+
+/// Where systemd looks for a unit file in an image: the admin's and the vendor's directory.
+const UNIT_DIRS: &[&str] = &["etc/systemd/system", "usr/lib/systemd/system"];
+
+/// The path of unit `unit` in the tree, if it is installed.
+pub fn find_unit(tree: &Tree, unit: &str) -> Option<String> {
+    UNIT_DIRS
+        .iter()
+        .map(|d| format!("{d}/{unit}"))
+        .find(|p| exists(tree, p))
+}
+
+/// Check a unit name is one plain file name with a unit suffix.
+pub fn check_unit_name(field: &str, unit: &str) -> Result<()> {
+    let ok_suffix = [
+        ".service", ".socket", ".timer", ".target", ".path", ".mount",
+    ]
+    .iter()
+    .any(|s| unit.ends_with(s) && unit.len() > s.len());
+    let ok_chars = unit
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b));
+    if !ok_suffix || !ok_chars {
+        bail!("{field} = {unit:?} is not a systemd unit name (like `docker.service`)");
+    }
+    Ok(())
+}
+
+/// Enable `unit` the way `systemctl enable` does for `WantedBy=target`: a symlink
+/// `/etc/systemd/system/<target>.wants/<unit>` to the unit file. Returns `false` (and
+/// changes nothing) when the unit is not installed in the tree.
+pub fn enable_unit(tree: &mut Tree, ctx: &EditContext, unit: &str, target: &str) -> Result<bool> {
+    check_unit_name("unit", unit)?;
+    check_unit_name("target", target)?;
+    let Some(path) = find_unit(tree, unit) else {
+        return Ok(false);
+    };
+    let wants = format!("etc/systemd/system/{target}.wants");
+    mkdir_p(tree, ctx, &wants, 0o755, 0, 0, false)?;
+    symlink(tree, ctx, &format!("{wants}/{unit}"), &format!("/{path}"))?;
+    Ok(true)
+}
+
+/// Reject a value that would break the line-oriented file it goes into.
+pub fn check_one_line(field: &str, value: &str) -> Result<()> {
+    if value.chars().any(|c| c.is_control()) {
+        bail!("{field} must be one line without control characters");
+    }
+    Ok(())
+}
+
+/// A plain file name for a drop-in (`[A-Za-z0-9_-]`, optionally with dots inside).
+pub fn check_file_name(field: &str, name: &str, allow_dots: bool) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (allow_dots && b == b'.')
+        });
+    if !ok {
+        let what = if allow_dots {
+            "letters, digits, `_`, `-`, `.`"
+        } else {
+            "letters, digits, `_`, `-`"
+        };
+        bail!("{field} = {name:?} must be a plain file name of {what}");
+    }
+    Ok(())
+}
+
+/// The `passwd`-style database files as parsed lines of `:`-separated fields.
+pub(crate) fn parse_colon_file(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(':').map(str::to_string).collect())
+        .collect()
+}
+
+pub(crate) fn format_colon_file(lines: &[Vec<String>]) -> String {
+    let mut s = String::new();
+    for l in lines {
+        s.push_str(&l.join(":"));
+        s.push('\n');
+    }
+    s
+}
+
+/// Look a user up in the tree's `/etc/passwd`: `(uid, gid, home)`.
+pub fn passwd_user(tree: &Tree, name: &str) -> Result<Option<(u32, u32, String)>> {
+    let Some(text) = read_text_optional(tree, "etc/passwd")? else {
+        return Ok(None);
+    };
+    for f in parse_colon_file(&text) {
+        if f.len() >= 7 && f[0] == name {
+            let uid = f[2]
+                .parse()
+                .with_context(|| format!("/etc/passwd: bad uid for user {name:?}"))?;
+            let gid = f[3]
+                .parse()
+                .with_context(|| format!("/etc/passwd: bad gid for user {name:?}"))?;
+            return Ok(Some((uid, gid, f[5].clone())));
+        }
+    }
+    Ok(None)
+}
+
+/// Look a group's gid up in the tree's `/etc/group`.
+pub fn group_gid(tree: &Tree, name: &str) -> Result<Option<u32>> {
+    let Some(text) = read_text_optional(tree, "etc/group")? else {
+        return Ok(None);
+    };
+    for f in parse_colon_file(&text) {
+        if f.len() >= 3 && f[0] == name {
+            return f[2]
+                .parse()
+                .map(Some)
+                .with_context(|| format!("/etc/group: bad gid for group {name:?}"));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn stored_files_cannot_be_read_and_symlinked_parents_are_refused() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let e = read_file(&t, "/usr/lib/os-release")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/usr/lib/os-release") && e.contains("capture"),
+            "{e}"
+        );
+        let e = write_file(&mut t, &ctx, "/lib/x", "y", 0o644, 0, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/lib is a symlink"), "{e}");
+        let e = write_file(&mut t, &ctx, "/../etc/x", "y", 0o644, 0, 0).unwrap_err();
+        assert!(e.to_string().contains(".."), "{e}");
+        write_file(&mut t, &ctx, "/srv/a/b", "y", 0o600, 3, 4).unwrap();
+        assert_file(&t, "srv/a/b", b"y", 0o600, 3, 4);
+        assert_dir(&t, "srv/a", 0o755, 0, 0);
+        let id = t.lookup(b"srv").unwrap();
+        assert_eq!(t.node(id).meta.mtime.sec, TS);
+    }
+
+    #[test]
+    fn captured_paths_cover_the_account_files() {
+        let p = captured_paths();
+        for want in [
+            "etc/passwd",
+            "etc/shadow",
+            "etc/group",
+            "etc/gshadow",
+            "etc/ssh/sshd_config",
+        ] {
+            assert!(p.contains(&want), "{want} missing from {p:?}");
+        }
+    }
+
+    #[test]
+    fn enable_unit_needs_the_unit() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        assert!(!enable_unit(&mut t, &ctx, "nope.service", "multi-user.target").unwrap());
+        assert!(!exists(
+            &t,
+            "etc/systemd/system/multi-user.target.wants/nope.service"
+        ));
+        assert!(enable_unit(&mut t, &ctx, "sshd.service", "multi-user.target").unwrap());
+        assert_symlink(
+            &t,
+            "etc/systemd/system/multi-user.target.wants/sshd.service",
+            "/usr/lib/systemd/system/sshd.service",
+        );
+        assert!(enable_unit(&mut t, &ctx, "../x.service", "multi-user.target").is_err());
+    }
+
+    /// Every in-memory file of the tree whose contents contain `needle`.
+    fn files_containing(t: &Tree, needle: &str) -> Vec<String> {
+        let mut hits = Vec::new();
+        t.walk(|p, _, id| {
+            if let NodeKind::File(FileData::Bytes(b)) = &t.node(id).kind
+                && b.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                hits.push(tree::display(p));
+            }
+        });
+        hits
+    }
+
+    fn node_config() -> (
+        users::Config,
+        system::Config,
+        ssh::Config,
+        mail::Config,
+        cron::Config,
+    ) {
+        let u: users::Config = toml::from_str(
+            r#"
+            create_groups = ["docker"]
+            sudo_wheel = true
+            [[add]]
+            name = "admin"
+            groups = ["wheel", "docker"]
+            password_secret = "admin-hash"
+            authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@desk"]
+            "#,
+        )
+        .unwrap();
+        let s = system::Config {
+            hostname: Some("hc1-{mac6}".into()),
+            ..system::Config::default()
+        };
+        let m = mail::Config {
+            mailhub: Some("smtp.example.org:587".into()),
+            root: "ops@example.org".into(),
+            auth_user: Some("hc1@example.org".into()),
+            auth_pass_secret: Some("smtp-pass".into()),
+            ..mail::Config::default()
+        };
+        let c: cron::Config = toml::from_str(
+            "[[job]]\nname = \"docker-cleanup\"\nschedule = \"@daily\"\nuser = \"admin\"\n\
+             command = \"docker system prune -f\"\n",
+        )
+        .unwrap();
+        (u, s, ssh::Config::default(), m, c)
+    }
+
+    #[test]
+    fn whole_node_in_recommended_order_is_consistent_and_keeps_secrets_in_place() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let (u, s, sh, m, c) = node_config();
+        system::apply(&mut t, &s, &ctx).unwrap();
+        users::apply(&mut t, &u, &ctx).unwrap();
+        ssh::apply(&mut t, &sh, &ctx).unwrap();
+        mail::apply(&mut t, &m, &ctx).unwrap();
+        journald::apply(&mut t, &journald::Config::default(), &ctx).unwrap();
+        io_scheduler::apply(&mut t, &io_scheduler::Config::default(), &ctx).unwrap();
+        mirrorlist::apply(&mut t, &mirrorlist::Config::default(), &ctx).unwrap();
+        docker::apply(&mut t, &docker::Config::default(), &ctx).unwrap();
+        cron::apply(&mut t, &c, &ctx).unwrap();
+        fstab::apply(&mut t, &fstab::Config::default(), &ctx, 0xabcd_1234).unwrap();
+
+        // Secrets are only where they belong, with restrictive modes.
+        assert_eq!(files_containing(&t, SMTP_PASS), ["etc/ssmtp/ssmtp.conf"]);
+        assert_eq!(files_containing(&t, ADMIN_HASH), ["etc/shadow"]);
+        let notes = ctx.take_notes();
+        let dbg = format!("{ctx:?} {u:?} {m:?} {notes:?}");
+        assert!(
+            !dbg.contains(SMTP_PASS) && !dbg.contains(ADMIN_HASH),
+            "{dbg}"
+        );
+        assert!(
+            text(&t, "etc/ssh/sshd_config.d/10-hc1img.conf").contains("PasswordAuthentication no")
+        );
+        assert!(
+            lookup(&t, "etc/hostname").is_some(),
+            "template hostname keeps the old file"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        testutil::materialize(&t, dir.path());
+        testutil::run_check("pwck", dir.path());
+        testutil::run_check("grpck", dir.path());
+    }
+
+    #[test]
+    fn secret_values_never_reach_errors() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let (mut u, _, _, mut m, _) = node_config();
+        m.auth_pass_secret = Some("smtp-spaced".into());
+        let e = format!("{:#} {:?}", mail::apply(&mut t, &m, &ctx).unwrap_err(), ctx);
+        assert!(e.contains("\"smtp-spaced\""), "{e}");
+        assert!(!e.contains(SMTP_PASS), "secret leaked: {e}");
+        // A hash where a different kind of secret is expected is not echoed either.
+        m.auth_pass_secret = Some("admin-hash".into());
+        let r = mail::apply(&mut t, &m, &ctx);
+        assert!(r.is_ok(), "a hash is a valid (if odd) password");
+        u.add[0].password_secret = Some("smtp-pass".into());
+        let e = format!("{:#}", users::apply(&mut t, &u, &ctx).unwrap_err());
+        assert!(e.contains("\"smtp-pass\"") && !e.contains(SMTP_PASS), "{e}");
+        let notes = ctx.take_notes().join("\n");
+        assert!(
+            !notes.contains(SMTP_PASS) && !notes.contains(ADMIN_HASH),
+            "{notes}"
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Basic system identity and the first-boot reset.
+//!
+//! Writes `hostname(5)` (a fixed name; a template such as `hc1-{mac6}` is left to the node's
+//! first boot and only exposed by [`hostname_template`]), the time zone as the
+//! `/etc/localtime` symlink (`localtime(5)`: relative link into `/usr/share/zoneinfo`),
+//! `locale.conf(5)` and `vconsole.conf(5)`. Those are exactly what `systemd-firstboot` would
+//! otherwise ask for on the console of a first boot, hanging a headless node.
+//!
+//! So that many nodes can be flashed from one image, nothing per-machine is kept:
+//! `/etc/machine-id` becomes `uninitialized` (`machine-id(5)`: the next boot is a first boot,
+//! `ConditionFirstBoot=yes` holds, a fresh id is made), SSH host keys are removed (Arch's
+//! `sshdgenkeys.service` makes new ones), as are Docker's state with its engine id
+//! (`/var/lib/docker`), the pacman keyring (`/etc/pacman.d/gnupg`, initialised on the node
+//! with `pacman-key --init`) and systemd's random seed and credential secret.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{EditContext, remove, symlink, templates, write_file};
+use crate::tree::{NodeKind, Tree};
+
+/// Per-machine state removed by the first-boot reset (directories with their contents).
+pub const PER_MACHINE: &[&str] = &[
+    "var/lib/docker",
+    "etc/pacman.d/gnupg",
+    "var/lib/systemd/random-seed",
+    "var/lib/systemd/credential.secret",
+];
+
+/// The `[system]` profile section.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// A fixed host name (written to `/etc/hostname`), or a template with placeholders like
+    /// `hc1-{mac6}` that the node's first boot fills in (nothing written here). Unset: the
+    /// rootfs's `/etc/hostname` is kept.
+    pub hostname: Option<String>,
+    /// Time zone below `/usr/share/zoneinfo`; must exist in the rootfs. Default `UTC`.
+    pub timezone: String,
+    /// `LANG=` in `/etc/locale.conf`. Default `C.UTF-8` (built into glibc, needs no
+    /// locale-gen).
+    pub locale: String,
+    /// `KEYMAP=` in `/etc/vconsole.conf`. Default `us`.
+    pub keymap: String,
+    /// Reset per-machine state (machine-id, SSH host keys, Docker state, pacman keyring,
+    /// random seed). Default true; turn off only for an image that is used once.
+    pub first_boot_reset: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: None,
+            timezone: "UTC".into(),
+            locale: "C.UTF-8".into(),
+            keymap: "us".into(),
+            first_boot_reset: true,
+        }
+    }
+}
+
+/// The hostname template, when `hostname` has placeholders (for the first-boot unit).
+pub fn hostname_template(cfg: &Config) -> Option<&str> {
+    cfg.hostname.as_deref().filter(|h| h.contains('{'))
+}
+
+/// Check a host name: dot-separated labels of letters, digits and `-`, at most 64 bytes.
+pub fn check_hostname(field: &str, h: &str) -> Result<()> {
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !ok {
+        bail!(
+            "{field} = {h:?} is not a valid host name (letters, digits, `-`, dot-separated \
+             labels, at most 64 characters)"
+        );
+    }
+    Ok(())
+}
+
+fn check_word(field: &str, v: &str, extra: &[u8]) -> Result<()> {
+    if v.is_empty()
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    {
+        bail!("system.{field} = {v:?} has characters that do not belong in a {field} name");
+    }
+    Ok(())
+}
+
+/// Apply the `[system]` section.
+pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
+    match &cfg.hostname {
+        None => {}
+        Some(h) if h.contains('{') || h.contains('}') => {
+            // Check the literal parts with every placeholder standing for a short label.
+            let vars: BTreeMap<String, String> = templates::placeholders(h)
+                .context("system.hostname template")?
+                .into_iter()
+                .map(|n| (n, "a0".to_string()))
+                .collect();
+            let sample = templates::render(h, &vars).context("system.hostname template")?;
+            check_hostname("system.hostname (template)", &sample)?;
+            ctx.note(format!(
+                "system.hostname {h:?} is a template: /etc/hostname is set at first boot"
+            ));
+        }
+        Some(h) => {
+            check_hostname("system.hostname", h)?;
+            write_file(tree, ctx, "etc/hostname", format!("{h}\n"), 0o644, 0, 0)?;
+        }
+    }
+
+    let tz = &cfg.timezone;
+    check_word("timezone", tz, b"/_+-")?;
+    if tz.split('/').any(|c| c.is_empty() || c.starts_with('.')) {
+        bail!("system.timezone = {tz:?} is not a zone name like Europe/Berlin");
+    }
+    let zone = format!("usr/share/zoneinfo/{tz}");
+    match tree.lookup(zone.as_bytes()).map(|id| &tree.node(id).kind) {
+        Some(NodeKind::File(_) | NodeKind::Symlink(_)) => {}
+        _ => bail!(
+            "system.timezone = {tz:?}: /{zone} is not in the rootfs (is tzdata installed, is \
+             the name right?)"
+        ),
+    }
+    symlink(tree, ctx, "etc/localtime", &format!("../{zone}"))?;
+
+    check_word("locale", &cfg.locale, b"_.@-")?;
+    write_file(
+        tree,
+        ctx,
+        "etc/locale.conf",
+        format!("LANG={}\n", cfg.locale),
+        0o644,
+        0,
+        0,
+    )?;
+    if !["C", "C.UTF-8", "C.utf8", "POSIX"].contains(&cfg.locale.as_str())
+        && tree.lookup(b"usr/lib/locale/locale-archive").is_none()
+    {
+        ctx.note(format!(
+            "system.locale {:?} is not compiled in the rootfs (no /usr/lib/locale/locale-archive); \
+             run locale-gen on the node",
+            cfg.locale
+        ));
+    }
+    check_word("keymap", &cfg.keymap, b"_.-")?;
+    write_file(
+        tree,
+        ctx,
+        "etc/vconsole.conf",
+        format!("KEYMAP={}\n", cfg.keymap),
+        0o644,
+        0,
+        0,
+    )?;
+
+    if cfg.first_boot_reset {
+        write_file(tree, ctx, "etc/machine-id", "uninitialized\n", 0o444, 0, 0)?;
+        let mut removed = Vec::new();
+        let host_keys: Vec<String> = match tree.lookup(b"etc/ssh") {
+            Some(id) => tree
+                .children(id)
+                .filter(|(n, _)| n.starts_with(b"ssh_host_"))
+                .map(|(n, _)| format!("etc/ssh/{}", String::from_utf8_lossy(n)))
+                .collect(),
+            None => Vec::new(),
+        };
+        for p in host_keys
+            .iter()
+            .map(String::as_str)
+            .chain(PER_MACHINE.iter().copied())
+        {
+            if remove(tree, ctx, p)? {
+                removed.push(format!("/{p}"));
+            }
+        }
+        if !removed.is_empty() {
+            ctx.note(format!(
+                "first-boot reset removed per-machine state: {}",
+                removed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn writes_identity_and_resets_per_machine_state() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let c = Config {
+            hostname: Some("hc1-manager1".into()),
+            timezone: "Europe/Berlin".into(),
+            ..Config::default()
+        };
+        apply(&mut t, &c, &ctx).unwrap();
+        assert_file(&t, "etc/hostname", b"hc1-manager1\n", 0o644, 0, 0);
+        assert_symlink(&t, "etc/localtime", "../usr/share/zoneinfo/Europe/Berlin");
+        assert_file(&t, "etc/locale.conf", b"LANG=C.UTF-8\n", 0o644, 0, 0);
+        assert_file(&t, "etc/vconsole.conf", b"KEYMAP=us\n", 0o644, 0, 0);
+        assert_file(&t, "etc/machine-id", b"uninitialized\n", 0o444, 0, 0);
+        for gone in [
+            "etc/ssh/ssh_host_ed25519_key",
+            "etc/ssh/ssh_host_ed25519_key.pub",
+            "etc/ssh/ssh_host_rsa_key",
+            "var/lib/docker",
+            "etc/pacman.d/gnupg",
+        ] {
+            assert!(t.lookup(gone.as_bytes()).is_none(), "{gone} still there");
+        }
+        assert!(t.lookup(b"etc/ssh/moduli").is_some());
+        assert!(t.lookup(b"etc/ssh/sshd_config").is_some());
+        assert!(t.lookup(b"etc/pacman.d/mirrorlist").is_some());
+        let notes = ctx.take_notes();
+        assert!(
+            notes.iter().any(|n| n.contains("/var/lib/docker")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn hostname_template_is_left_for_first_boot() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let c = Config {
+            hostname: Some("hc1-{mac6}".into()),
+            first_boot_reset: false,
+            ..Config::default()
+        };
+        apply(&mut t, &c, &ctx).unwrap();
+        assert_eq!(hostname_template(&c), Some("hc1-{mac6}"));
+        assert_eq!(text(&t, "etc/hostname"), "alarm\n");
+        assert!(t.lookup(b"var/lib/docker").is_some());
+        assert_symlink(&t, "etc/localtime", "../usr/share/zoneinfo/UTC");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (c, want) in [
+            (
+                Config {
+                    timezone: "Mars/Olympus".into(),
+                    ..Config::default()
+                },
+                "/usr/share/zoneinfo/Mars/Olympus is not in the rootfs",
+            ),
+            (
+                Config {
+                    timezone: "../../etc/passwd".into(),
+                    ..Config::default()
+                },
+                "do not belong in a timezone name",
+            ),
+            (
+                Config {
+                    hostname: Some("bad_name".into()),
+                    ..Config::default()
+                },
+                "not a valid host name",
+            ),
+            (
+                Config {
+                    hostname: Some("hc1 {mac6}".into()),
+                    ..Config::default()
+                },
+                "not a valid host name",
+            ),
+            (
+                Config {
+                    locale: "en_US.UTF-8\nLC_ALL=x".into(),
+                    ..Config::default()
+                },
+                "locale",
+            ),
+        ] {
+            let (mut t, secrets) = arch_tree();
+            let ctx = EditContext::new(TS, &secrets);
+            let e = format!("{:#}", apply(&mut t, &c, &ctx).unwrap_err());
+            assert!(e.contains(want), "want {want:?} in {e}");
+        }
+    }
+}
