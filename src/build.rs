@@ -33,9 +33,9 @@ pub struct BuildInputs<'a> {
     pub timestamp: Option<i64>,
 }
 
-/// Facts the edits may need that only the build knows.
+/// Identifiers and the timestamp, decided by the build, that the edits and the boot card use.
 #[derive(Clone, Debug)]
-pub struct EditEnv {
+pub struct BuildIds {
     pub timestamp: i64,
     /// FAT volume ID of the boot partition (for `/etc/fstab`).
     pub boot_volume_id: u32,
@@ -131,11 +131,11 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     let mut stream = Inflated::open(inp.tarball, Some(Box::new(move |n| bar2.set_position(n))))?;
     let dir_meta = Meta::new(0o755, 0, 0, Timestamp::from_secs(provisional_ts));
     let mut tree = Tree::new(dir_meta.clone());
-    let captured: Vec<Vec<u8>> = Vec::new(); // TODO(edits): the edits' captured paths
+    let captured = crate::rootfs::edits::captured_paths();
     let route = |p: &[u8]| -> Route {
         if p.starts_with(b"boot/") {
             Route::Boot
-        } else if captured.iter().any(|c| c == p) {
+        } else if captured.iter().any(|c| c.as_bytes() == p) {
             Route::Capture
         } else {
             Route::Keep
@@ -158,12 +158,29 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     rep.detail(format!("{} tar entries, {} MiB of file data", report.entries, report.file_bytes >> 20));
     let timestamp = inp.timestamp.unwrap_or(report.newest_mtime);
 
-    let env = EditEnv {
+    let env = BuildIds {
         timestamp,
         boot_volume_id,
         root_partuuid: part_guid.to_string(),
         root_fs_uuid: fs_uuid.to_string(),
     };
+    rep.step("configuring the node");
+    let secrets = |name: &str| p.secret(name).map(|s| s.bytes().to_vec());
+    let ctx = crate::rootfs::edits::EditContext::new(timestamp, &secrets);
+    let vars = template_vars(p, &env);
+    crate::rootfs::edits::apply_all(
+        &mut tree,
+        &p.node,
+        &ctx,
+        &crate::rootfs::edits::BuildInputs {
+            boot_volume_id,
+            overlays_dir: Path::new("."),
+            vars: &vars,
+        },
+    )?;
+    for n in ctx.take_notes() {
+        rep.detail(n);
+    }
 
     rep.step("writing the root filesystem");
     writer.set_timestamp(timestamp);
@@ -187,9 +204,25 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     Ok(BuildReport { import: report, ext4, boot_files, boot_txt })
 }
 
+/// Values overlay templates may use (`{profile}`, `{board}`, `{root_partuuid}`, …).
+fn template_vars(p: &Profile, env: &BuildIds) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("profile".into(), p.name.clone());
+    v.insert("board".into(), p.board.name.clone());
+    v.insert("root_partuuid".into(), env.root_partuuid.clone());
+    v.insert("root_fs_uuid".into(), env.root_fs_uuid.clone());
+    if let Some(sw) = &p.swarm {
+        v.insert("swarm.role".into(), format!("{:?}", sw.role).to_lowercase());
+        if let Some(m) = sw.managers.first() {
+            v.insert("swarm.manager".into(), m.clone());
+        }
+    }
+    v
+}
+
 /// Write `sd.img`: MBR, blobs, FAT with the boot files plus `boot.txt`, `boot.scr` and a
 /// `mkscr` that still works on the node.
-fn write_sd(inp: &BuildInputs, report: &ImportReport, env: &EditEnv, path: &Path) -> Result<(Vec<String>, String)> {
+fn write_sd(inp: &BuildInputs, report: &ImportReport, env: &BuildIds, path: &Path) -> Result<(Vec<String>, String)> {
     let board = &inp.profile.board;
     let sd = &board.sd;
     let sizes: BTreeMap<String, u64> = report.boot.iter().map(|(k, v)| (k.clone(), v.data.len() as u64)).collect();
