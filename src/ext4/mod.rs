@@ -21,9 +21,21 @@
 use std::fs::File;
 use std::io::Read;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::tree::{DataRef, Tree};
+
+mod alloc;
+mod csum;
+mod dir;
+mod extent;
+mod format;
+mod htree;
+mod inode;
+mod journal;
+mod layout;
+mod writer;
+mod xattr;
 
 /// Which on-disk feature set to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,25 +83,24 @@ pub struct Ext4Stats {
 
 /// A filesystem being written; see the module docs for the three steps.
 pub struct Ext4Writer {
-    _file: File,
+    inner: writer::Writer,
 }
 
 impl Ext4Writer {
     /// Fix the geometry and start a filesystem at byte `offset` of `file`.
     pub fn create(file: File, offset: u64, opts: &Ext4Options) -> Result<Self> {
-        let _ = (offset, opts);
-        Ok(Ext4Writer { _file: file })
+        Ok(Ext4Writer {
+            inner: writer::Writer::create(file, offset, opts)?,
+        })
     }
 
     /// Copy exactly `len` bytes from `src` into newly allocated data blocks.
     pub fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
-        let _ = (src, len);
-        bail!("the ext4 writer is not implemented yet")
+        self.inner.write_data(src, len)
     }
 
     /// Write all metadata for `tree` and close the filesystem.
     pub fn finish(self, tree: &Tree) -> Result<Ext4Stats> {
-        let _ = tree;
-        bail!("the ext4 writer is not implemented yet")
+        self.inner.finish(tree)
     }
 }
