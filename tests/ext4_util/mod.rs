@@ -114,3 +114,17 @@ pub fn debugfs_dump(img: &Path, path: &str, out: &Path) -> Vec<u8> {
     debugfs(img, &format!("dump -p {path} {}", out.display()));
     std::fs::read(out).unwrap()
 }
+
+/// Like [`debugfs`], but tolerates stderr lines containing `allowed` (a known debugfs quirk,
+/// e.g. its htree dump computing checksums on filesystems without metadata_csum).
+pub fn debugfs_allowing(img: &Path, req: &str, allowed: &str) -> String {
+    let out = tool("debugfs").arg("-R").arg(req).arg(img).output().unwrap();
+    assert!(out.status.success(), "debugfs -R {req:?} failed: {:?}", out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let bad: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty() && !l.contains(allowed))
+        .collect();
+    assert!(bad.is_empty(), "debugfs -R {req:?} reported: {err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
