@@ -6,7 +6,12 @@ use ext4_util::*;
 use hc1img::ext4::{Ext4Options, Ext4Writer, FeatureLevel};
 use hc1img::tree::{FileData, Node, NodeKind};
 
-fn build(o: &Ext4Options, entries: usize, pad: usize, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+fn build(
+    o: &Ext4Options,
+    entries: usize,
+    pad: usize,
+    name: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (img, f) = image(dir.path(), name, o.size);
     let w = Ext4Writer::create(f, 0, o).unwrap();
@@ -19,7 +24,15 @@ fn build(o: &Ext4Options, entries: usize, pad: usize, name: &str) -> (tempfile::
         } else {
             NodeKind::File(FileData::Bytes(Vec::new()))
         };
-        t.insert(name.as_bytes(), Node { meta: meta(0o644), kind }, &pm).unwrap();
+        t.insert(
+            name.as_bytes(),
+            Node {
+                meta: meta(0o644),
+                kind,
+            },
+            &pm,
+        )
+        .unwrap();
     }
     w.finish(&t).unwrap();
     (dir, img)
@@ -35,12 +48,22 @@ fn check(img: &std::path::Path, entries: usize, pad: usize) {
     e2fsck_clean(img);
     let s = htree_dump(img);
     assert!(s.contains("Root node dump:"), "{}", &s[..s.len().min(2000)]);
-    assert!(s.contains("Number of entries (count):"), "{}", &s[..s.len().min(2000)]);
+    assert!(
+        s.contains("Number of entries (count):"),
+        "{}",
+        &s[..s.len().min(2000)]
+    );
     for l in s.lines() {
-        assert!(!l.contains("Bad ") && !l.contains(" bad ") && !l.contains("invalid"), "{l}");
+        assert!(
+            !l.contains("Bad ") && !l.contains(" bad ") && !l.contains("invalid"),
+            "{l}"
+        );
     }
     let st = debugfs(img, "stat /big");
-    assert!(st.contains("Flags: 0x81000"), "indexed+extents flags expected:\n{st}");
+    assert!(
+        st.contains("Flags: 0x81000"),
+        "indexed+extents flags expected:\n{st}"
+    );
     // Every name is found through the index (debugfs lookup uses the htree).
     for i in [0usize, 1, 999, 1000, 7777, entries - 1] {
         let name = format!("/big/entry-{i:06}-{}", "x".repeat(i % 40 + pad));
@@ -58,7 +81,11 @@ fn twenty_thousand_entry_directory_is_indexed() {
     let (_d, img) = build(&o, 20_000, 0, "htree.img");
     check(&img, 20_000, 0);
     let s = htree_dump(&img);
-    assert!(s.contains("Indirect levels: 0"), "{}", &s[..s.len().min(2000)]);
+    assert!(
+        s.contains("Indirect levels: 0"),
+        "{}",
+        &s[..s.len().min(2000)]
+    );
 }
 
 #[test]
@@ -78,5 +105,9 @@ fn two_level(level: FeatureLevel) {
     let (_d, img) = build(&o, 12_000, 190, "htree2.img");
     check(&img, 12_000, 190);
     let s = htree_dump(&img);
-    assert!(s.contains("Indirect levels: 1"), "{}", &s[..s.len().min(2000)]);
+    assert!(
+        s.contains("Indirect levels: 1"),
+        "{}",
+        &s[..s.len().min(2000)]
+    );
 }

@@ -118,7 +118,12 @@ pub fn debugfs_dump(img: &Path, path: &str, out: &Path) -> Vec<u8> {
 /// Like [`debugfs`], but tolerates stderr lines containing `allowed` (a known debugfs quirk,
 /// e.g. its htree dump computing checksums on filesystems without metadata_csum).
 pub fn debugfs_allowing(img: &Path, req: &str, allowed: &str) -> String {
-    let out = tool("debugfs").arg("-R").arg(req).arg(img).output().unwrap();
+    let out = tool("debugfs")
+        .arg("-R")
+        .arg(req)
+        .arg(img)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "debugfs -R {req:?} failed: {:?}", out);
     let err = String::from_utf8_lossy(&out.stderr);
     let bad: Vec<&str> = err
