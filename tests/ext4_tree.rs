@@ -111,10 +111,19 @@ fn check_stat(img: &Path, e: &Expect) {
 
 #[test]
 fn every_entry_type_reads_back() {
+    every_entry_type(FeatureLevel::Full);
+}
+
+#[test]
+fn every_entry_type_reads_back_conservative() {
+    every_entry_type(FeatureLevel::Conservative);
+}
+
+fn every_entry_type(level: FeatureLevel) {
     let dir = tempfile::tempdir().unwrap();
     let size = 256 << 20;
     let (img, f) = image(dir.path(), "tree.img", size);
-    let o = opts(size, FeatureLevel::Full);
+    let o = opts(size, level);
     let mut w = Ext4Writer::create(f, 0, &o).unwrap();
     let pm = meta(0o755);
     let mut t = Tree::new(file_meta(0o755, 0, 0, TS - 5, 1));
