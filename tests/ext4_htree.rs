@@ -18,7 +18,7 @@ fn build(
     let mut t = empty_tree();
     let pm = meta(0o755);
     for i in 0..entries {
-        let name = format!("big/entry-{i:06}-{}", "x".repeat(i % 40 + pad));
+        let name = format!("big/entrée-日本-{i:06}-{}", "x".repeat(i % 40 + pad));
         let kind = if i % 1000 == 0 {
             NodeKind::Dir(Default::default())
         } else {
@@ -66,12 +66,12 @@ fn check(img: &std::path::Path, entries: usize, pad: usize) {
     );
     // Every name is found through the index (debugfs lookup uses the htree).
     for i in [0usize, 1, 999, 1000, 7777, entries - 1] {
-        let name = format!("/big/entry-{i:06}-{}", "x".repeat(i % 40 + pad));
+        let name = format!("/big/entrée-日本-{i:06}-{}", "x".repeat(i % 40 + pad));
         let s = debugfs(img, &format!("stat {name}"));
         assert!(s.contains("Inode:"), "{name}: {s}");
     }
     let ls = debugfs(img, "ls /big");
-    assert_eq!(ls.matches("entry-").count(), entries);
+    assert_eq!(ls.matches("entr").count(), entries);
 }
 
 #[test]

@@ -58,7 +58,7 @@ fn convert_acl(full: &str, v: &[u8]) -> Result<Vec<u8>> {
         // Already in ext4 form (or something we pass through unchanged).
         return Ok(v.to_vec());
     }
-    if (v.len() - 4) % 8 != 0 {
+    if !(v.len() - 4).is_multiple_of(8) {
         bail!(
             "ext4: xattr {full}: malformed POSIX ACL value ({} bytes)",
             v.len()
