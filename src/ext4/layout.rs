@@ -5,7 +5,8 @@
 //! bitmaps, inode bitmaps and inode tables of a flex group are packed at the start of its
 //! first group the way mke2fs (lib/ext2fs/alloc_tables.c) lays them out: the block bitmaps
 //! first, the inode bitmaps `flexbg_size` blocks later, the inode tables after another
-//! `flexbg_size`. Superblock + GDT copies live in groups 0, 1 and powers of 3, 5, 7
+//! `flexbg_size` (for the last, partial flex group the spacing is its group count, as in
+//! mke2fs' `table_offset`). Superblock + GDT copies live in groups 0, 1 and powers of 3, 5, 7
 //! (`sparse_super`); no blocks are reserved for online resize. A last group too small to
 //! carry its own overhead is dropped, as mke2fs does.
 //!
@@ -111,13 +112,13 @@ impl Geometry {
             );
         }
 
-        // Inodes and groups depend on each other only through the dropped last group, so
-        // compute twice at most.
+        // The inode count comes from the requested size (as in mke2fs, even when the last
+        // group is dropped below).
+        let want = (blocks * BLOCK_SIZE_U64 / opts.bytes_per_inode).max(opts.min_inodes);
         loop {
             let groups = blocks.div_ceil(BLOCKS_PER_GROUP);
             let groups32 = u32::try_from(groups)
                 .map_err(|_| anyhow::anyhow!("ext4: too many block groups"))?;
-            let want = (blocks * BLOCK_SIZE_U64 / opts.bytes_per_inode).max(opts.min_inodes);
             let mut ipg = want.div_ceil(groups).max(u64::from(INODES_PER_BLOCK));
             ipg = ipg.div_ceil(u64::from(INODES_PER_BLOCK)) * u64::from(INODES_PER_BLOCK);
             if ipg > BLOCKS_PER_GROUP {
@@ -169,11 +170,14 @@ impl Geometry {
             let n = self.super_blocks(g);
             self.meta.set_range(self.group_start(g), n);
         }
-        let flex = FLEX_BG_SIZE.min(self.groups);
         let mut locs = Vec::with_capacity(self.groups as usize);
         let mut fg = 0;
         while fg < self.groups {
-            let n = flex.min(self.groups - fg);
+            let n = FLEX_BG_SIZE.min(self.groups - fg);
+            // mke2fs keeps the last (partial) flex group's tables contiguous: the inode
+            // bitmaps start `n` blocks after the block bitmaps, except that a lone group
+            // keeps the full 16-block spacing.
+            let flex = if n == 1 { FLEX_BG_SIZE } else { n };
             let base = self.group_start(fg) + self.super_blocks(fg);
             let bb = self.find_free(base, u64::from(n))?;
             self.meta.set_range(bb, u64::from(n));
