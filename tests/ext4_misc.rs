@@ -210,3 +210,46 @@ fn tiny_filesystem_without_journal() {
     let s = debugfs(&img, "stats");
     assert!(!s.contains("has_journal"), "{s}");
 }
+
+#[test]
+fn lost_and_found_from_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(32 << 20, FeatureLevel::Full);
+    // A tree that brings its own lost+found keeps it (and gets no second one).
+    let (img, f) = image(dir.path(), "lpf.img", o.size);
+    let w = Ext4Writer::create(f, 0, &o).unwrap();
+    let mut t = empty_tree();
+    t.insert(b"lost+found", dir_node(0o700), &meta(0o755))
+        .unwrap();
+    t.insert(
+        b"a",
+        Node {
+            meta: meta(0o644),
+            kind: NodeKind::Fifo,
+        },
+        &meta(0o755),
+    )
+    .unwrap();
+    w.finish(&t).unwrap();
+    e2fsck_clean(&img);
+    let s = debugfs(&img, "ls -l /");
+    assert_eq!(s.matches("lost+found").count(), 1, "{s}");
+    let s = debugfs(&img, "stat /a");
+    assert!(s.contains("Inode: 11 "), "walk order numbers from 11: {s}");
+
+    // A lost+found that is not a directory is refused.
+    let (_img, f) = image(dir.path(), "lpf2.img", o.size);
+    let w = Ext4Writer::create(f, 0, &o).unwrap();
+    let mut t = empty_tree();
+    t.insert(
+        b"lost+found",
+        Node {
+            meta: meta(0o644),
+            kind: NodeKind::Fifo,
+        },
+        &meta(0o755),
+    )
+    .unwrap();
+    let err = w.finish(&t).unwrap_err().to_string();
+    assert!(err.contains("lost+found"), "{err}");
+}

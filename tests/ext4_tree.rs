@@ -473,6 +473,8 @@ fn every_entry_type(level: FeatureLevel) {
     // Extended attributes: small (in the inode), big (xattr block), capability, ACL.
     let mut xm = file_meta(0o755, 0, 0, TS, 0);
     xm.xattrs.insert(b"user.small".to_vec(), b"v".to_vec());
+    xm.xattrs.insert(b"user.empty".to_vec(), Vec::new());
+    xm.xattrs.insert(b"trusted.t".to_vec(), b"tv".to_vec());
     xm.xattrs.insert(b"user.big".to_vec(), vec![b'x'; 3000]);
     // VFS cap v2: magic_etc, permitted lo/hi, inheritable lo/hi (cap_net_raw).
     let mut cap = Vec::new();
@@ -515,8 +517,18 @@ fn every_entry_type(level: FeatureLevel) {
     )
     .unwrap();
 
-    w.finish(&t).unwrap();
+    let stats = w.finish(&t).unwrap();
     e2fsck_clean(&img);
+    assert_eq!(stats.blocks_total, size / 4096);
+    assert_eq!(stats.journal_blocks, 4096);
+    let sb = debugfs(&img, "stats");
+    for (k, v) in [
+        ("Free blocks:", stats.blocks_free),
+        ("Free inodes:", stats.inodes_free),
+        ("Inode count:", stats.inodes_total),
+    ] {
+        assert_eq!(stat_field(&sb, k), v.to_string(), "{k}\n{sb}");
+    }
 
     for e in &expect {
         check_stat(&img, e);
@@ -560,6 +572,11 @@ fn every_entry_type(level: FeatureLevel) {
         "0",
         "big xattr should live in a block:\n{s}"
     );
+    // One data block plus the xattr block, in 512-byte units.
+    assert_eq!(stat_field(&s, "Blockcount:"), "16", "{s}");
+    let s = debugfs(&img, "ea_list /xattr/ping");
+    assert!(s.contains("user.empty (0)"), "{s}");
+    assert!(s.contains("trusted.t (2) = \"tv\""), "{s}");
     let s = debugfs(&img, "ea_get /xattr/ping user.big");
     assert!(s.contains(&"x".repeat(100)), "{s}");
     let s = debugfs(&img, "ea_list /xattr/acl");

@@ -79,6 +79,8 @@ pub struct Ext4Stats {
     pub blocks_free: u64,
     pub inodes_total: u64,
     pub inodes_free: u64,
+    /// Size of the journal (inode 8) in blocks; 0 when the filesystem is too small for one.
+    pub journal_blocks: u32,
 }
 
 /// A filesystem being written; see the module docs for the three steps.

@@ -203,7 +203,16 @@ impl Writer {
         let mut nlinks: HashMap<NodeId, u32> = HashMap::new();
         let mut parent_of: HashMap<NodeId, NodeId> = HashMap::new();
         let mut path_of: HashMap<NodeId, String> = HashMap::new();
-        let has_lpf = tree.children(Tree::ROOT).any(|(n, _)| n == b"lost+found");
+        let lpf_node = tree
+            .children(Tree::ROOT)
+            .find(|(n, _)| *n == b"lost+found")
+            .map(|(_, id)| id);
+        if let Some(id) = lpf_node
+            && !tree.node(id).kind.is_dir()
+        {
+            bail!("ext4: /lost+found in the tree is not a directory; e2fsck needs it to be one");
+        }
+        let has_lpf = lpf_node.is_some();
         let lpf_ino = if has_lpf { None } else { Some(FIRST_INO) };
         let mut next = if has_lpf { FIRST_INO } else { FIRST_INO + 1 };
         let mut overflow = false;
@@ -618,6 +627,7 @@ impl Writer {
             blocks_free: free_blocks_total,
             inodes_total: u64::from(self.geo.inodes_count()),
             inodes_free: free_inodes_total,
+            journal_blocks: self.geo.journal_blocks,
         })
     }
 
