@@ -16,6 +16,27 @@
 //! Blocks written by `write_data` but no longer referenced by the tree at `finish` (a file
 //! replaced by a later tar entry) are simply left free.
 //!
+//! What the writer decides itself (all deterministic, nothing random):
+//!
+//! - Geometry as mke2fs would choose it for `-b 4096 -I 256 -i bytes_per_inode` without
+//!   `resize_inode` (same block count, inodes per group and flex_bg placement of bitmaps and
+//!   inode tables; checked against mke2fs/dumpe2fs in the tests). 5 % reserved blocks,
+//!   `s_max_mnt_count` -1, no check interval, default mount options `user_xattr,acl`,
+//!   `s_flags` = unsigned directory hash, half-MD4 htree hash with the given seed.
+//! - The journal (e2fsprogs' default size unless given) sits right after group 0's
+//!   metadata, before the file data; its blocks other than the JBD2 superblock stay holes.
+//! - File data is allocated strictly in ascending block order, skipping metadata; at
+//!   `finish` directories, in-memory files, long symlinks, extent-tree and xattr blocks follow.
+//! - Inode atime, ctime and crtime are set to the tree's mtime; inodes the writer creates
+//!   (`lost+found`, the journal) use `Ext4Options::timestamp`. Generation numbers are 0.
+//! - Unused inode tables and bitmaps of uninitialised groups are never written
+//!   (`INODE_UNINIT` / `BLOCK_UNINIT`, `itable_unused`); like mke2fs' lazy_itable_init the
+//!   kernel zeroes the rest of the inode tables after the first mount.
+//!
+//! Limits: at most 2^32 inodes and 32768 per group; one xattr block per inode (no
+//! `ea_inode`), so a file's xattrs must fit in 92 bytes in-inode plus ~4 KiB; directories
+//! up to a two-level htree (~250k blocks); symlink targets up to 4095 bytes.
+//!
 //! Spec: the kernel's Documentation/filesystems/ext4/ and e2fsprogs (mke2fs, lib/ext2fs).
 
 use std::fs::File;

@@ -265,7 +265,7 @@ impl Writer {
                     );
                 }
                 for x in &r.runs {
-                    let end = x.start + u64::from(x.len);
+                    let end = x.start.saturating_add(u64::from(x.len));
                     if end > self.geo.blocks || used.count_range(x.start, end) != 0 {
                         bail!(
                             "ext4: {path}: data blocks {}..{end} are outside the data area or used twice; was its DataRef made by this writer?",
@@ -381,9 +381,9 @@ impl Writer {
                     inode.set_links(link_count(nlinks[&id], &path)?);
                 }
                 NodeKind::Symlink(target) => {
-                    if target.is_empty() || target.len() > 4095 {
+                    if target.is_empty() || target.len() > 4095 || target.contains(&0) {
                         bail!(
-                            "ext4: {path}: symlink target is {} bytes; it must be 1..4095",
+                            "ext4: {path}: symlink target is {} bytes or contains NUL; it must be 1..4095 bytes without NUL",
                             target.len()
                         );
                     }

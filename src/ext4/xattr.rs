@@ -97,6 +97,9 @@ pub fn prepare(xattrs: &BTreeMap<Vec<u8>, Vec<u8>>, path: &str) -> Result<Vec<At
                 "ext4: {path}: xattr {name:?} is in no namespace ext4 stores (user., trusted., security., system.)"
             );
         };
+        if suffix.is_empty() && index != 2 && index != 3 {
+            bail!("ext4: {path}: xattr name {name:?} has nothing after its namespace prefix");
+        }
         if suffix.len() > 255 {
             bail!("ext4: {path}: xattr name {name:?} is longer than 255 bytes");
         }
