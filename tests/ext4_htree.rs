@@ -111,3 +111,26 @@ fn two_level(level: FeatureLevel) {
         &s[..s.len().min(2000)]
     );
 }
+
+#[test]
+fn more_than_65000_subdirectories_use_dir_nlink() {
+    let mut o = opts(512 << 20, FeatureLevel::Full);
+    o.min_inodes = 70_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (img, f) = image(dir.path(), "nlink.img", o.size);
+    let w = Ext4Writer::create(f, 0, &o).unwrap();
+    let mut t = empty_tree();
+    for i in 0..65_010 {
+        t.insert(
+            format!("many/{i}").as_bytes(),
+            dir_node(0o755),
+            &meta(0o755),
+        )
+        .unwrap();
+    }
+    w.finish(&t).unwrap();
+    e2fsck_clean(&img);
+    let s = debugfs(&img, "stat /many");
+    // dir_nlink: a link count of 1 means "too many to count".
+    assert!(s.contains("Links: 1 "), "{s}");
+}

@@ -197,6 +197,9 @@ impl Writer {
         let unsigned_hash = true;
         let ts = Timestamp::from_secs(self.opts.timestamp);
 
+        if !tree.node(Tree::ROOT).kind.is_dir() {
+            bail!("ext4: the tree's root is not a directory");
+        }
         // 1. Inode numbers in walk order.
         let mut order: Vec<NodeId> = Vec::new();
         let mut ino_of: HashMap<NodeId, u32> = HashMap::new();
