@@ -51,10 +51,13 @@ mod csum;
 mod dir;
 mod extent;
 mod format;
+mod group;
 mod htree;
 mod inode;
 mod journal;
 mod layout;
+mod numbering;
+mod superblock;
 mod writer;
 mod xattr;
 
