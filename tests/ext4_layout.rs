@@ -39,6 +39,40 @@ fn geometry(dump: &str) -> Vec<String> {
         .collect()
 }
 
+/// dumpe2fs header lines that must read the same for our filesystem and mke2fs'.
+const HEADER_KEYS: [&str; 30] = [
+    "Filesystem features:",
+    "Default mount options:",
+    "Filesystem state:",
+    "Errors behavior:",
+    "Filesystem OS type:",
+    "Inode count:",
+    "Block count:",
+    "Reserved block count:",
+    "First block:",
+    "Block size:",
+    "Fragment size:",
+    "Group descriptor size:",
+    "Blocks per group:",
+    "Fragments per group:",
+    "Inodes per group:",
+    "Inode blocks per group:",
+    "Flex block group size:",
+    "Mount count:",
+    "Maximum mount count:",
+    "Check interval:",
+    "Reserved blocks uid:",
+    "Reserved blocks gid:",
+    "First inode:",
+    "Inode size:",
+    "Required extra isize:",
+    "Desired extra isize:",
+    "Journal inode:",
+    "Default directory hash:",
+    "Journal backup:",
+    "Total journal blocks:",
+];
+
 #[test]
 fn group_layout_matches_mke2fs() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +110,17 @@ fn group_layout_matches_mke2fs() {
             .status()
             .unwrap_or_else(|e| panic!("mke2fs (e2fsprogs) is required: {e}"));
         assert!(st.success());
-        let (a, b) = (geometry(&dumpe2fs(&ours)), geometry(&dumpe2fs(&theirs)));
+        let (da, db) = (dumpe2fs(&ours), dumpe2fs(&theirs));
+        // Superblock defaults: the same as mke2fs chooses.
+        for key in HEADER_KEYS {
+            let pick = |d: &str| d.lines().find(|l| l.starts_with(key)).map(str::to_string);
+            assert!(
+                pick(&da).is_some() || key.starts_with("Group descriptor"),
+                "{key}"
+            );
+            assert_eq!(pick(&da), pick(&db), "size {size} {level:?}");
+        }
+        let (a, b) = (geometry(&da), geometry(&db));
         assert!(a.len() > 4);
         if a != b {
             for (x, y) in a.iter().zip(&b) {
