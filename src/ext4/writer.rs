@@ -1,0 +1,513 @@
+//! The filesystem writer proper: streams file data into blocks, then serialises the tree into
+//! inodes, directories, extent trees, xattrs and the journal, and finally writes inode
+//! tables, bitmaps, group descriptors and superblocks (primary + `sparse_super` backups).
+//!
+//! Inode numbers follow [`Tree::walk`] order from 11 (12 when this writer adds
+//! `lost+found` as inode 11); inodes 1-10 are reserved as mke2fs leaves them (8 = journal).
+//! Every block is written once at its final place with positional writes; blocks nobody uses
+//! are never written, so they stay holes in a sparse image file.
+//!
+//! Spec: Documentation/filesystems/ext4/ (super.rst, group_descr.rst, bitmaps.rst,
+//! inodes.rst, directory.rst); e2fsprogs misc/mke2fs.c for the defaults.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
+
+use anyhow::{Context, Result, bail};
+
+use super::alloc::{Allocator, Bitmap, push_run};
+use super::csum::crc32c_raw;
+use super::dir::{self, DirEntry};
+use super::extent;
+use super::format::*;
+use super::group;
+use super::htree;
+use super::inode::{Inode, encode_device, inode_seed};
+use super::journal;
+use super::layout::Geometry;
+use super::numbering::{self, Numbering};
+use super::superblock;
+use super::xattr;
+use super::{Ext4Options, Ext4Stats};
+use crate::tree::{BlockRun, DataRef, FileData, NodeId, NodeKind, Timestamp, Tree, display};
+
+/// Bytes per streaming write.
+const CHUNK_BLOCKS: u64 = 256;
+const LPF_BLOCKS: usize = 4;
+
+pub struct Writer {
+    file: File,
+    offset: u64,
+    opts: Ext4Options,
+    geo: Geometry,
+    alloc: Allocator,
+    buf: Vec<u8>,
+}
+
+fn full_error(what: &str, need_blocks: u64, free: u64, total: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "ext4: filesystem full: {what} needs {need_blocks} blocks of 4 KiB but only {free} of {total} are free; increase the rootfs size by at least {} MiB",
+        ((need_blocks - free.min(need_blocks)) * 4)
+            .div_ceil(1024)
+            .max(1)
+    )
+}
+
+impl Writer {
+    pub fn create(file: File, offset: u64, opts: &Ext4Options) -> Result<Self> {
+        if opts.label.len() > 16 {
+            bail!(
+                "ext4: volume label {:?} is longer than 16 bytes",
+                opts.label
+            );
+        }
+        let geo = Geometry::new(opts)?;
+        let alloc = Allocator::new(geo.meta.clone());
+        Ok(Writer {
+            file,
+            offset,
+            opts: opts.clone(),
+            geo,
+            alloc,
+            buf: Vec::new(),
+        })
+    }
+
+    fn write_at(&self, blk: u64, data: &[u8]) -> Result<()> {
+        let pos = self.offset + blk * BLOCK_SIZE_U64;
+        self.file
+            .write_all_at(data, pos)
+            .with_context(|| format!("ext4: writing {} bytes at image offset {pos}", data.len()))
+    }
+
+    pub fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
+        let nblocks = len.div_ceil(BLOCK_SIZE_U64);
+        if nblocks > self.alloc.free() {
+            return Err(full_error(
+                &format!("a {len}-byte file"),
+                nblocks,
+                self.alloc.free(),
+                self.geo.blocks,
+            ));
+        }
+        if self.buf.len() < (CHUNK_BLOCKS * BLOCK_SIZE_U64) as usize {
+            self.buf = vec![0u8; (CHUNK_BLOCKS * BLOCK_SIZE_U64) as usize];
+        }
+        let mut runs = Vec::new();
+        let mut left = len;
+        let mut done: u64 = 0;
+        while left > 0 {
+            let want = left.div_ceil(BLOCK_SIZE_U64).min(CHUNK_BLOCKS);
+            let Some(run) = self.alloc.alloc_run(want) else {
+                return Err(full_error("file data", nblocks, 0, self.geo.blocks));
+            };
+            let span = u64::from(run.len) * BLOCK_SIZE_U64;
+            let bytes = left.min(span) as usize;
+            let buf = &mut self.buf[..span as usize];
+            if let Err(e) = src.read_exact(&mut buf[..bytes]) {
+                if e.kind() == ErrorKind::UnexpectedEof {
+                    bail!(
+                        "ext4: data source ended early: expected {len} bytes, got fewer than {}",
+                        done + bytes as u64
+                    );
+                }
+                return Err(e).context("ext4: reading file data");
+            }
+            buf[bytes..].fill(0);
+            let pos = self.offset + run.start * BLOCK_SIZE_U64;
+            self.file
+                .write_all_at(buf, pos)
+                .with_context(|| format!("ext4: writing file data at image offset {pos}"))?;
+            push_run(&mut runs, run);
+            left -= bytes as u64;
+            done += bytes as u64;
+        }
+        Ok(DataRef { size: len, runs })
+    }
+
+    fn alloc_blocks(&mut self, n: u64, used: &mut Bitmap, what: &str) -> Result<Vec<BlockRun>> {
+        let free = self.alloc.free();
+        let runs = self
+            .alloc
+            .alloc(n)
+            .ok_or_else(|| full_error(what, n, free, self.geo.blocks))?;
+        for r in &runs {
+            used.set_range(r.start, u64::from(r.len));
+        }
+        Ok(runs)
+    }
+
+    /// Write `blocks` (each one block) at freshly allocated places; returns their runs.
+    fn store_blocks(
+        &mut self,
+        blocks: &[Vec<u8>],
+        used: &mut Bitmap,
+        what: &str,
+    ) -> Result<Vec<BlockRun>> {
+        let runs = self.alloc_blocks(blocks.len() as u64, used, what)?;
+        let mut i = 0;
+        for r in &runs {
+            for k in 0..u64::from(r.len) {
+                self.write_at(r.start + k, &blocks[i])?;
+                i += 1;
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Map `runs` with an extent tree (allocating tree blocks); returns (i_block, tree blocks).
+    fn map_extents(
+        &mut self,
+        runs: &[BlockRun],
+        ino: u32,
+        used: &mut Bitmap,
+        what: &str,
+    ) -> Result<([u8; 60], u64)> {
+        let need = extent::tree_blocks_needed(runs)?;
+        let mut at = Vec::new();
+        if need > 0 {
+            for r in self.alloc_blocks(need, used, what)? {
+                at.extend(r.start..r.start + u64::from(r.len));
+            }
+        }
+        let seed = self
+            .geo
+            .metadata_csum
+            .then(|| inode_seed(self.csum_seed(), ino));
+        let m = extent::map(runs, &at, seed)?;
+        for (blk, data) in &m.tree_blocks {
+            self.write_at(*blk, data)?;
+        }
+        Ok((m.i_block, need))
+    }
+
+    fn csum_seed(&self) -> u32 {
+        crc32c_raw(!0, &self.opts.uuid)
+    }
+
+    fn base_inode(&self, mode: u16, uid: u32, gid: u32, t: Timestamp) -> Inode {
+        let mut i = Inode::new();
+        i.set_mode(mode);
+        i.set_owner(uid, gid);
+        i.set_times(t, t, t, t);
+        i
+    }
+
+    /// The inode of one tree node, writing whatever blocks it needs (directory blocks,
+    /// in-memory data, long symlink target, extent tree, xattr block).
+    fn node_inode(
+        &mut self,
+        tree: &Tree,
+        id: NodeId,
+        num: &Numbering,
+        used: &mut Bitmap,
+    ) -> Result<Inode> {
+        let csum = self.geo.metadata_csum;
+        let csum_seed = self.csum_seed();
+        let unsigned_hash = true;
+        let node = tree.node(id);
+        let ino = num.ino_of[&id];
+        let path = num.path_of[&id].clone();
+        let m = &node.meta;
+        let mode = node.kind.type_bits() | (m.perm & 0o7777);
+        let mut inode = self.base_inode(mode, m.uid, m.gid, m.mtime);
+        let mut fs_blocks: u64 = 0;
+        let mut flags = 0u32;
+        match &node.kind {
+            NodeKind::Dir(_) => {
+                let mut entries = Vec::new();
+                let mut subdirs = 0u32;
+                if id == Tree::ROOT
+                    && let Some(l) = num.lpf_ino
+                {
+                    entries.push(DirEntry {
+                        name: b"lost+found",
+                        ino: l,
+                        ftype: FT_DIR,
+                    });
+                    subdirs += 1;
+                }
+                for (name, child) in tree.children(id) {
+                    if name.is_empty()
+                        || name.len() > 255
+                        || name.contains(&b'/')
+                        || name.contains(&0)
+                    {
+                        bail!(
+                            "ext4: {path}: entry name {:?} is empty, longer than 255 bytes or contains '/' or NUL",
+                            display(name)
+                        );
+                    }
+                    let ck = &tree.node(child).kind;
+                    if ck.is_dir() {
+                        subdirs += 1;
+                    }
+                    entries.push(DirEntry {
+                        name,
+                        ino: num.ino_of[&child],
+                        ftype: ftype(ck),
+                    });
+                }
+                entries.sort_by(|a, b| a.name.cmp(b.name));
+                let parent = num.ino_of[&num.parent_of[&id]];
+                let seed = csum.then(|| inode_seed(csum_seed, ino));
+                let blocks = if dir::fits_one_block(&entries, csum) {
+                    dir::linear_blocks(ino, parent, &entries, 0, seed)
+                } else {
+                    flags |= INODE_INDEX_FL;
+                    htree::build(
+                        ino,
+                        parent,
+                        &entries,
+                        &self.opts.hash_seed,
+                        unsigned_hash,
+                        seed,
+                    )
+                    .with_context(|| format!("ext4: {path}"))?
+                };
+                let runs = self.store_blocks(&blocks, used, &format!("directory {path}"))?;
+                let (ib, tb) = self.map_extents(&runs, ino, used, &path)?;
+                inode.set_i_block(&ib);
+                flags |= INODE_EXTENTS_FL;
+                fs_blocks += blocks.len() as u64 + tb;
+                inode.set_size(blocks.len() as u64 * BLOCK_SIZE_U64);
+                let links = 2 + subdirs;
+                inode.set_links(if links > 65000 { 1 } else { links as u16 });
+            }
+            NodeKind::File(data) => {
+                let (runs, size) = match data {
+                    FileData::Stored(r) => (r.runs.clone(), r.size),
+                    FileData::Bytes(b) => {
+                        let n = (b.len() as u64).div_ceil(BLOCK_SIZE_U64);
+                        let runs = self.alloc_blocks(n, used, &format!("file {path}"))?;
+                        let mut off = 0usize;
+                        for r in &runs {
+                            let span = r.len as usize * BLOCK_SIZE;
+                            let mut chunk = vec![0u8; span];
+                            let end = (off + span).min(b.len());
+                            chunk[..end - off].copy_from_slice(&b[off..end]);
+                            self.write_at(r.start, &chunk)?;
+                            off += span;
+                        }
+                        (runs, b.len() as u64)
+                    }
+                };
+                let (ib, tb) = self.map_extents(&runs, ino, used, &path)?;
+                inode.set_i_block(&ib);
+                flags |= INODE_EXTENTS_FL;
+                fs_blocks += size.div_ceil(BLOCK_SIZE_U64) + tb;
+                inode.set_size(size);
+                inode.set_links(link_count(num.nlinks[&id], &path)?);
+            }
+            NodeKind::Symlink(target) => {
+                if target.is_empty() || target.len() > 4095 || target.contains(&0) {
+                    bail!(
+                        "ext4: {path}: symlink target is {} bytes or contains NUL; it must be 1..4095 bytes without NUL",
+                        target.len()
+                    );
+                }
+                if target.len() < 60 {
+                    inode.set_i_block(target);
+                } else {
+                    let mut blk = vec![0u8; BLOCK_SIZE];
+                    blk[..target.len()].copy_from_slice(target);
+                    let runs = self.store_blocks(&[blk], used, &format!("symlink {path}"))?;
+                    let (ib, tb) = self.map_extents(&runs, ino, used, &path)?;
+                    inode.set_i_block(&ib);
+                    flags |= INODE_EXTENTS_FL;
+                    fs_blocks += 1 + tb;
+                }
+                inode.set_size(target.len() as u64);
+                inode.set_links(link_count(num.nlinks[&id], &path)?);
+            }
+            NodeKind::CharDev { major, minor } | NodeKind::BlockDev { major, minor } => {
+                if *major > 0xfff || *minor > 0xf_ffff {
+                    bail!(
+                        "ext4: {path}: device {major}:{minor} does not fit the kernel's 12-bit major / 20-bit minor encoding"
+                    );
+                }
+                inode.set_i_block(&encode_device(*major, *minor));
+                inode.set_links(link_count(num.nlinks[&id], &path)?);
+            }
+            NodeKind::Fifo | NodeKind::Socket => {
+                inode.set_links(link_count(num.nlinks[&id], &path)?);
+            }
+        }
+        if !m.xattrs.is_empty() {
+            let attrs = xattr::prepare(&m.xattrs, &path)?;
+            let (ibody, block) = xattr::split(attrs, &path)?;
+            xattr::write_ibody(&mut inode.raw, &ibody);
+            if !block.is_empty() {
+                let runs = self.alloc_blocks(1, used, &format!("xattrs of {path}"))?;
+                let blk = runs[0].start;
+                let data = xattr::block(&block, blk, csum.then_some(csum_seed));
+                self.write_at(blk, &data)?;
+                inode.set_file_acl(blk);
+                fs_blocks += 1;
+            }
+        }
+        inode.set_flags(flags);
+        inode.set_blocks(fs_blocks);
+        inode.set_flags(flags);
+        inode.set_blocks(fs_blocks);
+        Ok(inode)
+    }
+
+    pub fn finish(mut self, tree: &Tree) -> Result<Ext4Stats> {
+        let csum = self.geo.metadata_csum;
+        let csum_seed = self.csum_seed();
+        let ts = Timestamp::from_secs(self.opts.timestamp);
+        let num = numbering::number(tree, self.geo.inodes_count())?;
+        let last_ino = num.last_ino;
+
+        // Final block usage: metadata plus every referenced data run.
+        let mut used = self.geo.meta.clone();
+        for &id in &num.order {
+            if let NodeKind::File(FileData::Stored(r)) = &tree.node(id).kind {
+                self.claim_stored(r, &num.path_of[&id], &mut used)?;
+            }
+        }
+
+        let mut inodes: Vec<Inode> = vec![Inode::new(); last_ino as usize];
+        let ipg = self.geo.inodes_per_group;
+        let mut dirs_in_group = vec![0u32; self.geo.groups as usize];
+        let mut note_dir = |ino: u32| dirs_in_group[((ino - 1) / ipg) as usize] += 1;
+        for &id in &num.order {
+            let ino = num.ino_of[&id];
+            if tree.node(id).kind.is_dir() {
+                note_dir(ino);
+            }
+            inodes[(ino - 1) as usize] = self.node_inode(tree, id, &num, &mut used)?;
+        }
+        let lpf_ino = num.lpf_ino;
+
+        // lost+found, when the tree has none.
+        if let Some(l) = lpf_ino {
+            note_dir(l);
+            let mut inode = self.base_inode(S_IFDIR | 0o700, 0, 0, ts);
+            let seed = csum.then(|| inode_seed(csum_seed, l));
+            let blocks = dir::linear_blocks(l, ROOT_INO, &[], LPF_BLOCKS - 1, seed);
+            let runs = self.store_blocks(&blocks, &mut used, "lost+found")?;
+            let (ib, tb) = self.map_extents(&runs, l, &mut used, "lost+found")?;
+            inode.set_i_block(&ib);
+            inode.set_flags(INODE_EXTENTS_FL);
+            inode.set_size(blocks.len() as u64 * BLOCK_SIZE_U64);
+            inode.set_blocks(blocks.len() as u64 + tb);
+            inode.set_links(2);
+            inodes[(l - 1) as usize] = inode;
+        }
+
+        // The journal.
+        let mut jnl_backup = [0u8; 68];
+        if self.geo.journal_blocks > 0 {
+            let jruns = self.geo.journal.clone();
+            let jb = self.geo.journal_blocks;
+            let mut inode = self.base_inode(S_IFREG | 0o600, 0, 0, ts);
+            let (ib, tb) = self.map_extents(&jruns, JOURNAL_INO, &mut used, "the journal")?;
+            inode.set_i_block(&ib);
+            inode.set_flags(INODE_EXTENTS_FL);
+            let size = u64::from(jb) * BLOCK_SIZE_U64;
+            inode.set_size(size);
+            inode.set_blocks(u64::from(jb) + tb);
+            inode.set_links(1);
+            inodes[(JOURNAL_INO - 1) as usize] = inode;
+            let sb = journal::superblock(jb, &self.opts.uuid, csum);
+            self.write_at(jruns[0].start, &sb)?;
+            jnl_backup[..60].copy_from_slice(&ib);
+            put_u32(&mut jnl_backup, 60, (size >> 32) as u32);
+            put_u32(&mut jnl_backup, 64, size as u32);
+        }
+
+        // Reserved inodes 3-7, 9, 10 (and 8 without a journal) stay all-zero, as mke2fs
+        // leaves them; the bad-blocks inode only carries the creation times.
+        let mut bad = Inode::new();
+        bad.set_times(ts, ts, ts, Timestamp::default());
+        inodes[(BAD_INO - 1) as usize] = bad;
+        for (i, inode) in inodes.iter_mut().enumerate() {
+            let ino = i as u32 + 1;
+            let reserved_unused = ino < FIRST_INO
+                && ino != BAD_INO
+                && ino != ROOT_INO
+                && !(ino == JOURNAL_INO && self.geo.journal_blocks > 0);
+            if reserved_unused {
+                inode.raw = [0u8; INODE_SIZE];
+            } else if csum {
+                inode.finish_csum(csum_seed, ino);
+            }
+        }
+
+        let (file, offset) = (&self.file, self.offset);
+        let mut write = |blk: u64, data: &[u8]| -> Result<()> {
+            let pos = offset + blk * BLOCK_SIZE_U64;
+            file.write_all_at(data, pos).with_context(|| {
+                format!("ext4: writing {} bytes at image offset {pos}", data.len())
+            })
+        };
+        let (gdt, free_blocks) = group::write_groups(
+            &self.geo,
+            &used,
+            &inodes,
+            &dirs_in_group,
+            csum_seed,
+            &self.opts.uuid,
+            &mut write,
+        )?;
+        let free_inodes = self.geo.inodes_count() - last_ino;
+        let sb = superblock::build(&self.geo, &self.opts, free_blocks, free_inodes, &jnl_backup);
+        superblock::write_all(&self.geo, sb, &gdt, &mut write)?;
+        self.file
+            .sync_all()
+            .context("ext4: flushing the image file")?;
+        Ok(Ext4Stats {
+            block_size: BLOCK_SIZE as u32,
+            blocks_total: self.geo.blocks,
+            blocks_free: free_blocks,
+            inodes_total: u64::from(self.geo.inodes_count()),
+            inodes_free: u64::from(free_inodes),
+            journal_blocks: self.geo.journal_blocks,
+        })
+    }
+
+    /// Mark a streamed file's blocks used, refusing references that do not fit.
+    fn claim_stored(&self, r: &DataRef, path: &str, used: &mut Bitmap) -> Result<()> {
+        let want = r.size.div_ceil(BLOCK_SIZE_U64);
+        let have: u64 = r.runs.iter().map(|x| u64::from(x.len)).sum();
+        if want != have {
+            bail!(
+                "ext4: {path}: data reference has {have} blocks for {} bytes",
+                r.size
+            );
+        }
+        for x in &r.runs {
+            let end = x.start.saturating_add(u64::from(x.len));
+            if end > self.geo.blocks || used.count_range(x.start, end) != 0 {
+                bail!(
+                    "ext4: {path}: data blocks {}..{end} are outside the data area or used twice; was its DataRef made by this writer?",
+                    x.start
+                );
+            }
+            used.set_range(x.start, u64::from(x.len));
+        }
+        Ok(())
+    }
+}
+
+fn ftype(k: &NodeKind) -> u8 {
+    match k {
+        NodeKind::Dir(_) => FT_DIR,
+        NodeKind::File(_) => FT_REG,
+        NodeKind::Symlink(_) => FT_SYMLINK,
+        NodeKind::CharDev { .. } => FT_CHR,
+        NodeKind::BlockDev { .. } => FT_BLK,
+        NodeKind::Fifo => FT_FIFO,
+        NodeKind::Socket => FT_SOCK,
+    }
+}
+
+fn link_count(n: u32, path: &str) -> Result<u16> {
+    u16::try_from(n)
+        .ok()
+        .filter(|&v| v <= 65000)
+        .with_context(|| format!("ext4: {path}: {n} hard links exceed ext4's limit of 65000"))
+}

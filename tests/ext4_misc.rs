@@ -1,0 +1,255 @@
+//! Determinism, placement at an offset, sparseness and clean errors.
+
+mod ext4_util;
+
+use std::io::{Cursor, Read};
+use std::os::unix::fs::MetadataExt;
+
+use ext4_util::*;
+use hc1img::ext4::{Ext4Options, Ext4Writer, FeatureLevel};
+use hc1img::tree::{FileData, Node, NodeKind};
+
+/// Build a small but varied filesystem into `name`; returns its path.
+fn build(dir: &std::path::Path, name: &str, o: &Ext4Options, offset: u64) -> std::path::PathBuf {
+    let (img, f) = image(dir, name, o.size + offset);
+    let mut w = Ext4Writer::create(f, offset, o).unwrap();
+    let mut t = empty_tree();
+    let pm = meta(0o755);
+    for i in 0..50u32 {
+        let len = u64::from(i) * 1000 + 1;
+        let data: Vec<u8> = (0..len).map(|k| (k as u32 ^ i) as u8).collect();
+        let r = w.write_data(&mut Cursor::new(data), len).unwrap();
+        let mut m = meta(0o644);
+        m.xattrs.insert(
+            format!("user.n{i}").into_bytes(),
+            vec![i as u8; i as usize * 10],
+        );
+        t.insert(
+            format!("d{}/f{i}", i % 4).as_bytes(),
+            Node {
+                meta: m,
+                kind: NodeKind::File(FileData::Stored(r)),
+            },
+            &pm,
+        )
+        .unwrap();
+    }
+    for i in 0..300 {
+        t.insert(
+            format!("many/entry{i}").as_bytes(),
+            Node {
+                meta: meta(0o644),
+                kind: NodeKind::Symlink(format!("target/{i}").into_bytes()),
+            },
+            &pm,
+        )
+        .unwrap();
+    }
+    w.finish(&t).unwrap();
+    img
+}
+
+#[test]
+fn same_inputs_give_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    for level in [FeatureLevel::Full, FeatureLevel::Conservative] {
+        let o = opts(96 << 20, level);
+        let a = build(dir.path(), "a.img", &o, 0);
+        let b = build(dir.path(), "b.img", &o, 0);
+        e2fsck_clean(&a);
+        let (x, y) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        assert!(x == y, "two builds from the same inputs differ");
+        // And the options matter: another UUID gives other bytes.
+        let mut o2 = o.clone();
+        o2.uuid[0] ^= 1;
+        let c = build(dir.path(), "c.img", &o2, 0);
+        assert!(std::fs::read(&c).unwrap() != x);
+    }
+}
+
+#[test]
+fn filesystem_at_an_offset_leaves_the_rest_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(64 << 20, FeatureLevel::Full);
+    let offset = 1 << 20;
+    let img = build(dir.path(), "off.img", &o, offset);
+    let all = std::fs::read(&img).unwrap();
+    assert!(
+        all[..offset as usize].iter().all(|&b| b == 0),
+        "bytes before the offset were written"
+    );
+    let part = dir.path().join("part.img");
+    std::fs::write(&part, &all[offset as usize..]).unwrap();
+    e2fsck_clean(&part);
+}
+
+#[test]
+fn unused_space_stays_a_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(2 << 30, FeatureLevel::Full);
+    let img = build(dir.path(), "sparse.img", &o, 0);
+    e2fsck_clean(&img);
+    let allocated = std::fs::metadata(&img).unwrap().blocks() * 512;
+    // ~1.3 MiB of file data plus a little metadata; the 2 GiB of inode tables and the
+    // 32 MiB journal are never written.
+    assert!(
+        allocated < 4 << 20,
+        "{allocated} bytes allocated for a 2 GiB image"
+    );
+}
+
+#[test]
+fn full_filesystem_is_a_clean_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(16 << 20, FeatureLevel::Full);
+    let (_img, f) = image(dir.path(), "full.img", o.size);
+    let mut w = Ext4Writer::create(f, 0, &o).unwrap();
+    let len = 20u64 << 20;
+    let err = w
+        .write_data(&mut std::io::repeat(1).take(len), len)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("filesystem full") && err.contains("increase the rootfs size"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "one line: {err}");
+    // The writer is still usable after the refusal.
+    let r = w.write_data(&mut Cursor::new(vec![1u8; 10]), 10).unwrap();
+    assert_eq!(r.size, 10);
+
+    // Metadata that no longer fits at finish time is an error too, not a panic.
+    let (_img2, f2) = image(dir.path(), "full2.img", o.size);
+    let mut w = Ext4Writer::create(f2, 0, &o).unwrap();
+    let mut left = 0u64;
+    loop {
+        let n = 1u64 << 20;
+        match w.write_data(&mut std::io::repeat(2).take(n), n) {
+            Ok(_) => left += n,
+            Err(_) => break,
+        }
+    }
+    while w
+        .write_data(&mut std::io::repeat(3).take(4096), 4096)
+        .is_ok()
+    {}
+    assert!(left > 0);
+    let mut t = empty_tree();
+    for i in 0..200 {
+        t.insert(
+            format!("d{i}/x").as_bytes(),
+            Node {
+                meta: meta(0o644),
+                kind: NodeKind::Fifo,
+            },
+            &meta(0o755),
+        )
+        .unwrap();
+    }
+    let err = w.finish(&t).unwrap_err().to_string();
+    assert!(
+        err.contains("filesystem full") && err.contains("increase the rootfs size"),
+        "{err}"
+    );
+}
+
+#[test]
+fn short_source_and_bad_options_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(16 << 20, FeatureLevel::Full);
+    let (_img, f) = image(dir.path(), "short.img", o.size);
+    let mut w = Ext4Writer::create(f, 0, &o).unwrap();
+    let err = w
+        .write_data(&mut Cursor::new(vec![0u8; 100]), 5000)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ended early") && err.contains("5000"), "{err}");
+
+    let mut bad = opts(16 << 20, FeatureLevel::Full);
+    bad.label = "x".repeat(17);
+    let (_i, f) = image(dir.path(), "bad.img", bad.size);
+    assert!(Ext4Writer::create(f, 0, &bad).is_err());
+    let mut bad = opts(16 << 20, FeatureLevel::Full);
+    bad.journal_blocks = Some(10);
+    let (_i, f) = image(dir.path(), "bad2.img", bad.size);
+    let err = Ext4Writer::create(f, 0, &bad).err().unwrap().to_string();
+    assert!(err.contains("journal"), "{err}");
+
+    // Too many inodes for the tree.
+    let mut few = opts(16 << 20, FeatureLevel::Full);
+    few.bytes_per_inode = 1 << 20;
+    let (_i, f) = image(dir.path(), "few.img", few.size);
+    let w = Ext4Writer::create(f, 0, &few).unwrap();
+    let mut t = empty_tree();
+    for i in 0..100 {
+        t.insert(
+            format!("f{i}").as_bytes(),
+            Node {
+                meta: meta(0o644),
+                kind: NodeKind::Socket,
+            },
+            &meta(0o755),
+        )
+        .unwrap();
+    }
+    let err = w.finish(&t).unwrap_err().to_string();
+    assert!(err.contains("inodes"), "{err}");
+}
+
+#[test]
+fn tiny_filesystem_without_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(4 << 20, FeatureLevel::Full);
+    let img = build(
+        dir.path(),
+        "tiny.img",
+        &Ext4Options { size: 6 << 20, ..o },
+        0,
+    );
+    e2fsck_clean(&img);
+    let s = debugfs(&img, "stats");
+    assert!(!s.contains("has_journal"), "{s}");
+}
+
+#[test]
+fn lost_and_found_from_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(32 << 20, FeatureLevel::Full);
+    // A tree that brings its own lost+found keeps it (and gets no second one).
+    let (img, f) = image(dir.path(), "lpf.img", o.size);
+    let w = Ext4Writer::create(f, 0, &o).unwrap();
+    let mut t = empty_tree();
+    t.insert(b"lost+found", dir_node(0o700), &meta(0o755))
+        .unwrap();
+    t.insert(
+        b"a",
+        Node {
+            meta: meta(0o644),
+            kind: NodeKind::Fifo,
+        },
+        &meta(0o755),
+    )
+    .unwrap();
+    w.finish(&t).unwrap();
+    e2fsck_clean(&img);
+    let s = debugfs(&img, "ls -l /");
+    assert_eq!(s.matches("lost+found").count(), 1, "{s}");
+    let s = debugfs(&img, "stat /a");
+    assert!(s.contains("Inode: 11 "), "walk order numbers from 11: {s}");
+
+    // A lost+found that is not a directory is refused.
+    let (_img, f) = image(dir.path(), "lpf2.img", o.size);
+    let w = Ext4Writer::create(f, 0, &o).unwrap();
+    let mut t = empty_tree();
+    t.insert(
+        b"lost+found",
+        Node {
+            meta: meta(0o644),
+            kind: NodeKind::Fifo,
+        },
+        &meta(0o755),
+    )
+    .unwrap();
+    let err = w.finish(&t).unwrap_err().to_string();
+    assert!(err.contains("lost+found"), "{err}");
+}
