@@ -481,7 +481,12 @@ impl Writer {
         }
         for x in &r.runs {
             let end = x.start.saturating_add(u64::from(x.len));
-            if end > self.geo.blocks || used.count_range(x.start, end) != 0 {
+            // Every block must have been handed out by write_data (so `taken`) and not be
+            // claimed by another node or the metadata (so not yet `used`).
+            if end > self.geo.blocks
+                || used.count_range(x.start, end) != 0
+                || self.alloc.taken.count_range(x.start, end) != u64::from(x.len)
+            {
                 bail!(
                     "ext4: {path}: data blocks {}..{end} are outside the data area or used twice; was its DataRef made by this writer?",
                     x.start
