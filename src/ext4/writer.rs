@@ -62,6 +62,12 @@ impl Writer {
                 opts.label
             );
         }
+        if !(0..=i64::from(u32::MAX)).contains(&opts.timestamp) {
+            bail!(
+                "ext4: timestamp {} is outside 1970..2106, which the superblock time fields hold",
+                opts.timestamp
+            );
+        }
         let geo = Geometry::new(opts)?;
         let alloc = Allocator::new(geo.meta.clone());
         Ok(Writer {
