@@ -140,7 +140,7 @@ pub fn debugfs_allowing(img: &Path, req: &str, allowed: &str) -> String {
 /// expected bytes of each regular file node; missing = empty) and symlink targets.
 /// Returns the number of paths checked.
 pub fn compare_with_ext4_view(img: &Path, t: &Tree, data: &HashMap<NodeId, Vec<u8>>) -> usize {
-    let fs = Ext4::load(Box::new(std::fs::File::open(&img).unwrap())).unwrap();
+    let fs = Ext4::load(Box::new(std::fs::File::open(img).unwrap())).unwrap();
     let mut checked = 0;
     t.walk(|path, _parent, id| {
         let p = [b"/".as_slice(), path].concat();
