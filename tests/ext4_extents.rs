@@ -87,8 +87,12 @@ fn fragmented_and_huge_files_get_extent_trees() {
             &pm,
         )
         .unwrap();
-        w.finish(&t).unwrap();
+        let stats = w.finish(&t).unwrap();
         e2fsck_clean(&img);
+        // The journal body (all but its superblock) must read as zeros on the device.
+        let total: u64 = stats.must_be_zero.iter().map(|r| r.1).sum();
+        assert_eq!(total, (40_000 - 1) * 4096);
+        assert!(stats.must_be_zero.len() >= 2, "{:?}", stats.must_be_zero);
 
         assert_eq!(levels(&img, "/frag0"), 2, "1500 extents need two levels");
         assert_eq!(levels(&img, "/frag2"), 1, "10 extents need one leaf block");

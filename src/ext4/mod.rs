@@ -105,6 +105,12 @@ pub struct Ext4Stats {
     pub inodes_free: u64,
     /// Size of the journal (inode 8) in blocks; 0 when the filesystem is too small for one.
     pub journal_blocks: u32,
+    /// Byte ranges `(offset, length)`, relative to the filesystem start, that the writer left
+    /// as holes but that must read as zeros on the target device: the journal body (like
+    /// `mke2fs -E lazy_journal_init`). Stale data there could be replayed as old journal
+    /// transactions after a crash, so a block map (bmaptool) must list these ranges as
+    /// mapped. Everything else left unwritten is safe to skip.
+    pub must_be_zero: Vec<(u64, u64)>,
 }
 
 /// A filesystem being written; see the module docs for the three steps.

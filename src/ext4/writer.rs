@@ -472,7 +472,21 @@ impl Writer {
             inodes_total: u64::from(self.geo.inodes_count()),
             inodes_free: u64::from(free_inodes),
             journal_blocks: self.geo.journal_blocks,
+            must_be_zero: self.journal_body(),
         })
+    }
+
+    /// Byte ranges of the journal after its superblock (never written).
+    fn journal_body(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for (i, r) in self.geo.journal.iter().enumerate() {
+            let skip = u64::from(i == 0);
+            let len = u64::from(r.len) - skip;
+            if len > 0 {
+                out.push(((r.start + skip) * BLOCK_SIZE_U64, len * BLOCK_SIZE_U64));
+            }
+        }
+        out
     }
 
     /// Mark a streamed file's blocks used, refusing references that do not fit.
