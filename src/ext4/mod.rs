@@ -11,7 +11,8 @@
 //! 3. [`Ext4Writer::finish`] assigns inode numbers in [`crate::tree::Tree::walk`] order,
 //!    writes in-memory files, directories (htree for multi-block ones), symlinks, xattrs,
 //!    extent trees, `lost+found`, the journal, inode tables, bitmaps, group descriptors and
-//!    superblocks (with backups), all with metadata_csum checksums.
+//!    superblocks (with backups), all with metadata_csum checksums (`Full`) or the
+//!    `uninit_bg` crc16 group checksums (`Conservative`).
 //!
 //! Blocks written by `write_data` but no longer referenced by the tree at `finish` (a file
 //! replaced by a later tar entry) are simply left free.
@@ -24,7 +25,8 @@
 //!   `s_max_mnt_count` -1, no check interval, default mount options `user_xattr,acl`,
 //!   `s_flags` = unsigned directory hash, half-MD4 htree hash with the given seed.
 //! - The journal (e2fsprogs' default size unless given) sits right after group 0's
-//!   metadata, before the file data; its blocks other than the JBD2 superblock stay holes.
+//!   metadata, before the file data; its blocks other than the JBD2 superblock stay holes
+//!   (reported in [`Ext4Stats::must_be_zero`]: they must read as zeros on the device).
 //! - File data is allocated strictly in ascending block order, skipping metadata; at
 //!   `finish` directories, in-memory files, long symlinks, extent-tree and xattr blocks follow.
 //! - Inode atime, ctime and crtime are set to the tree's mtime; inodes the writer creates

@@ -1,6 +1,7 @@
 //! The filesystem writer proper: streams file data into blocks, then serialises the tree into
-//! inodes, directories, extent trees, xattrs and the journal, and finally writes inode
-//! tables, bitmaps, group descriptors and superblocks (primary + `sparse_super` backups).
+//! inodes, directories, extent trees, xattrs and the journal, and finally hands the inode
+//! table to [`super::group`] (tables, bitmaps, descriptors) and [`super::superblock`]
+//! (primary + `sparse_super` backups).
 //!
 //! Inode numbers follow [`Tree::walk`] order from 11 (12 when this writer adds
 //! `lost+found` as inode 11); inodes 1-10 are reserved as mke2fs leaves them (8 = journal).
