@@ -115,8 +115,11 @@ fn full_filesystem_is_a_clean_error() {
     );
     assert!(!err.contains('\n'), "one line: {err}");
     // The writer is still usable after the refusal.
+    let before = w.free_bytes();
+    assert!(before > 0 && before < len);
     let r = w.write_data(&mut Cursor::new(vec![1u8; 10]), 10).unwrap();
     assert_eq!(r.size, 10);
+    assert_eq!(w.free_bytes(), before - 4096);
 
     // Metadata that no longer fits at finish time is an error too, not a panic.
     let (_img2, f2) = image(dir.path(), "full2.img", o.size);

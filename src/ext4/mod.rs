@@ -133,6 +133,12 @@ impl Ext4Writer {
         self.inner.write_data(src, len)
     }
 
+    /// Bytes still free for file data (whole 4 KiB blocks); `finish` needs a little of it
+    /// for directories, in-memory files and metadata blocks.
+    pub fn free_bytes(&self) -> u64 {
+        self.inner.free_bytes()
+    }
+
     /// Write all metadata for `tree` and close the filesystem.
     pub fn finish(self, tree: &Tree) -> Result<Ext4Stats> {
         self.inner.finish(tree)

@@ -81,6 +81,10 @@ impl Writer {
         })
     }
 
+    pub fn free_bytes(&self) -> u64 {
+        self.alloc.free() * BLOCK_SIZE_U64
+    }
+
     fn write_at(&self, blk: u64, data: &[u8]) -> Result<()> {
         let pos = self.offset + blk * BLOCK_SIZE_U64;
         self.file
