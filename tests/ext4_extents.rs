@@ -87,8 +87,12 @@ fn fragmented_and_huge_files_get_extent_trees() {
             &pm,
         )
         .unwrap();
-        w.finish(&t).unwrap();
+        let stats = w.finish(&t).unwrap();
         e2fsck_clean(&img);
+        // The journal body (all but its superblock) must read as zeros on the device.
+        let total: u64 = stats.must_be_zero.iter().map(|r| r.1).sum();
+        assert_eq!(total, (40_000 - 1) * 4096);
+        assert!(stats.must_be_zero.len() >= 2, "{:?}", stats.must_be_zero);
 
         assert_eq!(levels(&img, "/frag0"), 2, "1500 extents need two levels");
         assert_eq!(levels(&img, "/frag2"), 1, "10 extents need one leaf block");
@@ -115,6 +119,33 @@ fn fragmented_and_huge_files_get_extent_trees() {
         // The journal: 40000 blocks in two extents.
         let s = debugfs(&img, "stat <8>");
         assert!(s.contains("Size: 163840000"), "{s}");
+        // Its extents, e.g. "(0-32767):1090-33857, (32768-39999):...", are exactly the
+        // must-be-zero ranges plus the superblock block.
+        let ext_line = s
+            .lines()
+            .skip_while(|l| !l.starts_with("EXTENTS:"))
+            .nth(1)
+            .unwrap();
+        let mut phys: Vec<(u64, u64)> = Vec::new();
+        for part in ext_line.split(", ") {
+            let p = part.split(':').nth(1).unwrap();
+            let (a, b) = p.split_once('-').unwrap();
+            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+            match phys.last_mut() {
+                Some(last) if last.1 + 1 == a => last.1 = b,
+                _ => phys.push((a, b)),
+            }
+        }
+        let mut zero: Vec<(u64, u64)> = Vec::new();
+        for &(off, len) in &stats.must_be_zero {
+            let (a, b) = (off / 4096, (off + len) / 4096 - 1);
+            match zero.last_mut() {
+                Some(last) if last.1 + 1 == a => last.1 = b,
+                _ => zero.push((a, b)),
+            }
+        }
+        zero[0].0 -= 1; // the journal superblock
+        assert_eq!(phys, zero, "{s}");
         let s = debugfs(&img, "logdump");
         // An empty journal, exactly as mke2fs leaves it.
         assert!(

@@ -115,8 +115,11 @@ fn full_filesystem_is_a_clean_error() {
     );
     assert!(!err.contains('\n'), "one line: {err}");
     // The writer is still usable after the refusal.
+    let before = w.free_bytes();
+    assert!(before > 0 && before < len);
     let r = w.write_data(&mut Cursor::new(vec![1u8; 10]), 10).unwrap();
     assert_eq!(r.size, 10);
+    assert_eq!(w.free_bytes(), before - 4096);
 
     // Metadata that no longer fits at finish time is an error too, not a panic.
     let (_img2, f2) = image(dir.path(), "full2.img", o.size);
@@ -252,4 +255,60 @@ fn lost_and_found_from_the_tree() {
     .unwrap();
     let err = w.finish(&t).unwrap_err().to_string();
     assert!(err.contains("lost+found"), "{err}");
+}
+
+#[test]
+fn data_refs_not_made_by_this_writer_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(32 << 20, FeatureLevel::Full);
+    let (_img, f) = image(dir.path(), "forged.img", o.size);
+    let mut w = Ext4Writer::create(f, 0, &o).unwrap();
+    let real = w.write_data(&mut Cursor::new(vec![5u8; 100]), 100).unwrap();
+    let mut t = empty_tree();
+    let forged = hc1img::tree::DataRef {
+        size: 4096,
+        runs: vec![hc1img::tree::BlockRun {
+            start: real.runs[0].start + 100,
+            len: 1,
+        }],
+    };
+    t.insert(
+        b"a",
+        Node {
+            meta: meta(0o644),
+            kind: NodeKind::File(FileData::Stored(real.clone())),
+        },
+        &meta(0o755),
+    )
+    .unwrap();
+    t.insert(
+        b"b",
+        Node {
+            meta: meta(0o644),
+            kind: NodeKind::File(FileData::Stored(forged)),
+        },
+        &meta(0o755),
+    )
+    .unwrap();
+    let err = w.finish(&t).unwrap_err().to_string();
+    assert!(err.contains("/b") && err.contains("DataRef"), "{err}");
+
+    // The same blocks claimed by two different nodes.
+    let (_img, f) = image(dir.path(), "twice.img", o.size);
+    let mut w = Ext4Writer::create(f, 0, &o).unwrap();
+    let real = w.write_data(&mut Cursor::new(vec![5u8; 100]), 100).unwrap();
+    let mut t = empty_tree();
+    for n in ["a", "b"] {
+        t.insert(
+            n.as_bytes(),
+            Node {
+                meta: meta(0o644),
+                kind: NodeKind::File(FileData::Stored(real.clone())),
+            },
+            &meta(0o755),
+        )
+        .unwrap();
+    }
+    let err = w.finish(&t).unwrap_err().to_string();
+    assert!(err.contains("used twice"), "{err}");
 }

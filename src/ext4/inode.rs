@@ -114,3 +114,36 @@ pub fn encode_device(major: u32, minor: u32) -> [u8; 12] {
     }
     b
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_fields_use_their_high_halves() {
+        let mut i = Inode::new();
+        i.set_size(0x1_2345_6789);
+        i.set_owner(0x0001_0002, 0x0003_0004);
+        i.set_blocks(0x2_0000_0000 / 8 + 1); // sectors = 0x2_0000_0008
+        i.set_file_acl(0x1_0000_0005);
+        let r = &i.raw;
+        let u16_at = |o: usize| u16::from_le_bytes([r[o], r[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes([r[o], r[o + 1], r[o + 2], r[o + 3]]);
+        assert_eq!((u32_at(0x4), u32_at(0x6C)), (0x2345_6789, 1));
+        assert_eq!((u16_at(0x2), u16_at(0x78)), (2, 1));
+        assert_eq!((u16_at(0x18), u16_at(0x7A)), (4, 3));
+        assert_eq!((u32_at(0x1C), u16_at(0x74)), (8, 2));
+        assert_eq!((u32_at(0x68), u16_at(0x76)), (5, 1));
+        assert_eq!(u16_at(0x80), 32);
+    }
+
+    #[test]
+    fn device_numbers_use_old_or_new_encoding() {
+        assert_eq!(&encode_device(8, 1)[..4], &0x0801u32.to_le_bytes());
+        let b = encode_device(300, 70000);
+        assert_eq!(&b[..4], &[0; 4]);
+        // new_encode_dev: minor low 8 bits, major << 8, minor high bits << 12.
+        let want = (70000 & 0xff) | (300 << 8) | ((70000 & !0xff) << 12);
+        assert_eq!(&b[4..8], &(want as u32).to_le_bytes());
+    }
+}

@@ -11,7 +11,8 @@
 //! 3. [`Ext4Writer::finish`] assigns inode numbers in [`crate::tree::Tree::walk`] order,
 //!    writes in-memory files, directories (htree for multi-block ones), symlinks, xattrs,
 //!    extent trees, `lost+found`, the journal, inode tables, bitmaps, group descriptors and
-//!    superblocks (with backups), all with metadata_csum checksums.
+//!    superblocks (with backups), all with metadata_csum checksums (`Full`) or the
+//!    `uninit_bg` crc16 group checksums (`Conservative`).
 //!
 //! Blocks written by `write_data` but no longer referenced by the tree at `finish` (a file
 //! replaced by a later tar entry) are simply left free.
@@ -24,7 +25,8 @@
 //!   `s_max_mnt_count` -1, no check interval, default mount options `user_xattr,acl`,
 //!   `s_flags` = unsigned directory hash, half-MD4 htree hash with the given seed.
 //! - The journal (e2fsprogs' default size unless given) sits right after group 0's
-//!   metadata, before the file data; its blocks other than the JBD2 superblock stay holes.
+//!   metadata, before the file data; its blocks other than the JBD2 superblock stay holes
+//!   (reported in [`Ext4Stats::must_be_zero`]: they must read as zeros on the device).
 //! - File data is allocated strictly in ascending block order, skipping metadata; at
 //!   `finish` directories, in-memory files, long symlinks, extent-tree and xattr blocks follow.
 //! - Inode atime, ctime and crtime are set to the tree's mtime; inodes the writer creates
@@ -105,6 +107,12 @@ pub struct Ext4Stats {
     pub inodes_free: u64,
     /// Size of the journal (inode 8) in blocks; 0 when the filesystem is too small for one.
     pub journal_blocks: u32,
+    /// Byte ranges `(offset, length)`, relative to the filesystem start, that the writer left
+    /// as holes but that must read as zeros on the target device: the journal body (like
+    /// `mke2fs -E lazy_journal_init`). Stale data there could be replayed as old journal
+    /// transactions after a crash, so a block map (bmaptool) must list these ranges as
+    /// mapped. Everything else left unwritten is safe to skip.
+    pub must_be_zero: Vec<(u64, u64)>,
 }
 
 /// A filesystem being written; see the module docs for the three steps.
@@ -123,6 +131,12 @@ impl Ext4Writer {
     /// Copy exactly `len` bytes from `src` into newly allocated data blocks.
     pub fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
         self.inner.write_data(src, len)
+    }
+
+    /// Bytes still free for file data (whole 4 KiB blocks); `finish` needs a little of it
+    /// for directories, in-memory files and metadata blocks.
+    pub fn free_bytes(&self) -> u64 {
+        self.inner.free_bytes()
     }
 
     /// Write all metadata for `tree` and close the filesystem.

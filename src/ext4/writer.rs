@@ -1,6 +1,7 @@
 //! The filesystem writer proper: streams file data into blocks, then serialises the tree into
-//! inodes, directories, extent trees, xattrs and the journal, and finally writes inode
-//! tables, bitmaps, group descriptors and superblocks (primary + `sparse_super` backups).
+//! inodes, directories, extent trees, xattrs and the journal, and finally hands the inode
+//! table to [`super::group`] (tables, bitmaps, descriptors) and [`super::superblock`]
+//! (primary + `sparse_super` backups).
 //!
 //! Inode numbers follow [`Tree::walk`] order from 11 (12 when this writer adds
 //! `lost+found` as inode 11); inodes 1-10 are reserved as mke2fs leaves them (8 = journal).
@@ -62,6 +63,12 @@ impl Writer {
                 opts.label
             );
         }
+        if !(0..=i64::from(u32::MAX)).contains(&opts.timestamp) {
+            bail!(
+                "ext4: timestamp {} is outside 1970..2106, which the superblock time fields hold",
+                opts.timestamp
+            );
+        }
         let geo = Geometry::new(opts)?;
         let alloc = Allocator::new(geo.meta.clone());
         Ok(Writer {
@@ -72,6 +79,10 @@ impl Writer {
             alloc,
             buf: Vec::new(),
         })
+    }
+
+    pub fn free_bytes(&self) -> u64 {
+        self.alloc.free() * BLOCK_SIZE_U64
     }
 
     fn write_at(&self, blk: u64, data: &[u8]) -> Result<()> {
@@ -466,7 +477,21 @@ impl Writer {
             inodes_total: u64::from(self.geo.inodes_count()),
             inodes_free: u64::from(free_inodes),
             journal_blocks: self.geo.journal_blocks,
+            must_be_zero: self.journal_body(),
         })
+    }
+
+    /// Byte ranges of the journal after its superblock (never written).
+    fn journal_body(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for (i, r) in self.geo.journal.iter().enumerate() {
+            let skip = u64::from(i == 0);
+            let len = u64::from(r.len) - skip;
+            if len > 0 {
+                out.push(((r.start + skip) * BLOCK_SIZE_U64, len * BLOCK_SIZE_U64));
+            }
+        }
+        out
     }
 
     /// Mark a streamed file's blocks used, refusing references that do not fit.
@@ -481,7 +506,12 @@ impl Writer {
         }
         for x in &r.runs {
             let end = x.start.saturating_add(u64::from(x.len));
-            if end > self.geo.blocks || used.count_range(x.start, end) != 0 {
+            // Every block must have been handed out by write_data (so `taken`) and not be
+            // claimed by another node or the metadata (so not yet `used`).
+            if end > self.geo.blocks
+                || used.count_range(x.start, end) != 0
+                || self.alloc.taken.count_range(x.start, end) != u64::from(x.len)
+            {
                 bail!(
                     "ext4: {path}: data blocks {}..{end} are outside the data area or used twice; was its DataRef made by this writer?",
                     x.start

@@ -2,13 +2,14 @@
 //! running the real e2fsprogs oracles (`e2fsck`, `debugfs`).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ext4_view::{Ext4, Path as VPath};
 use hc1img::ext4::{Ext4Options, FeatureLevel};
-use hc1img::tree::{Meta, Node, NodeKind, Timestamp, Tree};
+use hc1img::tree::{Meta, Node, NodeId, NodeKind, Timestamp, Tree};
 
 pub const TS: i64 = 1_700_000_000;
 
@@ -132,4 +133,72 @@ pub fn debugfs_allowing(img: &Path, req: &str, allowed: &str) -> String {
         .collect();
     assert!(bad.is_empty(), "debugfs -R {req:?} reported: {err}");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Walk `t` and check every path with the independent `ext4-view` reader: type, mode, uid,
+/// gid, mtime (with nanoseconds), directory entries, file size and content (`data` holds the
+/// expected bytes of each regular file node; missing = empty) and symlink targets.
+/// Returns the number of paths checked.
+pub fn compare_with_ext4_view(img: &Path, t: &Tree, data: &HashMap<NodeId, Vec<u8>>) -> usize {
+    let fs = Ext4::load(Box::new(std::fs::File::open(img).unwrap())).unwrap();
+    let mut checked = 0;
+    t.walk(|path, _parent, id| {
+        let p = [b"/".as_slice(), path].concat();
+        let vp = VPath::new(&p);
+        let node = t.node(id);
+        let md = fs
+            .symlink_metadata(vp)
+            .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&p)));
+        let shown = String::from_utf8_lossy(&p).into_owned();
+        assert_eq!(md.mode(), node.meta.perm, "{shown}: mode");
+        assert_eq!(md.uid(), node.meta.uid, "{shown}: uid");
+        assert_eq!(md.gid(), node.meta.gid, "{shown}: gid");
+        assert_eq!(
+            md.modified().seconds(),
+            node.meta.mtime.sec,
+            "{shown}: mtime"
+        );
+        assert_eq!(
+            md.modified().nanoseconds(),
+            node.meta.mtime.nsec,
+            "{shown}: mtime nsec"
+        );
+        let ft = md.file_type();
+        match &node.kind {
+            NodeKind::Dir(children) => {
+                assert!(ft.is_dir(), "{shown}");
+                let got: BTreeSet<Vec<u8>> = fs
+                    .read_dir(vp)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().as_ref().to_vec())
+                    .filter(|n| n != b"." && n != b"..")
+                    .collect();
+                let mut want: BTreeSet<Vec<u8>> = children.keys().cloned().collect();
+                if id == Tree::ROOT {
+                    want.insert(b"lost+found".to_vec());
+                }
+                assert_eq!(got, want, "{shown}: entries");
+            }
+            NodeKind::File(fd) => {
+                assert!(ft.is_regular_file(), "{shown}");
+                assert_eq!(md.len(), fd.size(), "{shown}: size");
+                let want = data.get(&id).cloned().unwrap_or_default();
+                assert!(fs.read(vp).unwrap() == want, "{shown}: content");
+            }
+            NodeKind::Symlink(target) => {
+                assert!(ft.is_symlink(), "{shown}");
+                assert_eq!(
+                    fs.read_link(vp).unwrap().as_ref(),
+                    target.as_slice(),
+                    "{shown}: target"
+                );
+            }
+            NodeKind::CharDev { .. } => assert!(ft.is_char_dev(), "{shown}"),
+            NodeKind::BlockDev { .. } => assert!(ft.is_block_dev(), "{shown}"),
+            NodeKind::Fifo => assert!(ft.is_fifo(), "{shown}"),
+            NodeKind::Socket => assert!(ft.is_socket(), "{shown}"),
+        }
+        checked += 1;
+    });
+    checked
 }
