@@ -170,7 +170,7 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     let vars = template_vars(p, &env);
     crate::rootfs::edits::apply_all(
         &mut tree,
-        &p.node,
+        &crate::rootfs::edits::Sections::default(), // TEMP until reconcile
         &ctx,
         &crate::rootfs::edits::BuildInputs {
             boot_volume_id,

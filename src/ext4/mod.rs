@@ -139,16 +139,14 @@ impl Ext4Writer {
         self.inner.free_bytes()
     }
 
-    /// Write all metadata for `tree` and close the filesystem.
-    pub fn finish(self, tree: &Tree) -> Result<Ext4Stats> {
-        self.inner.finish(tree)
-    }
-}
-
-impl Ext4Writer {
     /// Set the time used for everything the writer stamps itself (superblock, lost+found),
     /// once it is known (after the tarball has streamed past).
     pub fn set_timestamp(&mut self, timestamp: i64) {
-        let _ = timestamp;
+        self.inner.set_timestamp(timestamp);
+    }
+
+    /// Write all metadata for `tree` and close the filesystem.
+    pub fn finish(self, tree: &Tree) -> Result<Ext4Stats> {
+        self.inner.finish(tree)
     }
 }

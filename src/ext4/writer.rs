@@ -92,6 +92,10 @@ impl Writer {
             .with_context(|| format!("ext4: writing {} bytes at image offset {pos}", data.len()))
     }
 
+    pub fn set_timestamp(&mut self, timestamp: i64) {
+        self.opts.timestamp = timestamp;
+    }
+
     pub fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
         let nblocks = len.div_ceil(BLOCK_SIZE_U64);
         if nblocks > self.alloc.free() {
