@@ -25,9 +25,7 @@ use serde::Serialize;
 pub use board::SECTOR;
 pub use load::{LOCK_FILE_NAME, is_sha256_hex, load, read_lock, write_lock};
 pub use schema::{
-    Blob, Board, Boot, Cron, CronJob, Docker, Features, Hostname, IoScheduler, JournalStorage,
-    Journald, LockFile, Mail, Mirrorlist, Pin, Rootfs, SdLayout, SectorRange, Swarm, SwarmRole,
-    System, UserAdd, Users,
+    Blob, Board, Boot, Features, LockFile, Pin, Rootfs, SdLayout, SectorRange, Swarm, SwarmRole,
 };
 pub use secrets::{Secret, SecretSource};
 pub use size::{Bytes, Size};
@@ -58,18 +56,12 @@ pub struct Profile {
     pub boot: Boot,
     /// Declared secrets and where their values come from (after overrides).
     pub secrets: BTreeMap<String, SecretSource>,
-    pub users: Users,
-    pub system: System,
-    pub journald: Option<Journald>,
-    pub docker: Option<Docker>,
+    /// `[swarm]`: how the node joins the Docker swarm at first boot.
     pub swarm: Option<Swarm>,
-    pub hostname: Option<Hostname>,
-    pub io_scheduler: Option<IoScheduler>,
-    pub mail: Option<Mail>,
-    pub cron: Option<Cron>,
-    pub mirrorlist: Option<Mirrorlist>,
-    /// Overlay directories, in the order they are applied (later wins).
-    pub overlays: Vec<PathBuf>,
+    /// The node configuration (`[system]`, `[users]`, `[ssh]`, `[mail]`, `[journald]`,
+    /// `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`, `[fstab]`, `[overlays]`), as
+    /// [`crate::rootfs::edits::apply_all`] consumes it. `overlays.dirs` are absolute paths.
+    pub node: crate::rootfs::edits::Sections,
     /// Every file the profile was made from.
     pub files: InputFiles,
 }
@@ -131,6 +123,7 @@ pub struct InputFiles {
     /// Whether `lock` existed and was read.
     pub lock_exists: bool,
     pub keyring: Option<PathBuf>,
+    /// Overlay directories (absolute), in the order they are applied.
     pub overlays: Vec<PathBuf>,
     /// Secret files (after overrides), by secret name.
     pub secrets: BTreeMap<String, PathBuf>,
