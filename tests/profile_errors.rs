@@ -643,8 +643,8 @@ fn node_sections_are_checked_at_load_time() {
             "P:3: docker.unit: unit = \"docker\" is not a systemd unit name",
         ),
         (
-            "[docker.daemon]\nwhen = 1979-05-27\n",
-            "P:3: docker.daemon: when: a TOML date has no JSON form",
+            "[docker.daemon]\nlimits = { cpu = nan }\n",
+            "P:3: docker.daemon: limits.cpu: NaN cannot be written as JSON",
         ),
         (
             "[[cron.jobs]]\nname = \"x\"\nschedule = \"daily\"\ncommand = \"true\"\n",

@@ -118,6 +118,12 @@ pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Profile> {
         });
     }
     let merged = merged.ok_or_else(|| anyhow::anyhow!("internal: empty extends chain"))?;
+    if let Some(e) = merged.entry(&["hostname"]) {
+        anyhow::bail!(
+            "{}: hostname: the [hostname] section is gone; write `hostname = \"...\"` under [system] (a fixed name or a template like \"hc1-{{mac6}}\")",
+            sources.where_(e.key_loc)
+        );
+    }
     let raw: RawProfile = node::from_node(&merged, &sources).map_err(anyhow::Error::msg)?;
     let v = Validator {
         sources: &sources,
@@ -548,12 +554,6 @@ impl Validator<'_> {
         }
 
         // The node sections (the edits' own config types), checked before anything is fetched.
-        if let Some(e) = self.root.entry(&["hostname"]) {
-            return Err(anyhow::anyhow!(
-                "{}: hostname: the [hostname] section is gone; write `hostname = \"...\"` under [system] (a fixed name or a template like \"hc1-{{mac6}}\")",
-                self.sources.where_(e.key_loc)
-            ));
-        }
         let mut node = raw.take_sections();
         self.system(&node.system)?;
         self.users(&node.users, &declared)?;
@@ -1012,8 +1012,16 @@ impl Validator<'_> {
         }
         if let Err(e) = edits::docker::daemon_json(d) {
             let msg = e.to_string();
-            let msg = msg.strip_prefix("docker.daemon.").unwrap_or(&msg).to_string();
-            return Err(self.err(&["docker", "daemon"], msg));
+            let msg = msg.strip_prefix("docker.daemon.").unwrap_or(&msg);
+            // Point at the offending key: the message starts with its dotted path.
+            let key = msg.split(": ").next().unwrap_or("");
+            let mut path = vec!["docker", "daemon"];
+            path.extend(key.split('.').map(|k| k.split('[').next().unwrap_or(k)));
+            let l = self.root.loc_of(&path);
+            return Err(anyhow::anyhow!(
+                "{}: docker.daemon: {msg}",
+                self.sources.where_(l)
+            ));
         }
         Ok(())
     }
