@@ -147,7 +147,11 @@ fn a_profile_with_every_section_builds_a_node_tree() {
     )
     .unwrap();
     std::fs::create_dir_all(pdir.path().join("site/etc")).unwrap();
-    std::fs::write(pdir.path().join("site/etc/motd"), "welcome to the cluster\n").unwrap();
+    std::fs::write(
+        pdir.path().join("site/etc/motd"),
+        "welcome to the cluster\n",
+    )
+    .unwrap();
     let p = profile::load(&pdir.path().join("node.toml"), &Overrides::default())
         .unwrap_or_else(|e| panic!("{e:#}"));
     let sections = p.node.clone();

@@ -747,7 +747,10 @@ fn node_defaults_when_sections_are_absent() {
     assert_eq!(n.journald.storage, "volatile");
     assert_eq!(n.io_scheduler.scheduler, "mq-deadline");
     assert_eq!(
-        n.docker.daemon.get("storage-driver").and_then(|v| v.as_str()),
+        n.docker
+            .daemon
+            .get("storage-driver")
+            .and_then(|v| v.as_str()),
         Some("overlay2")
     );
     assert!(n.overlays.dirs.is_empty() && p.files.overlays.is_empty());

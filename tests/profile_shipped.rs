@@ -106,10 +106,17 @@ fn check_common(p: &Profile) {
         daemon
             .get("insecure-registries")
             .and_then(|v| v.as_array())
-            .is_some_and(|a| a.iter().any(|r| r.as_str() == Some("registry.cluster.lan:5000")))
+            .is_some_and(|a| a
+                .iter()
+                .any(|r| r.as_str() == Some("registry.cluster.lan:5000")))
     );
     assert_eq!(n.io_scheduler.scheduler, "mq-deadline");
-    assert!(n.io_scheduler.devices.iter().any(|d| d.starts_with("mmcblk")));
+    assert!(
+        n.io_scheduler
+            .devices
+            .iter()
+            .any(|d| d.starts_with("mmcblk"))
+    );
     assert!(n.io_scheduler.devices.iter().any(|d| d.starts_with("sd")));
     assert_eq!(n.mail.mailhub.as_deref(), Some("smtp.cluster.lan:587"));
     assert!(n.mail.use_starttls && !n.mail.use_tls);

@@ -679,14 +679,16 @@ impl Validator<'_> {
         }
         let word = |v: &str, extra: &[u8]| {
             !v.is_empty()
-                && v
-                    .bytes()
+                && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
         };
         if !word(&s.locale, b"_.@-") {
             return Err(self.err(
                 &["system", "locale"],
-                format!("{:?}: expected a locale like \"C.UTF-8\" or \"en_US.UTF-8\"", s.locale),
+                format!(
+                    "{:?}: expected a locale like \"C.UTF-8\" or \"en_US.UTF-8\"",
+                    s.locale
+                ),
             ));
         }
         if !word(&s.keymap, b"_.-") {
@@ -785,7 +787,9 @@ impl Validator<'_> {
                 // `declared` reports at the array; report at the element instead.
                 if let Err(e) = declared(&path, &Some(s.clone())) {
                     let msg = format!("{e:#}");
-                    let tail = msg.split_once(": users.add: ").map_or(msg.as_str(), |x| x.1);
+                    let tail = msg
+                        .split_once(": users.add: ")
+                        .map_or(msg.as_str(), |x| x.1);
                     return Err(anyhow::anyhow!(
                         "{}: users.add[{i}].password_secret: {tail}",
                         self.sources.where_(l)
@@ -851,7 +855,10 @@ impl Validator<'_> {
         if !m.root.contains('@') || !value(&m.root) {
             return Err(self.err(
                 &["mail", "root"],
-                format!("{:?}: expected the mail address that receives root's mail", m.root),
+                format!(
+                    "{:?}: expected the mail address that receives root's mail",
+                    m.root
+                ),
             ));
         }
         for (k, v) in [
@@ -962,8 +969,7 @@ impl Validator<'_> {
         }
         let glob = |d: &str| {
             !d.is_empty()
-                && d
-                    .bytes()
+                && d.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"[]*?-_|".contains(&b))
         };
         if io.devices.is_empty() {
@@ -997,7 +1003,9 @@ impl Validator<'_> {
             if !sv.contains("$repo") {
                 return Err(self.err(
                     &["mirrorlist", "servers"],
-                    format!("[{i}] {sv:?}: lacks `$repo` (Arch Linux ARM mirrors end in /$arch/$repo)"),
+                    format!(
+                        "[{i}] {sv:?}: lacks `$repo` (Arch Linux ARM mirrors end in /$arch/$repo)"
+                    ),
                 ));
             }
         }
@@ -1038,7 +1046,11 @@ impl Validator<'_> {
         let mut seen = BTreeSet::new();
         for (i, j) in c.jobs.iter().enumerate() {
             let here = |k: &str, msg: String| self.item_err(paths, &shown, i, k, msg);
-            for (k, v) in [("name", &j.name), ("schedule", &j.schedule), ("command", &j.command)] {
+            for (k, v) in [
+                ("name", &j.name),
+                ("schedule", &j.schedule),
+                ("command", &j.command),
+            ] {
                 if v.trim().is_empty() {
                     return Err(here(k, format!("missing required key `{k}`")));
                 }
@@ -1080,7 +1092,10 @@ impl Validator<'_> {
             if edits::check_file_name("name", &l.name, true).is_err() {
                 return Err(here(
                     "name",
-                    format!("{:?}: a file name of letters, digits, '_', '-', '.'", l.name),
+                    format!(
+                        "{:?}: a file name of letters, digits, '_', '-', '.'",
+                        l.name
+                    ),
                 ));
             }
             if !seen.insert(l.name.clone()) {
@@ -1140,7 +1155,10 @@ impl Validator<'_> {
                 _ => {
                     return Err(here(
                         "path",
-                        format!("{:?}: expected an absolute path in the rootfs, without `..`", e.path),
+                        format!(
+                            "{:?}: expected an absolute path in the rootfs, without `..`",
+                            e.path
+                        ),
                     ));
                 }
             };
@@ -1152,7 +1170,10 @@ impl Validator<'_> {
                     && !m.is_empty()
                     && u16::from_str_radix(m, 8).is_ok_and(|v| v <= 0o7777);
                 if !ok {
-                    return Err(here("mode", format!("{m:?}: expected an octal mode like \"0755\"")));
+                    return Err(here(
+                        "mode",
+                        format!("{m:?}: expected an octal mode like \"0755\""),
+                    ));
                 }
             }
             if let Some(ow) = &e.owner {
