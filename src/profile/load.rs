@@ -287,6 +287,18 @@ pub(crate) fn render_template(
     Ok(out)
 }
 
+/// Why a reference to secret `n` is invalid (`None` when `n` is declared).
+fn undeclared(secrets: &BTreeMap<String, SecretSource>, n: &str) -> Option<String> {
+    if secrets.contains_key(n) {
+        return None;
+    }
+    let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
+    let hint = node::did_you_mean(n, &names)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_else(|| format!("; declare it in [secrets] ({n} = {{ file = \"...\" }})"));
+    Some(format!("no secret `{n}` is declared{hint}"))
+}
+
 struct Validator<'a> {
     sources: &'a Sources,
     root: &'a Node,
@@ -443,18 +455,10 @@ impl Validator<'_> {
             }
         }
         let declared = |path: &[&str], name: &Option<String>| -> R {
-            if let Some(n) = name
-                && !secret_sources.contains_key(n)
-            {
-                let names: Vec<&str> = secret_sources.keys().map(String::as_str).collect();
-                let hint = node::did_you_mean(n, &names)
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_else(|| {
-                        format!("; declare it in [secrets] ({n} = {{ file = \"...\" }})")
-                    });
-                return Err(self.err(path, format!("no secret `{n}` is declared{hint}")));
+            match name.as_deref().and_then(|n| undeclared(&secret_sources, n)) {
+                Some(msg) => Err(self.err(path, msg)),
+                None => Ok(()),
             }
-            Ok(())
         };
 
         // Source and lock.
@@ -556,9 +560,9 @@ impl Validator<'_> {
         // The node sections (the edits' own config types), checked before anything is fetched.
         let mut node = raw.take_sections();
         self.system(&node.system)?;
-        self.users(&node.users, &declared)?;
+        self.users(&node.users, &secret_sources)?;
         self.ssh(&node.ssh)?;
-        self.mail(&node.mail, &declared)?;
+        self.mail(&node.mail, &secret_sources)?;
         self.journald(&node.journald)?;
         self.io_scheduler(&node.io_scheduler)?;
         self.mirrorlist(&node.mirrorlist)?;
@@ -700,11 +704,13 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn users(
-        &self,
-        u: &edits::users::Config,
-        declared: &dyn Fn(&[&str], &Option<String>) -> R,
-    ) -> R {
+    fn users(&self, u: &edits::users::Config, secrets: &BTreeMap<String, SecretSource>) -> R {
+        let declared = |path: &[&str], name: &Option<String>| -> R {
+            match name.as_deref().and_then(|n| undeclared(secrets, n)) {
+                Some(msg) => Err(self.err(path, msg)),
+                None => Ok(()),
+            }
+        };
         for (i, r) in u.remove.iter().enumerate() {
             if !is_user_name(r) || r == "root" {
                 return Err(self.err(
@@ -781,20 +787,12 @@ impl Validator<'_> {
             {
                 return Err(here("home", format!("{h:?}: expected an absolute path")));
             }
-            if let Some(s) = &a.password_secret {
-                let l = self.item_loc(paths, i, "password_secret");
-                let path = ["users", "add"];
-                // `declared` reports at the array; report at the element instead.
-                if let Err(e) = declared(&path, &Some(s.clone())) {
-                    let msg = format!("{e:#}");
-                    let tail = msg
-                        .split_once(": users.add: ")
-                        .map_or(msg.as_str(), |x| x.1);
-                    return Err(anyhow::anyhow!(
-                        "{}: users.add[{i}].password_secret: {tail}",
-                        self.sources.where_(l)
-                    ));
-                }
+            if let Some(msg) = a
+                .password_secret
+                .as_deref()
+                .and_then(|n| undeclared(secrets, n))
+            {
+                return Err(here("password_secret", msg));
             }
             for k in &a.authorized_keys {
                 let ok = k.starts_with("ssh-") || k.starts_with("ecdsa-") || k.starts_with("sk-");
@@ -835,7 +833,13 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn mail(&self, m: &edits::mail::Config, declared: &dyn Fn(&[&str], &Option<String>) -> R) -> R {
+    fn mail(&self, m: &edits::mail::Config, secrets: &BTreeMap<String, SecretSource>) -> R {
+        let declared = |path: &[&str], name: &Option<String>| -> R {
+            match name.as_deref().and_then(|n| undeclared(secrets, n)) {
+                Some(msg) => Err(self.err(path, msg)),
+                None => Ok(()),
+            }
+        };
         // A value of ssmtp.conf: one word, no comment sign, no ':'.
         let value = |v: &str| is_word(v) && !v.contains(['#', ':']);
         let pass = self.key_as_written(&["mail"], &["auth_pass_secret", "password_secret"]);
