@@ -548,6 +548,7 @@ fn node_err(body: &str) -> String {
     let d = fixture(&[
         ("p.toml", &format!("extends = \"base.toml\"\n{body}")),
         ("ov/etc/motd", "hello\n"),
+        ("ov/etc/tpl", "join {swarm.manager}\n"),
     ]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     msg.replace(&file(d.path(), "p.toml"), "P")
@@ -679,6 +680,14 @@ fn node_sections_are_checked_at_load_time() {
             "P:5: overlays.entry[0].path: \"etc/motd\": expected an absolute path",
         ),
         (
+            "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/issue\"\n",
+            "P:5: overlays.entry[0].path: \"/etc/issue\" matches no file in the overlay dirs",
+        ),
+        (
+            "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/tpl\"\ntemplate = true\n",
+            "P:6: overlays.entry[0].template: D/ov/etc/tpl: unknown variable {swarm.manager} (known: arch, board, name)",
+        ),
+        (
             "[hostname]\nname = \"hc1-{mac6}\"\n",
             "P:2: hostname: the [hostname] section is gone; write `hostname = \"...\"` under [system]",
         ),
@@ -779,4 +788,25 @@ fn relative_overlay_dirs_are_resolved_against_their_profile_when_loaded_by_a_rel
     let want = vec![d.path().join("ov"), d.path().join("sub/local")];
     assert_eq!(p.node.overlays.dirs, want);
     assert!(want.iter().all(|w| w.is_absolute()));
+}
+
+#[test]
+fn overlay_templates_get_the_swarm_variables() {
+    let d = fixture(&[
+        (
+            "p.toml",
+            "extends = \"base.toml\"\nname = \"w\"\n[swarm]\nrole = \"worker\"\nmanagers = [\"m1\", \"m2:2400\"]\ntoken_secret = \"tok\"\n[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/tpl\"\ntemplate = true\n",
+        ),
+        (
+            "ov/etc/tpl",
+            "join {swarm.manager} of {swarm.managers} as {name}\n",
+        ),
+    ]);
+    let p = profile::load(&d.path().join("p.toml"), &Overrides::default()).expect("load");
+    let v = p.template_vars();
+    assert_eq!(v["swarm.manager"], "m1:2377");
+    assert_eq!(v["swarm.managers"], "m1:2377 m2:2400");
+    assert_eq!(v["swarm.role"], "worker");
+    assert_eq!(v["name"], "w");
+    assert_eq!(v["board"], "test-board");
 }

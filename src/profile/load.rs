@@ -569,7 +569,8 @@ impl Validator<'_> {
         self.docker(&node.docker)?;
         self.cron(&node.cron)?;
         self.fstab(&node.fstab)?;
-        self.overlays(&mut node.overlays)?;
+        let vars = super::template_vars(&raw.name, &board, raw.swarm.as_ref());
+        self.overlays(&mut node.overlays, &vars)?;
 
         Ok(Profile {
             name: raw.name,
@@ -1130,7 +1131,7 @@ impl Validator<'_> {
 
     /// Check the overlay directories exist and make them absolute (the loader already made
     /// them relative to the file that declared them); check the per-path entries.
-    fn overlays(&self, o: &mut edits::overlays::Config) -> R {
+    fn overlays(&self, o: &mut edits::overlays::Config, vars: &BTreeMap<String, String>) -> R {
         let dirs_key = self.key_as_written(&["overlays"], &["dirs", "names"]);
         for (i, d) in o.dirs.iter_mut().enumerate() {
             if !d.is_dir() {
@@ -1166,8 +1167,53 @@ impl Validator<'_> {
                     ));
                 }
             };
-            if !seen.insert(r) {
+            if !seen.insert(r.clone()) {
                 return Err(here("path", format!("{:?} is listed twice", e.path)));
+            }
+            // It must match something an overlay copies; a template must be a regular file
+            // whose placeholders are all known.
+            let copies: Vec<PathBuf> = o
+                .dirs
+                .iter()
+                .map(|d| d.join(&r))
+                .filter(|p| std::fs::symlink_metadata(p).is_ok())
+                .collect();
+            if copies.is_empty() {
+                return Err(here(
+                    "path",
+                    format!("{:?} matches no file in the overlay dirs", e.path),
+                ));
+            }
+            for c in copies.iter().filter(|_| e.template) {
+                let text = match std::fs::symlink_metadata(c) {
+                    Ok(m) if m.is_file() => std::fs::read(c).map_err(|err| {
+                        here(
+                            "template",
+                            format!("{}: {}", c.display(), secrets::io_reason(&err)),
+                        )
+                    })?,
+                    _ => {
+                        return Err(here(
+                            "template",
+                            format!("{} is not a regular file", c.display()),
+                        ));
+                    }
+                };
+                let text = String::from_utf8(text)
+                    .map_err(|_| here("template", format!("{} is not UTF-8 text", c.display())))?;
+                let names = edits::templates::placeholders(&text)
+                    .map_err(|err| here("template", format!("{}: {err}", c.display())))?;
+                if let Some(n) = names.iter().find(|n| !vars.contains_key(n.as_str())) {
+                    let known: Vec<&str> = vars.keys().map(String::as_str).collect();
+                    return Err(here(
+                        "template",
+                        format!(
+                            "{}: unknown variable {{{n}}} (known: {})",
+                            c.display(),
+                            known.join(", ")
+                        ),
+                    ));
+                }
             }
             if let Some(m) = &e.mode {
                 let ok = m.len() <= 5

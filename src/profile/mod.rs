@@ -146,7 +146,55 @@ impl InputFiles {
     }
 }
 
+/// The variables of overlay files marked `template = true` (`[[overlays.entry]]`): `{name}`
+/// (the profile), `{board}`, `{arch}`, and with a `[swarm]` section `{swarm.role}`,
+/// `{swarm.manager}` (the first manager as `HOST:PORT`, port 2377 when not given; empty for
+/// `init`), `{swarm.managers}` (all of them, space-separated) and `{swarm.advertise_addr}`
+/// (empty when unset). Every value comes from the profile, so the derivation hash covers them.
+pub(crate) fn template_vars(
+    name: &str,
+    board: &Board,
+    swarm: Option<&Swarm>,
+) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("name".to_string(), name.to_string());
+    v.insert("board".to_string(), board.name.clone());
+    v.insert("arch".to_string(), board.arch.clone());
+    if let Some(sw) = swarm {
+        let role = match sw.role {
+            SwarmRole::Init => "init",
+            SwarmRole::Manager => "manager",
+            SwarmRole::Worker => "worker",
+        };
+        let with_port = |m: &String| {
+            if m.contains(':') {
+                m.clone()
+            } else {
+                format!("{m}:2377")
+            }
+        };
+        let managers: Vec<String> = sw.managers.iter().map(with_port).collect();
+        v.insert("swarm.role".to_string(), role.to_string());
+        v.insert(
+            "swarm.manager".to_string(),
+            managers.first().cloned().unwrap_or_default(),
+        );
+        v.insert("swarm.managers".to_string(), managers.join(" "));
+        v.insert(
+            "swarm.advertise_addr".to_string(),
+            sw.advertise_addr.clone().unwrap_or_default(),
+        );
+    }
+    v
+}
+
 impl Profile {
+    /// The template variables for overlay files (pass as `edits::BuildInputs::vars`); see
+    /// [`template_vars`].
+    pub fn template_vars(&self) -> BTreeMap<String, String> {
+        template_vars(&self.name, &self.board, self.swarm.as_ref())
+    }
+
     /// The source tarball to fetch, if any.
     pub fn source_spec(&self) -> Option<SourceSpec> {
         self.source.as_ref().map(|s| SourceSpec {
