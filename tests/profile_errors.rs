@@ -620,6 +620,10 @@ fn node_sections_are_checked_at_load_time() {
             "P:3: mail.mailhub: \"smtp.lan:smtp\": expected HOST:PORT",
         ),
         (
+            "[mail]\nmailhub = \"smtp.lan\"\nroot = \"a@b\"\n",
+            "P:3: mail.mailhub: \"smtp.lan\": expected HOST:PORT",
+        ),
+        (
             "[mail]\nmailhub = \"smtp.lan:587\"\nroot = \"root\"\n",
             "P:4: mail.root: \"root\": expected the mail address",
         ),

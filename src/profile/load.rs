@@ -851,7 +851,7 @@ impl Validator<'_> {
         let Some(hub) = &m.mailhub else {
             return Ok(());
         };
-        if !is_host_port(hub) {
+        if !is_host_port(hub) || !hub.contains(':') {
             return Err(self.err(
                 &["mail", "mailhub"],
                 format!("{hub:?}: expected HOST:PORT, like \"smtp.example.org:587\""),
@@ -901,7 +901,7 @@ impl Validator<'_> {
                 }
             }
             if let Some(h) = &r.mailhub
-                && !is_host_port(h)
+                && (!is_host_port(h) || !h.contains(':'))
             {
                 return Err(self.item_err(
                     paths,
