@@ -289,3 +289,98 @@ impl Profile {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+    use crate::rootfs::edits::{self, EditContext, testutil};
+    use crate::tree::NodeKind;
+
+    /// The shipped worker profile, with its secrets from private temp files.
+    fn shipped_worker(dir: &Path) -> Profile {
+        let mut ov = Overrides::default();
+        for (name, value) in [
+            ("admin_password_hash", format!("{}\n", testutil::ADMIN_HASH)),
+            ("mail_password", format!("{}\n", testutil::SMTP_PASS)),
+            ("swarm_worker_token", "SWMTKN-1-test\n".to_string()),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, value).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            ov.secrets.insert(name.to_string(), p);
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/worker.toml");
+        load(&path, &ov).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The shipped node template, applied by `edits::apply_all` to an Arch-like tree, gives a
+    /// consistent node: every section finds what it needs (groups, units, the overlay's
+    /// scripts for the cron jobs), secrets land only where they belong, and shadow-utils'
+    /// own checkers accept the account files.
+    #[test]
+    fn shipped_node_template_applies_to_an_arch_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = shipped_worker(tmp.path());
+        let (mut t, _) = testutil::arch_tree();
+        testutil::stored(&mut t, "usr/share/zoneinfo/Europe/Paris");
+        let secrets = |name: &str| p.secret(name).map(|s| s.bytes().to_vec());
+        let ctx = EditContext::new(testutil::TS, &secrets);
+        let vars = p.template_vars();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let inputs = edits::BuildInputs {
+            boot_volume_id: 0x1234_abcd,
+            overlays_dir: elsewhere.path(),
+            vars: &vars,
+        };
+        edits::apply_all(&mut t, &p.node, &ctx, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
+
+        let text = |path: &str| testutil::text(&t, path);
+        assert!(!text("etc/passwd").contains("alarm"));
+        assert!(text("etc/passwd").contains("admin:x:1000:1000:Cluster administrator:"));
+        assert!(text("etc/group").contains("docker:x:"));
+        assert!(text("etc/sudoers.d/wheel").contains("%wheel ALL=(ALL:ALL) ALL"));
+        assert_eq!(text("etc/machine-id"), "uninitialized\n");
+        assert_eq!(text("etc/locale.conf"), "LANG=C.UTF-8\n");
+        assert!(text("etc/systemd/journald.conf.d/hc1img.conf").contains("RuntimeMaxUse=50M"));
+        assert!(text("etc/systemd/journald.conf.d/hc1img.conf").contains("Storage=volatile"));
+        assert!(
+            text("etc/udev/rules.d/60-ioscheduler.rules")
+                .contains("ATTR{queue/scheduler}=\"mq-deadline\"")
+        );
+        let daemon: serde_json::Value =
+            serde_json::from_str(&text("etc/docker/daemon.json")).unwrap();
+        assert_eq!(daemon["storage-driver"], "overlay2");
+        assert_eq!(
+            daemon["insecure-registries"][0],
+            "registry.cluster.lan:5000"
+        );
+        let ssmtp = text("etc/ssmtp/ssmtp.conf");
+        assert!(
+            ssmtp.contains("mailhub=smtp.cluster.lan:587") && ssmtp.contains("UseSTARTTLS=YES")
+        );
+        assert!(
+            text("etc/cron.d/docker-volume-backup")
+                .ends_with("0 2 * * * root /usr/local/sbin/backup-docker-volumes\n")
+        );
+        assert!(text("etc/fstab").contains("UUID=1234-ABCD /boot vfat"));
+        assert!(text("etc/pacman.d/mirrorlist").contains("Server = http://"));
+        for script in ["backup-docker-volumes", "docker-cleanup"] {
+            let id = t
+                .lookup(format!("usr/local/sbin/{script}").as_bytes())
+                .unwrap();
+            assert!(matches!(t.node(id).kind, NodeKind::File(_)));
+            assert_eq!(t.node(id).meta.perm, 0o750, "{script}");
+        }
+        assert!(t.lookup(b"etc/hostname").is_some_and(|id| {
+            // A template hostname is set at first boot; the tarball's file is kept.
+            matches!(&t.node(id).kind, NodeKind::File(_))
+        }));
+
+        let dir = tempfile::tempdir().unwrap();
+        testutil::materialize(&t, dir.path());
+        testutil::run_check("pwck", dir.path());
+        testutil::run_check("grpck", dir.path());
+    }
+}
