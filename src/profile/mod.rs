@@ -6,7 +6,11 @@
 //! sha256/size pins of the source tarball), applies the command-line [`Overrides`], and checks
 //! every value before anything is fetched. Errors are one line, `FILE:LINE: key.path: what`.
 //!
-//! The file format is documented in `docs/profiles.md`; the schema types live in [`schema`].
+//! The file format is documented in `docs/profiles.md`. The image-level schema types live in
+//! [`schema`]; the node sections (`[system]`, `[users]`, `[ssh]`, `[mail]`, `[journald]`,
+//! `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`, `[fstab]`, `[overlays]`) are the
+//! edits' own `Config` types, gathered in [`crate::rootfs::edits::Sections`] as
+//! [`Profile::node`], which is exactly what [`crate::rootfs::edits::apply_all`] consumes.
 //! The result, [`Profile`], is plain typed data (serde `Serialize`); the derivation hash over it
 //! is in [`crate::plan`].
 
