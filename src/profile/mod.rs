@@ -193,8 +193,9 @@ pub(crate) fn template_vars(
 }
 
 impl Profile {
-    /// The template variables for overlay files (pass as `edits::BuildInputs::vars`); see
-    /// [`template_vars`].
+    /// The template variables for overlay files (pass as `edits::BuildInputs::vars`):
+    /// `name`, `board`, `arch`, and with `[swarm]` `swarm.role`, `swarm.manager`,
+    /// `swarm.managers`, `swarm.advertise_addr` (see `docs/profiles.md`).
     pub fn template_vars(&self) -> BTreeMap<String, String> {
         template_vars(&self.name, &self.board, self.swarm.as_ref())
     }
