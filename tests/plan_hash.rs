@@ -341,6 +341,15 @@ fn default_made_explicit_does_not_change_the_hash() {
         "[rootfs]\nbytes_per_inode = 16384\nfeatures = \"full\"",
     );
     assert_eq!(before.hash, derive(d.path()).hash);
+    // The same for node sections (the edits' defaults), including an alias.
+    let child = d.path().join("child.toml");
+    let mut body = std::fs::read_to_string(&child).expect("read");
+    body.push_str(
+        "[ssh]\nenable = true\npermit_root_login = \"no\"\n[system]\nlocale = \"C.UTF-8\"\n\
+         [mail]\nstarttls = true\n[docker.daemon]\nstorage-driver = \"overlay2\"\n",
+    );
+    std::fs::write(&child, body).expect("write");
+    assert_eq!(before.hash, derive(d.path()).hash);
 }
 
 #[test]
