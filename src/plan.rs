@@ -6,11 +6,14 @@
 //!   inputs;
 //! - `source`: the pinned sha256 of the root tarball (URLs, mirrors and signatures only say
 //!   where the same bytes come from, so they stay out);
-//! - `profile`: the resolved profile (after `extends`, defaults and overrides) serialised as
-//!   canonical JSON: keys sorted, sizes as byte counts, no paths, no comments, so formatting,
-//!   key order and the directory the profile sits in do not matter but every value does;
+//! - `profile`: the resolved profile (after `extends`, defaults and overrides; every section,
+//!   including all node sections under `node`) serialised as canonical JSON: keys sorted, sizes
+//!   as byte counts, no paths (`node.overlays.dirs` becomes the list of per-overlay digests,
+//!   the input files are dropped), no comments, so formatting, key order and the directory
+//!   the profile sits in do not matter but every value does;
 //! - `board`: the resolved board file, the same way;
-//! - `overlay`: one per file, directory or symlink of every overlay tree, walked in sorted
+//! - `overlay`: one per file, directory or symlink of every overlay tree
+//!   (`node.overlays.dirs`), walked in sorted
 //!   order: its path inside the overlay, type, permission bits, and content sha256 or link target;
 //! - `secret`: the sha256 of each declared secret's value (never the value);
 //! - `env`: `SOURCE_DATE_EPOCH` when set (timestamps in the images come from it).
@@ -106,7 +109,7 @@ pub fn derivation_with(
     });
 
     let mut overlay_digests = Vec::new();
-    for (i, dir) in profile.overlays.iter().enumerate() {
+    for (i, dir) in profile.node.overlays.dirs.iter().enumerate() {
         let before = inputs.len();
         walk_overlay(dir, &format!("overlay[{i}]"), Path::new(""), &mut inputs)?;
         let mut h = Sha256::new();
@@ -161,7 +164,13 @@ pub fn derivation_with(
             .map(|k| Value::String(k.clone()))
             .collect();
         m.insert("secrets".to_string(), Value::Array(names));
-        m.insert("overlays".to_string(), Value::Array(overlay_digests));
+        // The overlay directories by content digest, not by path.
+        match m.get_mut("node").and_then(|n| n.get_mut("overlays")) {
+            Some(Value::Object(o)) => {
+                o.insert("dirs".to_string(), Value::Array(overlay_digests));
+            }
+            _ => anyhow::bail!("internal: the serialised profile has no node.overlays table"),
+        }
     }
     inputs.push(Input {
         kind: InputKind::Profile,

@@ -1,42 +1,25 @@
-//! The edits' config structs embed as sections of a profile, and the public API applies them
-//! to a tree built from outside the crate (as the build does after the tar import).
+//! A profile loaded by `hc1img::profile::load` carries the edits' config structs as its node
+//! sections (`Profile::node`), and the public API applies them to a tree built from outside the
+//! crate (as the build does after the tar import).
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use hc1img::rootfs::edits::{
-    self, EditContext, cron, docker, fstab, io_scheduler, journald, mail, mirrorlist, overlays,
-    ssh, system, users,
-};
+use hc1img::profile::{self, Overrides};
+use hc1img::rootfs::edits::{self, EditContext, users};
 use hc1img::tree::{FileData, Meta, Node, NodeKind, Timestamp, Tree};
-use serde::Deserialize;
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct Profile {
-    #[serde(default)]
-    users: users::Config,
-    #[serde(default)]
-    system: system::Config,
-    #[serde(default)]
-    ssh: ssh::Config,
-    #[serde(default)]
-    mail: mail::Config,
-    #[serde(default)]
-    journald: journald::Config,
-    #[serde(default)]
-    io_scheduler: io_scheduler::Config,
-    #[serde(default)]
-    mirrorlist: mirrorlist::Config,
-    #[serde(default)]
-    docker: docker::Config,
-    #[serde(default)]
-    cron: cron::Config,
-    #[serde(default)]
-    fstab: fstab::Config,
-    #[serde(default)]
-    overlays: overlays::Config,
-}
+const BOARD: &str = r#"
+name = "test-board"
+arch = "armv7h"
+consoles = ["ttyS0"]
+root_device = "/dev/sda1"
+boot_txt = "setenv bootargs \"{bootargs}\"\n{set_macaddr}\n"
+[sd]
+first_sector = 8192
+partition_size = "64MiB"
+blobs = []
+"#;
 
 const PROFILE: &str = r#"
 [users]
@@ -65,7 +48,10 @@ schedule = "15 4 * * *"
 command = "docker system prune -af"
 
 [overlays]
-names = []
+names = ["site"]
+[[overlays.entry]]
+path = "/etc/motd"
+mode = "0640"
 "#;
 
 fn meta(perm: u16) -> Meta {
@@ -151,36 +137,45 @@ fn minimal_tree() -> Tree {
 
 #[test]
 fn a_profile_with_every_section_builds_a_node_tree() {
-    let p: Profile = toml::from_str(PROFILE).unwrap();
-    assert_eq!(p.journald.storage, "volatile");
-    assert_eq!(p.fstab.root_device, "/dev/sda1");
-    assert_eq!(p.users.add[0].groups, ["wheel", "docker"]);
-    assert!(toml::from_str::<Profile>("[journald]\nstorage_typo = 1\n").is_err());
+    // The profile loader is the one way to read these sections: write a profile directory
+    // (board, profile, overlay) and load it.
+    let pdir = tempfile::tempdir().unwrap();
+    std::fs::write(pdir.path().join("board.toml"), BOARD).unwrap();
+    std::fs::write(
+        pdir.path().join("node.toml"),
+        format!("name = \"node\"\nboard = \"board.toml\"\n{PROFILE}"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(pdir.path().join("site/etc")).unwrap();
+    std::fs::write(
+        pdir.path().join("site/etc/motd"),
+        "welcome to the cluster\n",
+    )
+    .unwrap();
+    let p = profile::load(&pdir.path().join("node.toml"), &Overrides::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let sections = p.node.clone();
+    assert_eq!(sections.journald.storage, "volatile");
+    assert_eq!(sections.fstab.root_device, "/dev/sda1");
+    assert_eq!(sections.users.add[0].groups, ["wheel", "docker"]);
+    assert_eq!(sections.overlays.dirs, [pdir.path().join("site")]);
+    // Plain serde over the same text gives the same sections, but for the overlay dirs, which
+    // only the loader resolves (against the profile file).
+    let mut plain: edits::Sections = toml::from_str(PROFILE).unwrap();
+    assert_eq!(plain.overlays.dirs, [std::path::PathBuf::from("site")]);
+    plain.overlays.dirs = sections.overlays.dirs.clone();
+    assert_eq!(plain, sections);
+    assert!(toml::from_str::<edits::Sections>("[journald]\nstorage_typo = 1\n").is_err());
 
     let mut t = minimal_tree();
     let secrets = |name: &str| -> anyhow::Result<Vec<u8>> { anyhow::bail!("no secret {name}") };
     let ctx = EditContext::new(1_700_000_000, &secrets);
-    // The same text also loads as one `Sections` table, which apply_all runs in order.
-    let sections: edits::Sections = toml::from_str(PROFILE).unwrap();
-    let from_parts = edits::Sections {
-        system: p.system,
-        users: p.users,
-        ssh: p.ssh,
-        mail: p.mail,
-        journald: p.journald,
-        io_scheduler: p.io_scheduler,
-        mirrorlist: p.mirrorlist,
-        docker: p.docker,
-        cron: p.cron,
-        fstab: p.fstab,
-        overlays: p.overlays,
-    };
-    assert_eq!(sections, from_parts);
-    let dir = tempfile::tempdir().unwrap();
+    // The build may pass any overlays_dir: the loaded dirs are absolute.
+    let elsewhere = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
     let inputs = edits::BuildInputs {
         boot_volume_id: 0x0102_0304,
-        overlays_dir: dir.path(),
+        overlays_dir: elsewhere.path(),
         vars: &vars,
     };
     edits::apply_all(&mut t, &sections, &ctx, &inputs).unwrap();
@@ -202,6 +197,9 @@ fn a_profile_with_every_section_builds_a_node_tree() {
         content(&t, "etc/cron.d/cleanup").ends_with("15 4 * * * root docker system prune -af\n")
     );
     assert_eq!(content(&t, "etc/machine-id"), "uninitialized\n");
+    assert_eq!(content(&t, "etc/motd"), "welcome to the cluster\n");
+    let motd = t.lookup(b"etc/motd").unwrap();
+    assert_eq!(t.node(motd).meta.perm, 0o640);
 
     // The account files, as written, pass shadow-utils' own checks.
     let root = tempfile::tempdir().unwrap();

@@ -341,6 +341,15 @@ fn default_made_explicit_does_not_change_the_hash() {
         "[rootfs]\nbytes_per_inode = 16384\nfeatures = \"full\"",
     );
     assert_eq!(before.hash, derive(d.path()).hash);
+    // The same for node sections (the edits' defaults), including an alias.
+    let child = d.path().join("child.toml");
+    let mut body = std::fs::read_to_string(&child).expect("read");
+    body.push_str(
+        "[ssh]\nenable = true\npermit_root_login = \"no\"\n[system]\nlocale = \"C.UTF-8\"\n\
+         [mail]\nstarttls = true\n[docker.daemon]\nstorage-driver = \"overlay2\"\n",
+    );
+    std::fs::write(&child, body).expect("write");
+    assert_eq!(before.hash, derive(d.path()).hash);
 }
 
 #[test]
@@ -365,4 +374,70 @@ fn bad_source_date_epoch_is_an_error() {
         Err(e) => format!("{e:#}"),
     };
     assert!(err.starts_with("SOURCE_DATE_EPOCH=\"yesterday\""), "{err}");
+}
+
+#[test]
+fn every_node_section_is_covered_by_the_hash() {
+    // One non-default value per node section, appended to the child profile.
+    let changes: &[(&str, &str)] = &[
+        ("system", "[system]\nhostname = \"hc1-{mac6}\"\n"),
+        ("users", "[users]\nsudo_wheel = true\n"),
+        ("ssh", "[ssh]\npermit_root_login = \"prohibit-password\"\n"),
+        (
+            "mail",
+            "[mail]\nmailhub = \"smtp.lan:587\"\nroot = \"ops@lan\"\n",
+        ),
+        ("journald", "[journald]\nsystem_max_use = \"100M\"\n"),
+        ("io_scheduler", "[io_scheduler]\nscheduler = \"bfq\"\n"),
+        (
+            "mirrorlist",
+            "[mirrorlist]\nservers = [\"http://m.lan/$arch/$repo\"]\n",
+        ),
+        (
+            "docker",
+            "[docker.daemon]\ninsecure-registries = [\"registry.lan:5000\"]\n",
+        ),
+        (
+            "cron",
+            "[[cron.job]]\nname = \"j\"\nschedule = \"@daily\"\ncommand = \"true\"\n",
+        ),
+        ("fstab", "[fstab]\nboot = false\n"),
+        (
+            "overlays",
+            "[[overlays.entry]]\npath = \"/etc/motd\"\nmode = \"0600\"\n",
+        ),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (section, text) in changes {
+        let d = fixture();
+        let before = derive(d.path());
+        let child = d.path().join("child.toml");
+        let mut body = std::fs::read_to_string(&child).expect("read");
+        body.push_str(text);
+        std::fs::write(&child, body).expect("write");
+        let after = derive(d.path());
+        assert_ne!(before.hash, after.hash, "[{section}] is not in the hash");
+        assert!(
+            after.resolved["node"].get(*section).is_some(),
+            "{section} missing from the resolved profile"
+        );
+        assert!(seen.insert(after.hash), "two changes gave one hash");
+    }
+}
+
+#[test]
+fn resolved_overlays_are_digests_not_paths() {
+    let d = fixture();
+    let der = derive(d.path());
+    let dirs = der.resolved["node"]["overlays"]["dirs"]
+        .as_array()
+        .expect("dirs array");
+    assert_eq!(dirs.len(), 1);
+    let digest = dirs[0].as_str().expect("string");
+    assert!(
+        digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{digest}"
+    );
+    assert!(der.resolved.get("files").is_none());
+    assert!(der.resolved.get("overlays").is_none());
 }

@@ -75,7 +75,7 @@ fn the_fixture_itself_loads() {
     assert_eq!(p.name, "base");
     assert_eq!(p.board.name, "test-board");
     assert_eq!(p.rootfs.label, "root");
-    assert_eq!(p.users.remove, vec!["alarm".to_string()]);
+    assert_eq!(p.node.users.remove, vec!["alarm".to_string()]);
 }
 
 #[test]
@@ -432,16 +432,15 @@ fn bad_url() {
 fn missing_required_key() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n\n[[users.add]]\nname = \"bob\"\n",
+        "extends = \"base.toml\"\n\n[swarm]\nmanagers = [\"m1\"]\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
-    assert!(
-        msg.starts_with(&format!("{}:", file(d.path(), "p.toml"))),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("users.add[0]: missing required key `uid`"),
-        "{msg}"
+    assert_eq!(
+        msg,
+        format!(
+            "{}:3: swarm: missing required key `role`",
+            file(d.path(), "p.toml")
+        )
     );
 }
 
@@ -497,7 +496,7 @@ fn derived_values_win_and_arrays_are_replaced() {
         vec!["c=3".to_string()],
         "array replaced whole"
     );
-    assert_eq!(p.users.remove.len(), 2);
+    assert_eq!(p.node.users.remove.len(), 2);
     // The lock lives next to the file that declared [source] (the parent).
     assert_eq!(p.lock_path(), Some(d.path().join("hc1img.lock").as_path()));
     assert!(!p.files.lock_exists);
@@ -541,4 +540,277 @@ fn plain_path_source_is_relative_to_its_profile_and_pinned_as_written() {
     assert_eq!(spec.sha256.as_deref(), Some(sha.as_str()));
     assert_eq!(spec.size, Some(7));
     assert!(p.files.lock_exists);
+}
+
+/// Load `extends = "base.toml"` + `body` as p.toml (with an `ov` overlay dir present) and
+/// return the error with `p.toml`'s path replaced by `P`.
+fn node_err(body: &str) -> String {
+    let d = fixture(&[
+        ("p.toml", &format!("extends = \"base.toml\"\n{body}")),
+        ("ov/etc/motd", "hello\n"),
+        ("ov/etc/tpl", "join {swarm.manager}\n"),
+    ]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    msg.replace(&file(d.path(), "p.toml"), "P")
+        .replace(&d.path().display().to_string(), "D")
+}
+
+#[test]
+fn node_sections_are_checked_at_load_time() {
+    // (profile body, expected start of the error)
+    let cases: &[(&str, &str)] = &[
+        (
+            "[system]\nhostname = \"hc1_{mac6}\"\n",
+            "P:3: system.hostname: \"hc1_{mac6}\": a host name is",
+        ),
+        (
+            "[system]\nhostname = \"hc1-{serial}\"\n",
+            "P:3: system.hostname: \"hc1-{serial}\": unknown placeholder {serial} (known: {mac6}, {mac})",
+        ),
+        (
+            "[system]\ntimezone = \"../etc/passwd\"\n",
+            "P:3: system.timezone: \"../etc/passwd\": expected a zoneinfo name",
+        ),
+        (
+            "[system]\nlocale = \"en US\"\n",
+            "P:3: system.locale: \"en US\": expected a locale",
+        ),
+        (
+            "[system]\nkeymap = \"de/latin1\"\n",
+            "P:3: system.keymap: \"de/latin1\": expected a keymap",
+        ),
+        (
+            "[users]\nroot_password_secret = \"tk\"\n",
+            "P:3: users.root_password_secret: no secret `tk` is declared; did you mean `tok`?",
+        ),
+        (
+            "[[users.add]]\nname = \"bob\"\n\n[[users.add]]\nname = \"eve\"\nuid = 1001\npassword_secret = \"nope\"\n",
+            "P:8: users.add[1].password_secret: no secret `nope` is declared",
+        ),
+        (
+            "[[users.add]]\nuid = 1001\n",
+            "P:2: users.add[0].name: missing required key `name`",
+        ),
+        (
+            "[[users.add]]\nname = \"a\"\n[[users.add]]\nname = \"b\"\n",
+            "P:4: users.add[1].uid: uid 1000 is used twice",
+        ),
+        (
+            "[ssh]\npermit_root_login = \"prohibit_password\"\n",
+            "P:3: ssh.permit_root_login: \"prohibit_password\": expected",
+        ),
+        (
+            "[journald]\nruntime_max_use = \"50 MB\"\n",
+            "P:3: journald.runtime_max_use: \"50 MB\": expected journald's size syntax",
+        ),
+        (
+            "[journald]\nstorage = \"volatil\"\n",
+            "P:3: journald.storage: expected \"volatile\" or",
+        ),
+        (
+            "[io_scheduler]\nscheduler = \"deadlin\"\n",
+            "P:3: io_scheduler.scheduler: \"deadlin\": expected one of",
+        ),
+        (
+            "[io_scheduler]\ndevices = [\"sd a\"]\n",
+            "P:3: io_scheduler.devices: [0] \"sd a\": expected a kernel name glob",
+        ),
+        (
+            "[mail]\nmailhub = \"smtp.lan:smtp\"\nroot = \"a@b\"\n",
+            "P:3: mail.mailhub: \"smtp.lan:smtp\": expected HOST:PORT",
+        ),
+        (
+            "[mail]\nmailhub = \"smtp.lan\"\nroot = \"a@b\"\n",
+            "P:3: mail.mailhub: \"smtp.lan\": expected HOST:PORT",
+        ),
+        (
+            "[mail]\nmailhub = \"smtp.lan:587\"\nroot = \"root\"\n",
+            "P:4: mail.root: \"root\": expected the mail address",
+        ),
+        (
+            "[mail]\nmailhub = \"smtp.lan:587\"\nroot = \"a@b\"\nauth_user = \"u\"\npassword_secret = \"pw\"\n",
+            "P:6: mail.password_secret: no secret `pw` is declared",
+        ),
+        (
+            "[mail]\nmailhub = \"smtp.lan:465\"\nroot = \"a@b\"\ntls = true\n",
+            "P:5: mail.tls: implicit TLS and STARTTLS exclude each other",
+        ),
+        (
+            "[mirrorlist]\nservers = [\"ftp://m/$arch/$repo\"]\n",
+            "P:3: mirrorlist.servers: [0] \"ftp://m/$arch/$repo\": expected an http(s):// or file:// URL",
+        ),
+        (
+            "[mirrorlist]\nservers = [\"http://m/$arch\"]\n",
+            "P:3: mirrorlist.servers: [0] \"http://m/$arch\": lacks `$repo`",
+        ),
+        (
+            "[docker]\nunit = \"docker\"\n",
+            "P:3: docker.unit: unit = \"docker\" is not a systemd unit name",
+        ),
+        (
+            "[docker.daemon]\nlimits = { cpu = nan }\n",
+            "P:3: docker.daemon: limits.cpu: NaN cannot be written as JSON",
+        ),
+        (
+            "[[cron.jobs]]\nname = \"x\"\nschedule = \"daily\"\ncommand = \"true\"\n",
+            "P:4: cron.jobs[0].schedule: \"daily\": expected five cron fields",
+        ),
+        (
+            "[[cron.job]]\nname = \"a.b\"\nschedule = \"@daily\"\ncommand = \"true\"\n",
+            "P:3: cron.job[0].name: \"a.b\": cron.d file names use",
+        ),
+        (
+            "[[cron.job]]\nname = \"x\"\nschedule = \"@daily\"\ncommand = \"date +%F\"\n",
+            "P:5: cron.job[0].command: command: cron turns an unescaped `%` into a newline",
+        ),
+        (
+            "[[cron.job]]\nname = \"x\"\nschedule = \"@daily\"\n",
+            "P:2: cron.job[0].command: missing required key `command`",
+        ),
+        (
+            "[fstab]\nroot_options = \"rw, noatime\"\n",
+            "P:3: fstab.root_options: \"rw, noatime\": one word",
+        ),
+        (
+            "[overlays]\ndirs = [\"ov\", \"missing\"]\n",
+            "P:3: overlays.dirs: [1] D/missing is not a directory",
+        ),
+        (
+            "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/motd\"\nmode = \"rwx\"\n",
+            "P:6: overlays.entry[0].mode: \"rwx\": expected an octal mode",
+        ),
+        (
+            "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"etc/motd\"\n",
+            "P:5: overlays.entry[0].path: \"etc/motd\": expected an absolute path",
+        ),
+        (
+            "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/issue\"\n",
+            "P:5: overlays.entry[0].path: \"/etc/issue\" matches no file in the overlay dirs",
+        ),
+        (
+            "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/tpl\"\ntemplate = true\n",
+            "P:6: overlays.entry[0].template: D/ov/etc/tpl: unknown variable {swarm.manager} (known: arch, board, name)",
+        ),
+        (
+            "[hostname]\nname = \"hc1-{mac6}\"\n",
+            "P:2: hostname: the [hostname] section is gone; write `hostname = \"...\"` under [system]",
+        ),
+    ];
+    for (body, want) in cases {
+        let msg = node_err(body);
+        assert!(
+            msg.starts_with(want),
+            "profile:\n{body}\nwant prefix: {want}\ngot:         {msg}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_in_node_sections_suggest_and_aliases_work() {
+    let msg = node_err("[[cron.job]]\nname = \"x\"\nschedul = \"@daily\"\ncommand = \"true\"\n");
+    assert_eq!(
+        msg,
+        "P:4: unknown key `schedul` in [cron.job[0]]; did you mean `schedule`?"
+    );
+    let msg = node_err("[mail]\nstarttl = true\n");
+    assert!(
+        msg.starts_with("P:3: unknown key `starttl` in [mail]; did you mean `starttls`?"),
+        "{msg}"
+    );
+    let msg = node_err("[users]\nsudo_whel = true\n");
+    assert_eq!(
+        msg,
+        "P:3: unknown key `sudo_whel` in [users]; did you mean `sudo_wheel`?"
+    );
+    let msg = node_err("[journald]\nruntime_max_use = 50\n");
+    assert!(
+        msg.starts_with("P:3: journald.runtime_max_use: expected a string, found integer `50`"),
+        "{msg}"
+    );
+
+    // The aliases load to the same values as the field names.
+    let d = fixture(&[
+        (
+            "a.toml",
+            "extends = \"base.toml\"\n[mail]\nmailhub = \"h:465\"\nroot = \"a@b\"\ntls = true\nstarttls = false\nauth_user = \"u\"\npassword_secret = \"tok\"\n[[cron.jobs]]\nname = \"j\"\nschedule = \"@daily\"\ncommand = \"true\"\n[overlays]\nnames = [\"ov\"]\n",
+        ),
+        (
+            "b.toml",
+            "extends = \"base.toml\"\n[mail]\nmailhub = \"h:465\"\nroot = \"a@b\"\nuse_tls = true\nuse_starttls = false\nauth_user = \"u\"\nauth_pass_secret = \"tok\"\n[[cron.job]]\nname = \"j\"\nschedule = \"@daily\"\ncommand = \"true\"\n[overlays]\ndirs = [\"ov\"]\n",
+        ),
+        ("ov/x", "x"),
+    ]);
+    let a = profile::load(&d.path().join("a.toml"), &Overrides::default()).expect("a");
+    let b = profile::load(&d.path().join("b.toml"), &Overrides::default()).expect("b");
+    assert_eq!(a.node, b.node);
+    assert!(a.node.mail.use_tls && !a.node.mail.use_starttls);
+    assert_eq!(a.node.cron.jobs.len(), 1);
+    assert!(a.node.overlays.dirs[0].is_absolute());
+}
+
+#[test]
+fn node_defaults_when_sections_are_absent() {
+    let d = fixture(&[]);
+    let p = profile::load(&d.path().join("base.toml"), &Overrides::default()).expect("loads");
+    let n = &p.node;
+    assert_eq!(n.system.locale, "C.UTF-8");
+    assert_eq!(n.system.timezone, "UTC");
+    assert!(n.system.hostname.is_none());
+    assert!(n.mail.use_starttls && !n.mail.use_tls && n.mail.mailhub.is_none());
+    assert_eq!(n.journald.storage, "volatile");
+    assert_eq!(n.io_scheduler.scheduler, "mq-deadline");
+    assert_eq!(
+        n.docker
+            .daemon
+            .get("storage-driver")
+            .and_then(|v| v.as_str()),
+        Some("overlay2")
+    );
+    assert!(n.overlays.dirs.is_empty() && p.files.overlays.is_empty());
+}
+
+#[test]
+fn relative_overlay_dirs_are_resolved_against_their_profile_when_loaded_by_a_relative_path() {
+    let d = fixture(&[
+        (
+            "sub/p.toml",
+            "extends = \"../base.toml\"\nname = \"p\"\n[overlays]\ndirs = [\"../ov\", \"local\"]\n",
+        ),
+        ("ov/a", "a"),
+        ("sub/local/b", "b"),
+    ]);
+    // Load through a path relative to the current directory (`../../tmp/…`).
+    let cwd = std::env::current_dir().expect("cwd");
+    let mut rel = PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        rel.push("..");
+    }
+    rel.push(d.path().strip_prefix("/").expect("absolute tempdir"));
+    rel.push("sub/p.toml");
+    assert!(rel.is_relative());
+    let p = profile::load(&rel, &Overrides::default()).expect("load");
+    let want = vec![d.path().join("ov"), d.path().join("sub/local")];
+    assert_eq!(p.node.overlays.dirs, want);
+    assert!(want.iter().all(|w| w.is_absolute()));
+}
+
+#[test]
+fn overlay_templates_get_the_swarm_variables() {
+    let d = fixture(&[
+        (
+            "p.toml",
+            "extends = \"base.toml\"\nname = \"w\"\n[swarm]\nrole = \"worker\"\nmanagers = [\"m1\", \"m2:2400\"]\ntoken_secret = \"tok\"\n[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/tpl\"\ntemplate = true\n",
+        ),
+        (
+            "ov/etc/tpl",
+            "join {swarm.manager} of {swarm.managers} as {name}\n",
+        ),
+    ]);
+    let p = profile::load(&d.path().join("p.toml"), &Overrides::default()).expect("load");
+    let v = p.template_vars();
+    assert_eq!(v["swarm.manager"], "m1:2377");
+    assert_eq!(v["swarm.managers"], "m1:2377 m2:2400");
+    assert_eq!(v["swarm.role"], "worker");
+    assert_eq!(v["name"], "w");
+    assert_eq!(v["board"], "test-board");
 }

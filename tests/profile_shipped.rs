@@ -72,37 +72,74 @@ fn check_common(p: &Profile) {
         Some(profiles_dir().join("hc1img.lock").as_path())
     );
 
-    assert_eq!(p.users.remove, vec!["alarm".to_string()]);
-    assert!(p.users.root_password_secret.is_none());
-    let admin = p
+    // target.md's node template, section by section.
+    let n = &p.node;
+    assert_eq!(n.users.remove, vec!["alarm".to_string()]);
+    assert!(n.users.root_password_secret.is_none());
+    assert!(n.users.sudo_wheel, "the admin gets sudo through wheel");
+    assert!(n.users.create_groups.contains(&"docker".to_string()));
+    let admin = n
         .users
         .add
         .iter()
         .find(|u| u.name == "admin")
         .expect("admin user");
     assert!(admin.groups.contains(&"wheel".to_string()));
+    assert!(admin.groups.contains(&"docker".to_string()));
     assert_eq!(
         admin.password_secret.as_deref(),
         Some("admin_password_hash")
     );
-    let j = p.journald.as_ref().expect("journald");
-    assert_eq!(j.runtime_max_use.as_deref(), Some("50M"));
-    assert_eq!(j.storage, profile::JournalStorage::Volatile);
-    let d = p.docker.as_ref().expect("docker");
+    assert_eq!(n.system.hostname.as_deref(), Some("hc1-{mac6}"));
+    assert_eq!(n.system.locale, "C.UTF-8");
+    assert!(n.system.first_boot_reset);
+    assert!(n.ssh.enable);
+    assert_eq!(n.ssh.permit_root_login, "no");
+    assert_eq!(n.journald.runtime_max_use, "50M");
+    assert_eq!(n.journald.storage, "volatile");
+    let daemon = &n.docker.daemon;
     assert_eq!(
-        d.daemon.get("storage-driver").and_then(|v| v.as_str()),
+        daemon.get("storage-driver").and_then(|v| v.as_str()),
         Some("overlay2")
     );
     assert!(
-        d.daemon
+        daemon
             .get("insecure-registries")
-            .is_some_and(|v| v.is_array())
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| a
+                .iter()
+                .any(|r| r.as_str() == Some("registry.cluster.lan:5000")))
     );
-    assert_eq!(
-        p.io_scheduler.as_ref().map(|s| s.scheduler.as_str()),
-        Some("mq-deadline")
+    assert_eq!(n.io_scheduler.scheduler, "mq-deadline");
+    assert!(
+        n.io_scheduler
+            .devices
+            .iter()
+            .any(|d| d.starts_with("mmcblk"))
     );
-    assert!(p.mail.is_some() && p.mirrorlist.is_some() && p.cron.is_some());
+    assert!(n.io_scheduler.devices.iter().any(|d| d.starts_with("sd")));
+    assert_eq!(n.mail.mailhub.as_deref(), Some("smtp.cluster.lan:587"));
+    assert!(n.mail.use_starttls && !n.mail.use_tls);
+    assert_eq!(n.mail.auth_pass_secret.as_deref(), Some("mail_password"));
+    assert!(!n.mirrorlist.servers.is_empty());
+    let jobs: Vec<&str> = n.cron.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(jobs, ["docker-cleanup", "docker-volume-backup"]);
+    assert!(n.cron.enable && !n.cron.logrotate.is_empty());
+    assert_eq!(n.fstab.root_device, "/dev/sda1");
+    assert!(n.fstab.boot);
+    // Overlay dirs come out absolute, next to base.toml, and exist.
+    let sysadmin = profiles_dir().join("overlays/sysadmin");
+    assert_eq!(n.overlays.dirs, vec![sysadmin.clone()]);
+    assert_eq!(p.files.overlays, vec![sysadmin.clone()]);
+    // Every cron job's script is shipped by the overlay, executable.
+    for j in &n.cron.jobs {
+        let script = sysadmin.join(j.command.trim_start_matches('/'));
+        let mode = std::fs::metadata(&script)
+            .unwrap_or_else(|e| panic!("{}: {e}", script.display()))
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "{} is not executable", script.display());
+    }
 
     let cmdline = p.kernel_cmdline(None).expect("cmdline");
     assert_eq!(

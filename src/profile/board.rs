@@ -25,7 +25,8 @@ impl Board {
     /// Check that the fusing script writes each blob at the sector the board file says.
     pub fn check_fusing_script(&self, script: &str) -> anyhow::Result<()> {
         let name = self.sd.fusing_script.as_deref().unwrap_or("fusing script");
-        let seeks = blobs::parse_sd_fusing(script).map_err(|e| anyhow::anyhow!("/boot/{name}: {e}"))?;
+        let seeks =
+            blobs::parse_sd_fusing(script).map_err(|e| anyhow::anyhow!("/boot/{name}: {e}"))?;
         blobs::compare_with_board(&self.sd.blobs, &seeks)
             .map_err(|e| anyhow::anyhow!("/boot/{name} disagrees with board {}: {e}", self.name))
     }

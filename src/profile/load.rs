@@ -11,6 +11,10 @@ use super::schema::{Board, LockFile, RawProfile, RawSecret};
 use super::secrets::{self, SecretSource};
 use super::size::Size;
 use super::{InputFiles, Overrides, Profile, Source};
+use crate::rootfs::edits;
+
+/// Placeholders a `system.hostname` template may use (filled in at the node's first boot).
+pub const HOSTNAME_VARS: &[&str] = &["mac6", "mac"];
 
 /// Name of the lock file kept next to the profile file that declares `[source]`.
 pub const LOCK_FILE_NAME: &str = "hc1img.lock";
@@ -25,6 +29,7 @@ const PATH_KEYS: &[&[&str]] = &[
     &["source", "keyring"],
     &["secrets", "*", "file"],
     &["overlays", "dirs", "[]"],
+    &["overlays", "names", "[]"],
 ];
 
 /// Load, merge and validate the profile at `path`. See the module docs of [`super`].
@@ -113,6 +118,12 @@ pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Profile> {
         });
     }
     let merged = merged.ok_or_else(|| anyhow::anyhow!("internal: empty extends chain"))?;
+    if let Some(e) = merged.entry(&["hostname"]) {
+        anyhow::bail!(
+            "{}: hostname: the [hostname] section is gone; write `hostname = \"...\"` under [system] (a fixed name or a template like \"hc1-{{mac6}}\")",
+            sources.where_(e.key_loc)
+        );
+    }
     let raw: RawProfile = node::from_node(&merged, &sources).map_err(anyhow::Error::msg)?;
     let v = Validator {
         sources: &sources,
@@ -276,6 +287,18 @@ pub(crate) fn render_template(
     Ok(out)
 }
 
+/// Why a reference to secret `n` is invalid (`None` when `n` is declared).
+fn undeclared(secrets: &BTreeMap<String, SecretSource>, n: &str) -> Option<String> {
+    if secrets.contains_key(n) {
+        return None;
+    }
+    let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
+    let hint = node::did_you_mean(n, &names)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_else(|| format!("; declare it in [secrets] ({n} = {{ file = \"...\" }})"));
+    Some(format!("no secret `{n}` is declared{hint}"))
+}
+
 struct Validator<'a> {
     sources: &'a Sources,
     root: &'a Node,
@@ -366,7 +389,7 @@ impl Validator<'_> {
 
     fn profile(
         &self,
-        raw: RawProfile,
+        mut raw: RawProfile,
         chain: Vec<PathBuf>,
         ov: &Overrides,
     ) -> anyhow::Result<Profile> {
@@ -432,18 +455,10 @@ impl Validator<'_> {
             }
         }
         let declared = |path: &[&str], name: &Option<String>| -> R {
-            if let Some(n) = name
-                && !secret_sources.contains_key(n)
-            {
-                let names: Vec<&str> = secret_sources.keys().map(String::as_str).collect();
-                let hint = node::did_you_mean(n, &names)
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_else(|| {
-                        format!("; declare it in [secrets] ({n} = {{ file = \"...\" }})")
-                    });
-                return Err(self.err(path, format!("no secret `{n}` is declared{hint}")));
+            match name.as_deref().and_then(|n| undeclared(&secret_sources, n)) {
+                Some(msg) => Err(self.err(path, msg)),
+                None => Ok(()),
             }
-            Ok(())
         };
 
         // Source and lock.
@@ -509,130 +524,6 @@ impl Validator<'_> {
             ));
         }
 
-        // users.
-        let u = &raw.users;
-        for (i, r) in u.remove.iter().enumerate() {
-            if !is_user_name(r) || r == "root" {
-                return Err(self.err(
-                    &["users", "remove"],
-                    format!("[{i}] {r:?}: not a removable user name"),
-                ));
-            }
-        }
-        declared(&["users", "root_password_secret"], &u.root_password_secret)?;
-        let mut names = BTreeSet::new();
-        let mut uids = BTreeSet::new();
-        for (i, a) in u.add.iter().enumerate() {
-            let p = |k: &str| format!("users.add[{i}].{k}");
-            let here = |k: &str, msg: String| {
-                let l = self.add_loc(i, k);
-                anyhow::anyhow!("{}: {}: {msg}", self.sources.where_(l), p(k))
-            };
-            if !is_user_name(&a.name) || a.name == "root" {
-                return Err(here(
-                    "name",
-                    format!(
-                        "{:?}: user names are [a-z_][a-z0-9_-]* (at most 32), not root",
-                        a.name
-                    ),
-                ));
-            }
-            if !names.insert(a.name.clone()) {
-                return Err(here("name", format!("user {:?} is added twice", a.name)));
-            }
-            if a.uid == 0 || a.uid >= 60000 {
-                return Err(here("uid", format!("{}: use 1..59999", a.uid)));
-            }
-            if !uids.insert(a.uid) {
-                return Err(here("uid", format!("uid {} is used twice", a.uid)));
-            }
-            for g in &a.groups {
-                if !is_user_name(g) {
-                    return Err(here("groups", format!("{g:?}: not a group name")));
-                }
-            }
-            if !a.shell.starts_with('/') || !is_word(&a.shell) {
-                return Err(here(
-                    "shell",
-                    format!("{:?}: expected an absolute path", a.shell),
-                ));
-            }
-            if let Some(h) = &a.home
-                && (!h.starts_with('/') || !is_word(h))
-            {
-                return Err(here("home", format!("{h:?}: expected an absolute path")));
-            }
-            if let Some(s) = &a.password_secret
-                && !secret_sources.contains_key(s)
-            {
-                return Err(here(
-                    "password_secret",
-                    format!("no secret `{s}` is declared in [secrets]"),
-                ));
-            }
-            for k in &a.authorized_keys {
-                let ok = k.starts_with("ssh-") || k.starts_with("ecdsa-") || k.starts_with("sk-");
-                if !ok || k.contains(['\n', '\r']) {
-                    return Err(here(
-                        "authorized_keys",
-                        "each element is one public key line (\"ssh-ed25519 AAAA… comment\")"
-                            .to_string(),
-                    ));
-                }
-            }
-        }
-
-        // system.
-        let s = &raw.system;
-        let tz_ok = !s.timezone.is_empty()
-            && !s.timezone.starts_with('/')
-            && !s.timezone.split('/').any(|c| c == ".." || c.is_empty())
-            && s.timezone
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"/_+-".contains(&c));
-        if !tz_ok {
-            return Err(self.err(
-                &["system", "timezone"],
-                format!(
-                    "{:?}: expected a zoneinfo name like \"Europe/Paris\" or \"UTC\"",
-                    s.timezone
-                ),
-            ));
-        }
-        if !is_word(&s.locale) || s.locale.contains('/') {
-            return Err(self.err(
-                &["system", "locale"],
-                format!("{:?}: expected a locale like \"en_US.UTF-8\"", s.locale),
-            ));
-        }
-        if !is_word(&s.keymap) || s.keymap.contains('/') {
-            return Err(self.err(
-                &["system", "keymap"],
-                format!("{:?}: expected a keymap like \"us\"", s.keymap),
-            ));
-        }
-
-        // journald.
-        if let Some(j) = &raw.journald {
-            for (k, v) in [
-                ("runtime_max_use", &j.runtime_max_use),
-                ("system_max_use", &j.system_max_use),
-            ] {
-                if let Some(v) = v {
-                    let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'P', 'E']);
-                    let ok = !digits.is_empty()
-                        && digits.len() + 1 >= v.len()
-                        && digits.bytes().all(|c| c.is_ascii_digit());
-                    if !ok {
-                        return Err(self.err(
-                            &["journald", k],
-                            format!("{v:?}: expected journald's size syntax, like \"50M\""),
-                        ));
-                    }
-                }
-            }
-        }
-
         // swarm.
         if let Some(sw) = &raw.swarm {
             use super::schema::SwarmRole;
@@ -666,157 +557,20 @@ impl Validator<'_> {
             declared(&["swarm", "token_secret"], &sw.token_secret)?;
         }
 
-        // hostname.
-        if let Some(h) = &raw.hostname {
-            let sample = render_template(&h.name, &|n| match n {
-                "mac6" => Some("a1b2c3".to_string()),
-                "mac" => Some("001e06a1b2c3".to_string()),
-                _ => None,
-            })
-            .map_err(|e| {
-                self.err(
-                    &["hostname", "name"],
-                    format!("{e} (known: {{mac6}}, {{mac}})"),
-                )
-            })?;
-            if !is_name(&sample) || sample.ends_with('-') {
-                return Err(self.err(&["hostname", "name"], format!("{:?}: a hostname is [a-z0-9-], at most 63, not starting or ending with '-'", h.name)));
-            }
-        }
-
-        // io_scheduler.
-        if let Some(io) = &raw.io_scheduler {
-            const KNOWN: &[&str] = &[
-                "mq-deadline",
-                "bfq",
-                "kyber",
-                "none",
-                "deadline",
-                "noop",
-                "cfq",
-            ];
-            if !KNOWN.contains(&io.scheduler.as_str()) {
-                let hint = node::did_you_mean(&io.scheduler, KNOWN)
-                    .map(|s| format!("; did you mean {s:?}?"))
-                    .unwrap_or_default();
-                return Err(self.err(
-                    &["io_scheduler", "scheduler"],
-                    format!(
-                        "{:?}: expected one of {}{hint}",
-                        io.scheduler,
-                        KNOWN.join(", ")
-                    ),
-                ));
-            }
-            if io.devices.is_empty() || io.devices.iter().any(|d| !is_word(d)) {
-                return Err(self.err(
-                    &["io_scheduler", "devices"],
-                    "expected a non-empty list of udev KERNEL globs like \"sd[a-z]\"",
-                ));
-            }
-        }
-
-        // mail.
-        if let Some(m) = &raw.mail {
-            if !is_host_port(&m.mailhub) {
-                return Err(self.err(
-                    &["mail", "mailhub"],
-                    format!("{:?}: expected HOST:PORT", m.mailhub),
-                ));
-            }
-            if !is_word(&m.root) {
-                return Err(self.err(
-                    &["mail", "root"],
-                    format!("{:?}: expected a mail address", m.root),
-                ));
-            }
-            if m.auth_user.is_some() != m.password_secret.is_some() {
-                return Err(self.err(&["mail"], "`auth_user` and `password_secret` go together"));
-            }
-            declared(&["mail", "password_secret"], &m.password_secret)?;
-        }
-
-        // cron.
-        if let Some(c) = &raw.cron {
-            let mut seen = BTreeSet::new();
-            for (i, j) in c.jobs.iter().enumerate() {
-                let loc = |k: &str| self.job_loc(i, k);
-                let here = |k: &str, msg: String| {
-                    anyhow::anyhow!("{}: cron.jobs[{i}].{k}: {msg}", self.sources.where_(loc(k)))
-                };
-                let name_ok = !j.name.is_empty()
-                    && j.name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                if !name_ok {
-                    return Err(here(
-                        "name",
-                        format!(
-                            "{:?}: cron.d file names use letters, digits, '_' and '-' only",
-                            j.name
-                        ),
-                    ));
-                }
-                if !seen.insert(j.name.clone()) {
-                    return Err(here("name", format!("job {:?} is defined twice", j.name)));
-                }
-                let fields = j.schedule.split_whitespace().count();
-                let keyword = [
-                    "@reboot",
-                    "@yearly",
-                    "@annually",
-                    "@monthly",
-                    "@weekly",
-                    "@daily",
-                    "@midnight",
-                    "@hourly",
-                ]
-                .contains(&j.schedule.trim());
-                if !(keyword || (fields == 5 && !j.schedule.starts_with('@')))
-                    || j.schedule.contains('\n')
-                {
-                    return Err(here(
-                        "schedule",
-                        format!(
-                            "{:?}: expected five cron fields or @daily/@hourly/…",
-                            j.schedule
-                        ),
-                    ));
-                }
-                if !is_user_name(&j.user) && j.user != "root" {
-                    return Err(here("user", format!("{:?}: not a user name", j.user)));
-                }
-                if j.command.trim().is_empty() || j.command.contains(['\n', '\r', '%']) {
-                    return Err(here(
-                        "command",
-                        "one line, not empty, no '%' (cron turns it into a newline)".to_string(),
-                    ));
-                }
-            }
-        }
-
-        // mirrorlist.
-        if let Some(ml) = &raw.mirrorlist {
-            if ml.servers.is_empty() {
-                return Err(self.err(&["mirrorlist", "servers"], "expected at least one server"));
-            }
-            for sv in &ml.servers {
-                let ok = (sv.starts_with("http://") || sv.starts_with("https://")) && is_word(sv);
-                if !ok {
-                    return Err(self.err(&["mirrorlist", "servers"], format!("{sv:?}: expected an http(s) URL like \"http://mirror.archlinuxarm.org/$arch/$repo\"")));
-                }
-            }
-        }
-
-        // overlays.
-        for d in &raw.overlays.dirs {
-            if !d.is_dir() {
-                return Err(self.err(
-                    &["overlays", "dirs"],
-                    format!("{} is not a directory", d.display()),
-                ));
-            }
-        }
+        // The node sections (the edits' own config types), checked before anything is fetched.
+        let mut node = raw.take_sections();
+        self.system(&node.system)?;
+        self.users(&node.users, &secret_sources)?;
+        self.ssh(&node.ssh)?;
+        self.mail(&node.mail, &secret_sources)?;
+        self.journald(&node.journald)?;
+        self.io_scheduler(&node.io_scheduler)?;
+        self.mirrorlist(&node.mirrorlist)?;
+        self.docker(&node.docker)?;
+        self.cron(&node.cron)?;
+        self.fstab(&node.fstab)?;
+        let vars = super::template_vars(&raw.name, &board, raw.swarm.as_ref());
+        self.overlays(&mut node.overlays, &vars)?;
 
         Ok(Profile {
             name: raw.name,
@@ -825,38 +579,28 @@ impl Validator<'_> {
             rootfs: raw.rootfs,
             boot: raw.boot,
             secrets: secret_sources,
-            users: raw.users,
-            system: raw.system,
-            journald: raw.journald,
-            docker: raw.docker,
             swarm: raw.swarm,
-            hostname: raw.hostname,
-            io_scheduler: raw.io_scheduler,
-            mail: raw.mail,
-            cron: raw.cron,
-            mirrorlist: raw.mirrorlist,
-            overlays: raw.overlays.dirs.clone(),
             files: InputFiles {
                 profiles: chain,
                 board: raw.board.clone(),
                 lock: lock_path,
                 lock_exists,
                 keyring,
-                overlays: raw.overlays.dirs,
+                overlays: node.overlays.dirs.clone(),
                 secrets: secret_files,
             },
+            node,
         })
     }
 
-    fn add_loc(&self, i: usize, key: &str) -> Loc {
-        self.array_item_loc(&["users", "add"], i, key)
-    }
-
-    fn job_loc(&self, i: usize, key: &str) -> Loc {
-        self.array_item_loc(&["cron", "jobs"], i, key)
-    }
-
-    fn array_item_loc(&self, path: &[&str], i: usize, key: &str) -> Loc {
+    /// Location of `key` in element `i` of the array of tables at `path` (the first of
+    /// `paths` that exists, for keys with an alias), or of the nearest thing that exists.
+    fn item_loc(&self, paths: &[&[&str]], i: usize, key: &str) -> Loc {
+        let path = paths
+            .iter()
+            .copied()
+            .find(|p| self.root.entry(p).is_some())
+            .unwrap_or(paths[0]);
         let arr = self.root.entry(path).map(|e| &e.value);
         match arr.map(|n| &n.kind) {
             Some(Kind::Array(items)) => match items.get(i) {
@@ -865,6 +609,638 @@ impl Validator<'_> {
             },
             _ => self.root.loc_of(path),
         }
+    }
+
+    /// The first of `keys` present in the table at `table` (for fields with an alias), else
+    /// the first.
+    fn key_as_written<'k>(&self, table: &[&str], keys: &[&'k str]) -> &'k str {
+        keys.iter()
+            .copied()
+            .find(|k| {
+                let mut p = table.to_vec();
+                p.push(k);
+                self.root.entry(&p).is_some()
+            })
+            .unwrap_or(keys[0])
+    }
+
+    /// An error at element `i` of an array of tables: `FILE:LINE: a.b[i].key: msg`.
+    fn item_err(
+        &self,
+        paths: &[&[&str]],
+        shown: &str,
+        i: usize,
+        key: &str,
+        msg: impl std::fmt::Display,
+    ) -> anyhow::Error {
+        let l = self.item_loc(paths, i, key);
+        anyhow::anyhow!("{}: {shown}[{i}].{key}: {msg}", self.sources.where_(l))
+    }
+
+    fn system(&self, s: &edits::system::Config) -> R {
+        if let Some(h) = &s.hostname {
+            let placeholders = edits::templates::placeholders(h)
+                .map_err(|e| self.err(&["system", "hostname"], format!("{h:?}: {e}")))?;
+            for p in &placeholders {
+                if !HOSTNAME_VARS.contains(&p.as_str()) {
+                    return Err(self.err(
+                        &["system", "hostname"],
+                        format!(
+                            "{h:?}: unknown placeholder {{{p}}} (known: {})",
+                            HOSTNAME_VARS
+                                .iter()
+                                .map(|v| format!("{{{v}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
+            let vars = HOSTNAME_VARS
+                .iter()
+                .map(|v| (v.to_string(), "a0b1c2".to_string()))
+                .collect();
+            let sample = edits::templates::render(h, &vars)
+                .map_err(|e| self.err(&["system", "hostname"], format!("{h:?}: {e}")))?;
+            if edits::system::check_hostname("x", &sample).is_err() {
+                return Err(self.err(
+                    &["system", "hostname"],
+                    format!("{h:?}: a host name is dot-separated labels of letters, digits and '-' (not at a label's start or end), at most 64 characters"),
+                ));
+            }
+        }
+        let tz = &s.timezone;
+        let tz_ok = !tz.is_empty()
+            && !tz.starts_with('/')
+            && !tz.split('/').any(|c| c.is_empty() || c.starts_with('.'))
+            && tz
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"/_+-".contains(&c));
+        if !tz_ok {
+            return Err(self.err(
+                &["system", "timezone"],
+                format!("{tz:?}: expected a zoneinfo name like \"Europe/Paris\" or \"UTC\""),
+            ));
+        }
+        let word = |v: &str, extra: &[u8]| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+        };
+        if !word(&s.locale, b"_.@-") {
+            return Err(self.err(
+                &["system", "locale"],
+                format!(
+                    "{:?}: expected a locale like \"C.UTF-8\" or \"en_US.UTF-8\"",
+                    s.locale
+                ),
+            ));
+        }
+        if !word(&s.keymap, b"_.-") {
+            return Err(self.err(
+                &["system", "keymap"],
+                format!("{:?}: expected a keymap like \"us\"", s.keymap),
+            ));
+        }
+        Ok(())
+    }
+
+    fn users(&self, u: &edits::users::Config, secrets: &BTreeMap<String, SecretSource>) -> R {
+        let declared = |path: &[&str], name: &Option<String>| -> R {
+            match name.as_deref().and_then(|n| undeclared(secrets, n)) {
+                Some(msg) => Err(self.err(path, msg)),
+                None => Ok(()),
+            }
+        };
+        for (i, r) in u.remove.iter().enumerate() {
+            if !is_user_name(r) || r == "root" {
+                return Err(self.err(
+                    &["users", "remove"],
+                    format!("[{i}] {r:?}: not a removable user name"),
+                ));
+            }
+        }
+        declared(&["users", "root_password_secret"], &u.root_password_secret)?;
+        for (i, g) in u.create_groups.iter().enumerate() {
+            if !is_user_name(g) {
+                return Err(self.err(
+                    &["users", "create_groups"],
+                    format!("[{i}] {g:?}: group names are [a-z_][a-z0-9_-]* (at most 32)"),
+                ));
+            }
+        }
+        let paths: &[&[&str]] = &[&["users", "add"]];
+        let mut names = BTreeSet::new();
+        let mut uids = BTreeSet::new();
+        for (i, a) in u.add.iter().enumerate() {
+            let here = |k: &str, msg: String| self.item_err(paths, "users.add", i, k, msg);
+            if a.name.is_empty() {
+                return Err(here("name", "missing required key `name`".to_string()));
+            }
+            if !is_user_name(&a.name) || a.name == "root" {
+                return Err(here(
+                    "name",
+                    format!(
+                        "{:?}: user names are [a-z_][a-z0-9_-]* (at most 32), not root",
+                        a.name
+                    ),
+                ));
+            }
+            if !names.insert(a.name.clone()) {
+                return Err(here("name", format!("user {:?} is added twice", a.name)));
+            }
+            if u.remove.contains(&a.name) {
+                return Err(here(
+                    "name",
+                    format!("user {:?} is also in users.remove", a.name),
+                ));
+            }
+            if a.uid == 0 || a.uid >= 60000 {
+                return Err(here("uid", format!("{}: use 1..59999", a.uid)));
+            }
+            if !uids.insert(a.uid) {
+                return Err(here("uid", format!("uid {} is used twice", a.uid)));
+            }
+            if let Some(g) = a.gid
+                && (g == 0 || g >= 60000)
+            {
+                return Err(here("gid", format!("{g}: use 1..59999")));
+            }
+            for g in &a.groups {
+                if !is_user_name(g) {
+                    return Err(here("groups", format!("{g:?}: not a group name")));
+                }
+            }
+            if a.comment.contains([':', '\n', '\r']) {
+                return Err(here(
+                    "comment",
+                    "one line without ':' (it goes into /etc/passwd)".to_string(),
+                ));
+            }
+            if !a.shell.starts_with('/') || !is_word(&a.shell) || a.shell.contains(':') {
+                return Err(here(
+                    "shell",
+                    format!("{:?}: expected an absolute path", a.shell),
+                ));
+            }
+            if let Some(h) = &a.home
+                && (!h.starts_with('/') || !is_word(h) || h.contains(':') || h.contains("/.."))
+            {
+                return Err(here("home", format!("{h:?}: expected an absolute path")));
+            }
+            if let Some(msg) = a
+                .password_secret
+                .as_deref()
+                .and_then(|n| undeclared(secrets, n))
+            {
+                return Err(here("password_secret", msg));
+            }
+            for k in &a.authorized_keys {
+                let ok = k.starts_with("ssh-") || k.starts_with("ecdsa-") || k.starts_with("sk-");
+                if !ok || k.contains(['\n', '\r']) {
+                    return Err(here(
+                        "authorized_keys",
+                        "each element is one public key line (\"ssh-ed25519 AAAA… comment\")"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ssh(&self, s: &edits::ssh::Config) -> R {
+        const PRL: &[&str] = &["no", "yes", "prohibit-password", "forced-commands-only"];
+        if !PRL.contains(&s.permit_root_login.as_str()) {
+            let hint = node::did_you_mean(&s.permit_root_login, PRL)
+                .map(|x| format!("; did you mean {x:?}?"))
+                .unwrap_or_default();
+            return Err(self.err(
+                &["ssh", "permit_root_login"],
+                format!(
+                    "{:?}: expected \"no\", \"yes\", \"prohibit-password\" or \"forced-commands-only\"{hint}",
+                    s.permit_root_login
+                ),
+            ));
+        }
+        for (i, l) in s.extra.iter().enumerate() {
+            if l.trim().is_empty() || l.chars().any(char::is_control) {
+                return Err(self.err(
+                    &["ssh", "extra"],
+                    format!("[{i}] {l:?}: one `Keyword value` line per element"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn mail(&self, m: &edits::mail::Config, secrets: &BTreeMap<String, SecretSource>) -> R {
+        let declared = |path: &[&str], name: &Option<String>| -> R {
+            match name.as_deref().and_then(|n| undeclared(secrets, n)) {
+                Some(msg) => Err(self.err(path, msg)),
+                None => Ok(()),
+            }
+        };
+        // A value of ssmtp.conf: one word, no comment sign, no ':'.
+        let value = |v: &str| is_word(v) && !v.contains(['#', ':']);
+        let pass = self.key_as_written(&["mail"], &["auth_pass_secret", "password_secret"]);
+        if m.auth_pass_secret.is_some() && m.auth_user.is_none() {
+            return Err(self.err(&["mail", pass], "needs `auth_user` (the relay account)"));
+        }
+        declared(&["mail", pass], &m.auth_pass_secret)?;
+        let Some(hub) = &m.mailhub else {
+            return Ok(());
+        };
+        if !is_host_port(hub) || !hub.contains(':') {
+            return Err(self.err(
+                &["mail", "mailhub"],
+                format!("{hub:?}: expected HOST:PORT, like \"smtp.example.org:587\""),
+            ));
+        }
+        if !m.root.contains('@') || !value(&m.root) {
+            return Err(self.err(
+                &["mail", "root"],
+                format!(
+                    "{:?}: expected the mail address that receives root's mail",
+                    m.root
+                ),
+            ));
+        }
+        for (k, v) in [
+            ("hostname", &m.hostname),
+            ("auth_user", &m.auth_user),
+            ("rewrite_domain", &m.rewrite_domain),
+        ] {
+            if let Some(v) = v
+                && !value(v)
+            {
+                return Err(self.err(
+                    &["mail", k],
+                    format!("{v:?}: one word without spaces, '#' or ':'"),
+                ));
+            }
+        }
+        if m.use_tls && m.use_starttls {
+            let tls = self.key_as_written(&["mail"], &["use_tls", "tls"]);
+            return Err(self.err(
+                &["mail", tls],
+                "implicit TLS and STARTTLS exclude each other; set one of them to false",
+            ));
+        }
+        let paths: &[&[&str]] = &[&["mail", "revaliases"]];
+        for (i, r) in m.revaliases.iter().enumerate() {
+            for (k, v) in [("local", &r.local), ("from", &r.from)] {
+                if !value(v) {
+                    return Err(self.item_err(
+                        paths,
+                        "mail.revaliases",
+                        i,
+                        k,
+                        format!("{v:?}: one word without spaces, '#' or ':'"),
+                    ));
+                }
+            }
+            if let Some(h) = &r.mailhub
+                && (!is_host_port(h) || !h.contains(':'))
+            {
+                return Err(self.item_err(
+                    paths,
+                    "mail.revaliases",
+                    i,
+                    "mailhub",
+                    format!("{h:?}: expected HOST:PORT"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn journald(&self, j: &edits::journald::Config) -> R {
+        const STORAGE: &[&str] = &["volatile", "persistent", "auto", "none"];
+        if !STORAGE.contains(&j.storage.as_str()) {
+            let hint = node::did_you_mean(&j.storage, STORAGE)
+                .map(|x| format!("; did you mean {x:?}?"))
+                .unwrap_or_default();
+            return Err(self.err(
+                &["journald", "storage"],
+                format!(
+                    "expected \"volatile\" or \"persistent\" or \"auto\" or \"none\", found {:?}{hint}",
+                    j.storage
+                ),
+            ));
+        }
+        for (k, v) in [
+            ("runtime_max_use", Some(&j.runtime_max_use)),
+            ("system_max_use", j.system_max_use.as_ref()),
+        ] {
+            if let Some(v) = v {
+                let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'P', 'E']);
+                let ok = !digits.is_empty()
+                    && digits.len() + 1 >= v.len()
+                    && digits.bytes().all(|c| c.is_ascii_digit());
+                if !ok {
+                    return Err(self.err(
+                        &["journald", k],
+                        format!("{v:?}: expected journald's size syntax, like \"50M\""),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn io_scheduler(&self, io: &edits::io_scheduler::Config) -> R {
+        const KNOWN: &[&str] = &[
+            "mq-deadline",
+            "bfq",
+            "kyber",
+            "none",
+            "deadline",
+            "noop",
+            "cfq",
+        ];
+        if !KNOWN.contains(&io.scheduler.as_str()) {
+            let hint = node::did_you_mean(&io.scheduler, KNOWN)
+                .map(|s| format!("; did you mean {s:?}?"))
+                .unwrap_or_default();
+            return Err(self.err(
+                &["io_scheduler", "scheduler"],
+                format!(
+                    "{:?}: expected one of {}{hint}",
+                    io.scheduler,
+                    KNOWN.join(", ")
+                ),
+            ));
+        }
+        let glob = |d: &str| {
+            !d.is_empty()
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"[]*?-_|".contains(&b))
+        };
+        if io.devices.is_empty() {
+            return Err(self.err(
+                &["io_scheduler", "devices"],
+                "expected a non-empty list of kernel name globs like \"sd[a-z]*\"",
+            ));
+        }
+        for (i, d) in io.devices.iter().enumerate() {
+            if !glob(d) {
+                return Err(self.err(
+                    &["io_scheduler", "devices"],
+                    format!("[{i}] {d:?}: expected a kernel name glob like \"sd[a-z]*\" (letters, digits, []*?-_|)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn mirrorlist(&self, ml: &edits::mirrorlist::Config) -> R {
+        for (i, sv) in ml.servers.iter().enumerate() {
+            let scheme = ["http://", "https://", "file://"]
+                .iter()
+                .any(|p| sv.len() > p.len() && sv.starts_with(p));
+            if !scheme || !is_word(sv) {
+                return Err(self.err(
+                    &["mirrorlist", "servers"],
+                    format!("[{i}] {sv:?}: expected an http(s):// or file:// URL like \"http://mirror.archlinuxarm.org/$arch/$repo\""),
+                ));
+            }
+            if !sv.contains("$repo") {
+                return Err(self.err(
+                    &["mirrorlist", "servers"],
+                    format!(
+                        "[{i}] {sv:?}: lacks `$repo` (Arch Linux ARM mirrors end in /$arch/$repo)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn docker(&self, d: &edits::docker::Config) -> R {
+        for (k, v) in [("unit", &d.unit), ("wanted_by", &d.wanted_by)] {
+            if let Err(e) = edits::check_unit_name(k, v) {
+                return Err(self.err(&["docker", k], e));
+            }
+        }
+        if let Err(e) = edits::docker::daemon_json(d) {
+            let msg = e.to_string();
+            let msg = msg.strip_prefix("docker.daemon.").unwrap_or(&msg);
+            // Point at the offending key: the message starts with its dotted path.
+            let key = msg.split(": ").next().unwrap_or("");
+            let mut path = vec!["docker", "daemon"];
+            path.extend(key.split('.').map(|k| k.split('[').next().unwrap_or(k)));
+            let l = self.root.loc_of(&path);
+            return Err(anyhow::anyhow!(
+                "{}: docker.daemon: {msg}",
+                self.sources.where_(l)
+            ));
+        }
+        Ok(())
+    }
+
+    fn cron(&self, c: &edits::cron::Config) -> R {
+        for (k, v) in [("unit", &c.unit), ("wanted_by", &c.wanted_by)] {
+            if let Err(e) = edits::check_unit_name(k, v) {
+                return Err(self.err(&["cron", k], e));
+            }
+        }
+        let key = self.key_as_written(&["cron"], &["job", "jobs"]);
+        let shown = format!("cron.{key}");
+        let paths: &[&[&str]] = &[&["cron", "job"], &["cron", "jobs"]];
+        let mut seen = BTreeSet::new();
+        for (i, j) in c.jobs.iter().enumerate() {
+            let here = |k: &str, msg: String| self.item_err(paths, &shown, i, k, msg);
+            for (k, v) in [
+                ("name", &j.name),
+                ("schedule", &j.schedule),
+                ("command", &j.command),
+            ] {
+                if v.trim().is_empty() {
+                    return Err(here(k, format!("missing required key `{k}`")));
+                }
+            }
+            if edits::check_file_name("name", &j.name, false).is_err() {
+                return Err(here(
+                    "name",
+                    format!(
+                        "{:?}: cron.d file names use letters, digits, '_' and '-' only",
+                        j.name
+                    ),
+                ));
+            }
+            if !seen.insert(j.name.clone()) {
+                return Err(here("name", format!("job {:?} is defined twice", j.name)));
+            }
+            if edits::cron::check_schedule("schedule", &j.schedule).is_err() {
+                return Err(here(
+                    "schedule",
+                    format!(
+                        "{:?}: expected five cron fields like \"30 3 * * *\" or @hourly/@daily/@weekly/@monthly/@yearly/@reboot",
+                        j.schedule
+                    ),
+                ));
+            }
+            if let Some(u) = &j.user
+                && !is_user_name(u)
+            {
+                return Err(here("user", format!("{u:?}: not a user name")));
+            }
+            if let Err(e) = edits::cron::check_command("command", &j.command) {
+                return Err(here("command", format!("{e}")));
+            }
+        }
+        let paths: &[&[&str]] = &[&["cron", "logrotate"]];
+        let mut seen = BTreeSet::new();
+        for (i, l) in c.logrotate.iter().enumerate() {
+            let here = |k: &str, msg: String| self.item_err(paths, "cron.logrotate", i, k, msg);
+            if edits::check_file_name("name", &l.name, true).is_err() {
+                return Err(here(
+                    "name",
+                    format!(
+                        "{:?}: a file name of letters, digits, '_', '-', '.'",
+                        l.name
+                    ),
+                ));
+            }
+            if !seen.insert(l.name.clone()) {
+                return Err(here("name", format!("{:?} is defined twice", l.name)));
+            }
+            if l.content.trim().is_empty() {
+                return Err(here("content", "missing or empty".to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn fstab(&self, f: &edits::fstab::Config) -> R {
+        for (k, v) in [
+            ("root_device", &f.root_device),
+            ("root_options", &f.root_options),
+            ("boot_options", &f.boot_options),
+        ] {
+            if !is_word(v) || v.contains('#') {
+                return Err(self.err(
+                    &["fstab", k],
+                    format!("{v:?}: one word without spaces or '#'"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Check the overlay directories exist and make them absolute (the loader already made
+    /// them relative to the file that declared them); check the per-path entries.
+    fn overlays(&self, o: &mut edits::overlays::Config, vars: &BTreeMap<String, String>) -> R {
+        let dirs_key = self.key_as_written(&["overlays"], &["dirs", "names"]);
+        for (i, d) in o.dirs.iter_mut().enumerate() {
+            if !d.is_dir() {
+                return Err(self.err(
+                    &["overlays", dirs_key],
+                    format!("[{i}] {} is not a directory", d.display()),
+                ));
+            }
+            let abs = std::path::absolute(&*d).map_err(|e| {
+                self.err(
+                    &["overlays", dirs_key],
+                    format!("[{i}] {}: {}", d.display(), secrets::io_reason(&e)),
+                )
+            })?;
+            *d = normalize(&abs);
+        }
+        let paths: &[&[&str]] = &[&["overlays", "entry"]];
+        let mut seen = BTreeSet::new();
+        for (i, e) in o.entries.iter().enumerate() {
+            let here = |k: &str, msg: String| self.item_err(paths, "overlays.entry", i, k, msg);
+            if e.path.is_empty() {
+                return Err(here("path", "missing required key `path`".to_string()));
+            }
+            let r = match edits::rel(&e.path) {
+                Ok(r) if e.path.starts_with('/') && !r.is_empty() => r,
+                _ => {
+                    return Err(here(
+                        "path",
+                        format!(
+                            "{:?}: expected an absolute path in the rootfs, without `..`",
+                            e.path
+                        ),
+                    ));
+                }
+            };
+            if !seen.insert(r.clone()) {
+                return Err(here("path", format!("{:?} is listed twice", e.path)));
+            }
+            // It must match something an overlay copies; a template must be a regular file
+            // whose placeholders are all known.
+            let copies: Vec<PathBuf> = o
+                .dirs
+                .iter()
+                .map(|d| d.join(&r))
+                .filter(|p| std::fs::symlink_metadata(p).is_ok())
+                .collect();
+            if copies.is_empty() {
+                return Err(here(
+                    "path",
+                    format!("{:?} matches no file in the overlay dirs", e.path),
+                ));
+            }
+            for c in copies.iter().filter(|_| e.template) {
+                let text = match std::fs::symlink_metadata(c) {
+                    Ok(m) if m.is_file() => std::fs::read(c).map_err(|err| {
+                        here(
+                            "template",
+                            format!("{}: {}", c.display(), secrets::io_reason(&err)),
+                        )
+                    })?,
+                    _ => {
+                        return Err(here(
+                            "template",
+                            format!("{} is not a regular file", c.display()),
+                        ));
+                    }
+                };
+                let text = String::from_utf8(text)
+                    .map_err(|_| here("template", format!("{} is not UTF-8 text", c.display())))?;
+                let names = edits::templates::placeholders(&text)
+                    .map_err(|err| here("template", format!("{}: {err}", c.display())))?;
+                if let Some(n) = names.iter().find(|n| !vars.contains_key(n.as_str())) {
+                    let known: Vec<&str> = vars.keys().map(String::as_str).collect();
+                    return Err(here(
+                        "template",
+                        format!(
+                            "{}: unknown variable {{{n}}} (known: {})",
+                            c.display(),
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if let Some(m) = &e.mode {
+                let ok = m.len() <= 5
+                    && !m.is_empty()
+                    && u16::from_str_radix(m, 8).is_ok_and(|v| v <= 0o7777);
+                if !ok {
+                    return Err(here(
+                        "mode",
+                        format!("{m:?}: expected an octal mode like \"0755\""),
+                    ));
+                }
+            }
+            if let Some(ow) = &e.owner {
+                let part = |s: &str| s.parse::<u32>().is_ok() || is_user_name(s);
+                let ok = match ow.split_once(':') {
+                    Some((u, g)) => part(u) && part(g),
+                    None => part(ow),
+                };
+                if !ok {
+                    return Err(here(
+                        "owner",
+                        format!("{ow:?}: expected \"user\", \"user:group\" or numeric ids"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn consoles(&self, path: &[&str], cs: &[String]) -> R {

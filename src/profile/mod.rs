@@ -6,7 +6,11 @@
 //! sha256/size pins of the source tarball), applies the command-line [`Overrides`], and checks
 //! every value before anything is fetched. Errors are one line, `FILE:LINE: key.path: what`.
 //!
-//! The file format is documented in `docs/profiles.md`; the schema types live in [`schema`].
+//! The file format is documented in `docs/profiles.md`. The image-level schema types live in
+//! [`schema`]; the node sections (`[system]`, `[users]`, `[ssh]`, `[mail]`, `[journald]`,
+//! `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`, `[fstab]`, `[overlays]`) are the
+//! edits' own `Config` types, gathered in [`crate::rootfs::edits::Sections`] as
+//! [`Profile::node`], which is exactly what [`crate::rootfs::edits::apply_all`] consumes.
 //! The result, [`Profile`], is plain typed data (serde `Serialize`); the derivation hash over it
 //! is in [`crate::plan`].
 
@@ -25,9 +29,7 @@ use serde::Serialize;
 pub use board::SECTOR;
 pub use load::{LOCK_FILE_NAME, is_sha256_hex, load, read_lock, write_lock};
 pub use schema::{
-    Blob, Board, Boot, Cron, CronJob, Docker, Features, Hostname, IoScheduler, JournalStorage,
-    Journald, LockFile, Mail, Mirrorlist, Pin, Rootfs, SdLayout, SectorRange, Swarm, SwarmRole,
-    System, UserAdd, Users,
+    Blob, Board, Boot, Features, LockFile, Pin, Rootfs, SdLayout, SectorRange, Swarm, SwarmRole,
 };
 pub use secrets::{Secret, SecretSource};
 pub use size::{Bytes, Size};
@@ -58,18 +60,12 @@ pub struct Profile {
     pub boot: Boot,
     /// Declared secrets and where their values come from (after overrides).
     pub secrets: BTreeMap<String, SecretSource>,
-    pub users: Users,
-    pub system: System,
-    pub journald: Option<Journald>,
-    pub docker: Option<Docker>,
+    /// `[swarm]`: how the node joins the Docker swarm at first boot.
     pub swarm: Option<Swarm>,
-    pub hostname: Option<Hostname>,
-    pub io_scheduler: Option<IoScheduler>,
-    pub mail: Option<Mail>,
-    pub cron: Option<Cron>,
-    pub mirrorlist: Option<Mirrorlist>,
-    /// Overlay directories, in the order they are applied (later wins).
-    pub overlays: Vec<PathBuf>,
+    /// The node configuration (`[system]`, `[users]`, `[ssh]`, `[mail]`, `[journald]`,
+    /// `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`, `[fstab]`, `[overlays]`), as
+    /// [`crate::rootfs::edits::apply_all`] consumes it. `overlays.dirs` are absolute paths.
+    pub node: crate::rootfs::edits::Sections,
     /// Every file the profile was made from.
     pub files: InputFiles,
 }
@@ -131,6 +127,7 @@ pub struct InputFiles {
     /// Whether `lock` existed and was read.
     pub lock_exists: bool,
     pub keyring: Option<PathBuf>,
+    /// Overlay directories (absolute), in the order they are applied.
     pub overlays: Vec<PathBuf>,
     /// Secret files (after overrides), by secret name.
     pub secrets: BTreeMap<String, PathBuf>,
@@ -153,7 +150,56 @@ impl InputFiles {
     }
 }
 
+/// The variables of overlay files marked `template = true` (`[[overlays.entry]]`): `{name}`
+/// (the profile), `{board}`, `{arch}`, and with a `[swarm]` section `{swarm.role}`,
+/// `{swarm.manager}` (the first manager as `HOST:PORT`, port 2377 when not given; empty for
+/// `init`), `{swarm.managers}` (all of them, space-separated) and `{swarm.advertise_addr}`
+/// (empty when unset). Every value comes from the profile, so the derivation hash covers them.
+pub(crate) fn template_vars(
+    name: &str,
+    board: &Board,
+    swarm: Option<&Swarm>,
+) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("name".to_string(), name.to_string());
+    v.insert("board".to_string(), board.name.clone());
+    v.insert("arch".to_string(), board.arch.clone());
+    if let Some(sw) = swarm {
+        let role = match sw.role {
+            SwarmRole::Init => "init",
+            SwarmRole::Manager => "manager",
+            SwarmRole::Worker => "worker",
+        };
+        let with_port = |m: &String| {
+            if m.contains(':') {
+                m.clone()
+            } else {
+                format!("{m}:2377")
+            }
+        };
+        let managers: Vec<String> = sw.managers.iter().map(with_port).collect();
+        v.insert("swarm.role".to_string(), role.to_string());
+        v.insert(
+            "swarm.manager".to_string(),
+            managers.first().cloned().unwrap_or_default(),
+        );
+        v.insert("swarm.managers".to_string(), managers.join(" "));
+        v.insert(
+            "swarm.advertise_addr".to_string(),
+            sw.advertise_addr.clone().unwrap_or_default(),
+        );
+    }
+    v
+}
+
 impl Profile {
+    /// The template variables for overlay files (pass as `edits::BuildInputs::vars`):
+    /// `name`, `board`, `arch`, and with `[swarm]` `swarm.role`, `swarm.manager`,
+    /// `swarm.managers`, `swarm.advertise_addr` (see `docs/profiles.md`).
+    pub fn template_vars(&self) -> BTreeMap<String, String> {
+        template_vars(&self.name, &self.board, self.swarm.as_ref())
+    }
+
     /// The source tarball to fetch, if any.
     pub fn source_spec(&self) -> Option<SourceSpec> {
         self.source.as_ref().map(|s| SourceSpec {
@@ -246,5 +292,100 @@ impl Profile {
             "set_macaddr" => Some(set_mac.clone()),
             _ => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+    use crate::rootfs::edits::{self, EditContext, testutil};
+    use crate::tree::NodeKind;
+
+    /// The shipped worker profile, with its secrets from private temp files.
+    fn shipped_worker(dir: &Path) -> Profile {
+        let mut ov = Overrides::default();
+        for (name, value) in [
+            ("admin_password_hash", format!("{}\n", testutil::ADMIN_HASH)),
+            ("mail_password", format!("{}\n", testutil::SMTP_PASS)),
+            ("swarm_worker_token", "SWMTKN-1-test\n".to_string()),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, value).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            ov.secrets.insert(name.to_string(), p);
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/worker.toml");
+        load(&path, &ov).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The shipped node template, applied by `edits::apply_all` to an Arch-like tree, gives a
+    /// consistent node: every section finds what it needs (groups, units, the overlay's
+    /// scripts for the cron jobs), secrets land only where they belong, and shadow-utils'
+    /// own checkers accept the account files.
+    #[test]
+    fn shipped_node_template_applies_to_an_arch_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = shipped_worker(tmp.path());
+        let (mut t, _) = testutil::arch_tree();
+        testutil::stored(&mut t, "usr/share/zoneinfo/Europe/Paris");
+        let secrets = |name: &str| p.secret(name).map(|s| s.bytes().to_vec());
+        let ctx = EditContext::new(testutil::TS, &secrets);
+        let vars = p.template_vars();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let inputs = edits::BuildInputs {
+            boot_volume_id: 0x1234_abcd,
+            overlays_dir: elsewhere.path(),
+            vars: &vars,
+        };
+        edits::apply_all(&mut t, &p.node, &ctx, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
+
+        let text = |path: &str| testutil::text(&t, path);
+        assert!(!text("etc/passwd").contains("alarm"));
+        assert!(text("etc/passwd").contains("admin:x:1000:1000:Cluster administrator:"));
+        assert!(text("etc/group").contains("docker:x:"));
+        assert!(text("etc/sudoers.d/wheel").contains("%wheel ALL=(ALL:ALL) ALL"));
+        assert_eq!(text("etc/machine-id"), "uninitialized\n");
+        assert_eq!(text("etc/locale.conf"), "LANG=C.UTF-8\n");
+        assert!(text("etc/systemd/journald.conf.d/hc1img.conf").contains("RuntimeMaxUse=50M"));
+        assert!(text("etc/systemd/journald.conf.d/hc1img.conf").contains("Storage=volatile"));
+        assert!(
+            text("etc/udev/rules.d/60-ioscheduler.rules")
+                .contains("ATTR{queue/scheduler}=\"mq-deadline\"")
+        );
+        let daemon: serde_json::Value =
+            serde_json::from_str(&text("etc/docker/daemon.json")).unwrap();
+        assert_eq!(daemon["storage-driver"], "overlay2");
+        assert_eq!(
+            daemon["insecure-registries"][0],
+            "registry.cluster.lan:5000"
+        );
+        let ssmtp = text("etc/ssmtp/ssmtp.conf");
+        assert!(
+            ssmtp.contains("mailhub=smtp.cluster.lan:587") && ssmtp.contains("UseSTARTTLS=YES")
+        );
+        assert!(
+            text("etc/cron.d/docker-volume-backup")
+                .ends_with("0 2 * * * root /usr/local/sbin/backup-docker-volumes\n")
+        );
+        assert!(text("etc/fstab").contains("UUID=1234-ABCD /boot vfat"));
+        assert!(text("etc/pacman.d/mirrorlist").contains("Server = http://"));
+        for script in ["backup-docker-volumes", "docker-cleanup"] {
+            let id = t
+                .lookup(format!("usr/local/sbin/{script}").as_bytes())
+                .unwrap();
+            assert!(matches!(t.node(id).kind, NodeKind::File(_)));
+            assert_eq!(t.node(id).meta.perm, 0o750, "{script}");
+        }
+        assert!(t.lookup(b"etc/hostname").is_some_and(|id| {
+            // A template hostname is set at first boot; the tarball's file is kept.
+            matches!(&t.node(id).kind, NodeKind::File(_))
+        }));
+
+        let dir = tempfile::tempdir().unwrap();
+        testutil::materialize(&t, dir.path());
+        testutil::run_check("pwck", dir.path());
+        testutil::run_check("grpck", dir.path());
     }
 }

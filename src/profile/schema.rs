@@ -1,7 +1,11 @@
 //! The typed profile, board and lock-file schemas (serde), with their defaults.
 //!
-//! Every table denies unknown keys; every node-configuration section is an optional table, so
-//! later sections are added as new `#[serde(default)]` fields without touching old profiles.
+//! Every table denies unknown keys. The node-configuration sections (`[system]`, `[users]`,
+//! `[ssh]`, `[mail]`, `[journald]`, `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`,
+//! `[fstab]`, `[overlays]`) are not defined here: their schema is the `Config` struct of the
+//! edit that consumes them ([`crate::rootfs::edits`]), so there is one definition of each
+//! field and its default. This file holds the image-level sections (`[source]`, `[rootfs]`,
+//! `[boot]`, `[secrets]`, `[swarm]`), the board file and the lock file.
 //! The user-facing description is `docs/profiles.md`; keep both in step.
 
 use std::collections::BTreeMap;
@@ -10,6 +14,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::size::{Bytes, Size};
+use crate::rootfs::edits;
 
 /// A profile file as written (one file, or the merge of an `extends` chain). Relative paths have
 /// already been resolved against the file that declared them.
@@ -27,27 +32,49 @@ pub(crate) struct RawProfile {
     #[serde(default)]
     pub secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
-    pub users: Users,
-    #[serde(default)]
-    pub system: System,
-    #[serde(default)]
-    pub journald: Option<Journald>,
-    #[serde(default)]
-    pub docker: Option<Docker>,
-    #[serde(default)]
     pub swarm: Option<Swarm>,
+    // The node-configuration sections: the edits' own `Config` types are the schema.
     #[serde(default)]
-    pub hostname: Option<Hostname>,
+    pub system: edits::system::Config,
     #[serde(default)]
-    pub io_scheduler: Option<IoScheduler>,
+    pub users: edits::users::Config,
     #[serde(default)]
-    pub mail: Option<Mail>,
+    pub ssh: edits::ssh::Config,
     #[serde(default)]
-    pub cron: Option<Cron>,
+    pub mail: edits::mail::Config,
     #[serde(default)]
-    pub mirrorlist: Option<Mirrorlist>,
+    pub journald: edits::journald::Config,
     #[serde(default)]
-    pub overlays: Overlays,
+    pub io_scheduler: edits::io_scheduler::Config,
+    #[serde(default)]
+    pub mirrorlist: edits::mirrorlist::Config,
+    #[serde(default)]
+    pub docker: edits::docker::Config,
+    #[serde(default)]
+    pub cron: edits::cron::Config,
+    #[serde(default)]
+    pub fstab: edits::fstab::Config,
+    #[serde(default)]
+    pub overlays: edits::overlays::Config,
+}
+
+impl RawProfile {
+    /// The node sections as [`edits::Sections`] (moved out; the rest of `self` stays usable).
+    pub fn take_sections(&mut self) -> edits::Sections {
+        edits::Sections {
+            system: std::mem::take(&mut self.system),
+            users: std::mem::take(&mut self.users),
+            ssh: std::mem::take(&mut self.ssh),
+            mail: std::mem::take(&mut self.mail),
+            journald: std::mem::take(&mut self.journald),
+            io_scheduler: std::mem::take(&mut self.io_scheduler),
+            mirrorlist: std::mem::take(&mut self.mirrorlist),
+            docker: std::mem::take(&mut self.docker),
+            cron: std::mem::take(&mut self.cron),
+            fstab: std::mem::take(&mut self.fstab),
+            overlays: std::mem::take(&mut self.overlays),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,134 +194,6 @@ impl Default for Boot {
     }
 }
 
-/// `[users]`: accounts in the image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Users {
-    /// Users removed from passwd/shadow/group (with their home directories).
-    #[serde(default = "default_remove")]
-    pub remove: Vec<String>,
-    /// Name of a secret holding root's crypt(3) password hash (`mkpasswd -m sha-512`). Unset:
-    /// root's password is locked (`!`), so the tarball's `root`/`root` never works.
-    #[serde(default)]
-    pub root_password_secret: Option<String>,
-    /// Users added.
-    #[serde(default)]
-    pub add: Vec<UserAdd>,
-}
-
-fn default_remove() -> Vec<String> {
-    vec!["alarm".to_string()]
-}
-
-impl Default for Users {
-    fn default() -> Self {
-        Users {
-            remove: default_remove(),
-            root_password_secret: None,
-            add: Vec::new(),
-        }
-    }
-}
-
-/// `[[users.add]]`: one account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserAdd {
-    pub name: String,
-    pub uid: u32,
-    /// Primary group id; default = `uid`, with a group named like the user.
-    #[serde(default)]
-    pub gid: Option<u32>,
-    /// Supplementary groups (must exist in the rootfs, e.g. `wheel`, `docker`).
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default = "default_shell")]
-    pub shell: String,
-    /// Home directory; default `/home/NAME`.
-    #[serde(default)]
-    pub home: Option<String>,
-    /// Name of a secret holding the crypt(3) password hash; unset = password locked.
-    #[serde(default)]
-    pub password_secret: Option<String>,
-    /// Lines of `~/.ssh/authorized_keys` (public keys, not secrets).
-    #[serde(default)]
-    pub authorized_keys: Vec<String>,
-}
-
-fn default_shell() -> String {
-    "/bin/bash".to_string()
-}
-
-/// `[system]`: settings systemd-firstboot would otherwise ask for on the console.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct System {
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
-    #[serde(default = "default_locale")]
-    pub locale: String,
-    #[serde(default = "default_keymap")]
-    pub keymap: String,
-}
-
-fn default_timezone() -> String {
-    "UTC".to_string()
-}
-fn default_locale() -> String {
-    "en_US.UTF-8".to_string()
-}
-fn default_keymap() -> String {
-    "us".to_string()
-}
-
-impl Default for System {
-    fn default() -> Self {
-        System {
-            timezone: default_timezone(),
-            locale: default_locale(),
-            keymap: default_keymap(),
-        }
-    }
-}
-
-/// `[journald]`: a drop-in in `/etc/systemd/journald.conf.d/`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Journald {
-    #[serde(default)]
-    pub storage: JournalStorage,
-    /// `RuntimeMaxUse=` in journald's syntax (`50M`, `1G`, bytes).
-    #[serde(default)]
-    pub runtime_max_use: Option<String>,
-    /// `SystemMaxUse=` in journald's syntax.
-    #[serde(default)]
-    pub system_max_use: Option<String>,
-}
-
-/// journald `Storage=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JournalStorage {
-    #[default]
-    Volatile,
-    Persistent,
-    Auto,
-    None,
-}
-
-/// `[docker]`: the Docker engine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Docker {
-    /// Enable `docker.service` (the engine is never started at build time).
-    #[serde(default = "yes")]
-    pub enable: bool,
-    /// Written as `/etc/docker/daemon.json` (keys sorted).
-    #[serde(default)]
-    pub daemon: serde_json::Map<String, serde_json::Value>,
-}
-
 /// `[swarm]`: how the node joins the Docker swarm at first boot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -320,97 +219,6 @@ pub enum SwarmRole {
     Manager,
     /// Join as a worker.
     Worker,
-}
-
-/// `[hostname]`: set at first boot (never baked: many nodes share one image).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Hostname {
-    /// A fixed name, or a template with `{mac6}` (last 6 hex digits of the Ethernet MAC) or
-    /// `{mac}` (all 12).
-    pub name: String,
-}
-
-/// `[io_scheduler]`: a udev rule choosing the block I/O scheduler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IoScheduler {
-    #[serde(default = "default_scheduler")]
-    pub scheduler: String,
-    /// udev `KERNEL==` globs the rule matches.
-    #[serde(default = "default_sched_devices")]
-    pub devices: Vec<String>,
-}
-
-fn default_scheduler() -> String {
-    "mq-deadline".to_string()
-}
-
-fn default_sched_devices() -> Vec<String> {
-    vec!["mmcblk[0-9]".to_string(), "sd[a-z]".to_string()]
-}
-
-/// `[mail]`: outgoing mail through a relay (ssmtp-style).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mail {
-    /// Relay `host:port`.
-    pub mailhub: String,
-    /// Where mail for root and system users goes.
-    pub root: String,
-    #[serde(default)]
-    pub rewrite_domain: Option<String>,
-    /// Implicit TLS to the relay.
-    #[serde(default = "yes")]
-    pub tls: bool,
-    /// STARTTLS instead of implicit TLS.
-    #[serde(default)]
-    pub starttls: bool,
-    #[serde(default)]
-    pub auth_user: Option<String>,
-    /// Name of the secret holding the relay password.
-    #[serde(default)]
-    pub password_secret: Option<String>,
-}
-
-/// `[cron]`: jobs written to `/etc/cron.d/`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cron {
-    #[serde(default)]
-    pub jobs: Vec<CronJob>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CronJob {
-    /// File name under `/etc/cron.d/`.
-    pub name: String,
-    /// Five cron fields, or `@hourly`/`@daily`/`@weekly`/`@monthly`/`@yearly`/`@reboot`.
-    pub schedule: String,
-    #[serde(default = "default_cron_user")]
-    pub user: String,
-    pub command: String,
-}
-
-fn default_cron_user() -> String {
-    "root".to_string()
-}
-
-/// `[mirrorlist]`: `/etc/pacman.d/mirrorlist`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mirrorlist {
-    /// `Server =` lines in order (`$arch`/`$repo` are pacman's variables).
-    pub servers: Vec<String>,
-}
-
-/// `[overlays]`: directory trees copied over the rootfs, in order (later ones win).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Overlays {
-    #[serde(default)]
-    pub dirs: Vec<PathBuf>,
 }
 
 /// The board file (`profiles/boards/*.toml`).

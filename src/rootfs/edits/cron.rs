@@ -102,7 +102,8 @@ pub fn check_schedule(field: &str, s: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_command(field: &str, c: &str) -> Result<()> {
+/// Check a cron command: one line, not empty, every `%` escaped as `\%`.
+pub fn check_command(field: &str, c: &str) -> Result<()> {
     check_one_line(field, c)?;
     if c.trim().is_empty() {
         bail!("{field} is empty");
