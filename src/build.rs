@@ -15,8 +15,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use crate::ext4::{Ext4Options, Ext4Stats, Ext4Writer, FeatureLevel};
-use crate::profile::{Features, Profile, Size};
 use crate::ids;
+use crate::profile::{Features, Profile, Size};
 use crate::progress::Reporter;
 use crate::rootfs::import::{self, ImportReport, Route};
 use crate::rootfs::input::{self, Inflated};
@@ -65,7 +65,10 @@ fn round_up(v: u64, m: u64) -> u64 {
 fn auto_size(tarball: &Path) -> Result<(u64, u64)> {
     let hint = input::unpacked_size_hint(tarball)?;
     Ok(match hint {
-        Some(n) => (round_up(n + n * 3 / 10 + (256 << 20), 64 << 20), n / 512 + 4096),
+        Some(n) => (
+            round_up(n + n * 3 / 10 + (256 << 20), 64 << 20),
+            n / 512 + 4096,
+        ),
         None => (4 << 30, 0),
     })
 }
@@ -96,7 +99,8 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
         .create_new(true)
         .open(&ssd_path)
         .with_context(|| format!("{}: cannot create", ssd_path.display()))?;
-    ssd.set_len(disk_size).with_context(|| format!("{}: cannot size the image", ssd_path.display()))?;
+    ssd.set_len(disk_size)
+        .with_context(|| format!("{}: cannot size the image", ssd_path.display()))?;
 
     // Times the tool sets itself come from SOURCE_DATE_EPOCH or the tarball's newest mtime,
     // known only after the stream: the writer takes the final value at finish.
@@ -116,7 +120,8 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
         journal_blocks: None,
     };
     let mut writer = Ext4Writer::create(
-        ssd.try_clone().context("cannot duplicate the ssd.img handle")?,
+        ssd.try_clone()
+            .context("cannot duplicate the ssd.img handle")?,
         first_lba * SECTOR,
         &opts,
     )?;
@@ -155,7 +160,11 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     for w in &report.warnings {
         rep.warn(w);
     }
-    rep.detail(format!("{} tar entries, {} MiB of file data", report.entries, report.file_bytes >> 20));
+    rep.detail(format!(
+        "{} tar entries, {} MiB of file data",
+        report.entries,
+        report.file_bytes >> 20
+    ));
     let timestamp = inp.timestamp.unwrap_or(report.newest_mtime);
 
     let env = BuildIds {
@@ -167,10 +176,10 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     rep.step("configuring the node");
     let secrets = |name: &str| p.secret(name).map(|s| s.bytes().to_vec());
     let ctx = crate::rootfs::edits::EditContext::new(timestamp, &secrets);
-    let vars = template_vars(p, &env);
+    let vars = p.template_vars();
     crate::rootfs::edits::apply_all(
         &mut tree,
-        &crate::rootfs::edits::Sections::default(), // TEMP until reconcile
+        &p.node,
         &ctx,
         &crate::rootfs::edits::BuildInputs {
             boot_volume_id,
@@ -197,48 +206,59 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
             name: "root".into(),
         },
     )?;
-    ssd.sync_all().with_context(|| format!("{}: cannot flush", ssd_path.display()))?;
+    ssd.sync_all()
+        .with_context(|| format!("{}: cannot flush", ssd_path.display()))?;
 
     rep.step("writing the boot card");
     let (boot_files, boot_txt) = write_sd(inp, &report, &env, &dir.join("sd.img"))?;
-    Ok(BuildReport { import: report, ext4, boot_files, boot_txt })
-}
-
-/// Values overlay templates may use (`{profile}`, `{board}`, `{root_partuuid}`, …).
-fn template_vars(p: &Profile, env: &BuildIds) -> BTreeMap<String, String> {
-    let mut v = BTreeMap::new();
-    v.insert("profile".into(), p.name.clone());
-    v.insert("board".into(), p.board.name.clone());
-    v.insert("root_partuuid".into(), env.root_partuuid.clone());
-    v.insert("root_fs_uuid".into(), env.root_fs_uuid.clone());
-    if let Some(sw) = &p.swarm {
-        v.insert("swarm.role".into(), format!("{:?}", sw.role).to_lowercase());
-        if let Some(m) = sw.managers.first() {
-            v.insert("swarm.manager".into(), m.clone());
-        }
-    }
-    v
+    Ok(BuildReport {
+        import: report,
+        ext4,
+        boot_files,
+        boot_txt,
+    })
 }
 
 /// Write `sd.img`: MBR, blobs, FAT with the boot files plus `boot.txt`, `boot.scr` and a
 /// `mkscr` that still works on the node.
-fn write_sd(inp: &BuildInputs, report: &ImportReport, env: &BuildIds, path: &Path) -> Result<(Vec<String>, String)> {
+fn write_sd(
+    inp: &BuildInputs,
+    report: &ImportReport,
+    env: &BuildIds,
+    path: &Path,
+) -> Result<(Vec<String>, String)> {
     let board = &inp.profile.board;
     let sd = &board.sd;
-    let sizes: BTreeMap<String, u64> = report.boot.iter().map(|(k, v)| (k.clone(), v.data.len() as u64)).collect();
+    let sizes: BTreeMap<String, u64> = report
+        .boot
+        .iter()
+        .map(|(k, v)| (k.clone(), v.data.len() as u64))
+        .collect();
     board.check_blob_layout(&sizes)?;
     if let Some(script) = &sd.fusing_script {
         let Some(f) = report.boot.get(script) else {
-            bail!("the tarball's /boot has no {script}, which board {} says to check the blob sectors against", board.name);
+            bail!(
+                "the tarball's /boot has no {script}, which board {} says to check the blob sectors against",
+                board.name
+            );
         };
         board.check_fusing_script(&String::from_utf8_lossy(&f.data))?;
     }
     let blobs: BTreeMap<String, Vec<u8>> = sd
         .blobs
         .iter()
-        .filter_map(|b| report.boot.get(&b.file).map(|f| (b.file.clone(), f.data.clone())))
+        .filter_map(|b| {
+            report
+                .boot
+                .get(&b.file)
+                .map(|f| (b.file.clone(), f.data.clone()))
+        })
         .collect();
-    let mut files: BTreeMap<String, Vec<u8>> = report.boot.iter().map(|(k, v)| (k.clone(), v.data.clone())).collect();
+    let mut files: BTreeMap<String, Vec<u8>> = report
+        .boot
+        .iter()
+        .map(|(k, v)| (k.clone(), v.data.clone()))
+        .collect();
     let boot_txt = inp.profile.boot_txt(Some(&env.root_partuuid))?;
     let ts = u32::try_from(env.timestamp.max(0)).unwrap_or(u32::MAX);
     files.insert("boot.txt".into(), boot_txt.clone().into_bytes());

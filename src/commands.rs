@@ -54,14 +54,25 @@ fn fetch_options(rep: &Reporter) -> FetchOptions {
 /// The profile's source as the fetcher wants it (pinned).
 fn source_spec(p: &Profile) -> Result<source::SourceSpec> {
     let Some(spec) = p.source_spec() else {
-        bail!("profile {} names no [source]; add one or pass --source-url and --source-sha256", p.name);
+        bail!(
+            "profile {} names no [source]; add one or pass --source-url and --source-sha256",
+            p.name
+        );
     };
     let sha256 = spec.require_sha256()?.to_string();
     let signature = match (&spec.signature, &spec.keyring) {
-        (Some(url), Some(keyring)) => Some(SignatureSpec { url: url.clone(), keyring: keyring.clone() }),
+        (Some(url), Some(keyring)) => Some(SignatureSpec {
+            url: url.clone(),
+            keyring: keyring.clone(),
+        }),
         _ => None,
     };
-    Ok(source::SourceSpec { urls: spec.urls, sha256, size: spec.size, signature })
+    Ok(source::SourceSpec {
+        urls: spec.urls,
+        sha256,
+        size: spec.size,
+        signature,
+    })
 }
 
 /// `SOURCE_DATE_EPOCH` as the build uses it.
@@ -77,7 +88,12 @@ fn source_date_epoch() -> Result<Option<i64>> {
 }
 
 /// `hc1img build`: returns the output directory.
-pub fn build(args: &CommonArgs, out: Option<PathBuf>, rebuild: bool, rep: &Reporter) -> Result<PathBuf> {
+pub fn build(
+    args: &CommonArgs,
+    out: Option<PathBuf>,
+    rebuild: bool,
+    rep: &Reporter,
+) -> Result<PathBuf> {
     let p = args.load()?;
     let drv = plan::derivation(&p)?;
     let timestamp = source_date_epoch()?;
@@ -86,7 +102,11 @@ pub fn build(args: &CommonArgs, out: Option<PathBuf>, rebuild: bool, rep: &Repor
         None => OutDir::in_store(Path::new("out"), &p.name, &drv.hash),
     };
     if out.is_complete() && !rebuild {
-        rep.step(format!("{} is up to date ({})", out.dir.display(), drv.short()));
+        rep.step(format!(
+            "{} is up to date ({})",
+            out.dir.display(),
+            drv.short()
+        ));
         return Ok(out.dir);
     }
     rep.detail(format!("derivation {}", drv.hash));
@@ -135,7 +155,12 @@ fn manifest_for(p: &Profile, drv: &Derivation, spec: &source::SourceSpec) -> Man
         inputs: drv
             .inputs
             .iter()
-            .map(|i| (format!("{:?}/{}", i.kind, i.name).to_lowercase(), i.digest.clone()))
+            .map(|i| {
+                (
+                    format!("{:?}/{}", i.kind, i.name).to_lowercase(),
+                    i.digest.clone(),
+                )
+            })
             .collect(),
         outputs: BTreeMap::new(),
     }
@@ -163,7 +188,12 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
         println!("output      out/{}-{}/", p.name, drv.short());
         println!("inputs:");
         for i in &drv.inputs {
-            println!("  {:<8} {:<40} {}", format!("{:?}", i.kind).to_lowercase(), i.name, i.digest);
+            println!(
+                "  {:<8} {:<40} {}",
+                format!("{:?}", i.kind).to_lowercase(),
+                i.name,
+                i.digest
+            );
         }
         println!("resolved profile:");
         println!("{}", serde_json::to_string_pretty(&drv.resolved)?);
@@ -184,10 +214,16 @@ pub fn fetch(args: &CommonArgs, rep: &Reporter) -> Result<()> {
 pub fn lock(profile_path: &Path, rep: &Reporter) -> Result<()> {
     let p = profile::load(profile_path, &Overrides::default())?;
     let Some(src) = &p.source else {
-        bail!("{}: the profile names no [source] to pin", profile_path.display());
+        bail!(
+            "{}: the profile names no [source] to pin",
+            profile_path.display()
+        );
     };
     let Some(lock_path) = p.lock_path().map(Path::to_path_buf) else {
-        bail!("{}: cannot tell where the lock file goes", profile_path.display());
+        bail!(
+            "{}: cannot tell where the lock file goes",
+            profile_path.display()
+        );
     };
     let cache = Cache::from_env()?;
     let opts = fetch_options(rep);
@@ -200,16 +236,31 @@ pub fn lock(profile_path: &Path, rep: &Reporter) -> Result<()> {
             .with_context(|| format!("{}: signature check failed; not re-pinning", src.url))?;
         rep.step(format!("signature ok ({})", keyring.display()));
     }
-    let mut lock = if lock_path.exists() { profile::read_lock(&lock_path)? } else { profile::LockFile::default() };
+    let mut lock = if lock_path.exists() {
+        profile::read_lock(&lock_path)?
+    } else {
+        profile::LockFile::default()
+    };
     let old = lock.pins.insert(
         src.url.clone(),
-        profile::Pin { sha256: got.sha256.clone(), size: Some(got.size) },
+        profile::Pin {
+            sha256: got.sha256.clone(),
+            size: Some(got.size),
+        },
     );
     profile::write_lock(&lock_path, &lock)?;
     match old {
-        Some(o) if o.sha256 == got.sha256 => println!("{}: unchanged, sha256 {}", src.url, got.sha256),
-        Some(o) => println!("{}:\n  old sha256 {}\n  new sha256 {} ({} bytes)", src.url, o.sha256, got.sha256, got.size),
-        None => println!("{}: pinned sha256 {} ({} bytes)", src.url, got.sha256, got.size),
+        Some(o) if o.sha256 == got.sha256 => {
+            println!("{}: unchanged, sha256 {}", src.url, got.sha256)
+        }
+        Some(o) => println!(
+            "{}:\n  old sha256 {}\n  new sha256 {} ({} bytes)",
+            src.url, o.sha256, got.sha256, got.size
+        ),
+        None => println!(
+            "{}: pinned sha256 {} ({} bytes)",
+            src.url, got.sha256, got.size
+        ),
     }
     Ok(())
 }

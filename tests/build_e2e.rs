@@ -21,7 +21,10 @@ fn secrets(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mut args = Vec::new();
     for (name, value) in [
-        ("admin_password_hash", "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij./"),
+        (
+            "admin_password_hash",
+            "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij./",
+        ),
         ("mail_password", "MAILSECRET-42"),
         ("swarm_worker_token", "SWMTKN-1-TOKENSECRET"),
     ] {
@@ -35,7 +38,13 @@ fn secrets(dir: &Path) -> Vec<String> {
 }
 
 /// Run `hc1img build` on `profile` with the tarball as source; returns (status, stderr).
-fn hc1img_build(cwd: &Path, profile: &Path, tarball: &Path, out: Option<&Path>, extra: &[&str]) -> (bool, String) {
+fn hc1img_build(
+    cwd: &Path,
+    profile: &Path,
+    tarball: &Path,
+    out: Option<&Path>,
+    extra: &[&str],
+) -> (bool, String) {
     let sha = sha256_hex(&std::fs::read(tarball).unwrap());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hc1img"));
     cmd.current_dir(cwd)
@@ -53,11 +62,20 @@ fn hc1img_build(cwd: &Path, profile: &Path, tarball: &Path, out: Option<&Path>, 
         cmd.arg("--out").arg(o);
     }
     let o = cmd.output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn build_ok(cwd: &Path, tarball: &Path, out: &Path) {
-    let (ok, err) = hc1img_build(cwd, &repo().join("profiles/worker.toml"), tarball, Some(out), &[]);
+    let (ok, err) = hc1img_build(
+        cwd,
+        &repo().join("profiles/worker.toml"),
+        tarball,
+        Some(out),
+        &[],
+    );
     assert!(ok, "hc1img build failed:\n{err}");
 }
 
@@ -94,16 +112,26 @@ fn worker_images_pass_the_oracles() {
     // GPT: valid, exactly one partition of the ARM root type named root at 1 MiB.
     let v = run_ok("sgdisk", &["-v", ssd.to_str().unwrap()]);
     assert!(v.contains("No problems found"), "{v}");
-    let j: serde_json::Value = serde_json::from_str(&run_ok("sfdisk", &["--json", ssd.to_str().unwrap()])).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&run_ok("sfdisk", &["--json", ssd.to_str().unwrap()])).unwrap();
     let parts = j["partitiontable"]["partitions"].as_array().unwrap();
     assert_eq!(j["partitiontable"]["label"], "gpt");
     assert_eq!(parts.len(), 1);
     assert_eq!(parts[0]["start"], 2048);
-    assert_eq!(parts[0]["type"].as_str().unwrap().to_lowercase(), "69dad710-2ce4-4e3c-b16c-21a1d49abed3");
+    assert_eq!(
+        parts[0]["type"].as_str().unwrap().to_lowercase(),
+        "69dad710-2ce4-4e3c-b16c-21a1d49abed3"
+    );
     assert_eq!(parts[0]["name"], "root");
     let root_len = parts[0]["size"].as_u64().unwrap() * 512;
-    let b = run_ok("blkid", &["-p", "-O", &ROOT_OFFSET.to_string(), ssd.to_str().unwrap()]);
-    assert!(b.contains("TYPE=\"ext4\"") && b.contains("LABEL=\"root\""), "{b}");
+    let b = run_ok(
+        "blkid",
+        &["-p", "-O", &ROOT_OFFSET.to_string(), ssd.to_str().unwrap()],
+    );
+    assert!(
+        b.contains("TYPE=\"ext4\"") && b.contains("LABEL=\"root\""),
+        "{b}"
+    );
 
     // ext4: clean, and the node configuration is in it.
     let root = tmp.path().join("root.ext4");
@@ -124,11 +152,15 @@ fn worker_images_pass_the_oracles() {
     assert!(fstab.contains("/dev/sda1 / ext4"), "{fstab}");
     assert!(fstab.contains(" /boot vfat "), "{fstab}");
     let boot_dir = debugfs(&root, "ls /boot");
-    assert!(!boot_dir.contains("zImage"), "the ext4 /boot must be an empty mount point: {boot_dir}");
+    assert!(
+        !boot_dir.contains("zImage"),
+        "the ext4 /boot must be an empty mount point: {boot_dir}"
+    );
     assert_eq!(debugfs(&root, "cat /etc/machine-id"), "uninitialized\n");
 
     // sd.img: MBR with one bootable FAT32 partition at 8192.
-    let j: serde_json::Value = serde_json::from_str(&run_ok("sfdisk", &["--json", sd.to_str().unwrap()])).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&run_ok("sfdisk", &["--json", sd.to_str().unwrap()])).unwrap();
     let parts = j["partitiontable"]["partitions"].as_array().unwrap();
     assert_eq!(j["partitiontable"]["label"], "dos");
     assert_eq!(parts.len(), 1);
@@ -136,51 +168,127 @@ fn worker_images_pass_the_oracles() {
     assert_eq!(parts[0]["type"], "c");
     assert_eq!(parts[0]["bootable"], true);
     let boot_len = parts[0]["size"].as_u64().unwrap() * 512;
-    let b = run_ok("blkid", &["-p", "-O", &BOOT_OFFSET.to_string(), sd.to_str().unwrap()]);
+    let b = run_ok(
+        "blkid",
+        &["-p", "-O", &BOOT_OFFSET.to_string(), sd.to_str().unwrap()],
+    );
     assert!(b.contains("TYPE=\"vfat\""), "{b}");
     // fstab mounts exactly this volume at /boot.
-    let uuid = b.split("UUID=\"").nth(1).unwrap().split('"').next().unwrap();
-    assert!(fstab.contains(&format!("UUID={uuid} /boot vfat")), "{fstab} vs {uuid}");
+    let uuid = b
+        .split("UUID=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(
+        fstab.contains(&format!("UUID={uuid} /boot vfat")),
+        "{fstab} vs {uuid}"
+    );
     let boot = tmp.path().join("boot.fat");
     extract(&sd, BOOT_OFFSET, boot_len, &boot);
     let f = run("fsck.fat", &["-n", boot.to_str().unwrap()]);
-    assert!(f.status.success(), "fsck.fat -n: {}", String::from_utf8_lossy(&f.stdout));
+    assert!(
+        f.status.success(),
+        "fsck.fat -n: {}",
+        String::from_utf8_lossy(&f.stdout)
+    );
 
     // Every /boot file of the tarball is on the card with the same bytes; blobs at their sectors.
     let card = std::fs::read(&sd).unwrap();
     let got = tmp.path().join("got");
-    for (name, sector) in [("bl1.bin", 1u64), ("bl2.bin", 31), ("u-boot.bin", 63), ("tzsw.bin", 2111)] {
+    for (name, sector) in [
+        ("bl1.bin", 1u64),
+        ("bl2.bin", 31),
+        ("u-boot.bin", 63),
+        ("tzsw.bin", 2111),
+    ] {
         let want = tar_file(&tarball, &format!("boot/{name}"));
         let at = (sector * 512) as usize;
-        assert_eq!(&card[at..at + want.len()], &want[..], "{name} at sector {sector}");
+        assert_eq!(
+            &card[at..at + want.len()],
+            &want[..],
+            "{name} at sector {sector}"
+        );
     }
-    assert!(card[2624 * 512..BOOT_OFFSET as usize].iter().all(|&b| b == 0), "bytes between tzsw and the partition");
-    for name in ["zImage", "initramfs-linux.img", "dtbs/exynos5422-odroidhc1.dtb", "sd_fusing.sh"] {
+    assert!(
+        card[2624 * 512..BOOT_OFFSET as usize]
+            .iter()
+            .all(|&b| b == 0),
+        "bytes between tzsw and the partition"
+    );
+    for name in [
+        "zImage",
+        "initramfs-linux.img",
+        "dtbs/exynos5422-odroidhc1.dtb",
+        "sd_fusing.sh",
+    ] {
         let want = tar_file(&tarball, &format!("boot/{name}"));
         let _ = std::fs::remove_file(&got);
-        run_ok("mcopy", &["-n", "-i", &format!("{}@@{BOOT_OFFSET}", sd.display()), &format!("::{name}"), got.to_str().unwrap()]);
-        assert_eq!(sha256_hex(&std::fs::read(&got).unwrap()), sha256_hex(&want), "{name}");
+        run_ok(
+            "mcopy",
+            &[
+                "-n",
+                "-i",
+                &format!("{}@@{BOOT_OFFSET}", sd.display()),
+                &format!("::{name}"),
+                got.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            sha256_hex(&std::fs::read(&got).unwrap()),
+            sha256_hex(&want),
+            "{name}"
+        );
     }
 
     // boot.scr is what mkimage makes of the boot.txt beside it.
     let txt = tmp.path().join("boot.txt");
     let scr = tmp.path().join("boot.scr");
     for (n, p) in [("boot.txt", &txt), ("boot.scr", &scr)] {
-        run_ok("mcopy", &["-n", "-i", &format!("{}@@{BOOT_OFFSET}", sd.display()), &format!("::{n}"), p.to_str().unwrap()]);
+        run_ok(
+            "mcopy",
+            &[
+                "-n",
+                "-i",
+                &format!("{}@@{BOOT_OFFSET}", sd.display()),
+                &format!("::{n}"),
+                p.to_str().unwrap(),
+            ],
+        );
     }
     let boot_txt = std::fs::read_to_string(&txt).unwrap();
-    assert!(boot_txt.contains("root=/dev/sda1") && boot_txt.contains("fsck.mode=force"), "{boot_txt}");
+    assert!(
+        boot_txt.contains("root=/dev/sda1") && boot_txt.contains("fsck.mode=force"),
+        "{boot_txt}"
+    );
     let ts = u32::from_be_bytes(std::fs::read(&scr).unwrap()[8..12].try_into().unwrap());
     let theirs = tmp.path().join("mkimage.scr");
     let o = Command::new("mkimage")
         .env("SOURCE_DATE_EPOCH", ts.to_string())
-        .args(["-A", "arm", "-O", "linux", "-T", "script", "-C", "none", "-n", "U-Boot boot script", "-d"])
+        .args([
+            "-A",
+            "arm",
+            "-O",
+            "linux",
+            "-T",
+            "script",
+            "-C",
+            "none",
+            "-n",
+            "U-Boot boot script",
+            "-d",
+        ])
         .arg(&txt)
         .arg(&theirs)
         .output()
         .expect("mkimage (u-boot-tools) must be installed");
     assert!(o.status.success());
-    assert_eq!(std::fs::read(&scr).unwrap(), std::fs::read(&theirs).unwrap(), "boot.scr differs from mkimage's");
+    assert_eq!(
+        std::fs::read(&scr).unwrap(),
+        std::fs::read(&theirs).unwrap(),
+        "boot.scr differs from mkimage's"
+    );
     let l = run_ok("dumpimage", &["-l", scr.to_str().unwrap()]);
     assert!(l.contains("ARM Linux Script"), "{l}");
 
@@ -190,12 +298,26 @@ fn worker_images_pass_the_oracles() {
         assert!(!manifest.contains(s), "secret {s} in manifest.json");
     }
     let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    assert_eq!(m["outputs"]["ssd.img"]["sha256"], sha256_hex(&std::fs::read(&ssd).unwrap()));
-    let verify = Command::new(env!("CARGO_BIN_EXE_hc1img")).arg("verify").arg(&out).output().unwrap();
+    assert_eq!(
+        m["outputs"]["ssd.img"]["sha256"],
+        sha256_hex(&std::fs::read(&ssd).unwrap())
+    );
+    let verify = Command::new(env!("CARGO_BIN_EXE_hc1img"))
+        .arg("verify")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(verify.status.success());
-    let inspect = Command::new(env!("CARGO_BIN_EXE_hc1img")).arg("inspect").arg(&sd).output().unwrap();
+    let inspect = Command::new(env!("CARGO_BIN_EXE_hc1img"))
+        .arg("inspect")
+        .arg(&sd)
+        .output()
+        .unwrap();
     let inspect = String::from_utf8_lossy(&inspect.stdout);
-    assert!(inspect.contains("u-boot.bin") && inspect.contains("FAT"), "{inspect}");
+    assert!(
+        inspect.contains("u-boot.bin") && inspect.contains("FAT"),
+        "{inspect}"
+    );
 }
 
 /// The bytes of one file in a tarball (read with Python's tarfile, not our reader).
@@ -235,12 +357,24 @@ fn store_layout_and_up_to_date() {
     assert!(ok, "{err}");
     let link = std::fs::read_link(tmp.path().join("out/worker")).unwrap();
     let name = link.to_string_lossy().into_owned();
-    assert!(name.starts_with("worker-") && name.len() == "worker-".len() + 12, "{name}");
-    assert!(tmp.path().join("out").join(&name).join("manifest.json").is_file());
+    assert!(
+        name.starts_with("worker-") && name.len() == "worker-".len() + 12,
+        "{name}"
+    );
+    assert!(
+        tmp.path()
+            .join("out")
+            .join(&name)
+            .join("manifest.json")
+            .is_file()
+    );
     let (ok, err) = hc1img_build(tmp.path(), &profile, &tarball, None, &[]);
     assert!(ok && err.contains("up to date"), "{err}");
     // Nothing else is left in out/: no temporary directories.
-    let entries: Vec<_> = std::fs::read_dir(tmp.path().join("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let entries: Vec<_> = std::fs::read_dir(tmp.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(entries.len(), 2, "{entries:?}");
 }
 
@@ -249,29 +383,57 @@ fn assert_fails(opts: Alarm, needle: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let tarball = alarm_tarball(tmp.path(), &opts);
     let out = tmp.path().join("out");
-    let (ok, err) = hc1img_build(tmp.path(), &repo().join("profiles/worker.toml"), &tarball, Some(&out), &[]);
+    let (ok, err) = hc1img_build(
+        tmp.path(),
+        &repo().join("profiles/worker.toml"),
+        &tarball,
+        Some(&out),
+        &[],
+    );
     assert!(!ok, "build should fail");
     assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists(), "a failed build left {}", out.display());
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
 fn missing_blob_is_a_clear_error() {
-    assert_fails(Alarm { omit: Some("tzsw.bin"), ..Alarm::default() }, "tzsw.bin");
+    assert_fails(
+        Alarm {
+            omit: Some("tzsw.bin"),
+            ..Alarm::default()
+        },
+        "tzsw.bin",
+    );
 }
 
 #[test]
 fn disagreeing_sd_fusing_is_a_clear_error() {
-    assert_fails(Alarm { fusing: (1, 31, 63, 2112), ..Alarm::default() }, "update the board file");
+    assert_fails(
+        Alarm {
+            fusing: (1, 31, 63, 2112),
+            ..Alarm::default()
+        },
+        "update the board file",
+    );
 }
 
 #[test]
 fn blob_too_large_for_its_slot_is_a_clear_error() {
     // u-boot.bin from sector 63 may not run into tzsw.bin at 2111.
-    assert_fails(Alarm { uboot_len: 2100 * 512, ..Alarm::default() }, "overlap");
+    assert_fails(
+        Alarm {
+            uboot_len: 2100 * 512,
+            ..Alarm::default()
+        },
+        "overlap",
+    );
 }
 
 #[test]
@@ -284,12 +446,22 @@ fn wrong_sha256_is_refused() {
         .env("HC1IMG_CACHE", tmp.path().join("cache"))
         .arg("build")
         .arg(repo().join("profiles/worker.toml"))
-        .args(["--source-url", tarball.to_str().unwrap(), "--source-sha256", &"ab".repeat(32), "--out", out.to_str().unwrap()])
+        .args([
+            "--source-url",
+            tarball.to_str().unwrap(),
+            "--source-sha256",
+            &"ab".repeat(32),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .args(secrets(tmp.path()))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("sha256") && err.contains(&"ab".repeat(32)), "{err}");
+    assert!(
+        err.contains("sha256") && err.contains(&"ab".repeat(32)),
+        "{err}"
+    );
     assert!(!out.exists());
 }

@@ -139,11 +139,11 @@ fn run(entries: &[Entry], level: FeatureLevel) {
             NodeKind::File(FileData::Bytes(b)) => Some(b.clone()),
             _ => None,
         };
-        if let Ok(id) = t.insert(path.as_bytes(), Node { meta: m, kind }, &pm) {
-            if let Some(b) = expect {
-                data.insert(id, b);
-                files.push(path);
-            }
+        if let Ok(id) = t.insert(path.as_bytes(), Node { meta: m, kind }, &pm)
+            && let Some(b) = expect
+        {
+            data.insert(id, b);
+            files.push(path);
         }
     }
     w.finish(&t).unwrap();

@@ -17,7 +17,11 @@ struct OffsetFile {
 }
 
 impl Ext4Read for OffsetFile {
-    fn read(&mut self, start: u64, dst: &mut [u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
         self.f.seek(SeekFrom::Start(self.off + start))?;
         self.f.read_exact(dst)?;
         Ok(())
@@ -26,7 +30,8 @@ impl Ext4Read for OffsetFile {
 
 pub fn open(image: &Path, offset: u64) -> Ext4 {
     let f = File::open(image).unwrap();
-    Ext4::load(Box::new(OffsetFile { f, off: offset })).unwrap_or_else(|e| panic!("ext4-view cannot load {}: {e}", image.display()))
+    Ext4::load(Box::new(OffsetFile { f, off: offset }))
+        .unwrap_or_else(|e| panic!("ext4-view cannot load {}: {e}", image.display()))
 }
 
 /// Every path in the filesystem except `lost+found`, like tarlist.py (without xattrs/devices).
@@ -46,7 +51,11 @@ fn walk(fs: &Ext4, dir: &str, out: &mut BTreeMap<String, Value>) {
         if name == "." || name == ".." || (dir.is_empty() && name == "lost+found") {
             continue;
         }
-        let rel = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+        let rel = if dir.is_empty() {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
         let md = e.metadata().unwrap();
         out.insert(rel.clone(), entry(fs, &format!("/{rel}"), &md));
         if md.is_dir() {

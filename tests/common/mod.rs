@@ -111,7 +111,11 @@ pub struct Alarm {
 
 impl Default for Alarm {
     fn default() -> Self {
-        Alarm { omit: None, fusing: (1, 31, 63, 2111), uboot_len: 600 * 1024 }
+        Alarm {
+            omit: None,
+            fusing: (1, 31, 63, 2111),
+            uboot_len: 600 * 1024,
+        }
     }
 }
 
@@ -210,7 +214,9 @@ pub fn alarm_tarball(dir: &Path, opts: &Alarm) -> PathBuf {
     h.set_size(4);
     b.append_pax_extensions([(
         "SCHILY.xattr.security.capability",
-        &[1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        &[
+            1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ][..],
     )])
     .unwrap();
     b.append_data(&mut h, "usr/bin/ping", &b"ping"[..]).unwrap();
@@ -220,7 +226,13 @@ pub fn alarm_tarball(dir: &Path, opts: &Alarm) -> PathBuf {
 
 /// Write a ustar/pax header + data for a device or fifo (the tar crate's `append_data` works
 /// for these too).
-fn special(b: &mut tar::Builder<impl Write>, path: &str, kind: tar::EntryType, major: u32, minor: u32) {
+fn special(
+    b: &mut tar::Builder<impl Write>,
+    path: &str,
+    kind: tar::EntryType,
+    major: u32,
+    minor: u32,
+) {
     let mut h = tar::Header::new_ustar();
     h.set_uid(0);
     h.set_gid(0);
@@ -276,10 +288,18 @@ pub fn torture_tarball(dir: &Path, wide: usize, big_mib: usize) -> PathBuf {
         h.set_mtime(MTIME);
         h.set_mode(0o644);
         h.set_size(0);
-        b.append_data(&mut h, format!("wide/entry-{i:06}-with-a-longer-name"), &[][..]).unwrap();
+        b.append_data(
+            &mut h,
+            format!("wide/entry-{i:06}-with-a-longer-name"),
+            &[][..],
+        )
+        .unwrap();
     }
     // Hard link groups: three names for one file, two for another.
-    for (target, links) in [("files/block", vec!["files/hl-a", "files/hl-b"]), ("files/one", vec!["names/hl-one"])] {
+    for (target, links) in [
+        ("files/block", vec!["files/hl-a", "files/hl-b"]),
+        ("files/one", vec!["names/hl-one"]),
+    ] {
         for l in links {
             let mut h = tar::Header::new_ustar();
             h.set_uid(0);
@@ -296,7 +316,13 @@ pub fn torture_tarball(dir: &Path, wide: usize, big_mib: usize) -> PathBuf {
     special(&mut b, "dev-big", tar::EntryType::Char, 300, 70000);
     special(&mut b, "fifo", tar::EntryType::Fifo, 0, 0);
     // Owners above 65535, sub-second mtime, xattrs small and large, an ACL and a capability.
-    let acl: Vec<u8> = [2u32.to_le_bytes().to_vec(), vec![1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff], vec![4, 0, 4, 0, 0xff, 0xff, 0xff, 0xff], vec![0x20, 0, 4, 0, 0xff, 0xff, 0xff, 0xff]].concat();
+    let acl: Vec<u8> = [
+        2u32.to_le_bytes().to_vec(),
+        vec![1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff],
+        vec![4, 0, 4, 0, 0xff, 0xff, 0xff, 0xff],
+        vec![0x20, 0, 4, 0, 0xff, 0xff, 0xff, 0xff],
+    ]
+    .concat();
     let big_xattr = noise(3000, 15);
     let mut h = tar::Header::new_ustar();
     h.set_uid(100000);
@@ -308,18 +334,26 @@ pub fn torture_tarball(dir: &Path, wide: usize, big_mib: usize) -> PathBuf {
         ("mtime", &b"1700000000.123456789"[..]),
         ("SCHILY.xattr.user.small", &b"value"[..]),
         ("SCHILY.xattr.system.posix_acl_access", &acl[..]),
-        ("SCHILY.xattr.security.capability", &[1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]),
+        (
+            "SCHILY.xattr.security.capability",
+            &[
+                1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ][..],
+        ),
     ])
     .unwrap();
-    b.append_data(&mut h, "files/xattr-small", &b"small"[..]).unwrap();
+    b.append_data(&mut h, "files/xattr-small", &b"small"[..])
+        .unwrap();
     let mut h = tar::Header::new_ustar();
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(MTIME);
     h.set_mode(0o644);
     h.set_size(3);
-    b.append_pax_extensions([("SCHILY.xattr.user.big", &big_xattr[..])]).unwrap();
-    b.append_data(&mut h, "files/xattr-big", &b"big"[..]).unwrap();
+    b.append_pax_extensions([("SCHILY.xattr.user.big", &big_xattr[..])])
+        .unwrap();
+    b.append_data(&mut h, "files/xattr-big", &b"big"[..])
+        .unwrap();
     // The big file: 1 MiB of noise repeated, streamed.
     let chunk = noise(1 << 20, 16);
     let mut h = tar::Header::new_ustar();
