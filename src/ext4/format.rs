@@ -36,7 +36,9 @@ pub const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 
 pub const DEFM_XATTR_USER: u32 = 0x4;
 pub const DEFM_ACL: u32 = 0x8;
-pub const FLAGS_UNSIGNED_HASH: u32 = 0x2;
+/// `s_flags`: directory hashes treat name bytes as signed chars (what mke2fs writes on x86
+/// and every reader understands; the kernel honours either flag).
+pub const FLAGS_SIGNED_HASH: u32 = 0x1;
 pub const HASH_HALF_MD4: u8 = 1;
 
 // Group descriptor flags.

@@ -23,7 +23,7 @@
 //!   `resize_inode` (same block count, inodes per group and flex_bg placement of bitmaps and
 //!   inode tables; checked against mke2fs/dumpe2fs in the tests). 5 % reserved blocks,
 //!   `s_max_mnt_count` -1, no check interval, default mount options `user_xattr,acl`,
-//!   `s_flags` = unsigned directory hash, half-MD4 htree hash with the given seed.
+//!   `s_flags` = signed directory hash (as mke2fs writes on x86), half-MD4 htree hash with the given seed.
 //! - The journal (e2fsprogs' default size unless given) sits right after group 0's
 //!   metadata, before the file data; its blocks other than the JBD2 superblock stay holes
 //!   (reported in [`Ext4Stats::must_be_zero`]: they must read as zeros on the device).

@@ -90,7 +90,7 @@ pub fn build(
     put_u32(&mut sb, 0x158, (free_blocks >> 32) as u32);
     put_u16(&mut sb, 0x15C, EXTRA_ISIZE);
     put_u16(&mut sb, 0x15E, EXTRA_ISIZE);
-    put_u32(&mut sb, 0x160, FLAGS_UNSIGNED_HASH);
+    put_u32(&mut sb, 0x160, FLAGS_SIGNED_HASH);
     put_u8(&mut sb, 0x174, LOG_GROUPS_PER_FLEX);
     if geo.metadata_csum {
         put_u8(&mut sb, 0x175, 1); // crc32c

@@ -220,7 +220,7 @@ impl Writer {
     ) -> Result<Inode> {
         let csum = self.geo.metadata_csum;
         let csum_seed = self.csum_seed();
-        let unsigned_hash = true;
+        let unsigned_hash = false;
         let node = tree.node(id);
         let ino = num.ino_of[&id];
         let path = num.path_of[&id].clone();

@@ -123,55 +123,112 @@ pub fn import(
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut archive = tar::Archive::new(input);
-    let entries = archive.entries().context("cannot read the tar stream")?;
+    // Raw mode: we read pax and GNU long-name records ourselves, because the tar crate's pax
+    // reader splits records at newlines and so breaks on binary xattr values (capabilities,
+    // ACLs) that contain a 0x0a byte; pax records are length-prefixed and may hold any byte.
+    let entries = archive
+        .entries()
+        .context("cannot read the tar stream")?
+        .raw(true);
+    let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut long_link: Option<Vec<u8>> = None;
     for entry in entries {
         let mut entry = entry.context("corrupt tar stream")?;
-        report.entries += 1;
-        let raw_path = entry.path_bytes().into_owned();
-        let shown = tree::display(&raw_path);
         let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions() {
-            continue;
+        match kind {
+            tar::EntryType::XHeader => {
+                let data = read_small(&mut entry, "pax header")?;
+                pax = parse_pax(&data).context("corrupt pax extended header")?;
+                continue;
+            }
+            tar::EntryType::XGlobalHeader => {
+                report
+                    .warnings
+                    .push("pax global header ignored (its defaults are not applied)".into());
+                continue;
+            }
+            tar::EntryType::GNULongName => {
+                long_name = Some(trim_nul(read_small(&mut entry, "GNU long name")?));
+                continue;
+            }
+            tar::EntryType::GNULongLink => {
+                long_link = Some(trim_nul(read_small(&mut entry, "GNU long link name")?));
+                continue;
+            }
+            _ => {}
+        }
+        report.entries += 1;
+        let records = std::mem::take(&mut pax);
+        let value = |key: &[u8]| {
+            records
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_slice())
+        };
+        let raw_path = value(b"path")
+            .map(<[u8]>::to_vec)
+            .or(long_name.take())
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
+        let link_name = value(b"linkpath")
+            .map(<[u8]>::to_vec)
+            .or(long_link.take())
+            .or_else(|| entry.link_name_bytes().map(|c| c.into_owned()));
+        let shown = tree::display(&raw_path);
+        if kind == tar::EntryType::GNUSparse
+            || records.iter().any(|(k, _)| k.starts_with(b"GNU.sparse."))
+        {
+            anyhow::bail!(
+                "{shown}: sparse tar entries are not supported; repack the tarball without --sparse"
+            );
         }
         let header = entry.header();
+        let number = |key: &[u8], field: std::io::Result<u64>| -> Result<u64> {
+            match value(key) {
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .with_context(|| format!("{shown}: bad pax {} record", tree::display(key))),
+                None => field
+                    .with_context(|| format!("{shown}: bad {} in tar header", tree::display(key))),
+            }
+        };
+        if let Some(size) = value(b"size") {
+            let size: u64 = std::str::from_utf8(size)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX);
+            anyhow::ensure!(
+                size == entry.size(),
+                "{shown}: pax size {size} differs from the header's; such tarballs are not supported"
+            );
+        }
         let mut meta = Meta::new(
             (header.mode().unwrap_or(0o644) & 0o7777) as u16,
-            header
-                .uid()
-                .with_context(|| format!("{shown}: bad uid in tar header"))? as u32,
-            header
-                .gid()
-                .with_context(|| format!("{shown}: bad gid in tar header"))? as u32,
+            number(b"uid", header.uid())? as u32,
+            number(b"gid", header.gid())? as u32,
             Timestamp::from_secs(header.mtime().unwrap_or(0) as i64),
         );
         let (major, minor) = (
             header.device_major().ok().flatten().unwrap_or(0),
             header.device_minor().ok().flatten().unwrap_or(0),
         );
-        if let Some(exts) = entry
-            .pax_extensions()
-            .with_context(|| format!("{shown}: bad pax header"))?
-        {
-            for ext in exts {
-                let ext = ext.with_context(|| format!("{shown}: bad pax record"))?;
-                let key = ext.key_bytes();
-                if key == b"mtime" {
-                    if let Some(t) = pax_time(ext.value_bytes()) {
-                        meta.mtime = t;
+        for (key, val) in &records {
+            if key == b"mtime" {
+                if let Some(t) = pax_time(val) {
+                    meta.mtime = t;
+                }
+            } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                meta.xattrs.insert(name.to_vec(), val.clone());
+            } else if let Some(name) = key.strip_prefix(b"LIBARCHIVE.xattr.") {
+                match base64_decode(val) {
+                    Some(v) => {
+                        meta.xattrs.insert(percent_decode(name), v);
                     }
-                } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    meta.xattrs
-                        .insert(name.to_vec(), ext.value_bytes().to_vec());
-                } else if let Some(name) = key.strip_prefix(b"LIBARCHIVE.xattr.") {
-                    let name = percent_decode(name);
-                    match base64_decode(ext.value_bytes()) {
-                        Some(v) => {
-                            meta.xattrs.insert(name, v);
-                        }
-                        None => report
-                            .warnings
-                            .push(format!("{shown}: undecodable xattr record ignored")),
-                    }
+                    None => report
+                        .warnings
+                        .push(format!("{shown}: undecodable xattr record ignored")),
                 }
             }
         }
@@ -245,17 +302,11 @@ pub fn import(
             }
             tar::EntryType::Directory => NodeKind::Dir(BTreeMap::new()),
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|c| c.into_owned())
-                    .unwrap_or_default();
+                let target = link_name.clone().unwrap_or_default();
                 NodeKind::Symlink(target)
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|c| c.into_owned())
-                    .unwrap_or_default();
+                let target = link_name.clone().unwrap_or_default();
                 if let Err(e) = tree.link(&path, &target, default_meta) {
                     report
                         .warnings
@@ -300,6 +351,55 @@ pub fn import(
         }
     }
     Ok(report)
+}
+
+/// Read a metadata entry's data (pax header, GNU long name); refuses absurd sizes.
+fn read_small(entry: &mut dyn Read, what: &str) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    entry
+        .take(16 << 20)
+        .read_to_end(&mut data)
+        .with_context(|| format!("truncated {what}"))?;
+    Ok(data)
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+/// Parse pax extended header records (POSIX.1-2008 `pax`, "pax Extended Header"): each
+/// record is `LEN KEY=VALUE\n`, where LEN counts the whole record in bytes, so a value may
+/// hold any byte, newlines included.
+pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.iter().all(|&b| b == 0) {
+            break;
+        }
+        let sp = data
+            .iter()
+            .position(|&b| b == b' ')
+            .context("pax record without a length")?;
+        let len: usize = std::str::from_utf8(&data[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .context("pax record with a bad length")?;
+        anyhow::ensure!(
+            len > sp + 1 && len <= data.len() && data[len - 1] == b'\n',
+            "pax record length {len} does not match its contents"
+        );
+        let rec = &data[sp + 1..len - 1];
+        let eq = rec
+            .iter()
+            .position(|&b| b == b'=')
+            .context("pax record without `=`")?;
+        out.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
+        data = &data[len..];
+    }
+    Ok(out)
 }
 
 /// libarchive percent-encodes `%`, `=` and non-printable bytes in xattr names.
@@ -455,6 +555,31 @@ mod tests {
                 runs: vec![crate::tree::BlockRun { start: 2, len: 1 }]
             }))
         );
+    }
+
+    #[test]
+    fn pax_records_may_hold_newlines() {
+        let rec = |k: &str, v: &[u8]| {
+            let body = [k.as_bytes(), b"=", v, b"\n"].concat();
+            let mut len = body.len() + 2;
+            while format!("{len} ").len() + body.len() != len {
+                len += 1;
+            }
+            [format!("{len} ").into_bytes(), body].concat()
+        };
+        let data = [
+            rec("SCHILY.xattr.user.bin", b"a\nb\n"),
+            rec("uid", b"70000"),
+        ]
+        .concat();
+        let r = parse_pax(&data).unwrap();
+        assert_eq!(
+            r[0],
+            (b"SCHILY.xattr.user.bin".to_vec(), b"a\nb\n".to_vec())
+        );
+        assert_eq!(r[1], (b"uid".to_vec(), b"70000".to_vec()));
+        assert!(parse_pax(b"99 x=y\n").is_err());
+        assert!(parse_pax(b"5 x=y\n").is_err());
     }
 
     #[test]

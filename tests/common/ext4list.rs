@@ -77,11 +77,15 @@ fn entry(fs: &Ext4, path: &str, md: &ext4_view::Metadata) -> Value {
         m.insert("type".into(), json!("dir"));
     } else if ft.is_symlink() {
         m.insert("type".into(), json!("symlink"));
-        let t = fs.read_link(path).unwrap();
+        let t = fs
+            .read_link(path)
+            .unwrap_or_else(|e| panic!("ext4-view cannot read link {path}: {e:?}"));
         m.insert("target".into(), json!(String::from_utf8_lossy(t.as_ref())));
     } else if ft.is_regular_file() {
         m.insert("type".into(), json!("file"));
-        let data = fs.read(path).unwrap();
+        let data = fs
+            .read(path)
+            .unwrap_or_else(|e| panic!("ext4-view cannot read {path}: {e:?}"));
         m.insert("size".into(), json!(data.len()));
         m.insert("sha256".into(), json!(super::sha256_hex(&data)));
     } else if ft.is_char_dev() {

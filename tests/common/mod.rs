@@ -274,6 +274,16 @@ pub fn torture_tarball(dir: &Path, wide: usize, big_mib: usize) -> PathBuf {
         E::Symlink("links/long", &long_target),
         E::Symlink("links/dangling", "/nonexistent/target"),
         E::Dir("wide", 0o755),
+        // What the node configuration edits expect of any root: account files and a zone.
+        E::Dir("etc", 0o755),
+        E::File("etc/passwd", 0o644, PASSWD.into()),
+        E::File("etc/shadow", 0o600, SHADOW.into()),
+        E::File("etc/group", 0o644, GROUP.into()),
+        E::File("etc/gshadow", 0o600, GSHADOW.into()),
+        E::Dir("usr", 0o755),
+        E::Dir("usr/share", 0o755),
+        E::Dir("usr/share/zoneinfo", 0o755),
+        E::File("usr/share/zoneinfo/UTC", 0o644, b"TZif2 utc".to_vec()),
     ];
     entries.insert(1, E::Dir("links", 0o755));
     let long_path = format!("names/{long_name}");

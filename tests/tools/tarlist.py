@@ -20,6 +20,8 @@ def main():
             while name.startswith("./"):
                 name = name[2:]
             name = name.lstrip("/").rstrip("/")
+            if name == ".":
+                name = ""
             if ".." in name.split("/"):
                 continue
             e = {
