@@ -194,6 +194,22 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     rep.step("writing the root filesystem");
     writer.set_timestamp(timestamp);
     let ext4 = writer.finish(&tree)?;
+    // The journal must read as zeros on the device even when the image is flashed by a
+    // tool that skips holes (bmaptool): write them out, as mke2fs does by default.
+    let zeros = vec![0u8; 1 << 20];
+    for &(off, len) in &ext4.must_be_zero {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64);
+            std::os::unix::fs::FileExt::write_all_at(
+                &ssd,
+                &zeros[..n as usize],
+                first_lba * SECTOR + off + done,
+            )
+            .with_context(|| format!("{}: cannot zero the journal", ssd_path.display()))?;
+            done += n;
+        }
+    }
     crate::disk::gpt::write_gpt(
         &ssd,
         disk_size,

@@ -20,18 +20,15 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A profile for a tarball that is not a real Arch image: node modules that need Arch's
-/// packages (docker, cron, ssh, mail) are off; users and system settings still apply.
+/// tests/profiles/debian-fixture.toml (node modules that need Arch's packages off) with the
+/// given board and size.
 fn test_profile(dir: &Path, board: &str, size: &str) -> PathBuf {
     let p = dir.join("profile.toml");
+    let base = repo().join("tests/profiles/debian-fixture.toml");
     let board = repo().join("profiles/boards").join(board);
     std::fs::write(
         &p,
-        format!(
-            "name = \"rootfs-test\"\nboard = {board:?}\n\n[rootfs]\nsize = \"{size}\"\n\n\
-             [docker]\nenable = false\n\n[cron]\nenable = false\n\n[ssh]\nenable = false\n\n\
-             [system]\ntimezone = \"UTC\"\n"
-        ),
+        format!("extends = {base:?}\nboard = {board:?}\n\n[rootfs]\nsize = \"{size}\"\n"),
     )
     .unwrap();
     p
