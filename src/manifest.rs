@@ -43,20 +43,30 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Hash `names` in `dir` into the outputs table.
+    /// Hash `names` in `dir` into the outputs table, one thread per file (the images are
+    /// hashed at the same time).
     pub fn record_outputs(&mut self, dir: &Path, names: &[&str]) -> Result<()> {
-        for name in names {
-            let p = dir.join(name);
-            let size = std::fs::metadata(&p)
-                .with_context(|| format!("{}: missing output", p.display()))?
-                .len();
-            self.outputs.insert(
-                name.to_string(),
-                OutputFile {
-                    size,
-                    sha256: sha256_file(&p)?,
-                },
-            );
+        let results: Vec<Result<(String, OutputFile)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    let p = dir.join(name);
+                    s.spawn(move || -> Result<(String, OutputFile)> {
+                        let size = std::fs::metadata(&p)
+                            .with_context(|| format!("{}: missing output", p.display()))?
+                            .len();
+                        Ok((name.to_string(), OutputFile { size, sha256: sha256_file(&p)? }))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a hashing thread crashed"))))
+                .collect()
+        });
+        for r in results {
+            let (name, out) = r?;
+            self.outputs.insert(name, out);
         }
         Ok(())
     }
