@@ -128,7 +128,7 @@ fn check_common(p: &Profile) {
     assert_eq!(n.fstab.root_device, "/dev/sda1");
     assert!(n.fstab.boot);
     // Overlay dirs come out absolute, next to base.toml, and exist.
-    let sysadmin = profiles_dir().join("overlays/sysadmin");
+    let sysadmin = Path::new(env!("CARGO_MANIFEST_DIR")).join("overlays/sysadmin");
     assert_eq!(n.overlays.dirs, vec![sysadmin.clone()]);
     assert_eq!(p.files.overlays, vec![sysadmin.clone()]);
     // Every cron job's script is shipped by the overlay, executable.
