@@ -55,13 +55,22 @@ impl Manifest {
                         let size = std::fs::metadata(&p)
                             .with_context(|| format!("{}: missing output", p.display()))?
                             .len();
-                        Ok((name.to_string(), OutputFile { size, sha256: sha256_file(&p)? }))
+                        Ok((
+                            name.to_string(),
+                            OutputFile {
+                                size,
+                                sha256: sha256_file(&p)?,
+                            },
+                        ))
                     })
                 })
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a hashing thread crashed"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a hashing thread crashed")))
+                })
                 .collect()
         });
         for r in results {
