@@ -465,3 +465,144 @@ fn wrong_sha256_is_refused() {
     );
     assert!(!out.exists());
 }
+
+/// `debugfs stat` summary of a path: (mode, uid, gid).
+fn stat(fs: &Path, path: &str) -> (u32, u32, u32) {
+    let s = debugfs(fs, &format!("stat {path}"));
+    let field = |key: &str| -> String {
+        s.split(key)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{path}: no {key} in {s}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    (
+        u32::from_str_radix(&field("Mode:"), 8).unwrap(),
+        field("User:").parse().unwrap(),
+        field("Group:").parse().unwrap(),
+    )
+}
+
+#[test]
+fn node_configuration_is_in_the_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tarball = alarm_tarball(tmp.path(), &Alarm::default());
+    let out = tmp.path().join("out");
+    build_ok(tmp.path(), &tarball, &out);
+    let ssd = out.join("ssd.img");
+    let j: serde_json::Value =
+        serde_json::from_str(&run_ok("sfdisk", &["--json", ssd.to_str().unwrap()])).unwrap();
+    let root = tmp.path().join("root.ext4");
+    extract(
+        &ssd,
+        ROOT_OFFSET,
+        j["partitiontable"]["partitions"][0]["size"]
+            .as_u64()
+            .unwrap()
+            * 512,
+        &root,
+    );
+
+    // Every file the profile's node sections write: exact content, mode and owner.
+    let files: &[(&str, u32, u32, &str)] = &[
+        (
+            "/etc/systemd/journald.conf.d/hc1img.conf",
+            0o644,
+            0,
+            "# Written by hc1img: journal in RAM, capped, to spare the flash.\n[Journal]\nStorage=volatile\nRuntimeMaxUse=50M\n",
+        ),
+        (
+            "/etc/docker/daemon.json",
+            0o644,
+            0,
+            "{\n  \"insecure-registries\": [\n    \"registry.cluster.lan:5000\"\n  ],\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-file\": \"3\",\n    \"max-size\": \"10m\"\n  },\n  \"storage-driver\": \"overlay2\"\n}\n",
+        ),
+        (
+            "/etc/udev/rules.d/60-ioscheduler.rules",
+            0o644,
+            0,
+            "# Written by hc1img: I/O scheduler for the microSD card and the SSD.\nACTION==\"add|change\", SUBSYSTEM==\"block\", ENV{DEVTYPE}==\"disk\", KERNEL==\"mmcblk[0-9]*\", ATTR{queue/scheduler}=\"mq-deadline\"\nACTION==\"add|change\", SUBSYSTEM==\"block\", ENV{DEVTYPE}==\"disk\", KERNEL==\"sd[a-z]*\", ATTR{queue/scheduler}=\"mq-deadline\"\n",
+        ),
+        (
+            "/etc/cron.d/docker-cleanup",
+            0o644,
+            0,
+            "# Written by hc1img: cron job \"docker-cleanup\".\nSHELL=/bin/bash\nPATH=/usr/local/sbin:/usr/local/bin:/usr/bin\n30 3 * * * root /usr/local/sbin/docker-cleanup\n",
+        ),
+        (
+            "/etc/pacman.d/mirrorlist",
+            0o644,
+            0,
+            "# Written by hc1img: pacman tries these in order.\nServer = http://de3.mirror.archlinuxarm.org/$arch/$repo\nServer = http://mirror.archlinuxarm.org/$arch/$repo\n",
+        ),
+        (
+            "/etc/ssh/sshd_config.d/10-hc1img.conf",
+            0o644,
+            0,
+            "# Written by hc1img.\nPermitRootLogin no\n",
+        ),
+        (
+            "/etc/sudoers.d/wheel",
+            0o440,
+            0,
+            "# Written by hc1img: members of wheel may run any command as any user.\n%wheel ALL=(ALL:ALL) ALL\n",
+        ),
+        ("/etc/aliases", 0o644, 0, "root: admin@cluster.lan\n"),
+        ("/etc/locale.conf", 0o644, 0, "LANG=C.UTF-8\n"),
+        ("/etc/vconsole.conf", 0o644, 0, "KEYMAP=us\n"),
+        ("/etc/machine-id", 0o444, 0, "uninitialized\n"),
+    ];
+    for (path, mode, gid, content) in files {
+        assert_eq!(debugfs(&root, &format!("cat {path}")), *content, "{path}");
+        assert_eq!(
+            stat(&root, path),
+            (*mode, 0, *gid),
+            "{path}: mode/owner"
+        );
+    }
+    assert_eq!(stat(&root, "/etc/ssmtp/ssmtp.conf"), (0o640, 0, 12));
+    assert_eq!(stat(&root, "/etc/shadow").0, 0o600);
+    assert_eq!(stat(&root, "/home/admin"), (0o700, 1000, 1000));
+    // alarm is gone with its home; root's password is locked.
+    let ls = debugfs(&root, "ls /home");
+    assert!(!ls.contains("alarm"), "{ls}");
+    let shadow = debugfs(&root, "cat /etc/shadow");
+    assert!(shadow.lines().any(|l| l.starts_with("root:!")), "{shadow}");
+    assert!(!shadow.contains("alarm"), "{shadow}");
+    // No per-machine identity is baked in: SSH host keys are gone.
+    assert!(!debugfs(&root, "ls /etc/ssh").contains("ssh_host_"));
+    // The timezone link and the enablement links point at files that exist in the image.
+    for (link, target) in [
+        ("/etc/localtime", "../usr/share/zoneinfo/Europe/Paris"),
+        (
+            "/etc/systemd/system/multi-user.target.wants/docker.service",
+            "/usr/lib/systemd/system/docker.service",
+        ),
+        (
+            "/etc/systemd/system/multi-user.target.wants/cronie.service",
+            "/usr/lib/systemd/system/cronie.service",
+        ),
+    ] {
+        let s = debugfs(&root, &format!("stat {link}"));
+        assert!(
+            s.contains(&format!("Fast link dest: \"{target}\"")),
+            "{link}: {s}"
+        );
+        let resolved = if target.starts_with('/') {
+            target.to_string()
+        } else {
+            format!("/etc/{target}")
+        };
+        assert!(
+            !debugfs(&root, &format!("stat {resolved}")).is_empty(),
+            "{link} -> {target} dangles"
+        );
+    }
+    // The sysadmin overlay's scripts are installed executable.
+    assert_eq!(
+        stat(&root, "/usr/local/sbin/backup-docker-volumes"),
+        (0o750, 0, 0)
+    );
+}

@@ -154,7 +154,6 @@ pub fn alarm_tarball(dir: &Path, opts: &Alarm) -> PathBuf {
         E::Dir("etc/systemd/system", 0o755),
         E::Dir("etc/systemd/system/multi-user.target.wants", 0o755),
         E::Dir("home", 0o755),
-        E::Dir("home/alarm", 0o700),
         E::Dir("root", 0o750),
         E::Dir("usr", 0o755),
         E::Dir("usr/bin", 0o755),
@@ -170,7 +169,6 @@ pub fn alarm_tarball(dir: &Path, opts: &Alarm) -> PathBuf {
         E::File("etc/gshadow", 0o600, GSHADOW.into()),
         E::File("etc/fstab", 0o644, b"# <file system> <dir> <type> <options> <dump> <pass>\n".to_vec()),
         E::File("etc/hostname", 0o644, b"alarm\n".to_vec()),
-        E::File("home/alarm/.bashrc", 0o644, b"# bashrc\n".to_vec()),
         E::File("usr/bin/bash", 0o755, noise(900 * 1024, 8)),
         E::File(
             "usr/lib/systemd/system/docker.service",
@@ -205,6 +203,25 @@ pub fn alarm_tarball(dir: &Path, opts: &Alarm) -> PathBuf {
         }
     }
     append(&mut b, entries);
+    // alarm's home, owned by alarm as in the real tarball.
+    for (path, kind, mode, data) in [
+        ("home/alarm", tar::EntryType::Directory, 0o700, &b""[..]),
+        (
+            "home/alarm/.bashrc",
+            tar::EntryType::Regular,
+            0o644,
+            &b"# bashrc\n"[..],
+        ),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_uid(1000);
+        h.set_gid(1000);
+        h.set_mtime(MTIME);
+        h.set_mode(mode);
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    }
     // ping with cap_net_raw+ep, as iputils' install script sets it.
     let mut h = tar::Header::new_ustar();
     h.set_uid(0);
