@@ -556,11 +556,7 @@ fn node_configuration_is_in_the_image() {
     ];
     for (path, mode, gid, content) in files {
         assert_eq!(debugfs(&root, &format!("cat {path}")), *content, "{path}");
-        assert_eq!(
-            stat(&root, path),
-            (*mode, 0, *gid),
-            "{path}: mode/owner"
-        );
+        assert_eq!(stat(&root, path), (*mode, 0, *gid), "{path}: mode/owner");
     }
     assert_eq!(stat(&root, "/etc/ssmtp/ssmtp.conf"), (0o640, 0, 12));
     assert_eq!(stat(&root, "/etc/shadow").0, 0o600);
