@@ -7,7 +7,8 @@
 //!   hook adds them) or built into the kernel. The initramfs is read as the kernel does
 //!   (Documentation/driver-api/early-userspace/buffer-format.rst): concatenated `newc`
 //!   (`070701`/`070702`) cpio archives, each plain or compressed (gzip RFC 1952, zstd
-//!   RFC 8878, xz), told apart by their magic numbers.
+//!   RFC 8878, xz), told apart by their magic numbers, optionally inside a legacy U-Boot
+//!   ramdisk image (64-byte header, magic `0x27051956`).
 //! - The bootloader blobs must end before U-Boot's saved environment; overlaps are refused
 //!   by [`crate::disk::blobs::check_layout`], this only flags blobs placed past it.
 //! - The tarball's own `boot.txt` is replaced by ours on the card; say so, and note load
@@ -87,7 +88,13 @@ fn kind(data: &[u8]) -> Option<Kind> {
 /// Fails on a format it cannot read (the lint then says it cannot tell).
 pub fn read_initramfs(data: &[u8]) -> Result<Initramfs> {
     let mut out = Initramfs::default();
-    let mut pos = 0usize;
+    // A legacy U-Boot image (`mkimage -T ramdisk`, uInitrd) wraps the archive in a 64-byte
+    // header starting with the magic 0x27051956.
+    let mut pos = if data.starts_with(&[0x27, 0x05, 0x19, 0x56]) && data.len() > 64 {
+        64
+    } else {
+        0
+    };
     let mut segments = 0;
     loop {
         // Archives are padded with zeros between each other.
@@ -142,16 +149,22 @@ fn read_cpio_stream(r: impl Read, out: &mut Initramfs) -> Result<()> {
         inner: r.take(MAX_UNPACKED),
         n: 0,
     };
+    let mut archives = 0;
     loop {
-        // Skip zero padding; stop at the end of the stream.
+        // Skip zero padding; stop at the end of the stream. Once an archive was read, data
+        // the decompressor cannot make sense of (padding after the last member) ends it, as
+        // the kernel's unpacker ignores it too.
         let mut b = [0u8; 1];
         let first = loop {
-            match r.read(&mut b).context("cannot decompress")? {
-                0 => return Ok(()),
-                _ if b[0] == 0 => continue,
-                _ => break b[0],
+            match r.read(&mut b) {
+                Ok(0) => return Ok(()),
+                Ok(_) if b[0] == 0 => continue,
+                Ok(_) => break b[0],
+                Err(_) if archives > 0 => return Ok(()),
+                Err(e) => return Err(e).context("cannot decompress"),
             }
         };
+        archives += 1;
         let mut chained = Chain {
             first: Some(first),
             inner: &mut r,
@@ -447,10 +460,15 @@ mod tests {
         }
         // An early (uncompressed) archive followed by the compressed main one.
         let early = newc(&[("kernel/x86/microcode/a.bin", 0o100644, b"ucode")]);
-        let both = [early, gz].concat();
+        let both = [early, gz.clone()].concat();
         let i = read_initramfs(&both).unwrap();
         assert!(i.names.iter().any(|n| n.contains("microcode")));
         assert!(i.has_module("uas"));
+        // Zero padding after a compressed archive, and a uInitrd header in front.
+        let padded = [gz.clone(), vec![0u8; 512]].concat();
+        assert!(read_initramfs(&padded).unwrap().has_module("sd_mod"));
+        let wrapped = [vec![0x27, 0x05, 0x19, 0x56], vec![0u8; 60], zs].concat();
+        assert!(read_initramfs(&wrapped).unwrap().has_module("usb_storage"));
     }
 
     #[test]
