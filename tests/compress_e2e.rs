@@ -241,6 +241,17 @@ fn store_build_gains_compressed_copies_without_rebuilding() {
             "manifest lacks {f}: {outputs}"
         );
     }
+    // `hc1img verify` re-hashes every listed output, the compressed ones included.
+    let v = Command::new(env!("CARGO_BIN_EXE_hc1img"))
+        .arg("verify")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let vout = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success() && vout.contains("sd.img.zst: ok"),
+        "{vout}"
+    );
     // Now complete: a third run does nothing.
     let err = build_with(tmp.path(), &profile, &tarball, None, &["--compress", "zst"]);
     assert!(err.contains("is up to date"), "{err}");
