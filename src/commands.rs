@@ -151,24 +151,19 @@ fn missing_extras(dir: &Path, compress: Compress) -> bool {
     !listed || extras.iter().any(|e| !dir.join(e).is_file())
 }
 
-/// SHA-256 of a file with a progress bar (hidden with `-q` or off a terminal).
-fn hash_with_bar(path: &Path, rep: &Reporter) -> Result<crate::manifest::OutputFile> {
+/// SHA-256 of one file, adding the bytes read to `done` as it goes.
+fn hash_file(
+    path: &Path,
+    done: &std::sync::atomic::AtomicU64,
+) -> Result<crate::manifest::OutputFile> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
+    use std::sync::atomic::Ordering;
     let mut f = std::fs::File::open(path)
         .with_context(|| format!("{}: cannot open to hash it", path.display()))?;
-    let size = f
-        .metadata()
-        .with_context(|| format!("{}: cannot stat", path.display()))?
-        .len();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let bar = rep.bytes_bar(size, &name);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
+    let mut size = 0u64;
     loop {
         let n = match f.read(&mut buf) {
             Ok(0) => break,
@@ -180,14 +175,49 @@ fn hash_with_bar(path: &Path, rep: &Reporter) -> Result<crate::manifest::OutputF
             }
         };
         h.update(&buf[..n]);
-        done += n as u64;
-        bar.set_position(done);
+        size += n as u64;
+        done.fetch_add(n as u64, Ordering::Relaxed);
     }
-    bar.finish_and_clear();
     Ok(crate::manifest::OutputFile {
-        size: done,
+        size,
         sha256: hex::encode(h.finalize()),
     })
+}
+
+/// SHA-256 of `paths`, one thread per file (the images are hashed at the same time), with
+/// one progress bar over all of them (hidden with `-q` or off a terminal).
+fn hash_files(paths: &[PathBuf], rep: &Reporter) -> Result<Vec<crate::manifest::OutputFile>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut total = 0u64;
+    for p in paths {
+        total += std::fs::metadata(p)
+            .with_context(|| format!("{}: missing output", p.display()))?
+            .len();
+    }
+    let bar = rep.bytes_bar(total, "hashing");
+    let done = AtomicU64::new(0);
+    let results: Vec<Result<crate::manifest::OutputFile>> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                let done = &done;
+                s.spawn(move || hash_file(p, done))
+            })
+            .collect();
+        while handles.iter().any(|h| !h.is_finished()) {
+            bar.set_position(done.load(Ordering::Relaxed));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a hashing thread crashed")))
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    results.into_iter().collect()
 }
 
 /// Write `out` through a hidden temporary name in its directory and rename it into place, so
@@ -275,21 +305,25 @@ fn record_and_write(
             }
         }
     }
-    for name in &names {
-        let p = dir.join(name);
+    let mut todo = Vec::new();
+    for name in names {
+        let p = dir.join(&name);
         let size = std::fs::metadata(&p)
             .with_context(|| format!("{}: missing output", p.display()))?
             .len();
         if reuse
             && manifest
                 .outputs
-                .get(name)
+                .get(&name)
                 .is_some_and(|o| o.size == size && IMAGES.contains(&name.as_str()))
         {
             continue; // the images of an existing build: hashed when it was built
         }
-        let o = hash_with_bar(&p, rep)?;
-        manifest.outputs.insert(name.clone(), o);
+        todo.push(name);
+    }
+    let paths: Vec<PathBuf> = todo.iter().map(|n| dir.join(n)).collect();
+    for (name, o) in todo.into_iter().zip(hash_files(&paths, rep)?) {
+        manifest.outputs.insert(name, o);
     }
     write_via_temp(&dir.join("manifest.json"), |tmp| {
         let text =
@@ -309,11 +343,20 @@ fn record_and_write(
         entries.push(name);
     }
     entries.sort();
+    let unknown: Vec<PathBuf> = entries
+        .iter()
+        .filter(|n| !manifest.outputs.contains_key(*n))
+        .map(|n| dir.join(n))
+        .collect();
+    let mut hashed = hash_files(&unknown, rep)?.into_iter();
     let mut sums = String::new();
     for name in entries {
         let sha = match manifest.outputs.get(&name) {
             Some(o) => o.sha256.clone(),
-            None => hash_with_bar(&dir.join(&name), rep)?.sha256,
+            None => hashed
+                .next()
+                .map(|o| o.sha256)
+                .with_context(|| format!("internal error: {name} was not hashed"))?,
         };
         sums.push_str(&format!("{sha}  {name}\n"));
     }
