@@ -5,7 +5,8 @@
 //! into the ext4 data area of `ssd.img` at the root partition's offset; `/boot` files and the
 //! files the edits change are held in memory. After the stream: the edits run on the tree,
 //! the ext4 metadata is written, the GPT around it, then `sd.img` (MBR, bootloader blobs, FAT
-//! with `boot.txt`/`boot.scr`). Everything the build decides is a function of
+//! with `boot.txt`/`boot.scr`), after the hardware lints of [`crate::disk::lint`] (warnings
+//! only). Everything the build decides is a function of
 //! [`BuildInputs`], so the same inputs give the same bytes.
 
 use std::collections::BTreeMap;
@@ -224,6 +225,17 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     )?;
     ssd.sync_all()
         .with_context(|| format!("{}: cannot flush", ssd_path.display()))?;
+
+    rep.detail("checking the boot files (initramfs modules, blob layout, boot.txt)");
+    let boot_files: BTreeMap<String, &[u8]> = report
+        .boot
+        .iter()
+        .map(|(k, v)| (k.clone(), v.data.as_slice()))
+        .collect();
+    let root = p.boot.root.as_deref().unwrap_or(&p.board.root_device);
+    for w in crate::disk::lint::lint_boot(&p.board, root, &boot_files) {
+        rep.warn(w);
+    }
 
     rep.step("writing the boot card");
     let (boot_files, boot_txt) = write_sd(inp, &report, &env, &dir.join("sd.img"))?;

@@ -87,11 +87,290 @@ fn source_date_epoch() -> Result<Option<i64>> {
     }
 }
 
+/// `hc1img build --compress`: the compressed copies (and block maps, `SHA256SUMS`) to write
+/// beside the images.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compress {
+    /// Only `ssd.img`, `sd.img` and `manifest.json`.
+    #[default]
+    None,
+    /// `*.img.zst` (zstd level [`ZSTD_LEVEL`], one thread), `*.img.bmap`, `SHA256SUMS`.
+    Zst,
+    /// `*.img.xz` (xz preset [`XZ_PRESET`], one thread), `*.img.bmap`, `SHA256SUMS`.
+    Xz,
+}
+
+/// The fixed zstd level of `--compress zst`: part of what makes the bytes reproducible.
+pub const ZSTD_LEVEL: i32 = 9;
+/// The fixed xz preset of `--compress xz` (xz's own default).
+pub const XZ_PRESET: u32 = 6;
+
+/// The images of an output directory, in the order they are written.
+const IMAGES: [&str; 2] = ["ssd.img", "sd.img"];
+
+impl Compress {
+    fn ext(self) -> Option<&'static str> {
+        match self {
+            Compress::None => None,
+            Compress::Zst => Some("zst"),
+            Compress::Xz => Some("xz"),
+        }
+    }
+
+    /// The extra files this setting adds to an output directory.
+    pub fn extra_outputs(self) -> Vec<String> {
+        let Some(ext) = self.ext() else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = IMAGES
+            .iter()
+            .flat_map(|i| [format!("{i}.{ext}"), format!("{i}.bmap")])
+            .collect();
+        v.push(SHA256SUMS.into());
+        v
+    }
+}
+
+/// The checksum list `--compress` writes (GNU `sha256sum` format).
+pub const SHA256SUMS: &str = "SHA256SUMS";
+
+/// Whether `dir` lacks any file `compress` adds or its manifest does not list them.
+fn missing_extras(dir: &Path, compress: Compress) -> bool {
+    let extras = compress.extra_outputs();
+    if extras.is_empty() {
+        return false;
+    }
+    let listed = Manifest::read(dir)
+        .map(|m| {
+            extras
+                .iter()
+                .filter(|e| e.as_str() != SHA256SUMS)
+                .all(|e| m.outputs.contains_key(e))
+        })
+        .unwrap_or(false);
+    !listed || extras.iter().any(|e| !dir.join(e).is_file())
+}
+
+/// SHA-256 of one file, adding the bytes read to `done` as it goes.
+fn hash_file(
+    path: &Path,
+    done: &std::sync::atomic::AtomicU64,
+) -> Result<crate::manifest::OutputFile> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("{}: cannot open to hash it", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("{}: cannot read to hash it", path.display()));
+            }
+        };
+        h.update(&buf[..n]);
+        size += n as u64;
+        done.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    Ok(crate::manifest::OutputFile {
+        size,
+        sha256: hex::encode(h.finalize()),
+    })
+}
+
+/// SHA-256 of `paths`, one thread per file (the images are hashed at the same time), with
+/// one progress bar over all of them (hidden with `-q` or off a terminal).
+fn hash_files(paths: &[PathBuf], rep: &Reporter) -> Result<Vec<crate::manifest::OutputFile>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut total = 0u64;
+    for p in paths {
+        total += std::fs::metadata(p)
+            .with_context(|| format!("{}: missing output", p.display()))?
+            .len();
+    }
+    let bar = rep.bytes_bar(total, "hashing");
+    let done = AtomicU64::new(0);
+    let results: Vec<Result<crate::manifest::OutputFile>> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                let done = &done;
+                s.spawn(move || hash_file(p, done))
+            })
+            .collect();
+        while handles.iter().any(|h| !h.is_finished()) {
+            bar.set_position(done.load(Ordering::Relaxed));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a hashing thread crashed")))
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    results.into_iter().collect()
+}
+
+/// Write `out` through a hidden temporary name in its directory and rename it into place, so
+/// an interrupted run never leaves a truncated file under the final name.
+fn write_via_temp(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = out.with_file_name(format!(".tmp-{name}"));
+    let r = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, out)
+            .with_context(|| format!("{}: cannot move into place", out.display()))
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Write the compressed images and block maps `compress` asks for into `dir` (skipping those
+/// already there when `only_missing`).
+fn write_compressed(
+    dir: &Path,
+    compress: Compress,
+    only_missing: bool,
+    rep: &Reporter,
+) -> Result<()> {
+    let Some(ext) = compress.ext() else {
+        return Ok(());
+    };
+    for img in IMAGES {
+        let image = dir.join(img);
+        let size = std::fs::metadata(&image)
+            .with_context(|| format!("{}: missing image", image.display()))?
+            .len();
+        let packed = dir.join(format!("{img}.{ext}"));
+        if !(only_missing && packed.is_file()) {
+            rep.step(format!("compressing {img} ({ext})"));
+            let bar = rep.bytes_bar(size, img);
+            let on = |n: u64| bar.set_position(n);
+            write_via_temp(&packed, |tmp| match compress {
+                Compress::Xz => crate::disk::bmap::compress_xz_with(&image, tmp, XZ_PRESET, &on),
+                _ => crate::disk::bmap::compress_zstd_with(&image, tmp, ZSTD_LEVEL, &on),
+            })?;
+            bar.finish_and_clear();
+        }
+        let bmap = dir.join(format!("{img}.bmap"));
+        if !(only_missing && bmap.is_file()) {
+            rep.step(format!("mapping {img}"));
+            let f = std::fs::File::open(&image)
+                .with_context(|| format!("{}: cannot open", image.display()))?;
+            let mapped: u64 = crate::disk::bmap::data_ranges(&f, size)?
+                .iter()
+                .map(|(a, b)| b - a)
+                .sum();
+            let bar = rep.bytes_bar(mapped, &format!("{img}.bmap"));
+            let on = |n: u64| bar.set_position(n);
+            write_via_temp(&bmap, |tmp| {
+                crate::disk::bmap::write_bmap_with(&image, tmp, &on)
+            })?;
+            bar.finish_and_clear();
+        }
+    }
+    Ok(())
+}
+
+/// Hash the outputs into the manifest and write it; with `--compress`, also write
+/// `SHA256SUMS` over every file in `dir` but itself (hidden temporaries aside), sorted by
+/// name. Hashes already in `manifest` for unchanged files are reused when `reuse` is set.
+fn record_and_write(
+    dir: &Path,
+    manifest: &mut Manifest,
+    compress: Compress,
+    reuse: bool,
+    rep: &Reporter,
+) -> Result<()> {
+    rep.step("hashing the outputs");
+    let mut names: Vec<String> = IMAGES.iter().map(|s| s.to_string()).collect();
+    // Every compressed copy and map present (a directory may hold both .zst and .xz).
+    for e in [Compress::Zst, Compress::Xz] {
+        for x in e.extra_outputs() {
+            if x != SHA256SUMS && dir.join(&x).is_file() && !names.contains(&x) {
+                names.push(x);
+            }
+        }
+    }
+    let mut todo = Vec::new();
+    for name in names {
+        let p = dir.join(&name);
+        let size = std::fs::metadata(&p)
+            .with_context(|| format!("{}: missing output", p.display()))?
+            .len();
+        if reuse
+            && manifest
+                .outputs
+                .get(&name)
+                .is_some_and(|o| o.size == size && IMAGES.contains(&name.as_str()))
+        {
+            continue; // the images of an existing build: hashed when it was built
+        }
+        todo.push(name);
+    }
+    let paths: Vec<PathBuf> = todo.iter().map(|n| dir.join(n)).collect();
+    for (name, o) in todo.into_iter().zip(hash_files(&paths, rep)?) {
+        manifest.outputs.insert(name, o);
+    }
+    write_via_temp(&dir.join("manifest.json"), |tmp| {
+        let text =
+            serde_json::to_string_pretty(&*manifest).context("cannot serialise manifest.json")?;
+        std::fs::write(tmp, text + "\n").with_context(|| format!("{}: cannot write", tmp.display()))
+    })?;
+    if compress == Compress::None && !dir.join(SHA256SUMS).is_file() {
+        return Ok(());
+    }
+    let mut entries: Vec<String> = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == SHA256SUMS || name.starts_with('.') || !e.path().is_file() {
+            continue;
+        }
+        entries.push(name);
+    }
+    entries.sort();
+    let unknown: Vec<PathBuf> = entries
+        .iter()
+        .filter(|n| !manifest.outputs.contains_key(*n))
+        .map(|n| dir.join(n))
+        .collect();
+    let mut hashed = hash_files(&unknown, rep)?.into_iter();
+    let mut sums = String::new();
+    for name in entries {
+        let sha = match manifest.outputs.get(&name) {
+            Some(o) => o.sha256.clone(),
+            None => hashed
+                .next()
+                .map(|o| o.sha256)
+                .with_context(|| format!("internal error: {name} was not hashed"))?,
+        };
+        sums.push_str(&format!("{sha}  {name}\n"));
+    }
+    write_via_temp(&dir.join(SHA256SUMS), |tmp| {
+        std::fs::write(tmp, sums).with_context(|| format!("{}: cannot write", tmp.display()))
+    })
+}
+
 /// `hc1img build`: returns the output directory.
 pub fn build(
     args: &CommonArgs,
     out: Option<PathBuf>,
     rebuild: bool,
+    compress: Compress,
     rep: &Reporter,
 ) -> Result<PathBuf> {
     let p = args.load()?;
@@ -102,6 +381,20 @@ pub fn build(
         None => OutDir::in_store(Path::new("out"), &p.name, &drv.hash),
     };
     if out.is_complete() && !rebuild {
+        if missing_extras(&out.dir, compress) {
+            // Same images, only the compressed copies are missing: make them from the images
+            // already built rather than building again.
+            rep.step(format!(
+                "{} is up to date ({}); adding its compressed copies",
+                out.dir.display(),
+                drv.short()
+            ));
+            let mut manifest = Manifest::read(&out.dir)?;
+            write_compressed(&out.dir, compress, true, rep)?;
+            record_and_write(&out.dir, &mut manifest, compress, true, rep)?;
+            rep.step(format!("built {}", out.dir.display()));
+            return Ok(out.dir);
+        }
         rep.step(format!(
             "{} is up to date ({})",
             out.dir.display(),
@@ -132,10 +425,9 @@ pub fn build(
         report.ext4.inodes_total - report.ext4.inodes_free,
         report.ext4.inodes_total
     ));
-    rep.step("hashing the outputs");
+    write_compressed(staging.path(), compress, false, rep)?;
     let mut manifest = manifest_for(&p, &drv, &spec);
-    manifest.record_outputs(staging.path(), &["ssd.img", "sd.img"])?;
-    manifest.write(staging.path())?;
+    record_and_write(staging.path(), &mut manifest, compress, false, rep)?;
     let dir = staging.commit()?;
     rep.step(format!("built {}", dir.display()));
     Ok(dir)

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use hc1img::commands::{self, CommonArgs};
+use hc1img::commands::{self, CommonArgs, Compress};
 use hc1img::progress::{Reporter, Verbosity};
 
 /// Build ready-to-boot disk images for Odroid HC1 nodes running Arch Linux ARM.
@@ -70,6 +70,14 @@ enum Command {
         /// Build even when a complete output for these inputs exists.
         #[arg(long)]
         rebuild: bool,
+        /// Also write compressed images (ssd.img.zst/sd.img.zst or .xz), bmaptool block maps
+        /// (ssd.img.bmap, sd.img.bmap) and SHA256SUMS, all listed in manifest.json. Flash with
+        /// `bmaptool copy --bmap sd.img.bmap sd.img.zst /dev/sdX`. The bytes are reproducible
+        /// (zstd level 9 or xz preset 6, one thread). The images do not depend on this flag:
+        /// when the out/ directory of these inputs already exists without the compressed
+        /// files, they are made from its images instead of building again.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Compress::None)]
+        compress: Compress,
     },
     /// Show the resolved profile, every input with its digest, and the derivation hash.
     /// Fetches and builds nothing.
@@ -119,7 +127,8 @@ fn main() -> ExitCode {
             profile,
             out,
             rebuild,
-        } => commands::build(&profile.common(), out, rebuild, &rep).map(|_| ()),
+            compress,
+        } => commands::build(&profile.common(), out, rebuild, compress, &rep).map(|_| ()),
         Command::Plan { profile, json } => commands::plan(&profile.common(), json),
         Command::Fetch { profile } => commands::fetch(&profile.common(), &rep),
         Command::Lock { profile } => commands::lock(&profile, &rep),

@@ -1,5 +1,7 @@
-//! Block map (`.bmap`) and zstd compression of finished images, for flashing with
+//! Block map (`.bmap`) and zstd/xz compression of finished images, for flashing with
 //! `bmaptool copy --bmap img.bmap img.zst /dev/sdX`: only the mapped blocks are written.
+//! Compression follows the zstd frame format (RFC 8878) and the .xz file format 1.x
+//! (tukaani.org/xz/xz-file-format.txt), through libzstd and liblzma.
 //!
 //! The map follows bmap-tools' XML format 2.0 (bmaptool `BmapCreate`/`BmapCopy`):
 //! `ImageSize`, `BlockSize` (4096), `BlocksCount`, `MappedBlocksCount`, `ChecksumType`
@@ -11,7 +13,7 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -73,6 +75,11 @@ fn block_ranges(extents: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 /// Write the bmap of `image` to `out`.
 pub fn write_bmap(image: &Path, out: &Path) -> Result<()> {
+    write_bmap_with(image, out, &|_| {})
+}
+
+/// [`write_bmap`], calling `progress` with the number of mapped bytes hashed so far.
+pub fn write_bmap_with(image: &Path, out: &Path, progress: &dyn Fn(u64)) -> Result<()> {
     let file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
     let size = file
         .metadata()
@@ -84,6 +91,7 @@ pub fn write_bmap(image: &Path, out: &Path) -> Result<()> {
 
     let mut map = String::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut hashed = 0u64;
     for &(first, last) in &ranges {
         let mut h = Sha256::new();
         let (mut pos, end) = (first * BLOCK, ((last + 1) * BLOCK).min(size));
@@ -93,6 +101,8 @@ pub fn write_bmap(image: &Path, out: &Path) -> Result<()> {
                 .with_context(|| format!("cannot read {} at {pos}", image.display()))?;
             h.update(&buf[..n]);
             pos += n as u64;
+            hashed += n as u64;
+            progress(hashed);
         }
         let sum = hex::encode(h.finalize());
         let range = if first == last {
@@ -134,30 +144,92 @@ pub fn write_bmap(image: &Path, out: &Path) -> Result<()> {
 /// Compress `image` to `out` with zstd at `level` (1..=22), single-threaded so the output is
 /// the same on every machine.
 pub fn compress_zstd(image: &Path, out: &Path, level: i32) -> Result<()> {
+    compress_zstd_with(image, out, level, &|_| {})
+}
+
+/// [`compress_zstd`], calling `progress` with the number of image bytes consumed so far.
+///
+/// Deterministic: one thread (no `NbWorkers`), no long-distance matching, no dictionary, a
+/// content checksum and nothing that depends on the time or the machine; the same zstd
+/// library version gives the same bytes.
+pub fn compress_zstd_with(
+    image: &Path,
+    out: &Path,
+    level: i32,
+    progress: &dyn Fn(u64),
+) -> Result<()> {
     ensure!(
         (1..=22).contains(&level),
         "zstd level {level} is out of range 1..=22"
     );
-    let mut src = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
     let dst = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut enc = zstd::stream::Encoder::new(BufWriter::new(dst), level)
         .context("cannot start the zstd encoder")?;
     enc.include_checksum(true)
         .context("cannot enable zstd checksums")?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = src
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", image.display()))?;
-        if n == 0 {
-            break;
-        }
-        enc.write_all(&buf[..n])
-            .with_context(|| format!("cannot write {}", out.display()))?;
-    }
+    feed(image, out, &mut enc, progress)?;
     enc.finish()
         .and_then(|mut w| w.flush())
         .with_context(|| format!("cannot finish {}", out.display()))?;
+    Ok(())
+}
+
+/// Compress `image` to `out` as `.xz` with liblzma's `preset` (0..=9), one thread, CRC64
+/// check: the same bytes on every run and machine.
+pub fn compress_xz(image: &Path, out: &Path, preset: u32) -> Result<()> {
+    compress_xz_with(image, out, preset, &|_| {})
+}
+
+/// [`compress_xz`], calling `progress` with the number of image bytes consumed so far.
+pub fn compress_xz_with(
+    image: &Path,
+    out: &Path,
+    preset: u32,
+    progress: &dyn Fn(u64),
+) -> Result<()> {
+    ensure!(preset <= 9, "xz preset {preset} is out of range 0..=9");
+    let dst = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let stream = xz2::stream::Stream::new_easy_encoder(preset, xz2::stream::Check::Crc64)
+        .context("cannot start the xz encoder")?;
+    let mut enc = xz2::write::XzEncoder::new_stream(BufWriter::new(dst), stream);
+    feed(image, out, &mut enc, progress)?;
+    enc.finish()
+        .and_then(|mut w| w.flush())
+        .with_context(|| format!("cannot finish {}", out.display()))?;
+    Ok(())
+}
+
+/// Stream the bytes of `image` into `w`: its data extents are read, its holes are fed as
+/// zeros without reading them.
+fn feed(image: &Path, out: &Path, w: &mut dyn Write, progress: &dyn Fn(u64)) -> Result<()> {
+    let src = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+    let size = src
+        .metadata()
+        .with_context(|| format!("cannot stat {}", image.display()))?
+        .len();
+    let ranges = data_ranges(&src, size)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    let emit = |w: &mut dyn Write, data: &[u8], pos: &mut u64| -> Result<()> {
+        w.write_all(data)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        *pos += data.len() as u64;
+        progress(*pos);
+        Ok(())
+    };
+    for (start, end) in ranges.into_iter().chain(std::iter::once((size, size))) {
+        while pos < start {
+            let n = ((start - pos) as usize).min(zeros.len());
+            emit(w, &zeros[..n], &mut pos)?;
+        }
+        while pos < end {
+            let n = ((end - pos) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], pos)
+                .with_context(|| format!("cannot read {} at {pos}", image.display()))?;
+            emit(w, &buf[..n], &mut pos)?;
+        }
+    }
     Ok(())
 }
 

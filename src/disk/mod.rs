@@ -7,12 +7,14 @@
 //! - [`sd`]: the whole `sd.img` (MBR + blobs + FAT32) in one call.
 //! - [`sparse`]: image files created with holes, written only where data is non-zero.
 //! - [`inspect`]: a read-only report of what an image holds.
-//! - [`bmap`]: bmaptool's block map (XML format 2.0) and zstd compression of images.
+//! - [`bmap`]: bmaptool's block map (XML format 2.0) and zstd/xz compression of images.
+//! - [`lint`]: warnings about cards that would not boot (initramfs modules, blob layout).
 
 pub mod blobs;
 pub mod bmap;
 pub mod gpt;
 pub mod inspect;
+pub mod lint;
 pub mod mbr;
 pub mod sd;
 pub mod sparse;

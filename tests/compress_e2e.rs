@@ -1,0 +1,270 @@
+//! End-to-end: `hc1img build --compress zst|xz` writes compressed images, bmaptool block maps
+//! and `SHA256SUMS`, checked with the real tools: `bmaptool copy` of the `.zst` with its
+//! `.bmap` reproduces each image byte for byte, `sha256sum -c` accepts `SHA256SUMS`,
+//! `xz -dc` inflates the `.xz` copies, and two builds give the same bytes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Secrets the worker profile declares, as files with safe modes.
+fn secrets(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut args = Vec::new();
+    for (name, value) in [
+        (
+            "admin_password_hash",
+            "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij./",
+        ),
+        ("mail_password", "MAILSECRET-42"),
+        ("swarm_worker_token", "SWMTKN-1-TOKENSECRET"),
+    ] {
+        let p = dir.join(format!("secret-{name}"));
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        args.push("--secret".to_string());
+        args.push(format!("{name}={}", p.display()));
+    }
+    args
+}
+
+/// A worker profile with a 256 MiB root, so slow compressors finish in seconds.
+fn small_profile(dir: &Path) -> PathBuf {
+    let p = dir.join("small.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "extends = \"{}\"\nname = \"small\"\n[rootfs]\nsize = \"256MiB\"\n",
+            repo().join("profiles/worker.toml").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn same_file(a: &Path, b: &Path) {
+    run_ok("cmp", &[a.to_str().unwrap(), b.to_str().unwrap()]);
+}
+
+/// `sha256sum -c SHA256SUMS` in `dir`, and the list names every other file, sorted.
+fn sums_check(dir: &Path) {
+    let out = Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the oracle sha256sum ({e}); install coreutils"));
+    assert!(
+        out.status.success(),
+        "sha256sum -c failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let listed: Vec<&str> = sums.lines().map(|l| &l[66..]).collect();
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "SHA256SUMS")
+        .collect();
+    files.sort();
+    assert_eq!(
+        listed, files,
+        "SHA256SUMS must list every other file, sorted"
+    );
+}
+
+fn manifest_outputs(dir: &Path) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    m["outputs"].clone()
+}
+
+#[test]
+fn zst_flashes_with_bmaptool_and_is_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tarball = alarm_tarball(tmp.path(), &Alarm::default());
+    let worker = repo().join("profiles/worker.toml");
+    let (out1, out2) = (tmp.path().join("out1"), tmp.path().join("out2"));
+    for o in [&out1, &out2] {
+        build_with(
+            tmp.path(),
+            &worker,
+            &tarball,
+            Some(o),
+            &["--compress", "zst"],
+        );
+    }
+
+    for img in ["sd.img", "ssd.img"] {
+        let flashed = tmp.path().join(format!("flashed-{img}"));
+        run_ok(
+            "bmaptool",
+            &[
+                "copy",
+                "--bmap",
+                out1.join(format!("{img}.bmap")).to_str().unwrap(),
+                out1.join(format!("{img}.zst")).to_str().unwrap(),
+                flashed.to_str().unwrap(),
+            ],
+        );
+        same_file(&flashed, &out1.join(img));
+        std::fs::remove_file(&flashed).unwrap();
+        for f in [format!("{img}.zst"), format!("{img}.bmap")] {
+            same_file(&out1.join(&f), &out2.join(&f));
+        }
+    }
+    sums_check(&out1);
+    same_file(&out1.join("SHA256SUMS"), &out2.join("SHA256SUMS"));
+    let outputs = manifest_outputs(&out1);
+    for f in [
+        "ssd.img",
+        "sd.img",
+        "ssd.img.zst",
+        "sd.img.zst",
+        "ssd.img.bmap",
+        "sd.img.bmap",
+    ] {
+        let want = sha256_hex(&std::fs::read(out1.join(f)).unwrap_or_default());
+        if f.ends_with(".img") {
+            assert!(outputs[f]["sha256"].is_string(), "manifest lacks {f}");
+        } else {
+            assert_eq!(outputs[f]["sha256"], want.as_str(), "manifest entry of {f}");
+        }
+    }
+}
+
+#[test]
+fn xz_decompresses_to_the_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tarball = alarm_tarball(tmp.path(), &Alarm::default());
+    let profile = small_profile(tmp.path());
+    let out = tmp.path().join("out");
+    let err = build_with(
+        tmp.path(),
+        &profile,
+        &tarball,
+        Some(&out),
+        &["--compress", "xz"],
+    );
+    assert!(err.contains("compressing ssd.img"), "{err}");
+    for img in ["sd.img", "ssd.img"] {
+        let back = tmp.path().join(format!("back-{img}"));
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "xz -dc '{}' > '{}'",
+                out.join(format!("{img}.xz")).display(),
+                back.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "xz -dc failed: {o:?}");
+        same_file(&back, &out.join(img));
+    }
+    sums_check(&out);
+    let outputs = manifest_outputs(&out);
+    assert!(outputs["sd.img.xz"]["sha256"].is_string(), "{outputs}");
+    assert!(outputs["ssd.img.bmap"]["sha256"].is_string(), "{outputs}");
+}
+
+/// Run `hc1img build` with `flags`; returns stderr, failing the test when the build fails.
+fn build_with(
+    cwd: &Path,
+    profile: &Path,
+    tarball: &Path,
+    out: Option<&Path>,
+    flags: &[&str],
+) -> String {
+    let sha = sha256_hex(&std::fs::read(tarball).unwrap());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hc1img"));
+    cmd.current_dir(cwd)
+        .env("HC1IMG_CACHE", cwd.join("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("build")
+        .arg(profile)
+        .arg("--source-url")
+        .arg(tarball)
+        .arg("--source-sha256")
+        .arg(&sha)
+        .args(secrets(cwd))
+        .args(flags);
+    if let Some(o) = out {
+        cmd.arg("--out").arg(o);
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "hc1img build {flags:?} failed:\n{err}");
+    err
+}
+
+#[test]
+fn store_build_gains_compressed_copies_without_rebuilding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tarball = alarm_tarball(tmp.path(), &Alarm::default());
+    let profile = small_profile(tmp.path());
+    build_with(tmp.path(), &profile, &tarball, None, &[]);
+    let dir = std::fs::canonicalize(tmp.path().join("out/small")).unwrap();
+    assert!(!dir.join("sd.img.zst").exists());
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let sd_ino = ino(&dir.join("sd.img"));
+
+    // -q: nothing but warnings on stderr.
+    let err = build_with(
+        tmp.path(),
+        &profile,
+        &tarball,
+        None,
+        &["-q", "--compress", "zst"],
+    );
+    assert!(
+        err.lines().all(|l| l.starts_with("warning:")),
+        "-q printed more than warnings:\n{err}"
+    );
+    assert_eq!(
+        std::fs::canonicalize(tmp.path().join("out/small")).unwrap(),
+        dir,
+        "the compressed copies belong to the same output directory"
+    );
+    assert_eq!(ino(&dir.join("sd.img")), sd_ino, "the images were rebuilt");
+    sums_check(&dir);
+    let outputs = manifest_outputs(&dir);
+    for f in ["ssd.img.zst", "sd.img.zst", "ssd.img.bmap", "sd.img.bmap"] {
+        assert!(
+            outputs[f]["sha256"].is_string(),
+            "manifest lacks {f}: {outputs}"
+        );
+    }
+    // `hc1img verify` re-hashes every listed output, the compressed ones included.
+    let v = Command::new(env!("CARGO_BIN_EXE_hc1img"))
+        .arg("verify")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let vout = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success() && vout.contains("sd.img.zst: ok"),
+        "{vout}"
+    );
+    // Now complete: a third run does nothing.
+    let err = build_with(tmp.path(), &profile, &tarball, None, &["--compress", "zst"]);
+    assert!(err.contains("is up to date"), "{err}");
+    assert!(!err.contains("compressing"), "{err}");
+    run_ok(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            dir.join("sd.img.bmap").to_str().unwrap(),
+            dir.join("sd.img.zst").to_str().unwrap(),
+            tmp.path().join("f.img").to_str().unwrap(),
+        ],
+    );
+    same_file(&tmp.path().join("f.img"), &dir.join("sd.img"));
+}
