@@ -41,7 +41,7 @@ fn build(root: &Path, tarball: &Path, variant: &str, name: &str) -> PathBuf {
     std::fs::write(
         &profile,
         format!(
-            "extends = {:?}\nname = \"worker\"\n\n[overlays]\ndirs = [{:?}, \"overlay\"]\n\n[journald]\nruntime_max_use = {journal:?}\n",
+            "extends = {:?}\nname = \"worker\"\n\n[overlays]\ndirs = [{:?}, \"overlay\"]\n\n[journald]\nruntime_max_use = {journal:?}\n\n[rootfs]\nsize = \"512MiB\"\n",
             repo().join("profiles/worker.toml").display().to_string(),
             repo().join("overlays/sysadmin").display().to_string(),
         ),
@@ -58,7 +58,10 @@ fn build(root: &Path, tarball: &Path, variant: &str, name: &str) -> PathBuf {
         .arg("--source-sha256")
         .arg(sha256_hex(&std::fs::read(tarball).unwrap()));
     for (secret, value) in [
-        ("admin_password_hash", "$6$saltsalt$hash"),
+        (
+            "admin_password_hash",
+            "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij./",
+        ),
         ("mail_password", "MAILSECRET-42"),
         ("swarm_worker_token", "SWMTKN-1-TOKENSECRET"),
     ] {

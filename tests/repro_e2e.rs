@@ -52,6 +52,9 @@ struct Vary {
     one_cpu: bool,
     /// Create the overlay files and directories in the reverse order.
     reverse_overlay: bool,
+    /// Give the overlay the modes a checkout under umask 077 has (files 0600, executables
+    /// 0700, directories 0700) instead of umask 022's (0644, 0755, 0755).
+    checkout_umask_077: bool,
 }
 
 impl Vary {
@@ -66,6 +69,9 @@ impl Vary {
             faketime: Some("2031-01-01 00:00:00"),
             one_cpu: true,
             reverse_overlay: true,
+            // Not the overlay's checkout modes: `checkout_umask` fails on its own until the
+            // derivation hash stops reading group/other permission bits (see its doc).
+            checkout_umask_077: false,
         }
     }
 }
@@ -153,6 +159,17 @@ fn write_overlay(dir: &Path, reverse: bool) {
     }
 }
 
+/// Take away group and other permissions, as a checkout under umask 077 would have them.
+fn umask_077(dir: &Path) {
+    for (p, _, mode) in OVERLAY_FILES {
+        std::fs::set_permissions(dir.join(p), std::fs::Permissions::from_mode(mode & 0o700))
+            .unwrap();
+    }
+    for d in OVERLAY_DIRS {
+        std::fs::set_permissions(dir.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+}
+
 /// Secret files the worker profile declares, mode 600; returns the `--secret` arguments.
 fn secrets(dir: &Path) -> Vec<String> {
     std::fs::create_dir_all(dir).unwrap();
@@ -226,6 +243,9 @@ fn build(label: &str, v: &Vary) -> Outputs {
     let cache = root.join(v.cache.unwrap_or("cache"));
     std::fs::create_dir_all(&cwd).unwrap();
     write_overlay(&root.join("overlay"), v.reverse_overlay);
+    if v.checkout_umask_077 {
+        umask_077(&root.join("overlay"));
+    }
     let profile_dir = root.join("profile");
     std::fs::create_dir_all(&profile_dir).unwrap();
     let profile = profile_dir.join("repro.toml");
@@ -393,6 +413,21 @@ fn umask() {
         "umask",
         Vary {
             umask: Some("077"),
+            ..Vary::default()
+        },
+    );
+}
+
+/// The overlay as a checkout made under umask 077: git records only the execute bit, so the
+/// image (0644/0755 files, 0755 directories) and its identifiers must not change. Known to
+/// fail: src/plan.rs `walk_overlay` hashes the host's full permission bits (`dir {mode:o}`,
+/// `file {mode:o} …`) into the derivation, whose hash seeds every UUID and volume ID.
+#[test]
+fn checkout_umask() {
+    assert_same(
+        "checkout-umask",
+        Vary {
+            checkout_umask_077: true,
             ..Vary::default()
         },
     );
