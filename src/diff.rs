@@ -471,3 +471,52 @@ fn boot_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: &'static str, mode: u16, content: Option<&str>, link: Option<&str>) -> Entry {
+        Entry {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: (1_700_000_000, 0),
+            content: content.map(str::to_string),
+            link: link.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn one_line_per_change_in_path_order() {
+        let mut a = BTreeMap::new();
+        let mut b = BTreeMap::new();
+        a.insert("/gone".to_string(), entry("file", 0o644, Some("1"), None));
+        a.insert("/f".to_string(), entry("file", 0o644, Some("1"), None));
+        b.insert("/f".to_string(), entry("file", 0o600, Some("2"), None));
+        a.insert("/l".to_string(), entry("symlink", 0o777, None, Some("x")));
+        let mut l = entry("symlink", 0o777, None, Some("y"));
+        l.uid = 1000;
+        l.mtime = (1_700_000_001, 5);
+        b.insert("/l".to_string(), l);
+        a.insert("/t".to_string(), entry("file", 0o644, Some("1"), None));
+        b.insert("/t".to_string(), entry("dir", 0o755, None, None));
+        b.insert("/new".to_string(), entry("dir", 0o755, None, None));
+        let mut changes = Vec::new();
+        compare(&a, &b, "", true, &mut changes);
+        let r = DiffReport { changes };
+        assert_eq!(
+            r.to_string(),
+            "M /f (content)\n\
+             m /f (mode 0644->0600)\n\
+             - /gone\n\
+             m /l (uid 0->1000, mtime 1700000000->1700000001.000000005, link x->y)\n\
+             + /new\n\
+             m /t (type file->dir)\n"
+        );
+        let mut same = Vec::new();
+        compare(&a, &a, "boot:", false, &mut same);
+        assert!(same.is_empty());
+    }
+}
