@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod commands;
+pub mod diff;
 pub mod disk;
 pub mod ext4;
 pub mod fat;

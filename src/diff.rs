@@ -1,0 +1,522 @@
+//! `hc1img diff DIR_A DIR_B`: what changed between two builds, path by path, so a user sees what
+//! a profile change or a new tarball really did before flashing the nodes.
+//!
+//! Each directory holds a build's `ssd.img`, `sd.img` and `manifest.json`. The root filesystem
+//! is read from `ssd.img`: the GPT header at LBA 1 (UEFI 2.10 §5.3.2) names the partition entry
+//! array, whose first entry gives the root partition's first and last LBA (§5.3.3); the ext4
+//! inside is read with the `ext4-view` crate (a reader that shares no code with hc1img's
+//! writer). The boot files are read from `sd.img`: the first MBR partition entry (offset 446,
+//! start LBA at +8, sector count at +12) locates the FAT volume, read with the `fatfs` crate.
+//! The raw bootloader area before that partition (the Exynos blobs) is compared as one item.
+//!
+//! Reported per path: added (`+`), removed (`-`), content changed (`M … (content)`, by
+//! sha256), metadata changed (`m … (mode 0644->0600, uid 0->1000, …)`: file type, permission
+//! bits, owner, group, mtime, symlink target; for FAT files the modification time and
+//! attributes). Boot items are prefixed `boot:`. Extended attributes are not compared:
+//! `ext4-view` does not read them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+/// One difference between two builds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A path only in the second build.
+    Added(String),
+    /// A path only in the first build.
+    Removed(String),
+    /// A regular file (or the raw bootloader area) whose bytes differ.
+    Content(String),
+    /// A path whose metadata differs; each item reads like `mode 0644->0600`.
+    Metadata(String, Vec<String>),
+}
+
+/// All differences, root filesystem paths first (`/…`), then boot items (`boot:/…`), each
+/// group sorted by path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiffReport {
+    pub changes: Vec<Change>,
+}
+
+impl DiffReport {
+    /// Whether the two builds have the same files with the same metadata.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Added(p) => write!(f, "+ {p}"),
+            Change::Removed(p) => write!(f, "- {p}"),
+            Change::Content(p) => write!(f, "M {p} (content)"),
+            Change::Metadata(p, what) => write!(f, "m {p} ({})", what.join(", ")),
+        }
+    }
+}
+
+impl fmt::Display for DiffReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.changes {
+            writeln!(f, "{c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What is compared of one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    kind: &'static str,
+    /// Permission bits (ext4) or the attribute byte (FAT).
+    mode: u16,
+    uid: u32,
+    gid: u32,
+    /// Modification time: seconds and nanoseconds (ext4) or the FAT date-time as a number.
+    mtime: (i64, u32),
+    /// sha256 of a regular file's bytes.
+    content: Option<String>,
+    link: Option<String>,
+}
+
+/// Compare the builds in directories `a` and `b`.
+pub fn diff(a: &Path, b: &Path) -> Result<DiffReport> {
+    for dir in [a, b] {
+        for f in ["ssd.img", "sd.img", "manifest.json"] {
+            if !dir.join(f).is_file() {
+                bail!(
+                    "{}: no {f}; hc1img diff compares two build output directories (each with ssd.img, sd.img and manifest.json)",
+                    dir.display()
+                );
+            }
+        }
+    }
+    let mut changes = Vec::new();
+    let (ra, rb) = (
+        root_tree(&a.join("ssd.img"))?,
+        root_tree(&b.join("ssd.img"))?,
+    );
+    compare(&ra, &rb, "", true, &mut changes);
+    let (ba, bb) = (boot_tree(&a.join("sd.img"))?, boot_tree(&b.join("sd.img"))?);
+    compare(&ba, &bb, "boot:", false, &mut changes);
+    Ok(DiffReport { changes })
+}
+
+fn compare(
+    a: &BTreeMap<String, Entry>,
+    b: &BTreeMap<String, Entry>,
+    prefix: &str,
+    ext4: bool,
+    out: &mut Vec<Change>,
+) {
+    let mut paths: Vec<&String> = a.keys().chain(b.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    for p in paths {
+        let shown = format!("{prefix}{p}");
+        match (a.get(p), b.get(p)) {
+            (None, Some(_)) => out.push(Change::Added(shown)),
+            (Some(_), None) => out.push(Change::Removed(shown)),
+            (Some(x), Some(y)) => {
+                if x.kind != y.kind {
+                    out.push(Change::Metadata(
+                        shown,
+                        vec![format!("type {}->{}", x.kind, y.kind)],
+                    ));
+                    continue;
+                }
+                if x.content != y.content {
+                    out.push(Change::Content(shown.clone()));
+                }
+                let mut what = Vec::new();
+                if x.mode != y.mode {
+                    if ext4 {
+                        what.push(format!("mode {:04o}->{:04o}", x.mode, y.mode));
+                    } else {
+                        what.push(format!("attributes {:#04x}->{:#04x}", x.mode, y.mode));
+                    }
+                }
+                if x.uid != y.uid {
+                    what.push(format!("uid {}->{}", x.uid, y.uid));
+                }
+                if x.gid != y.gid {
+                    what.push(format!("gid {}->{}", x.gid, y.gid));
+                }
+                if x.mtime != y.mtime {
+                    what.push(format!(
+                        "mtime {}->{}",
+                        show_time(x.mtime),
+                        show_time(y.mtime)
+                    ));
+                }
+                if x.link != y.link {
+                    what.push(format!(
+                        "link {}->{}",
+                        x.link.as_deref().unwrap_or(""),
+                        y.link.as_deref().unwrap_or("")
+                    ));
+                }
+                if !what.is_empty() {
+                    out.push(Change::Metadata(shown, what));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+fn show_time((s, ns): (i64, u32)) -> String {
+    if ns == 0 {
+        s.to_string()
+    } else {
+        format!("{s}.{ns:09}")
+    }
+}
+
+fn read_at(f: &File, path: &Path, buf: &mut [u8], at: u64) -> Result<()> {
+    f.read_exact_at(buf, at).with_context(|| {
+        format!(
+            "{}: cannot read {} bytes at {at}",
+            path.display(),
+            buf.len()
+        )
+    })
+}
+
+/// Byte range of the first GPT partition of `image`.
+fn gpt_root(f: &File, image: &Path) -> Result<(u64, u64)> {
+    let mut hdr = [0u8; 92];
+    read_at(f, image, &mut hdr, 512)?;
+    if &hdr[0..8] != b"EFI PART" {
+        bail!(
+            "{}: no GPT header at LBA 1; is this an hc1img ssd.img?",
+            image.display()
+        );
+    }
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    let entries_lba = u64_at(&hdr, 72);
+    let mut entry = [0u8; 128];
+    read_at(f, image, &mut entry, entries_lba * 512)?;
+    let (first, last) = (u64_at(&entry, 32), u64_at(&entry, 40));
+    if entry[0..16].iter().all(|&b| b == 0) || last < first {
+        bail!(
+            "{}: the first GPT partition entry is empty; is this an hc1img ssd.img?",
+            image.display()
+        );
+    }
+    Ok((first * 512, (last - first + 1) * 512))
+}
+
+/// ext4-view's reader over a byte range of an image file.
+struct Ext4Window {
+    f: File,
+    start: u64,
+}
+
+impl ext4_view::Ext4Read for Ext4Window {
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        self.f.read_exact_at(dst, self.start + start)?;
+        Ok(())
+    }
+}
+
+fn sha256_reader(mut r: impl Read) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Every path of the root filesystem in `ssd.img`, `/`-prefixed.
+fn root_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
+    let f = File::open(image).with_context(|| format!("{}: cannot open", image.display()))?;
+    let (start, _) = gpt_root(&f, image)?;
+    let fs = ext4_view::Ext4::load(Box::new(Ext4Window { f, start })).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot read the ext4 root filesystem: {e}",
+            image.display()
+        )
+    })?;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![String::from("/")];
+    while let Some(dir) = stack.pop() {
+        let rd = fs
+            .read_dir(dir.as_str())
+            .map_err(|e| anyhow::anyhow!("{}: reading directory {dir}: {e}", image.display()))?;
+        for e in rd {
+            let e = e.map_err(|e| {
+                anyhow::anyhow!("{}: reading directory {dir}: {e}", image.display())
+            })?;
+            let name = String::from_utf8_lossy(e.file_name().as_ref()).into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = if dir == "/" {
+                format!("/{name}")
+            } else {
+                format!("{dir}/{name}")
+            };
+            let md = fs
+                .symlink_metadata(path.as_str())
+                .map_err(|e| anyhow::anyhow!("{}: {path}: {e}", image.display()))?;
+            let ft = md.file_type();
+            let kind = if ft.is_dir() {
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_regular_file() {
+                "file"
+            } else if ft.is_char_dev() {
+                "char-device"
+            } else if ft.is_block_dev() {
+                "block-device"
+            } else if ft.is_fifo() {
+                "fifo"
+            } else {
+                "socket"
+            };
+            let (content, link) = match kind {
+                "file" => {
+                    let file = fs
+                        .open(path.as_str())
+                        .map_err(|e| anyhow::anyhow!("{}: opening {path}: {e}", image.display()))?;
+                    let sha = sha256_reader(file)
+                        .with_context(|| format!("{}: reading {path}", image.display()))?;
+                    (Some(sha), None)
+                }
+                "symlink" => {
+                    let t = fs.read_link(path.as_str()).map_err(|e| {
+                        anyhow::anyhow!("{}: reading link {path}: {e}", image.display())
+                    })?;
+                    (None, Some(String::from_utf8_lossy(t.as_ref()).into_owned()))
+                }
+                _ => (None, None),
+            };
+            let m = md.modified();
+            out.insert(
+                path.clone(),
+                Entry {
+                    kind,
+                    mode: md.mode(),
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    mtime: (m.seconds(), m.nanoseconds()),
+                    content,
+                    link,
+                },
+            );
+            if kind == "dir" {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A read-only Read + Write + Seek view of a byte range of an image, for `fatfs`.
+struct Window {
+    f: File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for Window {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.f.read_exact_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Window {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "hc1img diff never writes to an image",
+        ))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Window {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(n) => {
+                self.pos = n;
+                Ok(n)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the partition",
+            )),
+        }
+    }
+}
+
+/// Every file of the FAT partition of `sd.img` (`/`-prefixed), plus the raw area before it.
+fn boot_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
+    let f = File::open(image).with_context(|| format!("{}: cannot open", image.display()))?;
+    let mut mbr = [0u8; 512];
+    read_at(&f, image, &mut mbr, 0)?;
+    if mbr[510..512] != [0x55, 0xaa] {
+        bail!(
+            "{}: no MBR boot signature; is this an hc1img sd.img?",
+            image.display()
+        );
+    }
+    let e = &mbr[446..462];
+    let lba = u64::from(u32::from_le_bytes([e[8], e[9], e[10], e[11]]));
+    let sectors = u64::from(u32::from_le_bytes([e[12], e[13], e[14], e[15]]));
+    if lba == 0 || sectors == 0 {
+        bail!(
+            "{}: the first MBR partition is empty; is this an hc1img sd.img?",
+            image.display()
+        );
+    }
+    let mut out = BTreeMap::new();
+    // The bootloader blobs live in the sectors after the MBR, before the partition.
+    let mut raw = vec![0u8; ((lba - 1) * 512) as usize];
+    read_at(&f, image, &mut raw, 512)?;
+    out.insert(
+        "(bootloader sectors before the partition)".to_string(),
+        Entry {
+            kind: "raw",
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: (0, 0),
+            content: Some(hex::encode(Sha256::digest(&raw))),
+            link: None,
+        },
+    );
+    let win = Window {
+        f,
+        start: lba * 512,
+        len: sectors * 512,
+        pos: 0,
+    };
+    let fs = fatfs::FileSystem::new(win, fatfs::FsOptions::new())
+        .with_context(|| format!("{}: cannot read the FAT boot partition", image.display()))?;
+    let mut stack = vec![(String::new(), fs.root_dir())];
+    while let Some((dir, d)) = stack.pop() {
+        for e in d.iter() {
+            let e = e.with_context(|| format!("{}: reading boot:{dir}/", image.display()))?;
+            let name = e.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = format!("{dir}/{name}");
+            let m = e.modified();
+            let stamp = i64::from(m.date.year) * 10_000_000_000
+                + i64::from(m.date.month) * 100_000_000
+                + i64::from(m.date.day) * 1_000_000
+                + i64::from(m.time.hour) * 10_000
+                + i64::from(m.time.min) * 100
+                + i64::from(m.time.sec);
+            let content = if e.is_file() {
+                Some(
+                    sha256_reader(e.to_file())
+                        .with_context(|| format!("{}: reading boot:{path}", image.display()))?,
+                )
+            } else {
+                None
+            };
+            out.insert(
+                path.clone(),
+                Entry {
+                    kind: if e.is_dir() { "dir" } else { "file" },
+                    mode: u16::from(e.attributes().bits()),
+                    uid: 0,
+                    gid: 0,
+                    mtime: (stamp, u32::from(m.time.millis) * 1_000_000),
+                    content,
+                    link: None,
+                },
+            );
+            if e.is_dir() {
+                stack.push((path, e.to_dir()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: &'static str, mode: u16, content: Option<&str>, link: Option<&str>) -> Entry {
+        Entry {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: (1_700_000_000, 0),
+            content: content.map(str::to_string),
+            link: link.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn one_line_per_change_in_path_order() {
+        let mut a = BTreeMap::new();
+        let mut b = BTreeMap::new();
+        a.insert("/gone".to_string(), entry("file", 0o644, Some("1"), None));
+        a.insert("/f".to_string(), entry("file", 0o644, Some("1"), None));
+        b.insert("/f".to_string(), entry("file", 0o600, Some("2"), None));
+        a.insert("/l".to_string(), entry("symlink", 0o777, None, Some("x")));
+        let mut l = entry("symlink", 0o777, None, Some("y"));
+        l.uid = 1000;
+        l.mtime = (1_700_000_001, 5);
+        b.insert("/l".to_string(), l);
+        a.insert("/t".to_string(), entry("file", 0o644, Some("1"), None));
+        b.insert("/t".to_string(), entry("dir", 0o755, None, None));
+        b.insert("/new".to_string(), entry("dir", 0o755, None, None));
+        let mut changes = Vec::new();
+        compare(&a, &b, "", true, &mut changes);
+        let r = DiffReport { changes };
+        assert_eq!(
+            r.to_string(),
+            "M /f (content)\n\
+             m /f (mode 0644->0600)\n\
+             - /gone\n\
+             m /l (uid 0->1000, mtime 1700000000->1700000001.000000005, link x->y)\n\
+             + /new\n\
+             m /t (type file->dir)\n"
+        );
+        let mut same = Vec::new();
+        compare(&a, &a, "boot:", false, &mut same);
+        assert!(same.is_empty());
+    }
+}
