@@ -578,6 +578,17 @@ pub fn inspect(image: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `hc1img diff`.
+pub fn diff(a: &Path, b: &Path) -> Result<()> {
+    let report = crate::diff::diff(a, b)?;
+    if report.is_empty() {
+        println!("no differences");
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
 /// `hc1img verify`.
 pub fn verify(dir: &Path) -> Result<()> {
     for line in crate::manifest::verify(dir)? {

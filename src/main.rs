@@ -105,6 +105,14 @@ enum Command {
         /// ssd.img or sd.img.
         image: PathBuf,
     },
+    /// What differs between two builds: root filesystem paths added, removed, changed in
+    /// content or metadata, and boot files — check a profile or tarball change before flashing.
+    Diff {
+        /// The older output directory.
+        a: PathBuf,
+        /// The newer output directory.
+        b: PathBuf,
+    },
     /// Re-hash a build's outputs against its manifest.json and report any that differ.
     Verify {
         /// An output directory (containing manifest.json).
@@ -133,6 +141,7 @@ fn main() -> ExitCode {
         Command::Fetch { profile } => commands::fetch(&profile.common(), &rep),
         Command::Lock { profile } => commands::lock(&profile, &rep),
         Command::Inspect { image } => commands::inspect(&image),
+        Command::Diff { a, b } => commands::diff(&a, &b),
         Command::Verify { dir } => commands::verify(&dir),
     };
     match result {

@@ -277,7 +277,14 @@ fn walk_overlay(
         let path = root.join(&rel_child);
         let meta = std::fs::symlink_metadata(&path)
             .with_context(|| format!("overlay {}: reading {}", root.display(), path.display()))?;
-        let mode = mode_bits(&meta);
+        // Only what the image uses: the execute bit (overlay files become 0644 or 0755 unless
+        // the profile sets a mode). The rest of the host's mode depends on the checkout's
+        // umask and must not change the derivation.
+        let exec = if mode_bits(&meta) & 0o111 != 0 {
+            "x"
+        } else {
+            "-"
+        };
         let ft = meta.file_type();
         let rel_name = rel_child
             .components()
@@ -285,7 +292,7 @@ fn walk_overlay(
             .collect::<Vec<_>>()
             .join("/");
         let digest_src = if ft.is_dir() {
-            format!("dir {mode:o}")
+            "dir".to_string()
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&path).with_context(|| {
                 format!(
@@ -317,7 +324,7 @@ fn walk_overlay(
                 }
                 h.update(&buf[..n]);
             }
-            format!("file {mode:o} {}", hex::encode(h.finalize()))
+            format!("file {exec} {}", hex::encode(h.finalize()))
         } else {
             anyhow::bail!(
                 "overlay {}: {} is not a regular file, directory or symlink",

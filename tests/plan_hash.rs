@@ -269,9 +269,21 @@ fn overlay_content_changes_the_hash() {
 
 #[test]
 fn overlay_mode_changes_the_hash() {
-    assert_changes("an overlay file's mode", |p| {
-        chmod(&p.join("ov/etc/motd"), 0o600)
+    // The execute bit decides the file's mode in the image (0644 or 0755).
+    assert_changes("an overlay file's execute bit", |p| {
+        chmod(&p.join("ov/etc/motd"), 0o755)
     });
+}
+
+#[test]
+fn checkout_umask_does_not_change_the_hash() {
+    // A checkout made under umask 077 has 0600 files and 0700 directories: same image.
+    let d = fixture();
+    let before = derive(d.path()).hash;
+    chmod(&d.path().join("ov/etc/motd"), 0o600);
+    chmod(&d.path().join("ov/usr/local/bin/tool"), 0o700);
+    chmod(&d.path().join("ov/etc"), 0o700);
+    assert_eq!(before, derive(d.path()).hash);
 }
 
 #[test]
