@@ -151,43 +151,9 @@ fn missing_extras(dir: &Path, compress: Compress) -> bool {
     !listed || extras.iter().any(|e| !dir.join(e).is_file())
 }
 
-/// SHA-256 of one file, adding the bytes read to `done` as it goes.
-fn hash_file(
-    path: &Path,
-    done: &std::sync::atomic::AtomicU64,
-) -> Result<crate::manifest::OutputFile> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    use std::sync::atomic::Ordering;
-    let mut f = std::fs::File::open(path)
-        .with_context(|| format!("{}: cannot open to hash it", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("{}: cannot read to hash it", path.display()));
-            }
-        };
-        h.update(&buf[..n]);
-        size += n as u64;
-        done.fetch_add(n as u64, Ordering::Relaxed);
-    }
-    Ok(crate::manifest::OutputFile {
-        size,
-        sha256: hex::encode(h.finalize()),
-    })
-}
-
-/// SHA-256 of `paths`, one thread per file (the images are hashed at the same time), with
-/// one progress bar over all of them (hidden with `-q` or off a terminal).
+/// SHA-256 of `paths` with one progress bar over all of them (hidden with `-q` or off a
+/// terminal).
 fn hash_files(paths: &[PathBuf], rep: &Reporter) -> Result<Vec<crate::manifest::OutputFile>> {
-    use std::sync::atomic::{AtomicU64, Ordering};
     let mut total = 0u64;
     for p in paths {
         total += std::fs::metadata(p)
@@ -195,29 +161,9 @@ fn hash_files(paths: &[PathBuf], rep: &Reporter) -> Result<Vec<crate::manifest::
             .len();
     }
     let bar = rep.bytes_bar(total, "hashing");
-    let done = AtomicU64::new(0);
-    let results: Vec<Result<crate::manifest::OutputFile>> = std::thread::scope(|s| {
-        let handles: Vec<_> = paths
-            .iter()
-            .map(|p| {
-                let done = &done;
-                s.spawn(move || hash_file(p, done))
-            })
-            .collect();
-        while handles.iter().any(|h| !h.is_finished()) {
-            bar.set_position(done.load(Ordering::Relaxed));
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a hashing thread crashed")))
-            })
-            .collect()
-    });
+    let r = crate::manifest::hash_files(paths, &|n| bar.set_position(n));
     bar.finish_and_clear();
-    results.into_iter().collect()
+    r
 }
 
 /// Write `out` through a hidden temporary name in its directory and rename it into place, so
@@ -270,7 +216,7 @@ fn write_compressed(
             rep.step(format!("mapping {img}"));
             let f = std::fs::File::open(&image)
                 .with_context(|| format!("{}: cannot open", image.display()))?;
-            let mapped: u64 = crate::disk::bmap::data_ranges(&f, size)?
+            let mapped: u64 = crate::disk::sparse::data_ranges(&f, size)?
                 .iter()
                 .map(|(a, b)| b - a)
                 .sum();

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::source::sha256_file;
+use crate::source::{sha256_file, sha256_file_with};
 
 /// One output file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,43 +43,6 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Hash `names` in `dir` into the outputs table, one thread per file (the images are
-    /// hashed at the same time).
-    pub fn record_outputs(&mut self, dir: &Path, names: &[&str]) -> Result<()> {
-        let results: Vec<Result<(String, OutputFile)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = names
-                .iter()
-                .map(|name| {
-                    let p = dir.join(name);
-                    s.spawn(move || -> Result<(String, OutputFile)> {
-                        let size = std::fs::metadata(&p)
-                            .with_context(|| format!("{}: missing output", p.display()))?
-                            .len();
-                        Ok((
-                            name.to_string(),
-                            OutputFile {
-                                size,
-                                sha256: sha256_file(&p)?,
-                            },
-                        ))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a hashing thread crashed")))
-                })
-                .collect()
-        });
-        for r in results {
-            let (name, out) = r?;
-            self.outputs.insert(name, out);
-        }
-        Ok(())
-    }
-
     pub fn write(&self, dir: &Path) -> Result<()> {
         let p = dir.join("manifest.json");
         let mut text =
@@ -99,6 +62,39 @@ impl Manifest {
         serde_json::from_str(&text)
             .with_context(|| format!("{}: not a valid hc1img manifest", p.display()))
     }
+}
+
+/// Size and SHA-256 of each of `paths`, one thread per file (the images are hashed at the
+/// same time); `progress` gets the total bytes hashed so far.
+pub fn hash_files(
+    paths: &[std::path::PathBuf],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<OutputFile>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let done = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                let done = &done;
+                s.spawn(move || {
+                    let last = AtomicU64::new(0);
+                    sha256_file_with(p, &|n| {
+                        let d = n - last.swap(n, Ordering::Relaxed);
+                        progress(done.fetch_add(d, Ordering::Relaxed) + d);
+                    })
+                    .map(|(size, sha256)| OutputFile { size, sha256 })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a hashing thread crashed")))
+            })
+            .collect()
+    })
 }
 
 /// Re-hash the outputs of the build in `dir` against its manifest. Returns one line per file
@@ -158,7 +154,8 @@ mod tests {
             inputs: BTreeMap::new(),
             outputs: BTreeMap::new(),
         };
-        m.record_outputs(dir.path(), &["a.img"]).unwrap();
+        let o = hash_files(&[dir.path().join("a.img")], &|_| {}).unwrap();
+        m.outputs.insert("a.img".into(), o[0].clone());
         m.write(dir.path()).unwrap();
         assert_eq!(Manifest::read(dir.path()).unwrap(), m);
         assert!(verify(dir.path()).unwrap()[0].contains("ok"));

@@ -11,10 +11,10 @@
 //! the file's data extents as `lseek(SEEK_DATA / SEEK_HOLE)` reports them, which is why the
 //! writers keep images sparse (see [`super::sparse`]).
 
+use super::sparse::data_ranges;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -23,42 +23,6 @@ use sha2::{Digest, Sha256};
 
 /// Block size of the map.
 pub const BLOCK: u64 = 4096;
-
-/// Data extents `[start, end)` of `file` (whole file if the filesystem cannot tell).
-pub fn data_ranges(file: &File, len: u64) -> Result<Vec<(u64, u64)>> {
-    let fd = file.as_raw_fd();
-    let mut out = Vec::new();
-    let mut pos: u64 = 0;
-    while pos < len {
-        let Ok(off) = libc::off_t::try_from(pos) else {
-            break;
-        };
-        // SAFETY: lseek on a file descriptor we own (borrowed from `file`), no memory access.
-        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENXIO) {
-                break; // no data after pos
-            }
-            if err.raw_os_error() == Some(libc::EINVAL) && pos == 0 {
-                return Ok(vec![(0, len)]); // SEEK_DATA unsupported: everything is data
-            }
-            return Err(err).context("lseek(SEEK_DATA) failed on the image");
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("lseek(SEEK_HOLE) failed on the image");
-        }
-        let (data, hole) = (data as u64, (hole as u64).min(len));
-        if hole > data {
-            out.push((data, hole));
-        }
-        pos = hole.max(data + 1);
-    }
-    Ok(out)
-}
 
 /// Inclusive block ranges covering the data extents, merged where they touch.
 fn block_ranges(extents: &[(u64, u64)]) -> Vec<(u64, u64)> {

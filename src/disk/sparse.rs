@@ -4,6 +4,7 @@
 //! [`super::bmap`] find the mapped ranges with `SEEK_DATA`/`SEEK_HOLE`.
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -91,6 +92,42 @@ pub(crate) fn read_up_to(file: &File, offset: u64, buf: &mut [u8]) -> Result<usi
         done += n;
     }
     Ok(done)
+}
+
+/// Data extents `[start, end)` of `file` (whole file if the filesystem cannot tell).
+pub fn data_ranges(file: &File, len: u64) -> Result<Vec<(u64, u64)>> {
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: u64 = 0;
+    while pos < len {
+        let Ok(off) = libc::off_t::try_from(pos) else {
+            break;
+        };
+        // SAFETY: lseek on a file descriptor we own (borrowed from `file`), no memory access.
+        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after pos
+            }
+            if err.raw_os_error() == Some(libc::EINVAL) && pos == 0 {
+                return Ok(vec![(0, len)]); // SEEK_DATA unsupported: everything is data
+            }
+            return Err(err).context("lseek(SEEK_DATA) failed on the image");
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("lseek(SEEK_HOLE) failed on the image");
+        }
+        let (data, hole) = (data as u64, (hole as u64).min(len));
+        if hole > data {
+            out.push((data, hole));
+        }
+        pos = hole.max(data + 1);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

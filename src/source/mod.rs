@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 pub use cache::Cache;
-pub use hash::sha256_file;
+pub use hash::{sha256_file, sha256_file_with};
 pub use signature::verify_signature;
 
 /// One pinned input: where to get it and what its bytes must hash to.
