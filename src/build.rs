@@ -61,15 +61,18 @@ fn round_up(v: u64, m: u64) -> u64 {
     v.div_ceil(m) * m
 }
 
-/// Size for `size = "auto"`: the unpacked tar size plus 30% and 256 MiB of headroom (journal,
-/// metadata, first-boot writes), rounded to 64 MiB. Without a cheap size hint, 4 GiB.
+/// Size and minimum inode count for `size = "auto"`: the unpacked tar size plus 30% and
+/// 256 MiB of headroom (journal, metadata, first-boot writes), rounded to 64 MiB; and room
+/// for as many inodes as the tar stream could hold entries (one per 512-byte header), capped
+/// at one inode per two blocks, which is as dense as a tarball of tiny files needs. Without a
+/// cheap size hint, 4 GiB and the profile's inode ratio.
 fn auto_size(tarball: &Path) -> Result<(u64, u64)> {
     let hint = input::unpacked_size_hint(tarball)?;
     Ok(match hint {
-        Some(n) => (
-            round_up(n + n * 3 / 10 + (256 << 20), 64 << 20),
-            n / 512 + 4096,
-        ),
+        Some(n) => {
+            let size = round_up(n + n * 3 / 10 + (256 << 20), 64 << 20);
+            (size, (n / 512 + 4096).min(size / 4096 / 2))
+        }
         None => (4 << 30, 0),
     })
 }
