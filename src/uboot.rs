@@ -1,4 +1,4 @@
-//! U-Boot boot script: render `boot.txt` from a template and wrap it in the legacy image
+//! U-Boot boot script: wrap `boot.txt` (rendered by [`crate::profile::Profile::boot_txt`]) in the legacy image
 //! format that `boot.scr` uses.
 //!
 //! [`script_image`] produces exactly the bytes of
@@ -16,10 +16,6 @@
 //!
 //! The CRCs are the zlib CRC32 (`crc32fast`). `mkimage` refuses an empty input file; a script
 //! with no bytes is still encoded here, but callers should never need that.
-
-use std::collections::BTreeMap;
-
-use anyhow::{Result, bail};
 
 /// `IH_MAGIC` from U-Boot's `include/image.h`.
 pub const IH_MAGIC: u32 = 0x2705_1956;
@@ -77,75 +73,9 @@ pub fn script_image(script: &[u8], name: &str, timestamp: u32) -> Vec<u8> {
     out
 }
 
-/// Fill `{name}` placeholders of a `boot.txt` template from `vars`.
-///
-/// A placeholder is `{` + a name of ASCII letters, digits, `_`, `-` or `.` (not starting with a
-/// digit) + `}`. U-Boot's own `${var}` references are copied untouched, as is any other brace.
-/// An unknown placeholder name is an error naming it, its line, and the known names.
-pub fn render_boot_txt(template: &str, vars: &BTreeMap<String, String>) -> Result<String> {
-    let mut out = String::with_capacity(template.len());
-    let bytes = template.as_bytes();
-    let mut i = 0;
-    let mut copied_to = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'$' if bytes.get(i + 1) == Some(&b'{') => {
-                // U-Boot variable: skip to its closing brace, untouched.
-                match template[i + 2..].find('}') {
-                    Some(end) => i = i + 2 + end + 1,
-                    None => i = bytes.len(),
-                }
-            }
-            b'{' => {
-                let rest = &template[i + 1..];
-                let name_len = rest
-                    .bytes()
-                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
-                    .count();
-                let starts_ok = rest
-                    .bytes()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_');
-                if name_len > 0 && starts_ok && rest.as_bytes().get(name_len) == Some(&b'}') {
-                    let name = &rest[..name_len];
-                    let Some(value) = vars.get(name) else {
-                        let line = template[..i].matches('\n').count() + 1;
-                        let known: Vec<&str> = vars.keys().map(String::as_str).collect();
-                        bail!(
-                            "boot.txt template line {line}: unknown placeholder {{{name}}}; \
-                             known names: {}",
-                            if known.is_empty() {
-                                "(none)".to_string()
-                            } else {
-                                known.join(", ")
-                            }
-                        );
-                    };
-                    out.push_str(&template[copied_to..i]);
-                    out.push_str(value);
-                    i += 1 + name_len + 1;
-                    copied_to = i;
-                } else {
-                    i += 1;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    out.push_str(&template[copied_to..]);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn header_fields() {
@@ -173,31 +103,5 @@ mod tests {
         let img = script_image(b"x", &"n".repeat(40), 0);
         assert_eq!(&img[32..64], "n".repeat(32).as_bytes());
         assert_eq!(img.len(), 64 + 8 + 1);
-    }
-
-    #[test]
-    fn render_placeholders() {
-        let t = "setenv bootargs \"root={root} ${videoconfig}\"\nload ${devtype} {x}{root}\n";
-        let s = render_boot_txt(t, &vars(&[("root", "/dev/sda1"), ("x", "X")])).unwrap();
-        assert_eq!(
-            s,
-            "setenv bootargs \"root=/dev/sda1 ${videoconfig}\"\nload ${devtype} X/dev/sda1\n"
-        );
-    }
-
-    #[test]
-    fn render_keeps_other_braces() {
-        let t = "a { b } {1x} {} ${unknown} {";
-        assert_eq!(render_boot_txt(t, &vars(&[])).unwrap(), t);
-    }
-
-    #[test]
-    fn render_unknown_errors() {
-        let err = render_boot_txt("ok\n{nope}", &vars(&[("root", "r")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 2"), "{err}");
-        assert!(err.contains("{nope}"), "{err}");
-        assert!(err.contains("root"), "{err}");
     }
 }

@@ -4,38 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
 const ROOT_OFFSET: u64 = 1 << 20;
 const BOOT_OFFSET: u64 = 8192 * 512;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Secrets the worker profile declares, as files with safe modes.
-fn secrets(dir: &Path) -> Vec<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut args = Vec::new();
-    for (name, value) in [
-        (
-            "admin_password_hash",
-            "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij./",
-        ),
-        ("mail_password", "MAILSECRET-42"),
-        ("swarm_worker_token", "SWMTKN-1-TOKENSECRET"),
-    ] {
-        let p = dir.join(format!("secret-{name}"));
-        std::fs::write(&p, format!("{value}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        args.push("--secret".to_string());
-        args.push(format!("{name}={}", p.display()));
-    }
-    args
-}
 
 /// Run `hc1img build` on `profile` with the tarball as source; returns (status, stderr).
 fn hc1img_build(
@@ -56,7 +31,7 @@ fn hc1img_build(
         .arg(tarball)
         .arg("--source-sha256")
         .arg(&sha)
-        .args(secrets(cwd))
+        .args(worker_secrets(cwd))
         .args(extra);
     if let Some(o) = out {
         cmd.arg("--out").arg(o);
@@ -77,27 +52,6 @@ fn build_ok(cwd: &Path, tarball: &Path, out: &Path) {
         &[],
     );
     assert!(ok, "hc1img build failed:\n{err}");
-}
-
-/// Copy `len` bytes at `offset` of `image` into a new file (holes stay holes).
-fn extract(image: &Path, offset: u64, len: u64, to: &Path) {
-    run_ok(
-        "dd",
-        &[
-            &format!("if={}", image.display()),
-            &format!("of={}", to.display()),
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            &format!("skip={offset}"),
-            &format!("count={len}"),
-            "conv=sparse",
-            "status=none",
-        ],
-    );
-}
-
-fn debugfs(fs: &Path, cmd: &str) -> String {
-    run_ok("debugfs", &["-R", cmd, fs.to_str().unwrap()])
 }
 
 #[test]
@@ -454,7 +408,7 @@ fn wrong_sha256_is_refused() {
             "--out",
             out.to_str().unwrap(),
         ])
-        .args(secrets(tmp.path()))
+        .args(worker_secrets(tmp.path()))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -10,31 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Secrets the worker profile declares, as files with safe modes.
-fn secrets(dir: &Path) -> Vec<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut args = Vec::new();
-    for (name, value) in [
-        (
-            "admin_password_hash",
-            "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij./",
-        ),
-        ("mail_password", "MAILSECRET-42"),
-        ("swarm_worker_token", "SWMTKN-1-TOKENSECRET"),
-    ] {
-        let p = dir.join(format!("secret-{name}"));
-        std::fs::write(&p, format!("{value}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        args.push("--secret".to_string());
-        args.push(format!("{name}={}", p.display()));
-    }
-    args
-}
-
 /// A worker profile with a 256 MiB root, so slow compressors finish in seconds.
 fn small_profile(dir: &Path) -> PathBuf {
     let p = dir.join("small.toml");
@@ -193,7 +168,7 @@ fn build_with(
         .arg(tarball)
         .arg("--source-sha256")
         .arg(&sha)
-        .args(secrets(cwd))
+        .args(worker_secrets(cwd))
         .args(flags);
     if let Some(o) = out {
         cmd.arg("--out").arg(o);

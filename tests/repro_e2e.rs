@@ -27,10 +27,6 @@ use sha2::{Digest, Sha256};
 
 use common::*;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The host conditions one build runs under; `Vary::default()` is the reference.
 #[derive(Clone, Debug, Default)]
 struct Vary {

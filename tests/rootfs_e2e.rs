@@ -16,10 +16,6 @@ use serde_json::Value;
 
 const ROOT_OFFSET: u64 = 1 << 20;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// tests/profiles/debian-fixture.toml (node modules that need Arch's packages off) with the
 /// given board and size.
 fn test_profile(dir: &Path, board: &str, size: &str) -> PathBuf {
@@ -158,10 +154,6 @@ fn compare(tarball: &Path, fs: &Path, edited: &dyn Fn(&str) -> bool) -> BTreeMap
             .join("\n")
     );
     tar
-}
-
-fn debugfs(fs: &Path, cmd: &str) -> String {
-    run_ok("debugfs", &["-R", cmd, fs.to_str().unwrap()])
 }
 
 /// Every xattr of every tarball entry is listed by debugfs with its name and length.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
@@ -13,10 +13,6 @@ const ADMIN_HASH: &str =
     "$6$leaksalt$QWERTYUIOPasdfghjklzxcvbnm0123456789QWERTYUIOPasdfghjklzxcvbnm0123456789abcdef./";
 const MAIL_PW: &str = "MAIL-PASSWORD-must-not-leak";
 const TOKEN: &str = "SWMTKN-1-token-must-not-leak";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn secret_file(dir: &Path, name: &str, value: &str) -> String {
     use std::os::unix::fs::PermissionsExt;

@@ -410,3 +410,51 @@ impl std::io::Read for Cycle {
     }
 }
 pub mod ext4list;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Secrets the worker profile declares, as files with safe modes.
+pub fn worker_secrets(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut args = Vec::new();
+    for (name, value) in [
+        (
+            "admin_password_hash",
+            "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij./",
+        ),
+        ("mail_password", "MAILSECRET-42"),
+        ("swarm_worker_token", "SWMTKN-1-TOKENSECRET"),
+    ] {
+        let p = dir.join(format!("secret-{name}"));
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        args.push("--secret".to_string());
+        args.push(format!("{name}={}", p.display()));
+    }
+    args
+}
+
+/// Copy `len` bytes at `offset` of `image` into a new file (holes stay holes).
+pub fn extract(image: &Path, offset: u64, len: u64, to: &Path) {
+    run_ok(
+        "dd",
+        &[
+            &format!("if={}", image.display()),
+            &format!("of={}", to.display()),
+            "bs=1M",
+            "iflag=skip_bytes,count_bytes",
+            &format!("skip={offset}"),
+            &format!("count={len}"),
+            "conv=sparse",
+            "status=none",
+        ],
+    );
+}
+
+/// Run one debugfs request against a filesystem image.
+pub fn debugfs(fs: &Path, cmd: &str) -> String {
+    run_ok("debugfs", &["-R", cmd, fs.to_str().unwrap()])
+}
