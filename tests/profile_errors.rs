@@ -316,7 +316,9 @@ fn unknown_placeholder_in_boot_txt() {
     let d = fixture(&[("board.toml", &BOARD.replace("{set_macaddr}", "{kernel}"))]);
     let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
     assert!(
-        msg.contains("boot_txt: unknown placeholder `{kernel}`"),
+        msg.contains(
+            "boot_txt: template line 2: unknown variable {kernel} (known: bootargs, set_macaddr)"
+        ),
         "{msg}"
     );
 }

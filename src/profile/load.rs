@@ -256,35 +256,13 @@ pub fn write_lock(path: &Path, lock: &LockFile) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fill `{name}` placeholders (not `${name}`, which is U-Boot's); unknown names are errors.
+/// Fill the board's `boot_txt` placeholders (`{bootargs}`, `{set_macaddr}`); U-Boot's own
+/// `${name}` stay.
 pub(crate) fn render_template(
     tpl: &str,
     value: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<String> {
-    let mut out = String::with_capacity(tpl.len() + 256);
-    let mut rest = tpl;
-    while let Some(pos) = rest.find('{') {
-        let (before, after) = rest.split_at(pos);
-        out.push_str(before);
-        let is_uboot = before.ends_with('$');
-        let name_len = after[1..]
-            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(after.len() - 1);
-        let closes = after[1 + name_len..].starts_with('}');
-        if !is_uboot && name_len > 0 && closes {
-            let name = &after[1..1 + name_len];
-            match value(name) {
-                Some(v) => out.push_str(&v),
-                None => anyhow::bail!("unknown placeholder `{{{name}}}`"),
-            }
-            rest = &after[name_len + 2..];
-        } else {
-            out.push('{');
-            rest = &after[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
+    crate::rootfs::edits::templates::render_with(tpl, value, &["bootargs", "set_macaddr"])
 }
 
 /// Why a reference to secret `n` is invalid (`None` when `n` is declared).
@@ -1441,9 +1419,7 @@ impl Validator<'_> {
         .map_err(|e| {
             v.err(
                 &["boot_txt"],
-                format!(
-                    "{e} (known: {{bootargs}}, {{set_macaddr}}; U-Boot variables are ${{name}})"
-                ),
+                format!("{e}; U-Boot's own variables are written ${{name}}"),
             )
         })?;
         render_template(&board.boot_txt, &|n| {
@@ -1555,7 +1531,7 @@ mod tests {
         let out = render_template("a ${x} {bootargs} {{ ${y}", &|n| {
             (n == "bootargs").then(|| "B".to_string())
         });
-        assert_eq!(out.ok().as_deref(), Some("a ${x} B {{ ${y}"));
+        assert_eq!(out.ok().as_deref(), Some("a ${x} B { ${y}"));
         assert!(render_template("{nope}", &|_| None).is_err());
     }
 

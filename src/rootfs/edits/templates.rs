@@ -1,8 +1,10 @@
 //! Tiny text templates for generated files and overlay files marked as templates.
 //!
 //! `{name}` is replaced by the variable `name` (names are letters, digits, `_`, `-`, `.`, so
-//! `{swarm.manager}` works); `{{` and `}}` stand for literal braces. An unknown variable, an
-//! unclosed `{` or a lone `}` is an error naming the line, so a typo never ships silently.
+//! `{swarm.manager}` works); `{{` and `}}` stand for literal braces; `${…}` (a shell or U-Boot
+//! variable, as in `boot.txt`) is copied through untouched. An unknown variable, an unclosed
+//! `{` or a lone `}` is an error naming the line, so a typo never ships silently. This is the
+//! one template syntax of hc1img: overlay files, generated files and the board's `boot_txt`.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +26,12 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>> {
     let mut line = 1;
     let mut rest = template;
     while let Some(c) = rest.chars().next() {
-        if let Some(r) = rest.strip_prefix("{{") {
+        if rest.starts_with("${")
+            && let Some(end) = rest.find('}')
+        {
+            text.push_str(&rest[..=end]);
+            rest = &rest[end + 1..];
+        } else if let Some(r) = rest.strip_prefix("{{") {
             text.push('{');
             rest = r;
         } else if let Some(r) = rest.strip_prefix("}}") {
@@ -58,23 +65,31 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>> {
 
 /// Render `template` with `vars`.
 pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String> {
+    let known: Vec<&str> = vars.keys().map(String::as_str).collect();
+    render_with(template, &|name| vars.get(name).cloned(), &known)
+}
+
+/// Render `template`, asking `lookup` for each placeholder; `known` names the variables in
+/// the error for an unknown one.
+pub fn render_with(
+    template: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    known: &[&str],
+) -> Result<String> {
     let mut out = String::with_capacity(template.len());
     for p in parse(template)? {
         match p {
             Piece::Text(t) => out.push_str(&t),
-            Piece::Var(name, line) => match vars.get(name) {
-                Some(v) => out.push_str(v),
-                None => {
-                    let known: Vec<&str> = vars.keys().map(String::as_str).collect();
-                    bail!(
-                        "template line {line}: unknown variable {{{name}}} (known: {})",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    );
-                }
+            Piece::Var(name, line) => match lookup(name) {
+                Some(v) => out.push_str(&v),
+                None => bail!(
+                    "template line {line}: unknown variable {{{name}}} (known: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
             },
         }
     }
@@ -98,6 +113,20 @@ pub fn placeholders(template: &str) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_and_uboot_variables_pass_through() {
+        let vars = BTreeMap::from([("bootargs".to_string(), "root=/dev/sda1".to_string())]);
+        let out = render(
+            "setenv bootargs \"{bootargs} ${extra}\"\nload ${devtype} ${devnum}\n",
+            &vars,
+        );
+        assert_eq!(
+            out.ok().as_deref(),
+            Some("setenv bootargs \"root=/dev/sda1 ${extra}\"\nload ${devtype} ${devnum}\n")
+        );
+        assert!(render("{nope} ${ok}", &vars).is_err());
+    }
 
     fn vars() -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
