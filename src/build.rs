@@ -19,7 +19,7 @@ use crate::ext4::{Ext4Options, Ext4Stats, Ext4Writer, FeatureLevel};
 use crate::ids;
 use crate::profile::{Features, Profile, Size};
 use crate::progress::Reporter;
-use crate::rootfs::import::{self, ImportReport, Route};
+use crate::rootfs::import::{self, ImportReport};
 use crate::rootfs::input::{self, Inflated};
 use crate::tree::{Meta, Timestamp, Tree};
 
@@ -141,15 +141,7 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     let dir_meta = Meta::new(0o755, 0, 0, Timestamp::from_secs(provisional_ts));
     let mut tree = Tree::new(dir_meta.clone());
     let captured = crate::rootfs::edits::captured_paths();
-    let route = |p: &[u8]| -> Route {
-        if p.starts_with(b"boot/") {
-            Route::Boot
-        } else if captured.iter().any(|c| c.as_bytes() == p) {
-            Route::Capture
-        } else {
-            Route::Keep
-        }
-    };
+    let route = |p: &[u8]| crate::rootfs::route(p, &captured);
     let report = import::import(&mut stream, &mut tree, &mut writer, &route, &dir_meta)
         .with_context(|| format!("{}: import failed", inp.tarball.display()))?;
     let (sha, _) = stream.finish()?;

@@ -206,8 +206,8 @@ fn write_compressed(
             let bar = rep.bytes_bar(size, img);
             let on = |n: u64| bar.set_position(n);
             write_via_temp(&packed, |tmp| match compress {
-                Compress::Xz => crate::disk::bmap::compress_xz_with(&image, tmp, XZ_PRESET, &on),
-                _ => crate::disk::bmap::compress_zstd_with(&image, tmp, ZSTD_LEVEL, &on),
+                Compress::Xz => crate::disk::bmap::compress_xz(&image, tmp, XZ_PRESET, &on),
+                _ => crate::disk::bmap::compress_zstd(&image, tmp, ZSTD_LEVEL, &on),
             })?;
             bar.finish_and_clear();
         }
@@ -222,9 +222,7 @@ fn write_compressed(
                 .sum();
             let bar = rep.bytes_bar(mapped, &format!("{img}.bmap"));
             let on = |n: u64| bar.set_position(n);
-            write_via_temp(&bmap, |tmp| {
-                crate::disk::bmap::write_bmap_with(&image, tmp, &on)
-            })?;
+            write_via_temp(&bmap, |tmp| crate::disk::bmap::write_bmap(&image, tmp, &on))?;
             bar.finish_and_clear();
         }
     }

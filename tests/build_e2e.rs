@@ -20,22 +20,8 @@ fn hc1img_build(
     out: Option<&Path>,
     extra: &[&str],
 ) -> (bool, String) {
-    let sha = sha256_hex(&std::fs::read(tarball).unwrap());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hc1img"));
-    cmd.current_dir(cwd)
-        .env("HC1IMG_CACHE", cwd.join("cache"))
-        .env_remove("SOURCE_DATE_EPOCH")
-        .arg("build")
-        .arg(profile)
-        .arg("--source-url")
-        .arg(tarball)
-        .arg("--source-sha256")
-        .arg(&sha)
-        .args(worker_secrets(cwd))
-        .args(extra);
-    if let Some(o) = out {
-        cmd.arg("--out").arg(o);
-    }
+    let mut cmd = build_command(cwd, profile, tarball, out);
+    cmd.env_remove("SOURCE_DATE_EPOCH").args(extra);
     let o = cmd.output().unwrap();
     (
         o.status.success(),

@@ -157,22 +157,8 @@ fn build_with(
     out: Option<&Path>,
     flags: &[&str],
 ) -> String {
-    let sha = sha256_hex(&std::fs::read(tarball).unwrap());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hc1img"));
-    cmd.current_dir(cwd)
-        .env("HC1IMG_CACHE", cwd.join("cache"))
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("build")
-        .arg(profile)
-        .arg("--source-url")
-        .arg(tarball)
-        .arg("--source-sha256")
-        .arg(&sha)
-        .args(worker_secrets(cwd))
-        .args(flags);
-    if let Some(o) = out {
-        cmd.arg("--out").arg(o);
-    }
+    let mut cmd = build_command(cwd, profile, tarball, out);
+    cmd.env("SOURCE_DATE_EPOCH", "1700000000").args(flags);
     let o = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "hc1img build {flags:?} failed:\n{err}");

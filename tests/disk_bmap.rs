@@ -60,7 +60,7 @@ fn bmap_matches_bmaptool_create_and_copies() {
     let img = dir.path().join("sd.img");
     sample_image(&img);
     let ours = dir.path().join("ours.bmap");
-    write_bmap(&img, &ours).unwrap();
+    write_bmap(&img, &ours, &|_| {}).unwrap();
     let theirs = dir.path().join("theirs.bmap");
     run(
         "bmaptool",
@@ -123,9 +123,9 @@ fn zstd_image_round_trips_and_flashes_with_bmap() {
     let img = dir.path().join("sd.img");
     sample_image(&img);
     let zst = dir.path().join("sd.img.zst");
-    compress_zstd(&img, &zst, 3).unwrap();
+    compress_zstd(&img, &zst, 3, &|_| {}).unwrap();
     let zst2 = dir.path().join("again.img.zst");
-    compress_zstd(&img, &zst2, 3).unwrap();
+    compress_zstd(&img, &zst2, 3, &|_| {}).unwrap();
     assert!(
         std::fs::read(&zst).unwrap() == std::fs::read(&zst2).unwrap(),
         "zstd output not deterministic"
@@ -145,7 +145,7 @@ fn zstd_image_round_trips_and_flashes_with_bmap() {
     assert!(std::fs::read(&back).unwrap() == std::fs::read(&img).unwrap());
 
     let bmap = dir.path().join("sd.img.bmap");
-    write_bmap(&img, &bmap).unwrap();
+    write_bmap(&img, &bmap, &|_| {}).unwrap();
     let out = dir.path().join("flashed.img");
     run(
         "bmaptool",

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::Command;
 
 use hc1img::rootfs::edits::{self, EditContext};
-use hc1img::rootfs::import::{DataSink, Route, import};
+use hc1img::rootfs::import::{DataSink, import};
 use hc1img::tree::{BlockRun, DataRef, FileData, Meta, NodeKind, Timestamp, Tree};
 
 struct CountingSink(u64);
@@ -177,15 +177,7 @@ fn bytes_of(t: &Tree, p: &str) -> Vec<u8> {
 #[test]
 fn imported_alarm_tree_becomes_a_node() {
     let captured = edits::captured_paths();
-    let route = |p: &[u8]| {
-        if p.starts_with(b"boot/") {
-            Route::Boot
-        } else if captured.iter().any(|c| c.as_bytes() == p) {
-            Route::Capture
-        } else {
-            Route::Keep
-        }
-    };
+    let route = |p: &[u8]| hc1img::rootfs::route(p, &captured);
     let m = Meta::new(0o755, 0, 0, Timestamp::from_secs(0));
     let mut tree = Tree::new(m.clone());
     let tar = tarball();

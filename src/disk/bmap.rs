@@ -11,7 +11,7 @@
 //! the file's data extents as `lseek(SEEK_DATA / SEEK_HOLE)` reports them, which is why the
 //! writers keep images sparse (see [`super::sparse`]).
 
-use super::sparse::data_ranges;
+use super::sparse::{data_ranges, for_each_chunk};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -38,12 +38,8 @@ fn block_ranges(extents: &[(u64, u64)]) -> Vec<(u64, u64)> {
 }
 
 /// Write the bmap of `image` to `out`.
-pub fn write_bmap(image: &Path, out: &Path) -> Result<()> {
-    write_bmap_with(image, out, &|_| {})
-}
-
-/// [`write_bmap`], calling `progress` with the number of mapped bytes hashed so far.
-pub fn write_bmap_with(image: &Path, out: &Path, progress: &dyn Fn(u64)) -> Result<()> {
+/// `progress` gets the number of mapped bytes hashed so far.
+pub fn write_bmap(image: &Path, out: &Path, progress: &dyn Fn(u64)) -> Result<()> {
     let file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
     let size = file
         .metadata()
@@ -107,21 +103,12 @@ pub fn write_bmap_with(image: &Path, out: &Path, progress: &dyn Fn(u64)) -> Resu
 
 /// Compress `image` to `out` with zstd at `level` (1..=22), single-threaded so the output is
 /// the same on every machine.
-pub fn compress_zstd(image: &Path, out: &Path, level: i32) -> Result<()> {
-    compress_zstd_with(image, out, level, &|_| {})
-}
-
-/// [`compress_zstd`], calling `progress` with the number of image bytes consumed so far.
+/// `progress` gets the number of image bytes consumed so far.
 ///
 /// Deterministic: one thread (no `NbWorkers`), no long-distance matching, no dictionary, a
 /// content checksum and nothing that depends on the time or the machine; the same zstd
 /// library version gives the same bytes.
-pub fn compress_zstd_with(
-    image: &Path,
-    out: &Path,
-    level: i32,
-    progress: &dyn Fn(u64),
-) -> Result<()> {
+pub fn compress_zstd(image: &Path, out: &Path, level: i32, progress: &dyn Fn(u64)) -> Result<()> {
     ensure!(
         (1..=22).contains(&level),
         "zstd level {level} is out of range 1..=22"
@@ -140,17 +127,8 @@ pub fn compress_zstd_with(
 
 /// Compress `image` to `out` as `.xz` with liblzma's `preset` (0..=9), one thread, CRC64
 /// check: the same bytes on every run and machine.
-pub fn compress_xz(image: &Path, out: &Path, preset: u32) -> Result<()> {
-    compress_xz_with(image, out, preset, &|_| {})
-}
-
-/// [`compress_xz`], calling `progress` with the number of image bytes consumed so far.
-pub fn compress_xz_with(
-    image: &Path,
-    out: &Path,
-    preset: u32,
-    progress: &dyn Fn(u64),
-) -> Result<()> {
+/// `progress` gets the number of image bytes consumed so far.
+pub fn compress_xz(image: &Path, out: &Path, preset: u32, progress: &dyn Fn(u64)) -> Result<()> {
     ensure!(preset <= 9, "xz preset {preset} is out of range 0..=9");
     let dst = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let stream = xz2::stream::Stream::new_easy_encoder(preset, xz2::stream::Check::Crc64)
@@ -163,38 +141,22 @@ pub fn compress_xz_with(
     Ok(())
 }
 
-/// Stream the bytes of `image` into `w`: its data extents are read, its holes are fed as
-/// zeros without reading them.
+/// Stream the bytes of `image` into `w` (holes as zeros, without reading them).
 fn feed(image: &Path, out: &Path, w: &mut dyn Write, progress: &dyn Fn(u64)) -> Result<()> {
     let src = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
     let size = src
         .metadata()
         .with_context(|| format!("cannot stat {}", image.display()))?
         .len();
-    let ranges = data_ranges(&src, size)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let zeros = vec![0u8; 1 << 20];
     let mut pos = 0u64;
-    let emit = |w: &mut dyn Write, data: &[u8], pos: &mut u64| -> Result<()> {
+    for_each_chunk(&src, size, &mut |data| {
         w.write_all(data)
             .with_context(|| format!("cannot write {}", out.display()))?;
-        *pos += data.len() as u64;
-        progress(*pos);
+        pos += data.len() as u64;
+        progress(pos);
         Ok(())
-    };
-    for (start, end) in ranges.into_iter().chain(std::iter::once((size, size))) {
-        while pos < start {
-            let n = ((start - pos) as usize).min(zeros.len());
-            emit(w, &zeros[..n], &mut pos)?;
-        }
-        while pos < end {
-            let n = ((end - pos) as usize).min(buf.len());
-            src.read_exact_at(&mut buf[..n], pos)
-                .with_context(|| format!("cannot read {} at {pos}", image.display()))?;
-            emit(w, &buf[..n], &mut pos)?;
-        }
-    }
-    Ok(())
+    })
+    .with_context(|| format!("cannot read {}", image.display()))
 }
 
 #[cfg(test)]

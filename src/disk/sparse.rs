@@ -130,6 +130,33 @@ pub fn data_ranges(file: &File, len: u64) -> Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
+/// Pass every byte of the first `len` bytes of `file` to `f`, in order and in chunks of at
+/// most 1 MiB: data extents are read, holes are passed as zeros from memory without reading
+/// them (so a mostly-empty image costs no page-cache zero-filling).
+pub fn for_each_chunk(file: &File, len: u64, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let zeros = vec![0u8; CHUNK];
+    let mut pos = 0u64;
+    for (start, end) in data_ranges(file, len)?
+        .into_iter()
+        .chain(std::iter::once((len, len)))
+    {
+        while pos < start {
+            let n = (start - pos).min(CHUNK as u64) as usize;
+            f(&zeros[..n])?;
+            pos += n as u64;
+        }
+        while pos < end {
+            let n = (end - pos).min(CHUNK as u64) as usize;
+            file.read_exact_at(&mut buf[..n], pos)
+                .with_context(|| format!("cannot read {n} bytes at offset {pos}"))?;
+            f(&buf[..n])?;
+            pos += n as u64;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

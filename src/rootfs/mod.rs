@@ -5,3 +5,18 @@
 pub mod edits;
 pub mod import;
 pub mod input;
+
+use import::Route;
+
+/// How a build routes each tar path: files below `boot/` to the FAT boot partition, the
+/// files the node configuration edits read (`captured`, from
+/// [`edits::captured_paths`]) into memory, everything else straight into the image.
+pub fn route(path: &[u8], captured: &[&str]) -> Route {
+    if path.starts_with(b"boot/") {
+        Route::Boot
+    } else if captured.iter().any(|c| c.as_bytes() == path) {
+        Route::Capture
+    } else {
+        Route::Keep
+    }
+}

@@ -6,15 +6,12 @@
 //! from memory, which spares the kernel from materialising gigabytes of zero pages.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::disk::sparse::data_ranges;
-
-const CHUNK: usize = 1 << 20;
+use crate::disk::sparse::for_each_chunk;
 
 /// The SHA-256 of the file at `path`, as 64 lowercase hex digits. Streams; any size works.
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -30,33 +27,15 @@ pub fn sha256_file_with(path: &Path, progress: &dyn Fn(u64)) -> Result<(u64, Str
         .metadata()
         .with_context(|| format!("cannot stat {} to hash it", path.display()))?
         .len();
-    let ranges = data_ranges(&file, len)
-        .with_context(|| format!("cannot map the holes of {} to hash it", path.display()))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let zeros = vec![0u8; CHUNK];
     let mut pos = 0u64;
-    let feed_zeros = |hasher: &mut Sha256, mut n: u64, pos: &mut u64| {
-        while n > 0 {
-            let k = n.min(CHUNK as u64) as usize;
-            hasher.update(&zeros[..k]);
-            n -= k as u64;
-            *pos += k as u64;
-            progress(*pos);
-        }
-    };
-    for (start, end) in ranges {
-        feed_zeros(&mut hasher, start - pos, &mut pos);
-        while pos < end {
-            let k = (end - pos).min(CHUNK as u64) as usize;
-            file.read_exact_at(&mut buf[..k], pos)
-                .with_context(|| format!("cannot read {} to hash it", path.display()))?;
-            hasher.update(&buf[..k]);
-            pos += k as u64;
-            progress(pos);
-        }
-    }
-    feed_zeros(&mut hasher, len - pos, &mut pos);
+    for_each_chunk(&file, len, &mut |data| {
+        hasher.update(data);
+        pos += data.len() as u64;
+        progress(pos);
+        Ok(())
+    })
+    .with_context(|| format!("cannot read {} to hash it", path.display()))?;
     Ok((len, hex_digest(hasher)))
 }
 
@@ -89,6 +68,7 @@ mod tests {
 
     #[test]
     fn sparse_files_hash_like_their_bytes() -> Result<()> {
+        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("sparse");
         let f = File::create(&p)?;

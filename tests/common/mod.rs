@@ -458,3 +458,23 @@ pub fn extract(image: &Path, offset: u64, len: u64, to: &Path) {
 pub fn debugfs(fs: &Path, cmd: &str) -> String {
     run_ok("debugfs", &["-R", cmd, fs.to_str().unwrap()])
 }
+
+/// `hc1img build PROFILE --source-url TARBALL --source-sha256 SHA` with the worker profile's
+/// secrets and `--out OUT` when given, run in `cwd` with its own download cache.
+pub fn build_command(cwd: &Path, profile: &Path, tarball: &Path, out: Option<&Path>) -> Command {
+    let sha = sha256_hex(&std::fs::read(tarball).unwrap());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hc1img"));
+    cmd.current_dir(cwd)
+        .env("HC1IMG_CACHE", cwd.join("cache"))
+        .arg("build")
+        .arg(profile)
+        .arg("--source-url")
+        .arg(tarball)
+        .arg("--source-sha256")
+        .arg(&sha)
+        .args(worker_secrets(cwd));
+    if let Some(o) = out {
+        cmd.arg("--out").arg(o);
+    }
+    cmd
+}
