@@ -181,6 +181,7 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
             boot_volume_id,
             overlays_dir: Path::new("."),
             vars: &vars,
+            swarm: p.swarm.as_ref(),
         },
     )?;
     for n in ctx.take_notes() {

@@ -540,3 +540,34 @@ pub fn verify(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// `hc1img seed`: a copy of `sd_img` with one node's seed (see [`crate::seed`]).
+pub fn seed(
+    sd_img: &Path,
+    output: Option<PathBuf>,
+    mut seed: crate::seed::Seed,
+    secrets: &[String],
+    rep: &Reporter,
+) -> Result<()> {
+    for s in secrets {
+        let Some((name, file)) = s.split_once('=') else {
+            bail!("--secret {s:?}: write NAME=FILE, e.g. swarm_token=secrets/worker-token");
+        };
+        seed.secrets.push((name.to_string(), PathBuf::from(file)));
+    }
+    let out = match (output, &seed.hostname) {
+        (Some(o), _) => o,
+        (None, Some(h)) => PathBuf::from(format!("sd-{h}.img")),
+        (None, None) => bail!("give --output FILE (or --hostname, which names sd-HOSTNAME.img)"),
+    };
+    crate::seed::write_seed(sd_img, &out, &seed)?;
+    rep.step(format!(
+        "wrote {} (seed for the node's first boot{})",
+        out.display(),
+        seed.hostname
+            .as_deref()
+            .map(|h| format!(": host name {h}"))
+            .unwrap_or_default()
+    ));
+    Ok(())
+}

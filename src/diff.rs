@@ -18,12 +18,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+
+use crate::disk::window::{Window, first_mbr_partition};
 
 /// One difference between two builds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,79 +333,10 @@ fn root_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
     Ok(out)
 }
 
-/// A read-only Read + Write + Seek view of a byte range of an image, for `fatfs`.
-struct Window {
-    f: File,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl Read for Window {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.len.saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(left) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.f.read_exact_at(&mut buf[..n], self.start + self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Write for Window {
-    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "hc1img diff never writes to an image",
-        ))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for Window {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let new = match to {
-            SeekFrom::Start(n) => Some(n),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        match new {
-            Some(n) => {
-                self.pos = n;
-                Ok(n)
-            }
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the partition",
-            )),
-        }
-    }
-}
-
 /// Every file of the FAT partition of `sd.img` (`/`-prefixed), plus the raw area before it.
 fn boot_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
     let f = File::open(image).with_context(|| format!("{}: cannot open", image.display()))?;
-    let mut mbr = [0u8; 512];
-    read_at(&f, image, &mut mbr, 0)?;
-    if mbr[510..512] != [0x55, 0xaa] {
-        bail!(
-            "{}: no MBR boot signature; is this an hc1img sd.img?",
-            image.display()
-        );
-    }
-    let e = &mbr[446..462];
-    let lba = u64::from(u32::from_le_bytes([e[8], e[9], e[10], e[11]]));
-    let sectors = u64::from(u32::from_le_bytes([e[12], e[13], e[14], e[15]]));
-    if lba == 0 || sectors == 0 {
-        bail!(
-            "{}: the first MBR partition is empty; is this an hc1img sd.img?",
-            image.display()
-        );
-    }
+    let (lba, sectors) = first_mbr_partition(&f, image)?;
     let mut out = BTreeMap::new();
     // The bootloader blobs live in the sectors after the MBR, before the partition.
     let mut raw = vec![0u8; ((lba - 1) * 512) as usize];
@@ -420,12 +353,7 @@ fn boot_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
             link: None,
         },
     );
-    let win = Window {
-        f,
-        start: lba * 512,
-        len: sectors * 512,
-        pos: 0,
-    };
+    let win = Window::read_only(f, lba * 512, sectors * 512);
     let fs = fatfs::FileSystem::new(win, fatfs::FsOptions::new())
         .with_context(|| format!("{}: cannot read the FAT boot partition", image.display()))?;
     let mut stack = vec![(String::new(), fs.root_dir())];

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod rootfs;
+pub mod seed;
 pub mod source;
 pub mod store;
 pub mod tree;

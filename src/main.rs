@@ -118,6 +118,31 @@ enum Command {
         /// An output directory (containing manifest.json).
         dir: PathBuf,
     },
+    /// Write a copy of a built sd.img carrying one node's own values (host name, static
+    /// address, swarm token) for its first boot, so every node can share one ssd.img.
+    Seed {
+        /// A built sd.img (left unchanged).
+        sd_img: PathBuf,
+        /// Where to write the seeded copy. Default: sd-HOSTNAME.img in the current directory.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The node's host name.
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Static address of the first Ethernet port, ADDRESS/PREFIX (default: DHCP).
+        #[arg(long)]
+        address: Option<String>,
+        /// Gateway for --address.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// DNS server for --address (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// A secret for the node, NAME=FILE (known: swarm_token). The file must not be
+        /// world-readable; the node deletes it from the card after reading it.
+        #[arg(long = "secret", value_name = "NAME=FILE")]
+        secrets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -143,6 +168,27 @@ fn main() -> ExitCode {
         Command::Inspect { image } => commands::inspect(&image),
         Command::Diff { a, b } => commands::diff(&a, &b),
         Command::Verify { dir } => commands::verify(&dir),
+        Command::Seed {
+            sd_img,
+            output,
+            hostname,
+            address,
+            gateway,
+            dns,
+            secrets,
+        } => commands::seed(
+            &sd_img,
+            output,
+            hc1img::seed::Seed {
+                hostname,
+                address,
+                gateway,
+                dns,
+                secrets: Vec::new(),
+            },
+            &secrets,
+            &rep,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

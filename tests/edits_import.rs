@@ -118,7 +118,12 @@ fn tarball() -> Vec<u8> {
     add("var/lib/docker/engine-id", 0o600, 0, F, b"id", "");
     add("var/spool/mail/alarm", 0o660, 1000, F, b"", "");
     add("usr/share/zoneinfo/UTC", 0o644, 0, F, b"TZif2", "");
-    for u in ["docker.service", "cronie.service", "sshd.service"] {
+    for u in [
+        "docker.service",
+        "cronie.service",
+        "sshd.service",
+        "systemd-repart.service",
+    ] {
         add(
             &format!("usr/lib/systemd/system/{u}"),
             0o644,
@@ -199,6 +204,7 @@ fn imported_alarm_tree_becomes_a_node() {
         boot_volume_id: 0xDEAD_BEEF,
         overlays_dir: dir.path(),
         vars: &vars,
+        swarm: None,
     };
     edits::apply_all(&mut tree, &sections, &ctx, &inputs).unwrap();
 

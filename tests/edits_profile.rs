@@ -106,7 +106,7 @@ fn minimal_tree() -> Tree {
     file(&mut t, "etc/ssh/sshd_config", 0o644, "UsePAM yes\n");
     file(&mut t, "usr/share/zoneinfo/UTC", 0o644, "TZif");
     file(&mut t, "usr/bin/bash", 0o755, "");
-    for u in ["docker.service", "cronie.service"] {
+    for u in ["docker.service", "cronie.service", "systemd-repart.service"] {
         file(
             &mut t,
             &format!("usr/lib/systemd/system/{u}"),
@@ -177,6 +177,7 @@ fn a_profile_with_every_section_builds_a_node_tree() {
         boot_volume_id: 0x0102_0304,
         overlays_dir: elsewhere.path(),
         vars: &vars,
+        swarm: None,
     };
     edits::apply_all(&mut t, &sections, &ctx, &inputs).unwrap();
 
@@ -267,6 +268,7 @@ fn apply_all_names_the_failing_section() {
         boot_volume_id: 0,
         overlays_dir: dir.path(),
         vars: &vars,
+        swarm: None,
     };
     let e = format!(
         "{:#}",

@@ -317,7 +317,7 @@ fn unknown_placeholder_in_boot_txt() {
     let msg = load_err(&d.path().join("base.toml"), &Overrides::default());
     assert!(
         msg.contains(
-            "boot_txt: template line 2: unknown variable {kernel} (known: bootargs, set_macaddr)"
+            "boot_txt: template line 2: unknown variable {kernel} (known: bootargs, set_macaddr, name, board)"
         ),
         "{msg}"
     );

@@ -103,6 +103,12 @@ fn secrets_stay_where_they_belong() {
         vec![
             ("etc/shadow".to_string(), ADMIN_HASH, 0o600, 0),
             ("etc/ssmtp/ssmtp.conf".to_string(), MAIL_PW, 0o640, 12),
+            (
+                "var/lib/hc1img/secrets/swarm-token".to_string(),
+                TOKEN,
+                0o600,
+                0
+            ),
         ],
         "secrets in the image"
     );

@@ -9,6 +9,7 @@
 //! - [`inspect`]: a read-only report of what an image holds.
 //! - [`bmap`]: bmaptool's block map (XML format 2.0) and zstd/xz compression of images.
 //! - [`lint`]: warnings about cards that would not boot (initramfs modules, blob layout).
+//! - [`window`]: one partition of an image as a stream (for `fatfs`), the MBR's first entry.
 
 pub mod blobs;
 pub mod bmap;
@@ -18,6 +19,7 @@ pub mod lint;
 pub mod mbr;
 pub mod sd;
 pub mod sparse;
+pub mod window;
 
 /// Logical sector size of every image this crate writes.
 pub const SECTOR: u64 = 512;

@@ -256,14 +256,17 @@ pub fn write_lock(path: &Path, lock: &LockFile) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fill the board's `boot_txt` placeholders (`{bootargs}`, `{set_macaddr}`); U-Boot's own
-/// `${name}` stay.
+/// Fill the board's `boot_txt` placeholders (`{bootargs}`, `{set_macaddr}`, and the
+/// profile's `{name}` and `{board}`); U-Boot's own `${name}` stay.
 pub(crate) fn render_template(
     tpl: &str,
     value: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<String> {
-    crate::rootfs::edits::templates::render_with(tpl, value, &["bootargs", "set_macaddr"])
+    crate::rootfs::edits::templates::render_with(tpl, value, BOOT_TXT_VARS)
 }
+
+/// The placeholders a board's `boot_txt` may use.
+pub(crate) const BOOT_TXT_VARS: &[&str] = &["bootargs", "set_macaddr", "name", "board"];
 
 /// Why a reference to secret `n` is invalid (`None` when `n` is declared).
 fn undeclared(secrets: &BTreeMap<String, SecretSource>, n: &str) -> Option<String> {
@@ -1410,7 +1413,7 @@ impl Validator<'_> {
         }
         let mut has_bootargs = false;
         render_template(&board.boot_txt, &|n| {
-            if n == "bootargs" || n == "set_macaddr" {
+            if BOOT_TXT_VARS.contains(&n) {
                 Some(String::new())
             } else {
                 None

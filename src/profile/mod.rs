@@ -290,6 +290,8 @@ impl Profile {
         load::render_template(&self.board.boot_txt, &|name| match name {
             "bootargs" => Some(bootargs.clone()),
             "set_macaddr" => Some(set_mac.clone()),
+            "name" => Some(self.name.clone()),
+            "board" => Some(self.board.name.clone()),
             _ => None,
         })
     }
@@ -338,6 +340,7 @@ mod tests {
             boot_volume_id: 0x1234_abcd,
             overlays_dir: elsewhere.path(),
             vars: &vars,
+            swarm: p.swarm.as_ref(),
         };
         edits::apply_all(&mut t, &p.node, &ctx, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
 

@@ -53,6 +53,8 @@ pub(crate) struct RawProfile {
     #[serde(default)]
     pub cron: edits::cron::Config,
     #[serde(default)]
+    pub firstboot: edits::firstboot::Config,
+    #[serde(default)]
     pub fstab: edits::fstab::Config,
     #[serde(default)]
     pub overlays: edits::overlays::Config,
@@ -71,6 +73,7 @@ impl RawProfile {
             mirrorlist: std::mem::take(&mut self.mirrorlist),
             docker: std::mem::take(&mut self.docker),
             cron: std::mem::take(&mut self.cron),
+            firstboot: std::mem::take(&mut self.firstboot),
             fstab: std::mem::take(&mut self.fstab),
             overlays: std::mem::take(&mut self.overlays),
         }
@@ -208,6 +211,14 @@ pub struct Swarm {
     /// Name of the secret holding the join token (required for `manager` and `worker`).
     #[serde(default)]
     pub token_secret: Option<String>,
+    /// Wait for a synchronised clock before joining (`systemd-time-wait-sync.service`): the
+    /// HC1 has no RTC and swarm's mutual TLS fails with a clock in 1970. Default true.
+    #[serde(default = "default_true")]
+    pub wait_for_time_sync: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -185,6 +185,11 @@ pub fn alarm_tarball(dir: &Path, opts: &Alarm) -> PathBuf {
             0o644,
             b"[Unit]\nDescription=cron daemon\n[Service]\nExecStart=/usr/bin/crond -n\n[Install]\nWantedBy=multi-user.target\n".to_vec(),
         ),
+        E::File(
+            "usr/lib/systemd/system/systemd-repart.service",
+            0o644,
+            b"[Unit]\nDescription=Repartition Root Disk\n[Service]\nType=oneshot\nExecStart=/usr/bin/systemd-repart --dry-run=no\n".to_vec(),
+        ),
         E::Dir("etc/ssh", 0o755),
         E::File("etc/ssh/sshd_config", 0o644, b"Include /etc/ssh/sshd_config.d/*.conf\nKbdInteractiveAuthentication no\nUsePAM yes\n".to_vec()),
         E::File("etc/ssh/ssh_host_ed25519_key", 0o600, b"host key baked into the tarball\n".to_vec()),

@@ -74,7 +74,20 @@ pub fn render(cfg: &Config, boot_volume_id: u32) -> Result<String> {
 }
 
 /// Apply the `[fstab]` section; `boot_volume_id` is the FAT volume id of the boot partition.
-pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext, boot_volume_id: u32) -> Result<()> {
+///
+/// `grow_root` adds `x-systemd.growfs` to the root's options (see [`super::firstboot`]).
+pub fn apply(
+    tree: &mut Tree,
+    cfg: &Config,
+    ctx: &EditContext,
+    boot_volume_id: u32,
+    grow_root: bool,
+) -> Result<()> {
+    let mut cfg = cfg.clone();
+    if grow_root && !cfg.root_options.split(',').any(|o| o == "x-systemd.growfs") {
+        cfg.root_options.push_str(",x-systemd.growfs");
+    }
+    let cfg = &cfg;
     let s = render(cfg, boot_volume_id)?;
     write_file(tree, ctx, FSTAB, s, 0o644, 0, 0)?;
     if cfg.boot {
@@ -100,7 +113,7 @@ mod tests {
     fn writes_fstab_and_mount_point() {
         let (mut t, secrets) = arch_tree();
         let ctx = EditContext::new(TS, &secrets);
-        apply(&mut t, &Config::default(), &ctx, 0x1a2b_3c4d).unwrap();
+        apply(&mut t, &Config::default(), &ctx, 0x1a2b_3c4d, false).unwrap();
         let want = "# Written by hc1img: <file system> <dir> <type> <options> <dump> <pass>\n\
                     /dev/sda1 / ext4 rw,relatime 0 1\n\
                     UUID=1A2B-3C4D /boot vfat rw,relatime,fmask=0022,dmask=0022,nofail 0 2\n";

@@ -12,7 +12,7 @@
 //! [`crate::rootfs::import::Route::Capture`].
 //!
 //! Recommended order (see [`APPLY_ORDER`]): `system`, `users`, `ssh`, `mail`, `journald`,
-//! `io_scheduler`, `mirrorlist`, `docker`, `cron`, `fstab`, `overlays` — users before the
+//! `io_scheduler`, `mirrorlist`, `docker`, `cron`, `firstboot`, `swarm`, `fstab`, `overlays` — users before the
 //! edits that look users/groups up (ssh, mail, cron, overlays), overlays last so a site file
 //! can override a generated one.
 
@@ -26,6 +26,7 @@ use crate::tree::{self, FileData, Meta, Node, NodeKind, Timestamp, Tree};
 
 pub mod cron;
 pub mod docker;
+pub mod firstboot;
 pub mod fstab;
 pub mod io_scheduler;
 pub mod journald;
@@ -33,6 +34,7 @@ pub mod mail;
 pub mod mirrorlist;
 pub mod overlays;
 pub mod ssh;
+pub mod swarm;
 pub mod system;
 pub mod templates;
 pub mod users;
@@ -48,6 +50,8 @@ pub const APPLY_ORDER: &[&str] = &[
     "mirrorlist",
     "docker",
     "cron",
+    "firstboot",
+    "swarm",
     "fstab",
     "overlays",
 ];
@@ -66,6 +70,7 @@ pub struct Sections {
     pub mirrorlist: mirrorlist::Config,
     pub docker: docker::Config,
     pub cron: cron::Config,
+    pub firstboot: firstboot::Config,
     pub fstab: fstab::Config,
     pub overlays: overlays::Config,
 }
@@ -79,6 +84,8 @@ pub struct BuildInputs<'a> {
     pub overlays_dir: &'a std::path::Path,
     /// Template variables for overlay files marked as templates.
     pub vars: &'a BTreeMap<String, String>,
+    /// The profile's `[swarm]`, for the first-boot join unit.
+    pub swarm: Option<&'a crate::profile::Swarm>,
 }
 
 /// Apply every section in [`APPLY_ORDER`]. The first failing edit's error names its section.
@@ -97,7 +104,10 @@ pub fn apply_all(
     mirrorlist::apply(tree, &cfg.mirrorlist, ctx).context("[mirrorlist]")?;
     docker::apply(tree, &cfg.docker, ctx).context("[docker]")?;
     cron::apply(tree, &cfg.cron, ctx).context("[cron]")?;
-    fstab::apply(tree, &cfg.fstab, ctx, inputs.boot_volume_id).context("[fstab]")?;
+    firstboot::apply(tree, &cfg.firstboot, &cfg.system, ctx).context("[firstboot]")?;
+    swarm::apply(tree, inputs.swarm, ctx).context("[swarm]")?;
+    let grow_root = cfg.firstboot.enable && cfg.firstboot.grow_root;
+    fstab::apply(tree, &cfg.fstab, ctx, inputs.boot_volume_id, grow_root).context("[fstab]")?;
     overlays::apply(tree, &cfg.overlays, ctx, inputs.overlays_dir, inputs.vars)
         .context("[overlays]")?;
     Ok(())
@@ -713,7 +723,7 @@ mod tests {
         mirrorlist::apply(&mut t, &mirrorlist::Config::default(), &ctx).unwrap();
         docker::apply(&mut t, &docker::Config::default(), &ctx).unwrap();
         cron::apply(&mut t, &c, &ctx).unwrap();
-        fstab::apply(&mut t, &fstab::Config::default(), &ctx, 0xabcd_1234).unwrap();
+        fstab::apply(&mut t, &fstab::Config::default(), &ctx, 0xabcd_1234, false).unwrap();
 
         // Secrets are only where they belong, with restrictive modes.
         assert_eq!(files_containing(&t, SMTP_PASS), ["etc/ssmtp/ssmtp.conf"]);

@@ -223,7 +223,12 @@ pub fn arch_tree() -> (Tree, Secrets) {
     link(&mut t, "etc/localtime", "/usr/share/zoneinfo/UTC");
     stored(&mut t, "usr/share/zoneinfo/UTC");
     stored(&mut t, "usr/share/zoneinfo/Europe/Berlin");
-    for u in ["docker.service", "cronie.service", "sshd.service"] {
+    for u in [
+        "docker.service",
+        "cronie.service",
+        "sshd.service",
+        "systemd-repart.service",
+    ] {
         stored(&mut t, &format!("usr/lib/systemd/system/{u}"));
     }
     dir(&mut t, "etc/systemd/system", 0o755, 0, 0);
@@ -357,4 +362,69 @@ pub fn run_check(tool: &str, root: &Path) {
         root.display(),
         out.status
     );
+}
+
+/// Check units the tree ships with the real `systemd-analyze verify --root`: the tree is
+/// written to a temporary root next to a copy of the host's own units (so targets such as
+/// `network-online.target` resolve); every executable named in `stand_ins` that the tree
+/// lacks becomes an empty script. Fails on a non-zero exit or any message naming a unit.
+pub fn verify_units(t: &Tree, units: &[&str], stand_ins: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    materialize(t, root);
+    let unit_dir = root.join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&unit_dir).unwrap();
+    let host_units = ["/usr/lib/systemd/system", "/lib/systemd/system"]
+        .into_iter()
+        .find(|d| Path::new(d).join("sysinit.target").exists())
+        .expect("the host's systemd units are needed (Debian's `systemd` package)");
+    let out = Command::new("cp")
+        .args([
+            "-rn",
+            &format!("{host_units}/."),
+            unit_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for exe in stand_ins {
+        let p = root.join(exe.trim_start_matches('/'));
+        if !p.exists() {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    for unit in units {
+        // materialize() leaves files owner-writable and executable; units carry their mode.
+        let perm = t
+            .node(
+                t.lookup(format!("usr/lib/systemd/system/{unit}").as_bytes())
+                    .unwrap(),
+            )
+            .meta
+            .perm;
+        std::fs::set_permissions(
+            unit_dir.join(unit),
+            std::fs::Permissions::from_mode(perm.into()),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.display()))
+            .arg(format!("/usr/lib/systemd/system/{unit}"))
+            .output()
+            .expect("oracle systemd-analyze is missing (Debian's `systemd` package)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && !text.contains(unit),
+            "systemd-analyze verify {unit}: {}\n{text}",
+            out.status
+        );
+    }
 }

@@ -1,0 +1,390 @@
+//! The node's first boot: the image ships no per-machine identity, and these units give the
+//! node one when it first starts, so one image serves many SSDs.
+//!
+//! Written here (plain systemd units and POSIX sh scripts, enabled by symlinks):
+//!
+//! - `hc1-firstboot.service` runs `/usr/lib/hc1img/hc1-firstboot` (source:
+//!   `assets/firstboot/hc1-firstboot`) before the network: host name from the boot card's seed
+//!   or from `[system] hostname`'s template (`{mac6}`, `{mac}`: the first Ethernet MAC), a
+//!   static address and the swarm token from the seed that `hc1img seed` writes. Its settings
+//!   go to `/etc/hc1img/firstboot.conf` (`KEY=value` lines, read without shell evaluation).
+//! - `hc1-ssh-keygen.service` makes the SSH host keys (`ssh-keygen -A`) before `sshd`, unless
+//!   the rootfs has its own generator (Arch Linux ARM's `sshdgenkeys.service`).
+//! - `hc1-pacman-keyring.service` initialises and populates pacman's keyring on the node
+//!   (`pacman-key --init`, `--populate archlinuxarm`) when the rootfs has `pacman-key`.
+//! - Root growth with systemd's own machinery: a `repart.d` drop-in (`repart.d(5)`) lets
+//!   `systemd-repart.service` grow GPT partition 1 (type `root-arm`) into the whole disk,
+//!   moving the backup GPT header to the end; `x-systemd.growfs` on `/` in fstab (added by
+//!   [`super::fstab`]) makes `systemd-growfs-root.service` grow the ext4 online, ordered after
+//!   repart by a drop-in.
+//!
+//! `machine-id` (`uninitialized`, systemd's first-boot marker) and the removal of per-machine
+//! state are [`super::system`]'s `first_boot_reset`. Units follow `systemd.unit(5)`; every one
+//! passes `systemd-analyze verify` (tested).
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{EditContext, enable_unit, exists, mkdir_p, system, templates, write_file};
+use crate::tree::Tree;
+
+/// Where the scripts go.
+pub const LIB_DIR: &str = "usr/lib/hc1img";
+/// The settings file the first-boot script reads.
+pub const FIRSTBOOT_CONF: &str = "etc/hc1img/firstboot.conf";
+/// The first-boot script (POSIX sh).
+pub const FIRSTBOOT_SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-firstboot");
+/// Unit directory for the units this tool ships.
+const UNIT_DIR: &str = "usr/lib/systemd/system";
+/// The repart.d drop-in that grows partition 1.
+pub const REPART_CONF: &str = "usr/lib/repart.d/50-hc1img-root.conf";
+/// Placeholders a host name template may use.
+pub const HOSTNAME_PLACEHOLDERS: &[&str] = &["mac6", "mac"];
+
+/// The `[firstboot]` profile section.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Install the first-boot units at all. Default true.
+    pub enable: bool,
+    /// Grow partition 1 and its ext4 to fill the disk at boot (systemd-repart +
+    /// x-systemd.growfs). Default true.
+    pub grow_root: bool,
+    /// Directory on the node where the seed written by `hc1img seed` is read. Default
+    /// `/boot/hc1img-seed` (the card's FAT partition, mounted at `/boot` by `[fstab]`).
+    pub seed_dir: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enable: true,
+            grow_root: true,
+            seed_dir: "/boot/hc1img-seed".into(),
+        }
+    }
+}
+
+const FIRSTBOOT_UNIT: &str = "\
+[Unit]
+Description=hc1img first boot: host name, address and secrets from the seed
+Documentation=file:/usr/lib/hc1img/hc1-firstboot
+DefaultDependencies=no
+Wants=network-pre.target {mount}
+After=local-fs.target systemd-udev-trigger.service {mount}
+Before=network-pre.target systemd-networkd.service systemd-hostnamed.service hc1-swarm-join.service
+Conflicts=shutdown.target
+Before=shutdown.target
+ConditionPathExists=!/var/lib/hc1img/firstboot.done
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/lib/hc1img/hc1-firstboot
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const SSH_KEYGEN_UNIT: &str = "\
+[Unit]
+Description=hc1img: generate the SSH host keys of this node
+Before=ssh.service sshd.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const PACMAN_KEYRING_UNIT: &str = "\
+[Unit]
+Description=hc1img: initialise and populate pacman's keyring on this node
+After=time-sync.target
+ConditionPathExists=!/etc/pacman.d/gnupg/trustdb.gpg
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/pacman-key --init
+ExecStart=/usr/bin/pacman-key --populate archlinuxarm
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const REPART_DROPIN: &str = "\
+# Written by hc1img: grow the root partition (GPT partition 1, type root-arm) into all free
+# space behind it at boot; systemd-repart also moves the backup GPT header to the disk's end.
+[Partition]
+Type=root-arm
+";
+
+const GROWFS_DROPIN: &str = "\
+# Written by hc1img: grow the ext4 after systemd-repart has grown its partition.
+[Unit]
+After=systemd-repart.service
+";
+
+/// The mount unit name of an absolute directory (`/boot/x` -> `boot.mount`, its first
+/// component: the seed lives on a mounted card).
+fn mount_unit_of(dir: &str) -> Option<String> {
+    let first = dir.trim_start_matches('/').split('/').next()?;
+    (!first.is_empty()).then(|| format!("{first}.mount"))
+}
+
+/// Check a host name template's placeholders against [`HOSTNAME_PLACEHOLDERS`].
+pub fn check_hostname_template(t: &str) -> Result<()> {
+    for p in templates::placeholders(t)? {
+        if !HOSTNAME_PLACEHOLDERS.contains(&p.as_str()) {
+            bail!(
+                "system.hostname {t:?}: unknown placeholder {{{p}}} (the first boot knows {})",
+                HOSTNAME_PLACEHOLDERS
+                    .iter()
+                    .map(|p| format!("{{{p}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Apply the `[firstboot]` section; `system` supplies the host name template.
+pub fn apply(
+    tree: &mut Tree,
+    cfg: &Config,
+    system_cfg: &system::Config,
+    ctx: &EditContext,
+) -> Result<()> {
+    if !cfg.enable {
+        return Ok(());
+    }
+    let seed = cfg.seed_dir.as_str();
+    if !seed.starts_with('/')
+        || seed.len() < 2
+        || seed
+            .bytes()
+            .any(|b| !(b.is_ascii_alphanumeric() || b"/._-".contains(&b)))
+    {
+        bail!("firstboot.seed_dir = {seed:?} must be an absolute path of letters, digits, `/._-`");
+    }
+    let template = system::hostname_template(system_cfg);
+    if let Some(t) = template {
+        check_hostname_template(t)?;
+    }
+    mkdir_p(tree, ctx, "etc/hc1img", 0o755, 0, 0, false)?;
+    mkdir_p(tree, ctx, LIB_DIR, 0o755, 0, 0, false)?;
+    let conf = format!(
+        "# Written by hc1img: settings of /usr/lib/hc1img/hc1-firstboot.\nHOSTNAME_TEMPLATE={}\nSEED_DIR={seed}\n",
+        template.unwrap_or("")
+    );
+    write_file(tree, ctx, FIRSTBOOT_CONF, conf, 0o644, 0, 0)?;
+    write_file(
+        tree,
+        ctx,
+        &format!("{LIB_DIR}/hc1-firstboot"),
+        FIRSTBOOT_SCRIPT,
+        0o755,
+        0,
+        0,
+    )?;
+    let mount = mount_unit_of(seed).unwrap_or_default();
+    write_unit(
+        tree,
+        ctx,
+        "hc1-firstboot.service",
+        &FIRSTBOOT_UNIT.replace("{mount}", &mount),
+    )?;
+
+    if exists(tree, "usr/bin/ssh-keygen") {
+        if super::find_unit(tree, "sshdgenkeys.service").is_some() {
+            ctx.note("firstboot: the rootfs generates SSH host keys itself (sshdgenkeys.service)");
+        } else {
+            write_unit(tree, ctx, "hc1-ssh-keygen.service", SSH_KEYGEN_UNIT)?;
+        }
+    }
+    if exists(tree, "usr/bin/pacman-key") {
+        write_unit(tree, ctx, "hc1-pacman-keyring.service", PACMAN_KEYRING_UNIT)?;
+    }
+    if cfg.grow_root {
+        if super::find_unit(tree, "systemd-repart.service").is_none() {
+            bail!(
+                "firstboot.grow_root needs systemd-repart, which the rootfs lacks \
+                 (no systemd-repart.service); set firstboot.grow_root = false"
+            );
+        }
+        mkdir_p(tree, ctx, "usr/lib/repart.d", 0o755, 0, 0, false)?;
+        write_file(tree, ctx, REPART_CONF, REPART_DROPIN, 0o644, 0, 0)?;
+        let dropin = "etc/systemd/system/systemd-growfs-root.service.d";
+        mkdir_p(tree, ctx, dropin, 0o755, 0, 0, false)?;
+        write_file(
+            tree,
+            ctx,
+            &format!("{dropin}/50-hc1img-after-repart.conf"),
+            GROWFS_DROPIN,
+            0o644,
+            0,
+            0,
+        )?;
+        enable_unit(tree, ctx, "systemd-repart.service", "sysinit.target")?;
+    }
+    Ok(())
+}
+
+/// Write a unit into the vendor unit directory and enable it for `multi-user.target`.
+pub(crate) fn write_unit(tree: &mut Tree, ctx: &EditContext, name: &str, text: &str) -> Result<()> {
+    mkdir_p(tree, ctx, UNIT_DIR, 0o755, 0, 0, false)?;
+    write_file(tree, ctx, &format!("{UNIT_DIR}/{name}"), text, 0o644, 0, 0)?;
+    enable_unit(tree, ctx, name, "multi-user.target")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    fn template_system() -> system::Config {
+        system::Config {
+            hostname: Some("hc1-{mac6}".into()),
+            ..system::Config::default()
+        }
+    }
+
+    #[test]
+    fn writes_units_scripts_and_repart_dropin() {
+        let (mut t, secrets) = arch_tree();
+        bytes(
+            &mut t,
+            "usr/lib/systemd/system/systemd-repart.service",
+            0o644,
+            "",
+        );
+        bytes(&mut t, "usr/bin/ssh-keygen", 0o755, "");
+        let ctx = EditContext::new(TS, &secrets);
+        apply(&mut t, &Config::default(), &template_system(), &ctx).unwrap();
+        assert_file(
+            &t,
+            FIRSTBOOT_CONF,
+            b"# Written by hc1img: settings of /usr/lib/hc1img/hc1-firstboot.\n\
+              HOSTNAME_TEMPLATE=hc1-{mac6}\nSEED_DIR=/boot/hc1img-seed\n",
+            0o644,
+            0,
+            0,
+        );
+        assert_file(
+            &t,
+            "usr/lib/hc1img/hc1-firstboot",
+            FIRSTBOOT_SCRIPT.as_bytes(),
+            0o755,
+            0,
+            0,
+        );
+        let unit = text(&t, "usr/lib/systemd/system/hc1-firstboot.service");
+        assert!(unit.contains("After=local-fs.target systemd-udev-trigger.service boot.mount"));
+        assert_symlink(
+            &t,
+            "etc/systemd/system/multi-user.target.wants/hc1-firstboot.service",
+            "/usr/lib/systemd/system/hc1-firstboot.service",
+        );
+        assert_symlink(
+            &t,
+            "etc/systemd/system/multi-user.target.wants/hc1-ssh-keygen.service",
+            "/usr/lib/systemd/system/hc1-ssh-keygen.service",
+        );
+        assert!(text(&t, REPART_CONF).contains("Type=root-arm"));
+        assert_symlink(
+            &t,
+            "etc/systemd/system/sysinit.target.wants/systemd-repart.service",
+            "/usr/lib/systemd/system/systemd-repart.service",
+        );
+        assert!(
+            text(
+                &t,
+                "etc/systemd/system/systemd-growfs-root.service.d/50-hc1img-after-repart.conf"
+            )
+            .contains("After=systemd-repart.service")
+        );
+        // No pacman-key in this tree: no keyring unit.
+        assert!(
+            t.lookup(b"usr/lib/systemd/system/hc1-pacman-keyring.service")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn systemd_analyze_verify_accepts_every_unit() {
+        let (mut t, secrets) = arch_tree();
+        bytes(
+            &mut t,
+            "usr/lib/systemd/system/systemd-repart.service",
+            0o644,
+            "",
+        );
+        bytes(&mut t, "usr/bin/ssh-keygen", 0o755, "#!/bin/sh\n");
+        bytes(&mut t, "usr/bin/pacman-key", 0o755, "#!/bin/sh\n");
+        let ctx = EditContext::new(TS, &secrets);
+        apply(&mut t, &Config::default(), &template_system(), &ctx).unwrap();
+        verify_units(
+            &t,
+            &[
+                "hc1-firstboot.service",
+                "hc1-ssh-keygen.service",
+                "hc1-pacman-keyring.service",
+            ],
+            &[],
+        );
+    }
+
+    #[test]
+    fn grow_root_without_repart_and_bad_templates_are_errors() {
+        let (mut t, secrets) = arch_tree();
+        t.remove(b"usr/lib/systemd/system/systemd-repart.service");
+        let ctx = EditContext::new(TS, &secrets);
+        let e = apply(&mut t, &Config::default(), &template_system(), &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("systemd-repart"), "{e}");
+
+        let bad = system::Config {
+            hostname: Some("hc1-{serial}".into()),
+            ..system::Config::default()
+        };
+        let cfg = Config {
+            grow_root: false,
+            ..Config::default()
+        };
+        let e = apply(&mut t, &cfg, &bad, &ctx).unwrap_err().to_string();
+        assert!(e.contains("{serial}") && e.contains("{mac6}"), "{e}");
+
+        let cfg = Config {
+            seed_dir: "boot/seed".into(),
+            ..cfg
+        };
+        let e = apply(&mut t, &cfg, &template_system(), &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("firstboot.seed_dir"), "{e}");
+    }
+
+    #[test]
+    fn the_script_is_shellcheck_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hc1-firstboot");
+        std::fs::write(&p, FIRSTBOOT_SCRIPT).unwrap();
+        let out = std::process::Command::new("shellcheck")
+            .arg(&p)
+            .output()
+            .expect("shellcheck is needed (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
