@@ -2,7 +2,7 @@
 //! its contents checked against the repository: the version equals Cargo.toml's
 //! `package.version`, the package is built with `rustPlatform.buildRustPackage` from the
 //! repository's Cargo.lock, the dev shell has the test oracles, and every source pin in
-//! `profiles/hc1img.lock` appears in it (the image derivations fetch the pinned tarball).
+//! `profiles/hc1img.lock` is what the image derivations fetch (nix/profiles.nix, evaluated).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -85,23 +85,112 @@ fn flake_builds_the_crate_and_has_the_oracles() {
     }
 }
 
+/// `nix/profiles.nix` evaluated by Nix itself, with `root` = `dir`.
+fn nix_profiles(dir: &std::path::Path) -> serde_json::Value {
+    let o = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E"])
+        .arg(format!(
+            "import {}/nix/profiles.nix {{ root = {}; }}",
+            repo().display(),
+            dir.display()
+        ))
+        .output()
+        .expect("nix-instantiate (nix-bin) must be installed");
+    assert!(
+        o.status.success(),
+        "nix-instantiate --eval nix/profiles.nix failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The image derivations of flake.nix fetch what hc1img itself would: for every profile, the
+/// source URL Nix finds (following `extends`) and its pin equal what hc1img's profile loader
+/// reads — in the repository as committed, and in a copy whose lock file has a pin.
 #[test]
-fn flake_fetches_the_pinned_sources() {
-    let nix = parsed();
-    let lock: toml::Table =
-        toml::from_str(&std::fs::read_to_string(repo().join("profiles/hc1img.lock")).unwrap())
+fn flake_images_fetch_what_hc1img_pins() {
+    use std::collections::BTreeSet;
+    let flake = std::fs::read_to_string(repo().join("flake.nix")).unwrap();
+    assert!(
+        flake.contains("import ./nix/profiles.nix") && flake.contains("pkgs.fetchurl"),
+        "flake.nix must build images from nix/profiles.nix with a fixed-output fetch"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    for d in ["profiles", "profiles/boards", "overlays"] {
+        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+    }
+    let copy = Command::new("cp")
+        .args(["-r"])
+        .arg(repo().join("profiles"))
+        .arg(repo().join("overlays"))
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let base: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo().join("profiles/base.toml")).unwrap())
             .unwrap();
-    let pins = lock
-        .get("pins")
-        .and_then(|p| p.as_table())
-        .cloned()
-        .unwrap_or_default();
-    for (url, pin) in &pins {
-        let sha = pin["sha256"].as_str().unwrap();
-        assert!(
-            nix.contains(sha) && nix.contains(url.as_str()),
-            "profiles/hc1img.lock pins {url} to {sha}, but flake.nix does not fetch it with that hash"
-        );
+    let url = base["source"]["url"].as_str().unwrap();
+    let sha = "ab".repeat(32);
+    std::fs::write(
+        tmp.path().join("profiles/hc1img.lock"),
+        format!("[pins.\"{url}\"]\nsha256 = \"{sha}\"\nsize = 123\n"),
+    )
+    .unwrap();
+
+    // The secrets a profile declares along its `extends` chain, each from a private file
+    // (the loader checks that they exist).
+    let overrides_for = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        let mut o = hc1img::profile::Overrides::default();
+        let mut next = Some(path.to_path_buf());
+        while let Some(p) = next.take() {
+            let t: toml::Table = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            for name in t
+                .get("secrets")
+                .and_then(|s| s.as_table())
+                .into_iter()
+                .flat_map(|s| s.keys())
+            {
+                let f = tmp.path().join(format!("secret-{name}"));
+                std::fs::write(&f, "SWMTKN-1-x\n").unwrap();
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+                o.secrets.insert(name.clone(), f);
+            }
+            next = t
+                .get("extends")
+                .and_then(|e| e.as_str())
+                .map(|e| p.parent().unwrap().join(e));
+        }
+        o
+    };
+    for (root, pinned) in [(repo(), false), (tmp.path().to_path_buf(), true)] {
+        let nix = nix_profiles(&root);
+        let mut names = BTreeSet::new();
+        for entry in std::fs::read_dir(root.join("profiles")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let p = hc1img::profile::load(&path, &overrides_for(&path))
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            names.insert(p.name.clone());
+            let n = &nix[&p.name];
+            let src = p
+                .source
+                .as_ref()
+                .expect("every shipped profile has a source");
+            assert_eq!(n["url"].as_str(), Some(src.url.as_str()), "{}", p.name);
+            assert_eq!(
+                n["pin"]["sha256"].as_str(),
+                src.sha256.as_deref(),
+                "{}",
+                p.name
+            );
+            assert_eq!(src.sha256.is_some(), pinned, "{}", p.name);
+        }
+        let nix_names: BTreeSet<String> = nix.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(nix_names, names, "profiles Nix sees vs profiles/*.toml");
     }
 }
 
