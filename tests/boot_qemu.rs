@@ -98,6 +98,14 @@ fn write_profile(dir: &Path) -> PathBuf {
         ov.join("etc/systemd/system/multi-user.target.wants/hc1img-test-report.service"),
     )
     .unwrap();
+    // Arch Linux ARM ships DHCP on its Ethernet port (systemd-networkd's eth.network); the
+    // Debian fixture has no network configuration, so the test adds ALARM's file.
+    std::fs::create_dir_all(ov.join("etc/systemd/network")).unwrap();
+    std::fs::write(
+        ov.join("etc/systemd/network/eth.network"),
+        "[Match]\nName=eth*\n\n[Network]\nDHCP=yes\nDNSSEC=no\n",
+    )
+    .unwrap();
     let base_overlays = repo().join("overlays/sysadmin");
     let profile = dir.join("qemu-boot-test.toml");
     std::fs::write(
@@ -181,9 +189,13 @@ fn boot(name: &str, ssd: &Path, sd: &Path, mac: &str, dir: &Path) -> String {
         std::thread::sleep(Duration::from_millis(500));
     };
     let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    // Kept after the test for a look at what the node printed.
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("boot_qemu-{name}.serial.log"));
+    let _ = std::fs::write(&kept, &text);
     eprintln!(
-        "boot {name}: {:.0} s, qemu {status:?}",
-        started.elapsed().as_secs_f64()
+        "boot {name}: {:.0} s, qemu {status:?}, serial log {}",
+        started.elapsed().as_secs_f64(),
+        kept.display()
     );
     match status {
         Some(s) if s.success() && text.contains("HC1TEST end") => text,

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use super::{EditContext, remove, symlink, templates, write_file};
 use crate::tree::{NodeKind, Tree};
 
+/// D-Bus's machine ID file (`machine-id(5)`: a symlink to /etc/machine-id, or a copy).
+pub const DBUS_MACHINE_ID: &str = "var/lib/dbus/machine-id";
+
 /// Per-machine state removed by the first-boot reset (directories with their contents).
 pub const PER_MACHINE: &[&str] = &[
     "var/lib/docker",
@@ -185,6 +188,15 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
                 removed.push(format!("/{p}"));
             }
         }
+        // D-Bus's own copy of the machine ID: systemd adopts it as the machine ID when
+        // /etc/machine-id is `uninitialized`, so every node would share it. A symlink to
+        // /etc/machine-id (what systemd recommends) stays.
+        if let Some(id) = tree.lookup(DBUS_MACHINE_ID.as_bytes())
+            && !matches!(tree.node(id).kind, NodeKind::Symlink(_))
+            && remove(tree, ctx, DBUS_MACHINE_ID)?
+        {
+            removed.push(format!("/{DBUS_MACHINE_ID}"));
+        }
         if !removed.is_empty() {
             ctx.note(format!(
                 "first-boot reset removed per-machine state: {}",
@@ -203,6 +215,12 @@ mod tests {
     #[test]
     fn writes_identity_and_resets_per_machine_state() {
         let (mut t, secrets) = arch_tree();
+        bytes(
+            &mut t,
+            DBUS_MACHINE_ID,
+            0o444,
+            "5fe0d2ae6f9147efaa69a27ffb230f57\n",
+        );
         let ctx = EditContext::new(TS, &secrets);
         let c = Config {
             hostname: Some("hc1-manager1".into()),
@@ -221,9 +239,15 @@ mod tests {
             "etc/ssh/ssh_host_rsa_key",
             "var/lib/docker",
             "etc/pacman.d/gnupg",
+            DBUS_MACHINE_ID,
         ] {
             assert!(t.lookup(gone.as_bytes()).is_none(), "{gone} still there");
         }
+        // A symlink to /etc/machine-id is not a copy: it stays.
+        let (mut t2, _) = arch_tree();
+        link(&mut t2, DBUS_MACHINE_ID, "/etc/machine-id");
+        apply(&mut t2, &c, &ctx).unwrap();
+        assert_symlink(&t2, DBUS_MACHINE_ID, "/etc/machine-id");
         assert!(t.lookup(b"etc/ssh/moduli").is_some());
         assert!(t.lookup(b"etc/ssh/sshd_config").is_some());
         assert!(t.lookup(b"etc/pacman.d/mirrorlist").is_some());
