@@ -572,6 +572,105 @@ mod tests {
         assert!(e.contains("\"nope\""), "{e}");
     }
 
+    /// Every unit the three operations edits write, checked by the host's
+    /// `systemd-analyze verify` in a root holding the host's own units, the written scripts
+    /// and a stand-in `docker.service` (the tarball's is not in memory here).
+    #[test]
+    fn ops_units_pass_systemd_analyze_verify() {
+        use std::process::Command;
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let cifs: Config = toml::from_str(
+            "target = \"cifs\"\nshare = \"//nas.lan/backup\"\nmount_point = \"/srv/hc1-backup\"\n\
+             cifs_user = \"hc1\"\ncifs_password_secret = \"smtp-pass\"\n",
+        )
+        .unwrap();
+        apply(&mut t, &cifs, &ctx).unwrap();
+        let clean: super::super::cleanup::Config = toml::from_str("enable = true").unwrap();
+        super::super::cleanup::apply(&mut t, &clean, &ctx).unwrap();
+        let builds: super::super::builds::Config = toml::from_str(
+            "enable = true\nnodes = [\"n1.lan\", \"n2.lan\"]\nregistry = \"reg.lan:5000\"\n",
+        )
+        .unwrap();
+        let docker: super::super::docker::Config =
+            toml::from_str("[daemon]\ninsecure-registries = [\"reg.lan:5000\"]\n").unwrap();
+        super::super::builds::apply(&mut t, &builds, &docker, &ctx).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        materialize(&t, root);
+        let units = root.join("usr/lib/systemd/system");
+        let host_units = std::path::Path::new("/usr/lib/systemd/system");
+        assert!(
+            host_units.join("sysinit.target").exists(),
+            "the host's systemd units are missing; install Debian's systemd"
+        );
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", host_units.display()))
+            .arg(&units)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        std::fs::write(
+            units.join("docker.service"),
+            "[Unit]\nDescription=stand-in\n[Service]\nExecStart=/usr/bin/dockerd\n",
+        )
+        .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(
+                units.join("docker.service"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+        }
+        let written = [
+            r"srv-hc1\x2dbackup.mount",
+            SERVICE,
+            TIMER,
+            super::super::cleanup::SERVICE,
+            super::super::cleanup::TIMER,
+            super::super::builds::SERVICE,
+        ];
+        let mut cmd = Command::new("systemd-analyze");
+        cmd.arg("verify").arg(format!("--root={}", root.display()));
+        for u in written {
+            // materialize() adds owner bits for the test's own access; give the unit its
+            // mode from the tree back.
+            let id = t
+                .lookup(format!("etc/systemd/system/{u}").as_bytes())
+                .unwrap();
+            assert_eq!(t.node(id).meta.perm, 0o644, "{u}");
+            let f = root.join("etc/systemd/system").join(u);
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            cmd.arg(format!("/etc/systemd/system/{u}"));
+        }
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("oracle systemd-analyze is missing ({e}); install Debian's systemd")
+        });
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.trim().is_empty(),
+            "systemd-analyze verify: {}\n{err}",
+            out.status
+        );
+        // The oracle does object to a broken unit.
+        let bad = root.join("etc/systemd/system").join(TIMER);
+        std::fs::write(&bad, "[Timer]\nOnCalendar=not a calendar\n").unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.display()))
+            .arg(format!("/etc/systemd/system/{TIMER}"))
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() || !out.stderr.is_empty(),
+            "a broken timer passed"
+        );
+    }
+
     #[test]
     fn mount_unit_names_match_systemd_escape() {
         for p in [
