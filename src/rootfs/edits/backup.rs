@@ -46,13 +46,16 @@ pub enum Target {
     Cifs,
     /// rsync over SSH to `rsync_dest`.
     Rsync,
+    /// A local directory `mount_point` (a disk mounted by other means, or a test VM); no
+    /// mount unit, and the script does not insist on a mount point there.
+    Local,
 }
 
 /// The `[backup]` profile section. Nothing is written unless `target` is set.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// `nfs`, `cifs`, `rsync` or `none`. Default `none`.
+    /// `nfs`, `cifs`, `rsync`, `local` or `none`. Default `none`.
     pub target: Target,
     /// The share: `host:/export` (NFS) or `//host/share` (CIFS). Required for those.
     pub share: Option<String>,
@@ -164,6 +167,12 @@ pub fn check(cfg: &Config) -> Result<()> {
                 bail!("backup.cifs_user/cifs_password_secret only apply to target = \"cifs\"");
             }
         }
+        Target::Local => {
+            check_abs_path("backup.mount_point", &cfg.mount_point)?;
+            if cfg.share.is_some() || cfg.cifs_user.is_some() || cfg.rsync_dest.is_some() {
+                bail!("backup.target = \"local\" takes only mount_point (the directory)");
+            }
+        }
         Target::Rsync => {
             let Some(d) = &cfg.rsync_dest else {
                 bail!("backup.rsync_dest is required with target = \"rsync\" (USER@HOST:/PATH)");
@@ -189,6 +198,7 @@ fn target_name(t: Target) -> &'static str {
         Target::Nfs => "nfs",
         Target::Cifs => "cifs",
         Target::Rsync => "rsync",
+        Target::Local => "local",
     }
 }
 
@@ -299,6 +309,13 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
             )?;
             enable_unit(tree, ctx, &unit, "remote-fs.target")?;
             mkdir_p(tree, ctx, &cfg.mount_point, 0o755, 0, 0, false)?;
+            unit_deps.push_str(&format!("RequiresMountsFor={}\n", cfg.mount_point));
+        }
+        Target::Local => {
+            vars.push(("HC1_BACKUP_MODE", "mount".into()));
+            vars.push(("HC1_BACKUP_DIR", cfg.mount_point.clone()));
+            vars.push(("HC1_BACKUP_REQUIRE_MOUNT", "0".into()));
+            mkdir_p(tree, ctx, &cfg.mount_point, 0o700, 0, 0, false)?;
             unit_deps.push_str(&format!("RequiresMountsFor={}\n", cfg.mount_point));
         }
         Target::Rsync => {
@@ -537,6 +554,28 @@ mod tests {
         assert!(t.lookup(b"etc/systemd/system/mnt-backup.mount").is_none());
         let svc = text(&t, "etc/systemd/system/hc1-volume-backup.service");
         assert!(!svc.contains("RequiresMountsFor"), "{svc}");
+    }
+
+    #[test]
+    fn local_target_is_a_plain_directory() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        let cfg: Config =
+            toml::from_str("target = \"local\"\nmount_point = \"/var/backups/hc1\"\n").unwrap();
+        apply(&mut t, &cfg, &ctx).unwrap();
+        let conf = text(&t, CONF);
+        assert!(conf.contains("HC1_BACKUP_MODE='mount'\nHC1_BACKUP_DIR='/var/backups/hc1'\nHC1_BACKUP_REQUIRE_MOUNT='0'\n"), "{conf}");
+        assert_dir(&t, "var/backups/hc1", 0o700, 0, 0);
+        let mut units = Vec::new();
+        t.walk(|p, _, _| {
+            let p = crate::tree::display(p);
+            if p.ends_with(".mount") {
+                units.push(p);
+            }
+        });
+        assert!(units.is_empty(), "{units:?}");
+        let bad: Config = toml::from_str("target = \"local\"\nshare = \"nas:/x\"\n").unwrap();
+        assert!(check(&bad).is_err());
     }
 
     #[test]
