@@ -534,6 +534,24 @@ fn an_unmounted_share_is_refused_and_reported() {
 }
 
 #[test]
+fn an_unsynced_clock_is_refused() {
+    let env = setup();
+    env.volume("app-data", &[("a", "1")]);
+    for day in ["1970-01-01", "2023-12-31"] {
+        let o = env.run("hc1-volume-backup", &[], &[("HC1_BACKUP_DATE", day)]);
+        assert_eq!(o.status.code(), Some(1), "{day}: {}", show(&o));
+    }
+    assert!(listing(&env.target).is_empty());
+    assert!(env.read("mail").contains("unsynced clock"));
+    let o = env.run(
+        "hc1-volume-backup",
+        &[],
+        &[("HC1_BACKUP_DATE", "2024-01-01")],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+}
+
+#[test]
 fn rsync_mode_sends_over_ssh_and_restores_from_there() {
     tool("rsync");
     let env = setup();

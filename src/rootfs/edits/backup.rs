@@ -346,7 +346,8 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     let service = format!(
         "# Written by hc1img: see hc1-volume-backup --help.\n[Unit]\n\
          Description=Back up Docker volumes and MySQL databases to the backup target\n\
-         Requires=docker.service\nAfter=docker.service network-online.target\n\
+         Requires=docker.service\n\
+         After=docker.service network-online.target time-sync.target\n\
          Wants=network-online.target\n{unit_deps}\n[Service]\nType=oneshot\n\
          ExecStart=/{BACKUP_BIN}\nNice=10\nIOSchedulingClass=idle\n"
     );

@@ -4,7 +4,7 @@
 //! registry (target.md, "The node configuration this cluster uses"; issue 9).
 //!
 //! Writes `/usr/local/sbin/hc1-buildx-setup` (run once at boot by `hc1-buildx-setup.service`,
-//! enabled in `multi-user.target`), `/usr/local/bin/hc1-bake`, `/etc/hc1/builds.conf`, the
+//! enabled in `multi-user.target`), `/usr/local/sbin/hc1-bake`, `/etc/hc1/builds.conf`, the
 //! bake file `/etc/hc1/docker-bake.hcl` (buildx's HCL bake format: `variable`, `group`,
 //! `target` blocks with `inherits`, `contexts = { base = "target:base" }` so images built
 //! `FROM base` wait for the base target) and, for a plain-HTTP registry, the BuildKit daemon
@@ -27,7 +27,9 @@ pub const BAKE_SCRIPT: &str = include_str!("../../../assets/ops/hc1-bake");
 pub const BAKE_TEMPLATE: &str = include_str!("../../../assets/ops/docker-bake.hcl");
 
 pub const SETUP_BIN: &str = "usr/local/sbin/hc1-buildx-setup";
-pub const BAKE_BIN: &str = "usr/local/bin/hc1-bake";
+/// In sbin, run as root: buildx keeps its builders per user (`~/.docker/buildx`), and the
+/// builder is root's (made by the boot-time set-up, reaching the nodes with root's SSH key).
+pub const BAKE_BIN: &str = "usr/local/sbin/hc1-bake";
 pub const CONF: &str = "etc/hc1/builds.conf";
 pub const BAKE_FILE: &str = "etc/hc1/docker-bake.hcl";
 pub const BUILDKITD_TOML: &str = "etc/hc1/buildkitd.toml";
@@ -232,7 +234,7 @@ pub fn apply(
     }
     mkdir_p(tree, ctx, "etc/hc1", 0o755, 0, 0, false)?;
     write_file(tree, ctx, SETUP_BIN, SETUP_SCRIPT, 0o750, 0, 0)?;
-    write_file(tree, ctx, BAKE_BIN, BAKE_SCRIPT, 0o755, 0, 0)?;
+    write_file(tree, ctx, BAKE_BIN, BAKE_SCRIPT, 0o750, 0, 0)?;
     write_file(tree, ctx, BAKE_FILE, bake_file(cfg)?, 0o644, 0, 0)?;
     let mut vars = vec![
         ("HC1_BUILDX_BUILDER", cfg.builder.clone()),
@@ -369,7 +371,7 @@ mod tests {
         c.ssh_key_secret = Some("plain".into());
         apply(&mut t, &c, &docker_with("registry.cluster.lan:5000"), &ctx).unwrap();
         assert_file(&t, SETUP_BIN, SETUP_SCRIPT.as_bytes(), 0o750, 0, 0);
-        assert_file(&t, BAKE_BIN, BAKE_SCRIPT.as_bytes(), 0o755, 0, 0);
+        assert_file(&t, BAKE_BIN, BAKE_SCRIPT.as_bytes(), 0o750, 0, 0);
         let conf = text(&t, CONF);
         assert!(
             conf.contains(
