@@ -159,6 +159,33 @@ pub fn check(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The engine must run and trust a plain-HTTP registry through `[docker.daemon]
+/// insecure-registries` (the one place that setting lives).
+pub fn check_trust(cfg: &Config, docker: &docker::Config) -> Result<()> {
+    if !cfg.enable {
+        return Ok(());
+    }
+    if !docker.enable {
+        bail!("builds.enable needs the Docker engine ([docker] enable = true)");
+    }
+    let registry = cfg.registry.as_deref().unwrap_or_default();
+    if cfg.registry_insecure {
+        let listed = docker
+            .daemon
+            .get("insecure-registries")
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(registry)));
+        if !listed {
+            bail!(
+                "builds.registry = {registry:?} is a plain-HTTP registry (registry_insecure = \
+                 true) but [docker.daemon] insecure-registries does not list it; add it there \
+                 so the engine trusts it"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn hcl_list(items: &[String]) -> String {
     items
         .iter()
@@ -214,24 +241,8 @@ pub fn apply(
     if !cfg.enable {
         return Ok(());
     }
+    check_trust(cfg, docker)?;
     let registry = cfg.registry.clone().unwrap_or_default();
-    if !docker.enable {
-        bail!("builds.enable needs the Docker engine ([docker] enable = true)");
-    }
-    if cfg.registry_insecure {
-        let listed = docker
-            .daemon
-            .get("insecure-registries")
-            .and_then(|v| v.as_array())
-            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(registry.as_str())));
-        if !listed {
-            bail!(
-                "builds.registry = {registry:?} is a plain-HTTP registry (registry_insecure = \
-                 true) but [docker.daemon] insecure-registries does not list it; add it there \
-                 so the engine trusts it"
-            );
-        }
-    }
     mkdir_p(tree, ctx, "etc/hc1", 0o755, 0, 0, false)?;
     write_file(tree, ctx, SETUP_BIN, SETUP_SCRIPT, 0o750, 0, 0)?;
     write_file(tree, ctx, BAKE_BIN, BAKE_SCRIPT, 0o750, 0, 0)?;
