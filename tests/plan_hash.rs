@@ -420,7 +420,7 @@ fn every_node_section_is_covered_by_the_hash() {
         ("cleanup", "[cleanup]\nenable = true\n"),
         (
             "builds",
-            "[builds]\nenable = true\nnodes = [\"n1\"]\nregistry = \"registry.lan:5000\"\n",
+            "[builds]\nenable = true\nnodes = [\"n1\"]\nregistry = \"registry.lan:5000\"\nregistry_insecure = false\n",
         ),
         ("fstab", "[fstab]\nboot = false\n"),
         (
