@@ -466,10 +466,10 @@ fn node_configuration_is_in_the_image() {
             "# Written by hc1img: I/O scheduler for the microSD card and the SSD.\nACTION==\"add|change\", SUBSYSTEM==\"block\", ENV{DEVTYPE}==\"disk\", KERNEL==\"mmcblk[0-9]*\", ATTR{queue/scheduler}=\"mq-deadline\"\nACTION==\"add|change\", SUBSYSTEM==\"block\", ENV{DEVTYPE}==\"disk\", KERNEL==\"sd[a-z]*\", ATTR{queue/scheduler}=\"mq-deadline\"\n",
         ),
         (
-            "/etc/cron.d/docker-cleanup",
+            "/etc/hc1/cleanup.conf",
             0o644,
             0,
-            "# Written by hc1img: cron job \"docker-cleanup\".\nSHELL=/bin/bash\nPATH=/usr/local/sbin:/usr/local/bin:/usr/bin\n30 3 * * * root /usr/local/sbin/docker-cleanup\n",
+            "# Written by hc1img from the profile's [cleanup] section; read by hc1-docker-cleanup.\nHC1_CLEANUP_KEEP_LABEL='hc1.keep'\nHC1_CLEANUP_IMAGES='dangling'\nHC1_CLEANUP_VOLUMES='all'\n",
         ),
         (
             "/etc/pacman.d/mirrorlist",
@@ -536,9 +536,23 @@ fn node_configuration_is_in_the_image() {
             "{link} -> {target} dangles"
         );
     }
-    // The sysadmin overlay's scripts are installed executable.
+    // The operations scripts are installed executable, their timers enabled.
     assert_eq!(
-        stat(&root, "/usr/local/sbin/backup-docker-volumes"),
+        stat(&root, "/usr/local/sbin/hc1-volume-backup"),
         (0o750, 0, 0)
     );
+    assert_eq!(
+        stat(&root, "/usr/local/bin/hc1-volume-restore"),
+        (0o755, 0, 0)
+    );
+    for timer in ["hc1-volume-backup.timer", "hc1-docker-cleanup.timer"] {
+        let s = debugfs(
+            &root,
+            &format!("stat /etc/systemd/system/timers.target.wants/{timer}"),
+        );
+        assert!(
+            s.contains(&format!("Fast link dest: \"/etc/systemd/system/{timer}\"")),
+            "{timer}: {s}"
+        );
+    }
 }

@@ -41,9 +41,8 @@ fn build(root: &Path, tarball: &Path, variant: &str, name: &str) -> PathBuf {
     std::fs::write(
         &profile,
         format!(
-            "extends = {:?}\nname = \"worker\"\n\n[overlays]\ndirs = [{:?}, \"overlay\"]\n\n[journald]\nruntime_max_use = {journal:?}\n\n[rootfs]\nsize = \"512MiB\"\n",
+            "extends = {:?}\nname = \"worker\"\n\n[overlays]\ndirs = [\"overlay\"]\n\n[journald]\nruntime_max_use = {journal:?}\n\n[rootfs]\nsize = \"512MiB\"\n",
             repo().join("profiles/worker.toml").display().to_string(),
-            repo().join("overlays/sysadmin").display().to_string(),
         ),
     )
     .unwrap();

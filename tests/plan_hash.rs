@@ -413,6 +413,15 @@ fn every_node_section_is_covered_by_the_hash() {
             "cron",
             "[[cron.job]]\nname = \"j\"\nschedule = \"@daily\"\ncommand = \"true\"\n",
         ),
+        (
+            "backup",
+            "[backup]\ntarget = \"nfs\"\nshare = \"nas.lan:/b\"\n",
+        ),
+        ("cleanup", "[cleanup]\nenable = true\n"),
+        (
+            "builds",
+            "[builds]\nenable = true\nnodes = [\"n1\"]\nregistry = \"registry.lan:5000\"\nregistry_insecure = false\n",
+        ),
         ("fstab", "[fstab]\nboot = false\n"),
         (
             "overlays",

@@ -816,3 +816,44 @@ fn overlay_templates_get_the_swarm_variables() {
     assert_eq!(v["name"], "w");
     assert_eq!(v["board"], "test-board");
 }
+
+#[test]
+fn operations_sections_are_checked_at_load_time() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[backup]\ntarget = \"nfs\"\n",
+            ":3: backup: backup.share is required",
+            "",
+        ),
+        (
+            "[backup]\ntarget = \"rsync\"\nrsync_dest = \"b@nas:/x\"\nssh_key_secret = \"nokey\"\n",
+            ":6: backup.ssh_key_secret: no secret `nokey` is declared",
+            "",
+        ),
+        (
+            "[cleanup]\nenable = true\nvolumes = \"named\"\n",
+            ":3: cleanup: cleanup.volumes = \"named\"",
+            "",
+        ),
+        (
+            "[builds]\nenable = true\nnodes = [\"n1\"]\nregistry = \"reg.lan:5000\"\n",
+            ":6: builds.registry: builds.registry = \"reg.lan:5000\" is a plain-HTTP registry",
+            "insecure-registries",
+        ),
+    ];
+    for (body, want, also) in cases {
+        let d = fixture(&[("p.toml", &format!("extends = \"base.toml\"\n\n{body}"))]);
+        let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+        let path = file(d.path(), "p.toml");
+        assert!(msg.starts_with(&path), "{msg}");
+        assert!(msg.contains(want) && msg.contains(also), "{body}: {msg}");
+    }
+    // With the registry trusted, the same [builds] loads.
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[docker.daemon]\ninsecure-registries = [\"reg.lan:5000\"]\n\
+         [builds]\nenable = true\nnodes = [\"n1\"]\nregistry = \"reg.lan:5000\"\n",
+    )]);
+    let p = profile::load(&d.path().join("p.toml"), &Overrides::default()).expect("loads");
+    assert!(p.node.builds.enable);
+}

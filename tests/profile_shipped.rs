@@ -122,24 +122,18 @@ fn check_common(p: &Profile) {
     assert!(n.mail.use_starttls && !n.mail.use_tls);
     assert_eq!(n.mail.auth_pass_secret.as_deref(), Some("mail_password"));
     assert!(!n.mirrorlist.servers.is_empty());
-    let jobs: Vec<&str> = n.cron.jobs.iter().map(|j| j.name.as_str()).collect();
-    assert_eq!(jobs, ["docker-cleanup", "docker-volume-backup"]);
-    assert!(n.cron.enable && !n.cron.logrotate.is_empty());
+    // cron stays for the site's own jobs; the daily operations are the timer modules.
+    assert!(n.cron.enable && n.cron.jobs.is_empty());
+    assert_eq!(n.backup.target, hc1img::rootfs::edits::backup::Target::Nfs);
+    assert_eq!(n.backup.mount_point, "/mnt/backup");
+    assert!(n.cleanup.enable);
+    assert_eq!(
+        n.builds.registry.as_deref(),
+        Some("registry.cluster.lan:5000")
+    );
     assert_eq!(n.fstab.root_device, "/dev/sda1");
     assert!(n.fstab.boot);
-    // Overlay dirs come out absolute, next to base.toml, and exist.
-    let sysadmin = Path::new(env!("CARGO_MANIFEST_DIR")).join("overlays/sysadmin");
-    assert_eq!(n.overlays.dirs, vec![sysadmin.clone()]);
-    assert_eq!(p.files.overlays, vec![sysadmin.clone()]);
-    // Every cron job's script is shipped by the overlay, executable.
-    for j in &n.cron.jobs {
-        let script = sysadmin.join(j.command.trim_start_matches('/'));
-        let mode = std::fs::metadata(&script)
-            .unwrap_or_else(|e| panic!("{}: {e}", script.display()))
-            .permissions()
-            .mode();
-        assert!(mode & 0o111 != 0, "{} is not executable", script.display());
-    }
+    assert!(n.overlays.dirs.is_empty() && p.files.overlays.is_empty());
 
     let cmdline = p.kernel_cmdline(None).expect("cmdline");
     assert_eq!(
@@ -190,6 +184,7 @@ fn worker_loads() {
     let tok = p.secret("swarm_worker_token").expect("token");
     assert_eq!(tok.text().expect("text"), "value of swarm_worker_token");
     assert_eq!(p.files.profiles.len(), 2);
+    assert!(!p.node.builds.enable, "builds run on the managers only");
 }
 
 #[test]
@@ -199,6 +194,7 @@ fn manager_loads() {
     assert_eq!(p.name, "manager");
     check_common(&p);
     assert_eq!(p.swarm.as_ref().map(|s| s.role), Some(SwarmRole::Manager));
+    assert!(p.node.builds.enable, "managers run the image builds");
 }
 
 #[test]
@@ -208,6 +204,7 @@ fn leader_loads() {
     assert_eq!(p.name, "leader");
     check_common(&p);
     assert_eq!(p.swarm.as_ref().map(|s| s.role), Some(SwarmRole::Init));
+    assert!(p.node.builds.enable, "managers run the image builds");
 }
 
 #[test]

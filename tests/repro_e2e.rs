@@ -248,9 +248,8 @@ fn build(label: &str, v: &Vary) -> Outputs {
     std::fs::write(
         &profile,
         format!(
-            "extends = {:?}\nname = \"worker\"\n\n[overlays]\ndirs = [{:?}, \"../overlay\"]\n",
+            "extends = {:?}\nname = \"worker\"\n\n[overlays]\ndirs = [\"../overlay\"]\n",
             repo().join("profiles/worker.toml").display().to_string(),
-            repo().join("overlays/sysadmin").display().to_string(),
         ),
     )
     .unwrap();

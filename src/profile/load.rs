@@ -549,6 +549,18 @@ impl Validator<'_> {
         self.mirrorlist(&node.mirrorlist)?;
         self.docker(&node.docker)?;
         self.cron(&node.cron)?;
+        // [backup], [cleanup], [builds]: the edits' own checks, and their secrets declared.
+        edits::backup::check(&node.backup).map_err(|e| self.err(&["backup"], e))?;
+        declared(
+            &["backup", "cifs_password_secret"],
+            &node.backup.cifs_password_secret,
+        )?;
+        declared(&["backup", "ssh_key_secret"], &node.backup.ssh_key_secret)?;
+        edits::cleanup::check(&node.cleanup).map_err(|e| self.err(&["cleanup"], e))?;
+        edits::builds::check(&node.builds).map_err(|e| self.err(&["builds"], e))?;
+        edits::builds::check_trust(&node.builds, &node.docker)
+            .map_err(|e| self.err(&["builds", "registry"], e))?;
+        declared(&["builds", "ssh_key_secret"], &node.builds.ssh_key_secret)?;
         self.fstab(&node.fstab)?;
         let vars = super::template_vars(&raw.name, &board, raw.swarm.as_ref());
         self.overlays(&mut node.overlays, &vars)?;

@@ -324,7 +324,7 @@ mod tests {
 
     /// The shipped node template, applied by `edits::apply_all` to an Arch-like tree, gives a
     /// consistent node: every section finds what it needs (groups, units, the overlay's
-    /// scripts for the cron jobs), secrets land only where they belong, and shadow-utils'
+    /// operations scripts and timers), secrets land only where they belong, and shadow-utils'
     /// own checkers accept the account files.
     #[test]
     fn shipped_node_template_applies_to_an_arch_tree() {
@@ -368,18 +368,28 @@ mod tests {
         assert!(
             ssmtp.contains("mailhub=smtp.cluster.lan:587") && ssmtp.contains("UseSTARTTLS=YES")
         );
+        // The daily operations: timers enabled, the backup share mounted at boot.
+        assert!(text("etc/hc1/backup.conf").contains("HC1_BACKUP_DIR='/mnt/backup'"));
         assert!(
-            text("etc/cron.d/docker-volume-backup")
-                .ends_with("0 2 * * * root /usr/local/sbin/backup-docker-volumes\n")
+            text("etc/systemd/system/mnt-backup.mount")
+                .contains("What=nas.cluster.lan:/export/hc1-backups\n")
         );
+        for timer in ["hc1-volume-backup.timer", "hc1-docker-cleanup.timer"] {
+            let link = format!("etc/systemd/system/timers.target.wants/{timer}");
+            assert!(t.lookup(link.as_bytes()).is_some(), "{timer} not enabled");
+        }
+        // Builds are for the managers only.
+        assert!(t.lookup(b"etc/hc1/docker-bake.hcl").is_none());
         assert!(text("etc/fstab").contains("UUID=1234-ABCD /boot vfat"));
         assert!(text("etc/pacman.d/mirrorlist").contains("Server = http://"));
-        for script in ["backup-docker-volumes", "docker-cleanup"] {
-            let id = t
-                .lookup(format!("usr/local/sbin/{script}").as_bytes())
-                .unwrap();
+        for (script, mode) in [
+            ("usr/local/sbin/hc1-volume-backup", 0o750),
+            ("usr/local/bin/hc1-volume-restore", 0o755),
+            ("usr/local/sbin/hc1-docker-cleanup", 0o750),
+        ] {
+            let id = t.lookup(script.as_bytes()).unwrap();
             assert!(matches!(t.node(id).kind, NodeKind::File(_)));
-            assert_eq!(t.node(id).meta.perm, 0o750, "{script}");
+            assert_eq!(t.node(id).meta.perm, mode, "{script}");
         }
         assert!(t.lookup(b"etc/hostname").is_some_and(|id| {
             // A template hostname is set at first boot; the tarball's file is kept.

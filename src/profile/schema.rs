@@ -2,7 +2,7 @@
 //!
 //! Every table denies unknown keys. The node-configuration sections (`[system]`, `[users]`,
 //! `[ssh]`, `[mail]`, `[journald]`, `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`,
-//! `[fstab]`, `[overlays]`) are not defined here: their schema is the `Config` struct of the
+//! `[backup]`, `[cleanup]`, `[builds]`, `[fstab]`, `[overlays]`) are not defined here: their schema is the `Config` struct of the
 //! edit that consumes them ([`crate::rootfs::edits`]), so there is one definition of each
 //! field and its default. This file holds the image-level sections (`[source]`, `[rootfs]`,
 //! `[boot]`, `[secrets]`, `[swarm]`), the board file and the lock file.
@@ -54,6 +54,11 @@ pub(crate) struct RawProfile {
     pub cron: edits::cron::Config,
     #[serde(default)]
     pub firstboot: edits::firstboot::Config,
+    pub backup: edits::backup::Config,
+    #[serde(default)]
+    pub cleanup: edits::cleanup::Config,
+    #[serde(default)]
+    pub builds: edits::builds::Config,
     #[serde(default)]
     pub fstab: edits::fstab::Config,
     #[serde(default)]
@@ -74,6 +79,9 @@ impl RawProfile {
             docker: std::mem::take(&mut self.docker),
             cron: std::mem::take(&mut self.cron),
             firstboot: std::mem::take(&mut self.firstboot),
+            backup: std::mem::take(&mut self.backup),
+            cleanup: std::mem::take(&mut self.cleanup),
+            builds: std::mem::take(&mut self.builds),
             fstab: std::mem::take(&mut self.fstab),
             overlays: std::mem::take(&mut self.overlays),
         }

@@ -12,7 +12,8 @@
 //! [`crate::rootfs::import::Route::Capture`].
 //!
 //! Recommended order (see [`APPLY_ORDER`]): `system`, `users`, `ssh`, `mail`, `journald`,
-//! `io_scheduler`, `mirrorlist`, `docker`, `cron`, `firstboot`, `swarm`, `fstab`, `overlays` — users before the
+//! `io_scheduler`, `mirrorlist`, `docker`, `cron`, `backup`, `cleanup`, `builds`, `firstboot`,
+//! `swarm`, `fstab`, `overlays` — users before the
 //! edits that look users/groups up (ssh, mail, cron, overlays), overlays last so a site file
 //! can override a generated one.
 
@@ -24,6 +25,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::tree::{self, FileData, Meta, Node, NodeKind, Timestamp, Tree};
 
+pub mod backup;
+pub mod builds;
+pub mod cleanup;
 pub mod cron;
 pub mod docker;
 pub mod firstboot;
@@ -50,6 +54,9 @@ pub const APPLY_ORDER: &[&str] = &[
     "mirrorlist",
     "docker",
     "cron",
+    "backup",
+    "cleanup",
+    "builds",
     "firstboot",
     "swarm",
     "fstab",
@@ -70,6 +77,9 @@ pub struct Sections {
     pub mirrorlist: mirrorlist::Config,
     pub docker: docker::Config,
     pub cron: cron::Config,
+    pub backup: backup::Config,
+    pub cleanup: cleanup::Config,
+    pub builds: builds::Config,
     pub firstboot: firstboot::Config,
     pub fstab: fstab::Config,
     pub overlays: overlays::Config,
@@ -104,6 +114,9 @@ pub fn apply_all(
     mirrorlist::apply(tree, &cfg.mirrorlist, ctx).context("[mirrorlist]")?;
     docker::apply(tree, &cfg.docker, ctx).context("[docker]")?;
     cron::apply(tree, &cfg.cron, ctx).context("[cron]")?;
+    backup::apply(tree, &cfg.backup, ctx).context("[backup]")?;
+    cleanup::apply(tree, &cfg.cleanup, ctx).context("[cleanup]")?;
+    builds::apply(tree, &cfg.builds, &cfg.docker, ctx).context("[builds]")?;
     firstboot::apply(tree, &cfg.firstboot, &cfg.system, ctx).context("[firstboot]")?;
     swarm::apply(tree, inputs.swarm, ctx).context("[swarm]")?;
     let grow_root = cfg.firstboot.enable && cfg.firstboot.grow_root;
