@@ -85,7 +85,8 @@ pub struct Prepared {
     pub fetched: Fetched,
     pub info: PkgInfo,
     pub mtree: Option<Vec<u8>>,
-    pub scriptlet: Option<Vec<u8>>,
+    /// `.INSTALL` and its mtime.
+    pub scriptlet: Option<(Vec<u8>, i64)>,
     /// Entries other than the metadata: normalised path and whether it is a directory.
     pub entries: Vec<(Vec<u8>, bool)>,
     /// `%FILES%` lines, sorted.
@@ -147,7 +148,10 @@ pub fn prepare(f: &Fetched) -> Result<Prepared> {
                     continue;
                 }
                 ".INSTALL" => {
-                    scriptlet = Some(data);
+                    // pacman extracts it into the local database with the archive's time,
+                    // which `.MTREE` records.
+                    let t = e.header().mtime().unwrap_or(0) as i64;
+                    scriptlet = Some((data, t));
                     continue;
                 }
                 _ => {}
@@ -470,8 +474,12 @@ fn install_one(
     if let Some(m) = &p.mtree {
         edits::write_file(tree, ctx, &format!("{dir}/mtree"), m.clone(), 0o644, 0, 0)?;
     }
-    if let Some(s) = &p.scriptlet {
-        edits::write_file(tree, ctx, &format!("{dir}/install"), s.clone(), 0o644, 0, 0)?;
+    if let Some((s, mtime)) = &p.scriptlet {
+        let path = format!("{dir}/install");
+        edits::write_file(tree, ctx, &path, s.clone(), 0o644, 0, 0)?;
+        if let Some(id) = tree.lookup(path.as_bytes()) {
+            tree.node_mut(id).meta.mtime = Timestamp::from_secs(*mtime);
+        }
         rep.scriptlets.push(p.dir_name());
     }
     if p.entries
