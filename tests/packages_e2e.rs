@@ -346,10 +346,27 @@ fn lock_build_and_pacman_agrees() {
     let (ok, err) = hc1img(dir, &["build", ps, "--out", "out"]);
     assert!(!ok && err.contains("hc1img lock"), "{err}");
 
+    let derivation = |dir: &Path| {
+        let (ok, text) = hc1img(dir, &["plan", ps, "--json"]);
+        assert!(ok, "plan failed:\n{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["derivation"].as_str().unwrap().to_string()
+    };
+
     let (ok, text) = hc1img(dir, &["lock", ps]);
     assert!(ok, "lock failed:\n{text}");
     let lock = std::fs::read_to_string(dir.join("hc1img.lock")).unwrap();
     assert!(lock.contains("[packages.pk]"), "{lock}");
+    // The pins are part of the derivation: another sha256 for one package changes it.
+    let pinned = derivation(dir);
+    let at = lock.find("[[packages.pk.package]]").unwrap();
+    let sha_at = at + lock[at..].find("sha256 = \"").unwrap() + "sha256 = \"".len();
+    let mut edited = lock.clone();
+    edited.replace_range(sha_at..sha_at + 64, &"f".repeat(64));
+    std::fs::write(dir.join("hc1img.lock"), &edited).unwrap();
+    assert_ne!(derivation(dir), pinned);
+    std::fs::write(dir.join("hc1img.lock"), &lock).unwrap();
+    assert_eq!(derivation(dir), pinned);
     // The virtual `sh` has two providers: dash (core, first repository) wins; libfoo is
     // upgraded because hello needs >= 1.1.
     for want in [
