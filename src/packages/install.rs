@@ -399,9 +399,9 @@ fn install_one(
     // Stream the archive into the tree.
     let backup_paths: BTreeSet<Vec<u8>> = p.backup.keys().map(|k| k.as_bytes().to_vec()).collect();
     let route = |path: &[u8]| {
-        if !path.contains(&b'/') && path.starts_with(b".") {
-            Route::Drop
-        } else if skip_dirs.contains(path) {
+        // Metadata members, and directories that exist already (pacman keeps their owner,
+        // mode and time).
+        if (!path.contains(&b'/') && path.starts_with(b".")) || skip_dirs.contains(path) {
             Route::Drop
         } else if backup_paths.contains(path)
             || path.starts_with(super::firstboot::SYSUSERS_DIR.as_bytes())
