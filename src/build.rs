@@ -3,7 +3,8 @@
 //! Data flow (design.md): the tarball is hashed and inflated on other threads
 //! ([`crate::rootfs::input`]); each tar entry becomes a tree node while its bytes go straight
 //! into the ext4 data area of `ssd.img` at the root partition's offset; `/boot` files and the
-//! files the edits change are held in memory. After the stream: the edits run on the tree,
+//! files the edits change are held in memory. After the stream, the profile's pinned packages
+//! are streamed in the same way ([`crate::packages::install`]); then the edits run on the tree,
 //! the ext4 metadata is written, the GPT around it, then `sd.img` (MBR, bootloader blobs, FAT
 //! with `boot.txt`/`boot.scr`), after the hardware lints of [`crate::disk::lint`] (warnings
 //! only). Everything the build decides is a function of

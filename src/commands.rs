@@ -456,8 +456,15 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
 pub fn fetch(args: &CommonArgs, rep: &Reporter) -> Result<()> {
     let p = args.load()?;
     let spec = source_spec(&p)?;
-    let path = source::fetch(&spec, &Cache::from_env()?, &fetch_options(rep))?;
+    let cache = Cache::from_env()?;
+    let path = source::fetch(&spec, &cache, &fetch_options(rep))?;
     println!("{}", path.display());
+    if let Some(pk) = &p.packages {
+        let pins = pk.require_pins(&p.name, &spec.sha256)?;
+        for f in crate::packages::fetch(&pk.config, pins, &cache, &fetch_options(rep))? {
+            println!("{}", f.path.display());
+        }
+    }
     Ok(())
 }
 
