@@ -567,6 +567,178 @@ pub fn local_files_text(p: &Prepared) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packages::PackagePin;
+    use crate::tree::{BlockRun, DataRef};
+
+    /// Keeps file data in memory.
+    #[derive(Default)]
+    struct MemSink(Vec<Vec<u8>>);
+
+    impl DataSink for MemSink {
+        fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
+            let mut v = Vec::new();
+            src.take(len).read_to_end(&mut v)?;
+            self.0.push(v);
+            Ok(DataRef {
+                size: len,
+                runs: vec![BlockRun {
+                    start: self.0.len() as u64,
+                    len: 1,
+                }],
+            })
+        }
+    }
+
+    /// A `.pkg.tar.zst` with `.PKGINFO` and `files`; returns it as fetched and pinned.
+    fn package(
+        dir: &std::path::Path,
+        name: &str,
+        ver: &str,
+        backup: &[&str],
+        files: &[(&str, &[u8])],
+        upgrades: Option<&str>,
+    ) -> Fetched {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut info = format!("pkgname = {name}\npkgver = {ver}\narch = armv7h\nsize = 3\n");
+        for x in backup {
+            info.push_str(&format!("backup = {x}\n"));
+        }
+        let mut add = |path: &str, data: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_size(data.len() as u64);
+            h.set_mtime(1000);
+            h.set_cksum();
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        add(".PKGINFO", info.as_bytes());
+        for (p, d) in files {
+            add(p, d);
+        }
+        let bytes = zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap();
+        let path = dir.join(format!("{name}-{ver}.pkg.tar.zst"));
+        std::fs::write(&path, &bytes).unwrap();
+        Fetched {
+            pin: PackagePin {
+                name: name.into(),
+                version: ver.into(),
+                reason: "explicit".into(),
+                repo: "core".into(),
+                filename: format!("{name}-{ver}.pkg.tar.zst"),
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                size: None,
+                url: String::new(),
+                upgrades: upgrades.map(String::from),
+            },
+            path,
+        }
+    }
+
+    fn tree_with(files: &[(&str, &[u8])]) -> Tree {
+        let m = Meta::new(0o755, 0, 0, Timestamp::from_secs(1));
+        let mut t = Tree::new(m.clone());
+        for (p, d) in files {
+            t.insert(
+                p.as_bytes(),
+                Node {
+                    meta: Meta::new(0o644, 0, 0, Timestamp::from_secs(1)),
+                    kind: NodeKind::File(FileData::Bytes(d.to_vec())),
+                },
+                &m,
+            )
+            .unwrap();
+        }
+        t
+    }
+
+    fn install(t: &mut Tree, f: &[Fetched]) -> Result<InstallReport> {
+        let prepared = f.iter().map(prepare).collect::<Result<Vec<_>>>()?;
+        install_all(t, &mut MemSink::default(), &prepared, &[], 5000)
+    }
+
+    #[test]
+    fn file_conflicts_name_the_owner() {
+        let d = tempfile::tempdir().unwrap();
+        let f = package(d.path(), "a", "1-1", &[], &[("usr/bin/x", b"a")], None);
+        let mut t = tree_with(&[("usr/bin/x", b"tarball's")]);
+        let e = format!(
+            "{:#}",
+            install(&mut t, std::slice::from_ref(&f)).unwrap_err()
+        );
+        assert!(
+            e.contains("/usr/bin/x exists in the root filesystem (owned by no package)"),
+            "{e}"
+        );
+        let mut t = tree_with(&[
+            ("usr/bin/x", b"b's"),
+            (
+                "var/lib/pacman/local/b-1-1/files",
+                b"%FILES%\nusr/\nusr/bin/\nusr/bin/x\n\n",
+            ),
+        ]);
+        let e = format!("{:#}", install(&mut t, &[f]).unwrap_err());
+        assert!(e.contains("(owned by b-1-1)"), "{e}");
+    }
+
+    #[test]
+    fn upgrade_replaces_unmodified_backup_files_and_removes_old_files() {
+        let d = tempfile::tempdir().unwrap();
+        let old_conf: &[u8] = b"v1\n";
+        let files = format!(
+            "%FILES%\netc/\netc/a.conf\nusr/\nusr/share/old\n\n%BACKUP%\netc/a.conf\t{}\n\n",
+            md5_hex(old_conf)
+        );
+        let mut t = tree_with(&[
+            ("etc/a.conf", old_conf),
+            ("usr/share/old", b"x"),
+            (
+                "var/lib/pacman/local/a-1-1/desc",
+                b"%NAME%\na\n\n%VERSION%\n1-1\n\n",
+            ),
+            ("var/lib/pacman/local/a-1-1/files", files.as_bytes()),
+        ]);
+        let f = package(
+            d.path(),
+            "a",
+            "2-1",
+            &["etc/a.conf"],
+            &[("etc/a.conf", b"v2\n")],
+            Some("1-1"),
+        );
+        let r = install(&mut t, &[f]).unwrap();
+        assert!(r.pacnew.is_empty());
+        assert_eq!(bytes_at(&t, b"etc/a.conf").unwrap(), b"v2\n");
+        assert!(t.lookup(b"usr/share/old").is_none());
+        assert!(t.lookup(b"var/lib/pacman/local/a-1-1").is_none());
+        let files = edits::read_text(&t, "var/lib/pacman/local/a-2-1/files").unwrap();
+        assert_eq!(
+            files,
+            format!(
+                "%FILES%\netc/a.conf\n\n%BACKUP%\netc/a.conf\t{}\n\n",
+                md5_hex(b"v2\n")
+            )
+        );
+        let desc = edits::read_text(&t, "var/lib/pacman/local/a-2-1/desc").unwrap();
+        assert_eq!(
+            desc,
+            "%NAME%\na\n\n%VERSION%\n2-1\n\n%ARCH%\narmv7h\n\n%INSTALLDATE%\n5000\n\n%SIZE%\n3\n\n%VALIDATION%\nsha256\n\n"
+        );
+        assert_eq!(
+            edits::read_text(&t, "var/lib/pacman/local/ALPM_DB_VERSION").unwrap(),
+            "9\n"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_cached_package_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut f = package(d.path(), "a", "1-1", &[], &[("usr/bin/x", b"a")], None);
+        f.pin.sha256 = "0".repeat(64);
+        let e = format!("{:#}", prepare(&f).unwrap_err());
+        assert!(e.contains("but the lock file pins 0000"), "{e}");
+    }
 
     #[test]
     fn pkginfo_lines() {
