@@ -346,18 +346,28 @@ fn lock_build_and_pacman_agrees() {
     let (ok, err) = hc1img(dir, &["build", ps, "--out", "out"]);
     assert!(!ok && err.contains("hc1img lock"), "{err}");
 
-    let derivation = |dir: &Path| {
+    let plan = |dir: &Path| {
         let (ok, text) = hc1img(dir, &["plan", ps, "--json"]);
         assert!(ok, "plan failed:\n{text}");
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        v["derivation"].as_str().unwrap().to_string()
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
     };
+    let derivation = |dir: &Path| plan(dir)["derivation"].as_str().unwrap().to_string();
 
     let (ok, text) = hc1img(dir, &["lock", ps]);
     assert!(ok, "lock failed:\n{text}");
     let lock = std::fs::read_to_string(dir.join("hc1img.lock")).unwrap();
     assert!(lock.contains("[packages.pk]"), "{lock}");
-    // The pins are part of the derivation: another sha256 for one package changes it.
+    // The pins are part of the derivation: one input per package, and another sha256 for
+    // one package changes the hash.
+    let inputs = plan(dir)["inputs"].clone();
+    let pkgs: Vec<&str> = inputs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "package")
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(pkgs, ["dash-0.5.12-1", "hello-2:1.0-3", "libfoo-1.1-1"]);
     let pinned = derivation(dir);
     let at = lock.find("[[packages.pk.package]]").unwrap();
     let sha_at = at + lock[at..].find("sha256 = \"").unwrap() + "sha256 = \"".len();
