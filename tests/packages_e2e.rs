@@ -13,6 +13,8 @@ use std::process::Command;
 
 use common::*;
 
+const LONG: &str = "usr/share/hello/a-file-name-that-does-not-fit-the-100-byte-ustar-name-field-so-bsdtar-writes-a-pax-path-record.txt";
+
 /// One test package.
 struct Pkg<'a> {
     name: &'a str,
@@ -217,6 +219,8 @@ fn make_repos(dir: &Path, hello_body: &[u8]) -> String {
             backup: &["etc/hello.conf"],
             files: vec![
                 ("usr/bin/hello", 0o755, hello_body.to_vec()),
+                // Longer than ustar's 100-byte name: bsdtar writes a pax `path` record.
+                (LONG, 0o644, b"a long name\n".to_vec()),
                 ("etc/hello.conf", 0o644, b"greeting = hello\n".to_vec()),
                 (
                     "usr/lib/sysusers.d/hello.conf",
@@ -420,7 +424,7 @@ fn lock_build_and_pacman_agrees() {
     let o = pacman(&root, &["-Qkk", "hello"]);
     let k = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(
-        o.status.success() && k.contains("hello: 12 total files, 0 altered files"),
+        o.status.success() && k.contains("hello: 15 total files, 0 altered files"),
         "{k}"
     );
     for line in k.lines().filter(|l| l.contains("/root/")) {
@@ -431,6 +435,7 @@ fn lock_build_and_pacman_agrees() {
     }
     pacman_ok(&root, &["-Qk"]);
     pacman_ok(&root, &["-Dk"]);
+    assert_eq!(std::fs::read(root.join(LONG)).unwrap(), b"a long name\n");
     // The upgrade removed the old version's file and database entry.
     assert!(!root.join("usr/share/libfoo/old.txt").exists());
     assert_eq!(

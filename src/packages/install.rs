@@ -121,12 +121,44 @@ pub fn prepare(f: &Fetched) -> Result<Prepared> {
     let mut md5s: BTreeMap<String, String> = BTreeMap::new();
     {
         let mut ar = tar::Archive::new(&mut stream);
+        // Raw mode with the importer's own pax parser, so both passes see the same names
+        // (pax `path` records, GNU long names) whatever binary xattr records precede them.
+        let mut pax_path: Option<Vec<u8>> = None;
         for e in ar
             .entries()
             .with_context(|| format!("{shown}: not a tar archive"))?
+            .raw(true)
         {
             let mut e = e.with_context(|| format!("{shown}: corrupt archive"))?;
-            let raw = e.path_bytes().into_owned();
+            match e.header().entry_type() {
+                tar::EntryType::XHeader => {
+                    let mut d = Vec::new();
+                    e.read_to_end(&mut d)
+                        .with_context(|| format!("{shown}: truncated pax header"))?;
+                    pax_path = import::parse_pax(&d)
+                        .with_context(|| format!("{shown}: bad pax header"))?
+                        .into_iter()
+                        .rev()
+                        .find(|(k, _)| k == b"path")
+                        .map(|(_, v)| v);
+                    continue;
+                }
+                tar::EntryType::GNULongName => {
+                    let mut d = Vec::new();
+                    e.read_to_end(&mut d)
+                        .with_context(|| format!("{shown}: truncated long name"))?;
+                    while d.last() == Some(&0) {
+                        d.pop();
+                    }
+                    pax_path = Some(d);
+                    continue;
+                }
+                tar::EntryType::XGlobalHeader | tar::EntryType::GNULongLink => continue,
+                _ => {}
+            }
+            let raw = pax_path
+                .take()
+                .unwrap_or_else(|| e.path_bytes().into_owned());
             let name = String::from_utf8_lossy(&raw).into_owned();
             let mut data = Vec::new();
             match name.as_str() {
