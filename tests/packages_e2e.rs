@@ -399,6 +399,21 @@ fn lock_build_and_pacman_agrees() {
         text.contains("hello-2:1.0-3: its .INSTALL scriptlet is not on the reviewed list"),
         "{text}"
     );
+    // Same inputs, same bytes, packages included.
+    let (ok, text) = hc1img(dir, &["-q", "build", ps, "--out", "again"]);
+    assert!(ok, "second build failed:\n{text}");
+    for img in ["ssd.img", "sd.img"] {
+        let sum = |d: &str| {
+            let p = dir.join(d).join(img);
+            run_ok("sha256sum", &[p.to_str().unwrap()])
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(sum("out"), sum("again"), "{img} differs between two builds");
+    }
+    std::fs::remove_dir_all(dir.join("again")).unwrap();
     let root = dir.join("root");
     rdump(dir, &dir.join("out"), &root);
 
