@@ -3,7 +3,8 @@
 //! [`load`] reads a profile file, follows its `extends` chain, merges it (tables key by key,
 //! the derived file wins; arrays and scalars replaced whole), resolves relative paths against
 //! the file that wrote them, loads the board file and the lock file (`hc1img.lock`, the
-//! sha256/size pins of the source tarball), applies the command-line [`Overrides`], and checks
+//! sha256/size pins of the source tarball and the `[packages]` pins), applies the command-line
+//! [`Overrides`], and checks
 //! every value before anything is fetched. Errors are one line, `FILE:LINE: key.path: what`.
 //!
 //! The file format is documented in `docs/profiles.md`. The image-level schema types live in
