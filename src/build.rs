@@ -3,7 +3,8 @@
 //! Data flow (design.md): the tarball is hashed and inflated on other threads
 //! ([`crate::rootfs::input`]); each tar entry becomes a tree node while its bytes go straight
 //! into the ext4 data area of `ssd.img` at the root partition's offset; `/boot` files and the
-//! files the edits change are held in memory. After the stream: the edits run on the tree,
+//! files the edits change are held in memory. After the stream, the profile's pinned packages
+//! are streamed in the same way ([`crate::packages::install`]); then the edits run on the tree,
 //! the ext4 metadata is written, the GPT around it, then `sd.img` (MBR, bootloader blobs, FAT
 //! with `boot.txt`/`boot.scr`), after the hardware lints of [`crate::disk::lint`] (warnings
 //! only). Everything the build decides is a function of
@@ -32,6 +33,8 @@ pub struct BuildInputs<'a> {
     pub tarball_sha256: &'a str,
     /// `SOURCE_DATE_EPOCH`, or `None` for the newest mtime in the tarball.
     pub timestamp: Option<i64>,
+    /// The profile's pinned packages, fetched and verified, in install order.
+    pub packages: &'a [crate::packages::Fetched],
 }
 
 /// Identifiers and the timestamp, decided by the build, that the edits and the boot card use.
@@ -141,8 +144,20 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     let dir_meta = Meta::new(0o755, 0, 0, Timestamp::from_secs(provisional_ts));
     let mut tree = Tree::new(dir_meta.clone());
     let captured = crate::rootfs::edits::captured_paths();
-    let route = |p: &[u8]| crate::rootfs::route(p, &captured);
-    let report = import::import(&mut stream, &mut tree, &mut writer, &route, &dir_meta)
+    // The packages' metadata first: their backup files and the local database are captured.
+    let prepared = inp
+        .packages
+        .iter()
+        .map(crate::packages::install::prepare)
+        .collect::<Result<Vec<_>>>()?;
+    let route = |p: &[u8]| {
+        if !prepared.is_empty() && crate::packages::install::captured(p, &prepared) {
+            import::Route::Capture
+        } else {
+            crate::rootfs::route(p, &captured)
+        }
+    };
+    let mut report = import::import(&mut stream, &mut tree, &mut writer, &route, &dir_meta)
         .with_context(|| format!("{}: import failed", inp.tarball.display()))?;
     let (sha, _) = stream.finish()?;
     bar.finish_and_clear();
@@ -169,6 +184,17 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
         root_partuuid: part_guid.to_string(),
         root_fs_uuid: fs_uuid.to_string(),
     };
+    if !prepared.is_empty() {
+        install_packages(
+            &mut tree,
+            &mut writer,
+            &prepared,
+            &captured,
+            timestamp,
+            &mut report,
+            rep,
+        )?;
+    }
     rep.step("configuring the node");
     let secrets = |name: &str| p.secret(name).map(|s| s.bytes().to_vec());
     let ctx = crate::rootfs::edits::EditContext::new(timestamp, &secrets);
@@ -241,6 +267,67 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
         boot_files,
         boot_txt,
     })
+}
+
+/// Install the prepared packages into the tree (after the tarball, before the edits), apply
+/// their `sysusers.d` files and write the first-boot unit for the rest
+/// ([`crate::packages::firstboot`]).
+fn install_packages(
+    tree: &mut Tree,
+    writer: &mut Ext4Writer,
+    prepared: &[crate::packages::install::Prepared],
+    captured: &[&str],
+    timestamp: i64,
+    report: &mut ImportReport,
+    rep: &Reporter,
+) -> Result<()> {
+    use crate::packages::{firstboot, install};
+    rep.step(format!("installing {} packages", prepared.len()));
+    let r = install::install_all(tree, writer, prepared, captured, timestamp)?;
+    for w in &r.warnings {
+        rep.warn(w);
+    }
+    for f in &r.pacnew {
+        rep.warn(format!(
+            "{f}: the image's file differs from the package's; pacman's rule keeps it"
+        ));
+    }
+    report.boot.extend(r.boot);
+    let no_secrets = |_: &str| -> Result<Vec<u8>> { bail!("no secrets here") };
+    let ctx = crate::rootfs::edits::EditContext::new(timestamp, &no_secrets);
+    let sysusers: Vec<String> = prepared
+        .iter()
+        .flat_map(|p| &p.entries)
+        .filter(|(path, dir)| {
+            !dir && path.starts_with(firstboot::SYSUSERS_DIR.as_bytes()) && path.ends_with(b".conf")
+        })
+        .map(|(path, _)| crate::tree::display(path))
+        .collect();
+    for n in firstboot::apply_sysusers(tree, &ctx, &sysusers)? {
+        rep.detail(n);
+    }
+    let installed: Vec<firstboot::Installed> = prepared
+        .iter()
+        .map(|p| firstboot::Installed {
+            name: p.fetched.pin.name.clone(),
+            version: p.fetched.pin.version.clone(),
+            has_scriptlet: p.scriptlet.is_some(),
+        })
+        .collect();
+    let skipped = firstboot::write_deferred(
+        tree,
+        &ctx,
+        &installed,
+        r.modules,
+        firstboot::REVIEWED_SCRIPTLETS,
+    )?;
+    for s in skipped {
+        rep.warn(format!(
+            "{s}: its .INSTALL scriptlet is not on the reviewed list and will not run (packages::firstboot::REVIEWED_SCRIPTLETS)"
+        ));
+    }
+    rep.detail(format!("installed {}", r.installed.join(" ")));
+    Ok(())
 }
 
 /// Write `sd.img`: MBR, blobs, FAT with the boot files plus `boot.txt`, `boot.scr` and a

@@ -21,6 +21,8 @@ pub struct CommonArgs {
     pub source_sha256: Option<String>,
     /// `NAME=FILE` pairs.
     pub secrets: Vec<String>,
+    /// `--no-packages`.
+    pub no_packages: bool,
 }
 
 impl CommonArgs {
@@ -36,6 +38,7 @@ impl CommonArgs {
             source_url: self.source_url.clone(),
             source_sha256: self.source_sha256.clone(),
             secrets,
+            no_packages: self.no_packages,
         })
     }
 
@@ -318,6 +321,9 @@ pub fn build(
     rep: &Reporter,
 ) -> Result<PathBuf> {
     let p = args.load()?;
+    if let Some(pk) = &p.packages {
+        pk.require_pins(&p.name, &source_spec(&p)?.sha256)?;
+    }
     let drv = plan::derivation(&p)?;
     let timestamp = source_date_epoch()?;
     let out = match out {
@@ -350,6 +356,14 @@ pub fn build(
     let spec = source_spec(&p)?;
     let cache = Cache::from_env()?;
     let tarball = source::fetch(&spec, &cache, &fetch_options(rep))?;
+    let packages = match &p.packages {
+        Some(pk) => {
+            let pins = pk.require_pins(&p.name, &spec.sha256)?;
+            rep.step(format!("fetching {} pinned packages", pins.len()));
+            crate::packages::fetch(&pk.config, pins, &cache, &fetch_options(rep))?
+        }
+        None => Vec::new(),
+    };
     let staging = out.start()?;
     let report = crate::build::build(
         &crate::build::BuildInputs {
@@ -358,6 +372,7 @@ pub fn build(
             tarball: &tarball,
             tarball_sha256: &spec.sha256,
             timestamp,
+            packages: &packages,
         },
         staging.path(),
         rep,
@@ -441,8 +456,15 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
 pub fn fetch(args: &CommonArgs, rep: &Reporter) -> Result<()> {
     let p = args.load()?;
     let spec = source_spec(&p)?;
-    let path = source::fetch(&spec, &Cache::from_env()?, &fetch_options(rep))?;
+    let cache = Cache::from_env()?;
+    let path = source::fetch(&spec, &cache, &fetch_options(rep))?;
     println!("{}", path.display());
+    if let Some(pk) = &p.packages {
+        let pins = pk.require_pins(&p.name, &spec.sha256)?;
+        for f in crate::packages::fetch(&pk.config, pins, &cache, &fetch_options(rep))? {
+            println!("{}", f.path.display());
+        }
+    }
     Ok(())
 }
 
@@ -484,6 +506,17 @@ pub fn lock(profile_path: &Path, rep: &Reporter) -> Result<()> {
             size: Some(got.size),
         },
     );
+    let packages = match &p.packages {
+        Some(pk) => {
+            let set =
+                crate::packages::lock(&pk.config, &got.path, &got.sha256, &cache, &opts, rep)?;
+            Some(set)
+        }
+        None => None,
+    };
+    if let Some(set) = &packages {
+        lock.packages.insert(p.name.clone(), set.clone());
+    }
     profile::write_lock(&lock_path, &lock)?;
     match old {
         Some(o) if o.sha256 == got.sha256 => {
@@ -497,6 +530,19 @@ pub fn lock(profile_path: &Path, rep: &Reporter) -> Result<()> {
             "{}: pinned sha256 {} ({} bytes)",
             src.url, got.sha256, got.size
         ),
+    }
+    if let Some(set) = &packages {
+        println!(
+            "[packages] of {}: {} packages pinned",
+            p.name,
+            set.package.len()
+        );
+        for pin in &set.package {
+            println!(
+                "  {} {} ({}, {})",
+                pin.name, pin.version, pin.repo, pin.reason
+            );
+        }
     }
     Ok(())
 }

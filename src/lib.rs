@@ -12,6 +12,7 @@ pub mod ext4;
 pub mod fat;
 pub mod ids;
 pub mod manifest;
+pub mod packages;
 pub mod plan;
 pub mod profile;
 pub mod progress;

@@ -41,6 +41,10 @@ struct ProfileArgs {
     /// Read the secret NAME from FILE instead of the file the profile names (repeatable).
     #[arg(long = "secret", value_name = "NAME=FILE")]
     secrets: Vec<String>,
+    /// Leave out the profile's [packages] (for a tarball the packages were not pinned
+    /// against, e.g. a test tarball).
+    #[arg(long)]
+    no_packages: bool,
 }
 
 impl ProfileArgs {
@@ -50,6 +54,7 @@ impl ProfileArgs {
             source_url: self.source_url,
             source_sha256: self.source_sha256,
             secrets: self.secrets,
+            no_packages: self.no_packages,
         }
     }
 }

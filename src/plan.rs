@@ -15,6 +15,9 @@
 //! - `overlay`: one per file, directory or symlink of every overlay tree
 //!   (`node.overlays.dirs`), walked in sorted
 //!   order: its path inside the overlay, type, permission bits, and content sha256 or link target;
+//! - `package`: one per pinned package of `[packages]` (from the lock file), named
+//!   `NAME-VERSION`, digest the package file's pinned sha256 (the `[packages]` section itself,
+//!   without its mirrors, is part of `profile`);
 //! - `secret`: the sha256 of each declared secret's value (never the value);
 //! - `env`: `SOURCE_DATE_EPOCH` when set (timestamps in the images come from it).
 //!
@@ -41,6 +44,7 @@ pub enum InputKind {
     Profile,
     Board,
     Overlay,
+    Package,
     Secret,
     Env,
 }
@@ -122,6 +126,10 @@ pub fn derivation_with(
         overlay_digests.push(Value::String(hex::encode(h.finalize())));
     }
 
+    if let Some(pins) = profile.packages.as_ref().and_then(|p| p.pins.as_ref()) {
+        inputs.extend(pin_list(pins));
+    }
+
     for name in profile.secrets.keys() {
         let s = profile.secret(name)?;
         inputs.push(Input {
@@ -192,6 +200,18 @@ pub fn derivation_with(
         inputs,
         resolved,
     })
+}
+
+/// The `package` inputs of a lock set.
+fn pin_list(set: &crate::packages::LockedSet) -> Vec<Input> {
+    set.package
+        .iter()
+        .map(|p| Input {
+            kind: InputKind::Package,
+            name: format!("{}-{}", p.name, p.version),
+            digest: p.sha256.clone(),
+        })
+        .collect()
 }
 
 fn sha256_hex(b: &[u8]) -> String {

@@ -393,6 +393,7 @@ fn wrong_sha256_is_refused() {
             &"ab".repeat(32),
             "--out",
             out.to_str().unwrap(),
+            "--no-packages",
         ])
         .args(worker_secrets(tmp.path()))
         .output()

@@ -55,7 +55,8 @@ fn build(root: &Path, tarball: &Path, variant: &str, name: &str) -> PathBuf {
         .arg("--source-url")
         .arg(tarball)
         .arg("--source-sha256")
-        .arg(sha256_hex(&std::fs::read(tarball).unwrap()));
+        .arg(sha256_hex(&std::fs::read(tarball).unwrap()))
+        .arg("--no-packages");
     for (secret, value) in [
         (
             "admin_password_hash",

@@ -204,6 +204,7 @@ fn build_stderr(cwd: &Path, tarball: &Path, out: &Path) -> String {
         .arg(&profile)
         .args(["--source-url", tarball.to_str().unwrap()])
         .args(["--source-sha256", &sha])
+        .arg("--no-packages")
         .args(&secrets)
         .arg("--out")
         .arg(out)

@@ -277,6 +277,7 @@ fn build(label: &str, v: &Vary) -> Outputs {
         sha,
         "--out".into(),
         out.display().to_string(),
+        "--no-packages".into(),
     ]);
     argv.extend(secrets(&root.join("secrets")));
     let mut cmd = Command::new(&argv[0]);

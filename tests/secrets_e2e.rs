@@ -33,6 +33,7 @@ fn hc1img(dir: &Path, args: &[&str], admin_hash: &str) -> Output {
         .arg("--source-url")
         .arg(&tarball)
         .args(["--source-sha256", &sha])
+        .arg("--no-packages")
         .args([
             "--secret",
             &secret_file(dir, "admin_password_hash", admin_hash),

@@ -225,6 +225,16 @@ pub fn read_lock(path: &Path) -> anyhow::Result<LockFile> {
         sources: &sources,
         root: &doc,
     };
+    for (name, set) in &lock.packages {
+        for (i, p) in set.package.iter().enumerate() {
+            if !is_sha256_hex(&p.sha256) || p.filename.contains('/') || p.filename.is_empty() {
+                return Err(v.err(
+                    &["packages", name],
+                    format!("package[{i}] ({}): needs a plain filename and a 64-hex sha256; re-pin with `hc1img lock`", p.name),
+                ));
+            }
+        }
+    }
     for (url, pin) in &lock.pins {
         v.url(&["pins", url], url)?;
         if !is_sha256_hex(&pin.sha256) {
@@ -244,7 +254,7 @@ pub fn read_lock(path: &Path) -> anyhow::Result<LockFile> {
 pub fn write_lock(path: &Path, lock: &LockFile) -> anyhow::Result<()> {
     let body = toml::to_string(lock).context("serialising the lock file")?;
     let text = format!(
-        "# Pins of the source tarballs, written by `hc1img lock`: re-pin on purpose.\n\n{body}"
+        "# Pins of the source tarballs and packages, written by `hc1img lock`: re-pin on purpose.\n\n{body}"
     );
     let dir = parent_dir(path);
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)
@@ -564,6 +574,7 @@ impl Validator<'_> {
         self.fstab(&node.fstab)?;
         let vars = super::template_vars(&raw.name, &board, raw.swarm.as_ref());
         self.overlays(&mut node.overlays, &vars)?;
+        let packages = self.packages(&raw, ov, lock_path.as_deref(), lock_exists)?;
 
         Ok(Profile {
             name: raw.name,
@@ -573,6 +584,7 @@ impl Validator<'_> {
             boot: raw.boot,
             secrets: secret_sources,
             swarm: raw.swarm,
+            packages,
             files: InputFiles {
                 profiles: chain,
                 board: raw.board.clone(),
@@ -1381,6 +1393,39 @@ impl Validator<'_> {
         }
         let keyring = src.keyring.clone();
         Ok((Some(src), Some(lock_path), lock_exists, keyring))
+    }
+
+    /// `[packages]`, checked, with this profile's pins from the lock file.
+    fn packages(
+        &self,
+        raw: &RawProfile,
+        ov: &Overrides,
+        lock_path: Option<&Path>,
+        lock_exists: bool,
+    ) -> anyhow::Result<Option<crate::packages::Packages>> {
+        let Some(cfg) = &raw.packages else {
+            return Ok(None);
+        };
+        if let Err((key, msg)) = cfg.check() {
+            return Err(self.err(&["packages", key], msg));
+        }
+        if ov.no_packages {
+            return Ok(None);
+        }
+        if lock_path.is_none() {
+            return Err(self.err(
+                &["packages"],
+                "needs a [source]: packages are resolved against the root tarball's installed ones",
+            ));
+        }
+        let pins = match lock_path {
+            Some(l) if lock_exists => read_lock(l)?.packages.remove(&raw.name),
+            _ => None,
+        };
+        Ok(Some(crate::packages::Packages {
+            config: cfg.clone(),
+            pins,
+        }))
     }
 
     fn board(&self, path: &Path) -> anyhow::Result<Board> {

@@ -3,7 +3,8 @@
 //! [`load`] reads a profile file, follows its `extends` chain, merges it (tables key by key,
 //! the derived file wins; arrays and scalars replaced whole), resolves relative paths against
 //! the file that wrote them, loads the board file and the lock file (`hc1img.lock`, the
-//! sha256/size pins of the source tarball), applies the command-line [`Overrides`], and checks
+//! sha256/size pins of the source tarball and the `[packages]` pins), applies the command-line
+//! [`Overrides`], and checks
 //! every value before anything is fetched. Errors are one line, `FILE:LINE: key.path: what`.
 //!
 //! The file format is documented in `docs/profiles.md`. The image-level schema types live in
@@ -44,6 +45,9 @@ pub struct Overrides {
     pub source_sha256: Option<String>,
     /// Replaces where a declared secret is read from.
     pub secrets: BTreeMap<String, PathBuf>,
+    /// `--no-packages`: ignore the profile's `[packages]` (e.g. for a test tarball that is not
+    /// Arch Linux ARM).
+    pub no_packages: bool,
 }
 
 /// A loaded, merged and validated profile. Paths are absolute (or relative to the current
@@ -62,6 +66,8 @@ pub struct Profile {
     pub secrets: BTreeMap<String, SecretSource>,
     /// `[swarm]`: how the node joins the Docker swarm at first boot.
     pub swarm: Option<Swarm>,
+    /// `[packages]` with its pins from the lock file (none with `--no-packages`).
+    pub packages: Option<crate::packages::Packages>,
     /// The node configuration (`[system]`, `[users]`, `[ssh]`, `[mail]`, `[journald]`,
     /// `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`, `[fstab]`, `[overlays]`), as
     /// [`crate::rootfs::edits::apply_all`] consumes it. `overlays.dirs` are absolute paths.

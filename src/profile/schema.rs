@@ -33,6 +33,9 @@ pub(crate) struct RawProfile {
     pub secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
     pub swarm: Option<Swarm>,
+    /// `[packages]`: extra packages installed at build time ([`crate::packages::Config`]).
+    #[serde(default)]
+    pub packages: Option<crate::packages::Config>,
     // The node-configuration sections: the edits' own `Config` types are the schema.
     #[serde(default)]
     pub system: edits::system::Config,
@@ -294,6 +297,10 @@ pub struct LockFile {
     /// Pins keyed by source URL.
     #[serde(default)]
     pub pins: BTreeMap<String, Pin>,
+    /// Package pins by profile name (`[packages.NAME]`), written by `hc1img lock` for
+    /// profiles with `[packages]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub packages: BTreeMap<String, crate::packages::LockedSet>,
 }
 
 /// One pinned tarball.

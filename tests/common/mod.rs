@@ -477,6 +477,8 @@ pub fn build_command(cwd: &Path, profile: &Path, tarball: &Path, out: Option<&Pa
         .arg(tarball)
         .arg("--source-sha256")
         .arg(&sha)
+        // The shipped profiles' [packages] are pinned against the real tarball, not this one.
+        .arg("--no-packages")
         .args(worker_secrets(cwd));
     if let Some(o) = out {
         cmd.arg("--out").arg(o);

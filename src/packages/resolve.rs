@@ -1,0 +1,434 @@
+//! Dependency resolution, the way `pacman -S` resolves a transaction (libalpm `deps.c`:
+//! `_alpm_resolvedeps`, `_alpm_resolvedep`; `conflict.c`).
+//!
+//! - A dependency already satisfied by an installed package (the tarball's local database)
+//!   or by a package already chosen pulls in nothing: installed packages are kept and never
+//!   upgraded implicitly. An installed package is replaced only when a dependency needs a
+//!   version it does not have; the replacement is then the repository package of that name.
+//! - Otherwise the first repository (in the configured order) holding a package of that name
+//!   whose version satisfies the constraint wins (a literal name match beats providers).
+//! - Failing that, a provider: every package of every repository (repository order, then
+//!   package name order) whose `provides` satisfy the dependency (versioned dependencies need
+//!   versioned provisions). An already-installed provider wins; otherwise pacman asks and
+//!   defaults to the first, which is what we take, without asking.
+//! - An explicit target that is already installed is kept as it is (like `--needed`).
+//! - Cycles are fine: a package is chosen once, before its own dependencies are looked at.
+//! - Conflicts (`%CONFLICTS%`, matched against names and provisions) between two chosen
+//!   packages, or between a chosen one and an installed one that stays, are errors: pacman
+//!   would ask to remove the installed package, we refuse. `%REPLACES%` is only used by
+//!   `-Syu` and ignored here.
+//!
+//! The result lists packages in install order: every package after its dependencies (cycles
+//! broken at the edge that closes them, deterministically).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Result, bail};
+
+use super::db::Package;
+use super::version::Dep;
+
+/// Why a package is installed (pacman's `%REASON%`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Explicit,
+    Dependency,
+}
+
+/// One package to install.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chosen {
+    pub pkg: Package,
+    pub reason: Reason,
+    /// The installed version this one replaces, if any.
+    pub upgrades: Option<String>,
+}
+
+/// Resolve `targets` against `repos` (in order) with `installed` kept when possible.
+pub fn resolve(
+    targets: &[String],
+    repos: &[(String, Vec<Package>)],
+    installed: &[Package],
+) -> Result<Vec<Chosen>> {
+    let repo_names: Vec<&str> = repos.iter().map(|(n, _)| n.as_str()).collect();
+    let mut r = Resolver {
+        repos,
+        repo_names,
+        installed: installed.iter().map(|p| (p.name.clone(), p)).collect(),
+        chosen: BTreeMap::new(),
+        order: Vec::new(),
+    };
+    for t in targets {
+        let dep = Dep::parse(t);
+        if r.chosen.contains_key(&dep.name) {
+            if let Some(c) = r.chosen.get_mut(&dep.name) {
+                c.reason = Reason::Explicit;
+            }
+            continue;
+        }
+        if let Some(p) = r.installed.get(&dep.name)
+            && dep.version_ok(&p.version)
+        {
+            continue;
+        }
+        let Some(p) = r.find(&dep) else {
+            bail!("{t}: not found in {}", r.repo_names.join(", "));
+        };
+        r.add(p, Reason::Explicit, &mut vec![t.clone()])?;
+    }
+    r.check_conflicts()?;
+    let mut done = BTreeSet::new();
+    let mut out = Vec::new();
+    let names: Vec<String> = r.order.clone();
+    for n in &names {
+        r.post_order(n, &mut done, &mut BTreeSet::new(), &mut out);
+    }
+    Ok(out)
+}
+
+struct Resolver<'a> {
+    repos: &'a [(String, Vec<Package>)],
+    repo_names: Vec<&'a str>,
+    installed: BTreeMap<String, &'a Package>,
+    chosen: BTreeMap<String, Chosen>,
+    /// Names in the order they were chosen.
+    order: Vec<String>,
+}
+
+impl Resolver<'_> {
+    /// `_alpm_resolvedep`: a literal match in repository order, else the first provider.
+    fn find(&self, dep: &Dep) -> Option<Package> {
+        for (_, pkgs) in self.repos {
+            if let Some(p) = pkgs.iter().find(|p| p.name == dep.name)
+                && dep.version_ok(&p.version)
+            {
+                return Some(p.clone());
+            }
+        }
+        let mut providers = Vec::new();
+        for (_, pkgs) in self.repos {
+            let mut v: Vec<&Package> = pkgs
+                .iter()
+                .filter(|p| p.name != dep.name && dep.by_provides(&p.provides))
+                .collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            providers.extend(v);
+        }
+        providers
+            .iter()
+            .find(|p| self.installed.contains_key(&p.name))
+            .or(providers.first())
+            .map(|p| (*p).clone())
+    }
+
+    /// Satisfied by something chosen, or installed and staying?
+    fn satisfied(&self, dep: &Dep) -> bool {
+        self.chosen
+            .values()
+            .any(|c| dep.satisfied_by(&c.pkg.name, &c.pkg.version, &c.pkg.provides))
+            || self.installed.values().any(|p| {
+                !self.chosen.contains_key(&p.name)
+                    && dep.satisfied_by(&p.name, &p.version, &p.provides)
+            })
+    }
+
+    fn add(&mut self, pkg: Package, reason: Reason, chain: &mut Vec<String>) -> Result<()> {
+        let name = pkg.name.clone();
+        let upgrades = self.installed.get(&name).map(|p| p.version.clone());
+        let deps = pkg.depends.clone();
+        self.chosen.insert(
+            name.clone(),
+            Chosen {
+                pkg,
+                reason,
+                upgrades,
+            },
+        );
+        self.order.push(name.clone());
+        if chain.last() != Some(&name) {
+            chain.push(name.clone());
+        }
+        for dep in &deps {
+            if self.satisfied(dep) {
+                continue;
+            }
+            let Some(p) = self.find(dep) else {
+                bail!(
+                    "{} -> {dep}: not found in {}",
+                    chain.join(" -> "),
+                    self.repo_names.join(", ")
+                );
+            };
+            if self.chosen.contains_key(&p.name) {
+                // Chosen already, at a version that does not satisfy this dependency.
+                bail!(
+                    "{} -> {dep}: {} is already chosen for another dependency",
+                    chain.join(" -> "),
+                    self.chosen[&p.name].pkg.dir_name()
+                );
+            }
+            chain.push(p.name.clone());
+            self.add(p, Reason::Dependency, chain)?;
+            chain.pop();
+        }
+        Ok(())
+    }
+
+    fn check_conflicts(&self) -> Result<()> {
+        let chosen: Vec<&Package> = self.chosen.values().map(|c| &c.pkg).collect();
+        let staying: Vec<&Package> = self
+            .installed
+            .values()
+            .filter(|p| !self.chosen.contains_key(&p.name))
+            .copied()
+            .collect();
+        for a in &chosen {
+            for b in chosen.iter().chain(staying.iter()) {
+                if a.name == b.name {
+                    continue;
+                }
+                for (x, y) in [(a, b), (b, a)] {
+                    if let Some(c) = x
+                        .conflicts
+                        .iter()
+                        .find(|c| c.satisfied_by(&y.name, &y.version, &y.provides))
+                    {
+                        let where_y = if y.repo == "local" {
+                            "installed in the tarball".to_string()
+                        } else {
+                            format!("from {}", y.repo)
+                        };
+                        bail!(
+                            "{} conflicts with {} ({c}); {} is {where_y}",
+                            x.dir_name(),
+                            y.dir_name(),
+                            y.name
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn post_order(
+        &self,
+        name: &str,
+        done: &mut BTreeSet<String>,
+        visiting: &mut BTreeSet<String>,
+        out: &mut Vec<Chosen>,
+    ) {
+        if done.contains(name) || visiting.contains(name) {
+            return;
+        }
+        let Some(c) = self.chosen.get(name) else {
+            return;
+        };
+        visiting.insert(name.to_string());
+        for dep in &c.pkg.depends {
+            // The chosen package that satisfies it, if any (first in choice order).
+            if let Some(n) = self.order.iter().find(|n| {
+                let p = &self.chosen[n.as_str()].pkg;
+                dep.satisfied_by(&p.name, &p.version, &p.provides)
+            }) {
+                self.post_order(n, done, visiting, out);
+            }
+        }
+        visiting.remove(name);
+        done.insert(name.to_string());
+        out.push(c.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::version::Dep;
+
+    fn pkg(repo: &str, name: &str, ver: &str, deps: &[&str], provides: &[&str]) -> Package {
+        Package {
+            name: name.into(),
+            version: ver.into(),
+            repo: repo.into(),
+            filename: format!("{name}-{ver}-armv7h.pkg.tar.xz"),
+            sha256: "0".repeat(64),
+            csize: None,
+            arch: "armv7h".into(),
+            depends: deps.iter().map(|d| Dep::parse(d)).collect(),
+            provides: provides.iter().map(|d| Dep::parse(d)).collect(),
+            conflicts: Vec::new(),
+            replaces: Vec::new(),
+        }
+    }
+
+    fn names(v: &[Chosen]) -> Vec<String> {
+        v.iter().map(|c| c.pkg.dir_name()).collect()
+    }
+
+    fn t(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn versioned_deps_pick_the_repo_that_satisfies_them_and_order_deps_first() {
+        let repos = vec![
+            ("core".into(), vec![pkg("core", "runc", "1.1-1", &[], &[])]),
+            (
+                "extra".into(),
+                vec![
+                    pkg(
+                        "extra",
+                        "docker",
+                        "1:26.0-1",
+                        &["containerd", "runc>=1.2"],
+                        &[],
+                    ),
+                    pkg("extra", "containerd", "1.7-1", &["runc"], &[]),
+                    pkg("extra", "runc", "1.2.1-1", &[], &[]),
+                ],
+            ),
+        ];
+        // containerd takes core's runc (first repository, any version) before docker's
+        // runc>=1.2 is looked at: a clash, reported with the chain.
+        let e = resolve(&t(&["docker"]), &repos, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("docker -> runc>=1.2") && e.contains("already chosen"),
+            "{e}"
+        );
+        let repos2 = vec![
+            ("core".into(), vec![pkg("core", "runc", "1.1-1", &[], &[])]),
+            (
+                "extra".into(),
+                vec![
+                    pkg(
+                        "extra",
+                        "docker",
+                        "1:26.0-1",
+                        &["runc>=1.2", "containerd"],
+                        &[],
+                    ),
+                    pkg("extra", "containerd", "1.7-1", &["runc"], &[]),
+                    pkg("extra", "runc", "1.2.1-1", &[], &[]),
+                ],
+            ),
+        ];
+        let r = resolve(&t(&["docker"]), &repos2, &[]).unwrap();
+        assert_eq!(
+            names(&r),
+            ["runc-1.2.1-1", "containerd-1.7-1", "docker-1:26.0-1"]
+        );
+        assert_eq!(r[2].reason, Reason::Explicit);
+        assert_eq!(r[0].reason, Reason::Dependency);
+        assert_eq!(r[0].pkg.repo, "extra");
+    }
+
+    #[test]
+    fn provides_and_two_providers_take_the_first_in_repo_order_unless_one_is_installed() {
+        let repos = vec![
+            ("core".into(), vec![pkg("core", "app", "1-1", &["sh"], &[])]),
+            (
+                "extra".into(),
+                vec![
+                    pkg("extra", "zsh-sh", "1-1", &[], &["sh"]),
+                    pkg("extra", "dash", "1-1", &[], &["sh"]),
+                ],
+            ),
+            (
+                "alarm".into(),
+                vec![pkg("alarm", "bash", "5-1", &[], &["sh"])],
+            ),
+        ];
+        let r = resolve(&t(&["app"]), &repos, &[]).unwrap();
+        assert_eq!(names(&r), ["dash-1-1", "app-1-1"]);
+        let installed = [pkg("local", "bash", "5-1", &[], &["sh"])];
+        let r = resolve(&t(&["app"]), &repos, &installed).unwrap();
+        assert_eq!(names(&r), ["app-1-1"], "an installed provider satisfies it");
+        // Versioned provides.
+        let repos = vec![(
+            "core".into(),
+            vec![
+                pkg("core", "app", "1-1", &["libfoo.so>=2"], &[]),
+                pkg("core", "foo1", "1-1", &[], &["libfoo.so=1"]),
+                pkg("core", "foo2", "2-1", &[], &["libfoo.so=2"]),
+            ],
+        )];
+        let r = resolve(&t(&["app"]), &repos, &[]).unwrap();
+        assert_eq!(names(&r), ["foo2-2-1", "app-1-1"]);
+    }
+
+    #[test]
+    fn cycles_resolve_and_installed_packages_are_kept_unless_too_old() {
+        let repos = vec![(
+            "core".into(),
+            vec![
+                pkg("core", "a", "1-1", &["b"], &[]),
+                pkg("core", "b", "1-1", &["a", "c>=2"], &[]),
+                pkg("core", "c", "3-1", &[], &[]),
+            ],
+        )];
+        let r = resolve(&t(&["a"]), &repos, &[]).unwrap();
+        assert_eq!(names(&r), ["c-3-1", "b-1-1", "a-1-1"]);
+        let installed = [pkg("local", "c", "2.5-1", &[], &[])];
+        let r = resolve(&t(&["a"]), &repos, &installed).unwrap();
+        assert_eq!(
+            names(&r),
+            ["b-1-1", "a-1-1"],
+            "installed c 2.5 satisfies c>=2"
+        );
+        let installed = [pkg("local", "c", "1-1", &[], &[])];
+        let r = resolve(&t(&["a"]), &repos, &installed).unwrap();
+        assert_eq!(names(&r), ["c-3-1", "b-1-1", "a-1-1"]);
+        assert_eq!(r[0].upgrades.as_deref(), Some("1-1"));
+        // An installed explicit target is kept.
+        let installed = [pkg("local", "a", "0.9-1", &[], &[])];
+        assert!(resolve(&t(&["a"]), &repos, &installed).unwrap().is_empty());
+    }
+
+    #[test]
+    fn missing_dependency_names_the_chain() {
+        let repos = vec![
+            ("core".into(), vec![pkg("core", "runc", "1.1-1", &[], &[])]),
+            (
+                "extra".into(),
+                vec![
+                    pkg("extra", "docker", "1-1", &["containerd"], &[]),
+                    pkg("extra", "containerd", "1-1", &["runc>=1.2"], &[]),
+                ],
+            ),
+            ("alarm".into(), vec![]),
+        ];
+        let e = resolve(&t(&["docker"]), &repos, &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "docker -> containerd -> runc>=1.2: not found in core, extra, alarm"
+        );
+        let e = resolve(&t(&["nope"]), &repos, &[]).unwrap_err().to_string();
+        assert_eq!(e, "nope: not found in core, extra, alarm");
+    }
+
+    #[test]
+    fn conflicts_are_errors() {
+        let mut cronie = pkg("core", "cronie", "1-1", &[], &["cron"]);
+        cronie.conflicts = vec![Dep::parse("cron")];
+        let fcron = pkg("local", "fcron", "3-1", &[], &["cron"]);
+        let repos = vec![("core".into(), vec![cronie.clone()])];
+        let e = resolve(&t(&["cronie"]), &repos, std::slice::from_ref(&fcron))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "cronie-1-1 conflicts with fcron-3-1 (cron); fcron is installed in the tarball"
+        );
+        let mut fc = fcron.clone();
+        fc.repo = "extra".into();
+        let repos = vec![("core".into(), vec![cronie]), ("extra".into(), vec![fc])];
+        let e = resolve(&t(&["cronie", "fcron"]), &repos, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("conflicts with fcron-3-1"), "{e}");
+    }
+}
