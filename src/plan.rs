@@ -2,7 +2,8 @@
 //! that `out/<name>-<hash>/` names its content the way a Nix store path does.
 //!
 //! Inputs, each reduced to a digest (see [`InputKind`]):
-//! - `format`: [`FORMAT_VERSION`], bumped whenever hc1img writes different bytes for the same
+//! - `format`: [`FORMAT_VERSION`] and the digest of the embedded `assets/` scripts
+//!   ([`crate::rootfs::edits::EMBEDDED_ASSETS`]); the version is bumped whenever hc1img writes different bytes for the same
 //!   inputs;
 //! - `source`: the pinned sha256 of the root tarball (URLs, mirrors and signatures only say
 //!   where the same bytes come from, so they stay out);
@@ -92,6 +93,18 @@ pub fn derivation_with(
         name: "hc1img".to_string(),
         digest: FORMAT_VERSION.to_string(),
     }];
+
+    // The scripts and templates the edits embed into the image (assets/).
+    let mut assets = Sha256::new();
+    for (name, text) in crate::rootfs::edits::EMBEDDED_ASSETS {
+        assets.update(format!("{name}\0{}\0", text.len()));
+        assets.update(text.as_bytes());
+    }
+    inputs.push(Input {
+        kind: InputKind::Format,
+        name: "assets".to_string(),
+        digest: hex::encode(assets.finalize()),
+    });
 
     let sha = match profile.source_spec() {
         Some(spec) => Some(spec.require_sha256()?.to_string()),

@@ -61,6 +61,12 @@ say "token-file=$([ -e /var/lib/hc1img/secrets/swarm-token ] && echo present || 
 say "seed-network=$(tr '\n' ' ' </etc/systemd/network/10-hc1img-seed.network 2>/dev/null)"
 say "seed-left=$(ls /boot/hc1img-seed/secrets 2>/dev/null | tr '\n' ' ')"
 say "ssh-keys=$(ls /etc/ssh/ | grep -c '^ssh_host_.*_key$')"
+say "timers=$(systemctl is-enabled hc1-volume-backup.timer hc1-docker-cleanup.timer | tr '\n' ' ')"
+systemctl start hc1-volume-backup.service
+say "backup=$? $(systemctl show -p Result --value hc1-volume-backup.service)"
+systemctl start hc1-docker-cleanup.service
+say "cleanup=$? $(systemctl show -p Result --value hc1-docker-cleanup.service)"
+say "failed-after-ops=$(systemctl list-units --failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
 while IFS= read -r line; do say "docker: $line"; done </var/lib/docker-standin/calls.log
 journalctl -b --no-pager -o cat -u hc1-firstboot -u hc1-swarm-join -u systemd-repart \
     -u systemd-growfs-root | sed 's/^/HC1LOG /' >/dev/console
@@ -106,7 +112,6 @@ fn write_profile(dir: &Path) -> PathBuf {
         "[Match]\nName=eth*\n\n[Network]\nDHCP=yes\nDNSSEC=no\n",
     )
     .unwrap();
-    let base_overlays = repo().join("overlays/sysadmin");
     let profile = dir.join("qemu-boot-test.toml");
     std::fs::write(
         &profile,
@@ -126,15 +131,19 @@ create_groups = ["docker", "wheel"]
 # Debian's cron daemon is not in the fixture.
 enable = false
 
+[backup]
+# No NAS in the VM: back up to a local directory.
+target = "local"
+mount_point = "/var/backups/hc1"
+
 [overlays]
-dirs = ["{base}", "{ov}"]
+dirs = ["{ov}"]
 
 [[overlays.entry]]
 path = "/usr/local/lib/hc1img-test/report"
 mode = "0755"
 "#,
             qemu = repo().join("profiles/qemu-worker.toml").display(),
-            base = base_overlays.display(),
             ov = ov.display(),
         ),
     )
@@ -398,6 +407,32 @@ fn first_boot_in_qemu() {
         "absent",
         "{}",
         ctx("token removed after the join")
+    );
+    // The daily operations ([backup], [cleanup]): timers enabled, one run each succeeds
+    // against the stand-in docker.
+    assert_eq!(
+        r1["timers"],
+        "enabled enabled",
+        "{}",
+        ctx("operations timers")
+    );
+    assert_eq!(r1["backup"], "0 success", "{}", ctx("backup service"));
+    assert_eq!(r1["cleanup"], "0 success", "{}", ctx("clean-up service"));
+    assert_eq!(
+        r1["failed-after-ops"],
+        "",
+        "{}",
+        ctx("failed units after the operations")
+    );
+    assert!(
+        docker1.iter().any(|c| c.starts_with("volume ls")),
+        "{}",
+        ctx("the backup did not list the volumes")
+    );
+    assert!(
+        docker1.iter().any(|c| c.contains("prune")),
+        "{}",
+        ctx("the clean-up did not prune")
     );
     assert!(!log1.contains(&format!("hc1-swarm-join: {TOKEN}")));
     assert!(

@@ -168,10 +168,9 @@ pub fn check(cfg: &Config) -> Result<()> {
             }
         }
         Target::Local => {
+            // Only mount_point counts; share/cifs_*/rsync_* inherited through `extends` from a
+            // profile with a network target are ignored (a profile cannot unset a key).
             check_abs_path("backup.mount_point", &cfg.mount_point)?;
-            if cfg.share.is_some() || cfg.cifs_user.is_some() || cfg.rsync_dest.is_some() {
-                bail!("backup.target = \"local\" takes only mount_point (the directory)");
-            }
         }
         Target::Rsync => {
             let Some(d) = &cfg.rsync_dest else {

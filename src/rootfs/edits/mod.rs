@@ -43,6 +43,20 @@ pub mod system;
 pub mod templates;
 pub mod users;
 
+/// Every file of the repository's `assets/` that the edits embed into images, by its path
+/// under `assets/`. The derivation hashes them ([`crate::plan`]): editing a script changes the
+/// image, so it changes the hash too.
+pub const EMBEDDED_ASSETS: &[(&str, &str)] = &[
+    ("firstboot/hc1-firstboot", firstboot::FIRSTBOOT_SCRIPT),
+    ("firstboot/hc1-swarm-join", swarm::SCRIPT),
+    ("ops/docker-bake.hcl", builds::BAKE_TEMPLATE),
+    ("ops/hc1-bake", builds::BAKE_SCRIPT),
+    ("ops/hc1-buildx-setup", builds::SETUP_SCRIPT),
+    ("ops/hc1-docker-cleanup", cleanup::SCRIPT),
+    ("ops/hc1-volume-backup", backup::BACKUP_SCRIPT),
+    ("ops/hc1-volume-restore", backup::RESTORE_SCRIPT),
+];
+
 /// The order the edits should run in (module names).
 pub const APPLY_ORDER: &[&str] = &[
     "system",
@@ -612,6 +626,31 @@ pub(crate) mod testutil;
 
 #[cfg(test)]
 mod tests {
+
+    /// Every file under assets/ is embedded (and so hashed), with the bytes on disk.
+    #[test]
+    fn embedded_assets_are_every_asset_file() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+        let mut on_disk = Vec::new();
+        for dir in std::fs::read_dir(&root).unwrap() {
+            let dir = dir.unwrap().path();
+            for f in std::fs::read_dir(&dir).unwrap() {
+                let f = f.unwrap().path();
+                let rel = f
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                on_disk.push((rel, std::fs::read_to_string(&f).unwrap()));
+            }
+        }
+        on_disk.sort();
+        let embedded: Vec<(String, String)> = EMBEDDED_ASSETS
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(embedded, on_disk);
+    }
     use super::testutil::*;
     use super::*;
 

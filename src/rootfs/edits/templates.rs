@@ -26,7 +26,9 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>> {
     let mut line = 1;
     let mut rest = template;
     while let Some(c) = rest.chars().next() {
+        // `${name}` (shell, U-Boot) passes through; `${{` is `$` and an escaped brace.
         if rest.starts_with("${")
+            && !rest.starts_with("${{")
             && let Some(end) = rest.find('}')
         {
             text.push_str(&rest[..=end]);
@@ -168,7 +170,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn escaped_text_renders_back_to_itself(s in "\\PC*") {
+        fn escaped_text_renders_back_to_itself(s in "\\PC*|[${}a]{0,12}") {
             let escaped = s.replace('{', "{{").replace('}', "}}");
             proptest::prop_assert_eq!(render(&escaped, &BTreeMap::new()).unwrap(), s);
         }
