@@ -574,8 +574,18 @@ mod tests {
             }
         });
         assert!(units.is_empty(), "{units:?}");
-        let bad: Config = toml::from_str("target = \"local\"\nshare = \"nas:/x\"\n").unwrap();
-        assert!(check(&bad).is_err());
+        // A share inherited from a parent profile is ignored: still no mount unit.
+        let inherited: Config = toml::from_str(
+            "target = \"local\"\nmount_point = \"/var/backups/hc1\"\nshare = \"nas:/x\"\n",
+        )
+        .unwrap();
+        check(&inherited).unwrap();
+        let (mut t2, _) = arch_tree();
+        apply(&mut t2, &inherited, &ctx).unwrap();
+        assert_eq!(text(&t2, CONF), conf);
+        let mut mounts = 0;
+        t2.walk(|p, _, _| mounts += usize::from(crate::tree::display(p).ends_with(".mount")));
+        assert_eq!(mounts, 0);
     }
 
     #[test]
