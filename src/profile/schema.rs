@@ -57,6 +57,7 @@ pub(crate) struct RawProfile {
     pub cron: edits::cron::Config,
     #[serde(default)]
     pub firstboot: edits::firstboot::Config,
+    #[serde(default)]
     pub backup: edits::backup::Config,
     #[serde(default)]
     pub cleanup: edits::cleanup::Config,
