@@ -116,13 +116,9 @@ fn flake_images_fetch_what_hc1img_pins() {
         "flake.nix must build images from nix/profiles.nix with a fixed-output fetch"
     );
     let tmp = tempfile::tempdir().unwrap();
-    for d in ["profiles", "profiles/boards", "overlays"] {
-        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
-    }
     let copy = Command::new("cp")
         .args(["-r"])
         .arg(repo().join("profiles"))
-        .arg(repo().join("overlays"))
         .arg(tmp.path())
         .status()
         .unwrap();

@@ -189,9 +189,16 @@ fn inputs_cover_every_kind() {
     let fmt = der
         .inputs
         .iter()
-        .find(|i| i.kind == InputKind::Format)
+        .find(|i| i.kind == InputKind::Format && i.name == "hc1img")
         .expect("format");
     assert_eq!(fmt.digest, plan::FORMAT_VERSION.to_string());
+    // The embedded assets/ scripts are an input too.
+    let assets = der
+        .inputs
+        .iter()
+        .find(|i| i.kind == InputKind::Format && i.name == "assets")
+        .expect("assets input");
+    assert_eq!(assets.digest.len(), 64);
 }
 
 #[test]
