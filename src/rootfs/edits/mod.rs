@@ -627,6 +627,25 @@ pub(crate) mod testutil;
 #[cfg(test)]
 mod tests {
 
+    /// Every embedded shell script passes the real `shellcheck`.
+    #[test]
+    fn embedded_scripts_are_shellcheck_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in EMBEDDED_ASSETS.iter().filter(|(n, _)| !n.ends_with(".hcl")) {
+            let p = dir.path().join(name.replace('/', "_"));
+            std::fs::write(&p, text).unwrap();
+            let out = std::process::Command::new("shellcheck")
+                .arg(&p)
+                .output()
+                .expect("shellcheck is needed (scripts/test installs it)");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+
     /// Every file under assets/ is embedded (and so hashed), with the bytes on disk.
     #[test]
     fn embedded_assets_are_every_asset_file() {
