@@ -43,7 +43,6 @@ pub const NEVER_RUN: &[&str] = &["uboot-odroid-xu3"];
 
 /// The unit's name, and where its files go.
 pub const UNIT: &str = "hc1-pacman-deferred.service";
-pub const UNIT_PATH: &str = "etc/systemd/system/hc1-pacman-deferred.service";
 pub const SCRIPT_PATH: &str = "usr/lib/hc1img/pacman-deferred";
 pub const MARKER: &str = "var/lib/hc1img/pacman-deferred.pending";
 
@@ -135,15 +134,19 @@ pub fn write_deferred(
 ) -> Result<Vec<String>> {
     let (script, skipped) = script_text(installed, modules, allow);
     edits::write_file(tree, ctx, SCRIPT_PATH, script, 0o755, 0, 0)?;
-    edits::write_file(tree, ctx, UNIT_PATH, unit_text(), 0o644, 0, 0)?;
+    edits::install_unit(
+        tree,
+        ctx,
+        edits::ETC_UNITS,
+        UNIT,
+        unit_text(),
+        Some("sysinit.target"),
+    )?;
     let listing: String = installed
         .iter()
         .map(|p| format!("{}-{}\n", p.name, p.version))
         .collect();
     edits::write_file(tree, ctx, MARKER, listing, 0o644, 0, 0)?;
-    if !edits::enable_unit(tree, ctx, UNIT, "sysinit.target")? {
-        bail!("internal: {UNIT} was written but is not found");
-    }
     Ok(skipped)
 }
 

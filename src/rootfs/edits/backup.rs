@@ -17,7 +17,7 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, check_one_line, enable_unit, mkdir_p, write_file};
+use super::{ETC_UNITS, EditContext, check_one_line, install_unit, mkdir_p, write_file};
 use crate::tree::Tree;
 
 /// The backup script, as shipped in the image.
@@ -297,16 +297,7 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
                 body.push_str(&format!("Options={}\n", opts.join(",")));
             }
             body.push_str("TimeoutSec=90\n\n[Install]\nWantedBy=remote-fs.target\n");
-            write_file(
-                tree,
-                ctx,
-                &format!("etc/systemd/system/{unit}"),
-                body,
-                0o644,
-                0,
-                0,
-            )?;
-            enable_unit(tree, ctx, &unit, "remote-fs.target")?;
+            install_unit(tree, ctx, ETC_UNITS, &unit, body, Some("remote-fs.target"))?;
             mkdir_p(tree, ctx, &cfg.mount_point, 0o755, 0, 0, false)?;
             unit_deps.push_str(&format!("RequiresMountsFor={}\n", cfg.mount_point));
         }
@@ -350,30 +341,13 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
          Wants=network-online.target\n{unit_deps}\n[Service]\nType=oneshot\n\
          ExecStart=/{BACKUP_BIN}\nNice=10\nIOSchedulingClass=idle\n"
     );
-    write_file(
-        tree,
-        ctx,
-        &format!("etc/systemd/system/{SERVICE}"),
-        service,
-        0o644,
-        0,
-        0,
-    )?;
+    install_unit(tree, ctx, ETC_UNITS, SERVICE, service, None)?;
     let timer = timer_unit(
         "Daily backup of Docker volumes",
         &cfg.schedule,
         &cfg.randomized_delay,
     );
-    write_file(
-        tree,
-        ctx,
-        &format!("etc/systemd/system/{TIMER}"),
-        timer,
-        0o644,
-        0,
-        0,
-    )?;
-    enable_unit(tree, ctx, TIMER, "timers.target")?;
+    install_unit(tree, ctx, ETC_UNITS, TIMER, timer, Some("timers.target"))?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::backup::{check_abs_path, is_plain_word, shell_conf};
-use super::{EditContext, docker, enable_unit, mkdir_p, write_file};
+use super::{ETC_UNITS, EditContext, docker, install_unit, mkdir_p, write_file};
 use crate::tree::Tree;
 
 pub const SETUP_SCRIPT: &str = include_str!("../../../assets/ops/hc1-buildx-setup");
@@ -296,16 +296,14 @@ pub fn apply(
          Wants=network-online.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
          ExecStart=/{SETUP_BIN}\n\n[Install]\nWantedBy=multi-user.target\n"
     );
-    write_file(
+    install_unit(
         tree,
         ctx,
-        &format!("etc/systemd/system/{SERVICE}"),
+        ETC_UNITS,
+        SERVICE,
         service,
-        0o644,
-        0,
-        0,
+        Some("multi-user.target"),
     )?;
-    enable_unit(tree, ctx, SERVICE, "multi-user.target")?;
     Ok(())
 }
 

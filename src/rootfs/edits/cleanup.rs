@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::backup::{check_calendar, check_timespan, shell_conf, timer_unit};
-use super::{EditContext, enable_unit, mkdir_p, write_file};
+use super::{ETC_UNITS, EditContext, install_unit, mkdir_p, write_file};
 use crate::tree::Tree;
 
 /// The clean-up script, as shipped in the image.
@@ -111,30 +111,13 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
          Requires=docker.service\nAfter=docker.service hc1-volume-backup.service\n\n\
          [Service]\nType=oneshot\nExecStart=/{BIN}\nNice=10\nIOSchedulingClass=idle\n"
     );
-    write_file(
-        tree,
-        ctx,
-        &format!("etc/systemd/system/{SERVICE}"),
-        service,
-        0o644,
-        0,
-        0,
-    )?;
+    install_unit(tree, ctx, ETC_UNITS, SERVICE, service, None)?;
     let timer = timer_unit(
         "Daily clean-up of the Docker engine",
         &cfg.schedule,
         &cfg.randomized_delay,
     );
-    write_file(
-        tree,
-        ctx,
-        &format!("etc/systemd/system/{TIMER}"),
-        timer,
-        0o644,
-        0,
-        0,
-    )?;
-    enable_unit(tree, ctx, TIMER, "timers.target")?;
+    install_unit(tree, ctx, ETC_UNITS, TIMER, timer, Some("timers.target"))?;
     Ok(())
 }
 

@@ -25,7 +25,10 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, enable_unit, exists, mkdir_p, system, templates, write_file};
+use super::{
+    EditContext, LIB_UNITS, enable_unit, exists, install_unit, mkdir_p, system, templates,
+    write_file,
+};
 use crate::tree::Tree;
 
 /// Where the scripts go.
@@ -34,8 +37,8 @@ pub const LIB_DIR: &str = "usr/lib/hc1img";
 pub const FIRSTBOOT_CONF: &str = "etc/hc1img/firstboot.conf";
 /// The first-boot script (POSIX sh).
 pub const FIRSTBOOT_SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-firstboot");
-/// Unit directory for the units this tool ships.
-const UNIT_DIR: &str = "usr/lib/systemd/system";
+/// Every first-boot unit is wanted by `multi-user.target`.
+pub(crate) const MULTI_USER: Option<&str> = Some("multi-user.target");
 /// The repart.d drop-in that grows partition 1.
 pub const REPART_CONF: &str = "usr/lib/repart.d/50-hc1img-root.conf";
 /// Placeholders a host name template may use.
@@ -194,22 +197,38 @@ pub fn apply(
         0,
     )?;
     let mount = mount_unit_of(seed).unwrap_or_default();
-    write_unit(
+    install_unit(
         tree,
         ctx,
+        LIB_UNITS,
         "hc1-firstboot.service",
-        &FIRSTBOOT_UNIT.replace("{mount}", &mount),
+        FIRSTBOOT_UNIT.replace("{mount}", &mount),
+        MULTI_USER,
     )?;
 
     if exists(tree, "usr/bin/ssh-keygen") {
         if super::find_unit(tree, "sshdgenkeys.service").is_some() {
             ctx.note("firstboot: the rootfs generates SSH host keys itself (sshdgenkeys.service)");
         } else {
-            write_unit(tree, ctx, "hc1-ssh-keygen.service", SSH_KEYGEN_UNIT)?;
+            install_unit(
+                tree,
+                ctx,
+                LIB_UNITS,
+                "hc1-ssh-keygen.service",
+                SSH_KEYGEN_UNIT,
+                MULTI_USER,
+            )?;
         }
     }
     if exists(tree, "usr/bin/pacman-key") {
-        write_unit(tree, ctx, "hc1-pacman-keyring.service", PACMAN_KEYRING_UNIT)?;
+        install_unit(
+            tree,
+            ctx,
+            LIB_UNITS,
+            "hc1-pacman-keyring.service",
+            PACMAN_KEYRING_UNIT,
+            MULTI_USER,
+        )?;
     }
     if cfg.grow_root {
         if super::find_unit(tree, "systemd-repart.service").is_none() {
@@ -233,14 +252,6 @@ pub fn apply(
         )?;
         enable_unit(tree, ctx, "systemd-repart.service", "sysinit.target")?;
     }
-    Ok(())
-}
-
-/// Write a unit into the vendor unit directory and enable it for `multi-user.target`.
-pub(crate) fn write_unit(tree: &mut Tree, ctx: &EditContext, name: &str, text: &str) -> Result<()> {
-    mkdir_p(tree, ctx, UNIT_DIR, 0o755, 0, 0, false)?;
-    write_file(tree, ctx, &format!("{UNIT_DIR}/{name}"), text, 0o644, 0, 0)?;
-    enable_unit(tree, ctx, name, "multi-user.target")?;
     Ok(())
 }
 

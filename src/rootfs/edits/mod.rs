@@ -543,6 +543,32 @@ pub fn enable_unit(tree: &mut Tree, ctx: &EditContext, unit: &str, target: &str)
     Ok(true)
 }
 
+/// The admin's unit directory (where the operations units go).
+pub const ETC_UNITS: &str = "etc/systemd/system";
+/// The vendor unit directory (where the first-boot units go).
+pub const LIB_UNITS: &str = "usr/lib/systemd/system";
+
+/// Write unit `name` (0644, root) into `dir` ([`ETC_UNITS`] or [`LIB_UNITS`]) and, with
+/// `wanted_by`, enable it for that target.
+pub fn install_unit(
+    tree: &mut Tree,
+    ctx: &EditContext,
+    dir: &str,
+    name: &str,
+    text: impl Into<Vec<u8>>,
+    wanted_by: Option<&str>,
+) -> Result<()> {
+    check_unit_name("unit", name)?;
+    mkdir_p(tree, ctx, dir, 0o755, 0, 0, false)?;
+    write_file(tree, ctx, &format!("{dir}/{name}"), text, 0o644, 0, 0)?;
+    if let Some(target) = wanted_by
+        && !enable_unit(tree, ctx, name, target)?
+    {
+        bail!("internal: {name} was written to /{dir} but is not found");
+    }
+    Ok(())
+}
+
 /// Reject a value that would break the line-oriented file it goes into.
 pub fn check_one_line(field: &str, value: &str) -> Result<()> {
     if value.chars().any(|c| c.is_control()) {

@@ -13,8 +13,8 @@
 
 use anyhow::{Result, bail};
 
-use super::firstboot::{LIB_DIR, write_unit};
-use super::{EditContext, check_one_line, mkdir_p, write_file};
+use super::firstboot::{LIB_DIR, MULTI_USER};
+use super::{EditContext, LIB_UNITS, check_one_line, install_unit, mkdir_p, write_file};
 use crate::profile::{Swarm, SwarmRole};
 use crate::tree::Tree;
 
@@ -132,7 +132,14 @@ pub fn apply(tree: &mut Tree, swarm: Option<&Swarm>, ctx: &EditContext) -> Resul
     let unit = UNIT
         .replace("{role}", role)
         .replace("{wait_unit}", wait_unit);
-    write_unit(tree, ctx, "hc1-swarm-join.service", &unit)?;
+    install_unit(
+        tree,
+        ctx,
+        LIB_UNITS,
+        "hc1-swarm-join.service",
+        unit,
+        MULTI_USER,
+    )?;
     Ok(())
 }
 
