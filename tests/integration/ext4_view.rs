@@ -1,12 +1,11 @@
 //! An independent reader: the `ext4-view` crate (which verifies metadata checksums, follows
 //! extent trees and htree lookups) must see exactly the tree that was written.
 
-mod ext4_util;
 
 use std::collections::HashMap;
 use std::io::Cursor;
 
-use ext4_util::*;
+use crate::ext4_util::*;
 use ext4_view::Ext4;
 use hc1img::ext4::{Ext4Writer, FeatureLevel};
 use hc1img::tree::{BlockRun, DataRef, FileData, Meta, Node, NodeId, NodeKind, Timestamp, Tree};

@@ -1,11 +1,10 @@
 //! Extent trees: fragmented files (index + leaf blocks), extents split at 32768 blocks, a
 //! multi-extent journal.
 
-mod ext4_util;
 
 use std::io::{Cursor, Read};
 
-use ext4_util::*;
+use crate::ext4_util::*;
 use hc1img::ext4::{Ext4Writer, FeatureLevel};
 use hc1img::tree::{BlockRun, DataRef, FileData, Node, NodeKind};
 

@@ -1,10 +1,9 @@
 //! Smallest useful filesystem: root, lost+found, one file, the journal; checked by e2fsck.
 
-mod ext4_util;
 
 use std::io::Cursor;
 
-use ext4_util::*;
+use crate::ext4_util::*;
 use hc1img::ext4::{Ext4Writer, FeatureLevel};
 use hc1img::tree::{FileData, Node, NodeKind};
 

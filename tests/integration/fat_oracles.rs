@@ -1,11 +1,10 @@
 //! FAT32 volumes against fsck.fat (dosfstools), mtools and blkid.
 
-mod disk_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use disk_common::{pseudo_random, run, run_env, sha256_hex, stdout};
+use crate::disk_common::{pseudo_random, run, run_env, sha256_hex, stdout};
 use hc1img::disk::sparse::create_sparse;
 use hc1img::fat::{FatOptions, write_fat32};
 
@@ -139,7 +138,7 @@ fn blkid_label_uuid_and_offset_volume() {
     let listing = stdout(&mtools("mdir", &["-i", &spec, "::/"]));
     assert!(listing.contains("zImage"), "{listing}");
     // Hidden sectors = partition start.
-    let bs = disk_common::read_range(&img, offset, 512);
+    let bs = crate::disk_common::read_range(&img, offset, 512);
     assert_eq!(u32::from_le_bytes(bs[28..32].try_into().unwrap()), 8192);
 }
 

@@ -5,13 +5,12 @@
 //! `/etc/fstab` line that names the boot volume, whose ID follows the derivation); two builds of
 //! the same inputs must give an empty diff.
 
-mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

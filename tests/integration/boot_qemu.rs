@@ -11,14 +11,13 @@
 //! Boots: (1) the built images, the SSD enlarged to twice its size; (2) the same disks again;
 //! (3) fresh copies of the built images with another MAC and a seeded card (`hc1img seed`).
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{extract, repo, run_ok};
+use crate::common::{extract, repo, run_ok};
 
 const UBOOT: &str = "/usr/lib/u-boot/qemu_arm/u-boot.bin";
 /// Hard limit of one boot (TCG on 2 cores: a boot takes about a minute).
@@ -319,7 +318,7 @@ fn first_boot_in_qemu() {
     let profile = write_profile(dir);
 
     let out = dir.join("out");
-    let built = common::build_command(dir, &profile, &tarball, Some(&out))
+    let built = crate::common::build_command(dir, &profile, &tarball, Some(&out))
         .output()
         .unwrap();
     assert!(

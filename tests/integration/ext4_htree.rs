@@ -1,8 +1,7 @@
 //! Large directories become hash-indexed (htree) and must satisfy e2fsck and debugfs.
 
-mod ext4_util;
 
-use ext4_util::*;
+use crate::ext4_util::*;
 use hc1img::ext4::{Ext4Options, Ext4Writer, FeatureLevel};
 use hc1img::tree::{FileData, Node, NodeKind};
 

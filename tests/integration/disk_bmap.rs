@@ -1,11 +1,10 @@
 //! bmap files and zstd images against bmaptool (bmap-tools) and zstd.
 
-mod disk_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use disk_common::{pseudo_random, run, run_status};
+use crate::disk_common::{pseudo_random, run, run_status};
 use hc1img::disk::bmap::{compress_zstd, write_bmap};
 use hc1img::disk::sparse::{create_sparse, write_nonzero_at};
 

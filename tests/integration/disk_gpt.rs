@@ -1,12 +1,11 @@
 //! ssd.img partition table against sgdisk, sfdisk and blkid.
 
-mod disk_common;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use disk_common::{assert_same_bytes, read_range, run, run_status, stdout};
+use crate::disk_common::{assert_same_bytes, read_range, run, run_status, stdout};
 use hc1img::disk::gpt::{ARM32_ROOT, GptPartition, layout, write_gpt};
 use hc1img::disk::sparse::create_sparse;
 use uuid::{Uuid, uuid};

@@ -5,13 +5,12 @@
 //! (`-Q`, `-Qi`, `-Qkk`, `-Dk`). Also: a package whose bytes differ from the pin aborts the
 //! build and leaves nothing behind; the first-boot unit passes `systemd-analyze verify`.
 
-mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const LONG: &str = "usr/share/hello/a-file-name-that-does-not-fit-the-100-byte-ustar-name-field-so-bsdtar-writes-a-pax-path-record.txt";
 

@@ -1,11 +1,10 @@
 //! Determinism, placement at an offset, sparseness and clean errors.
 
-mod ext4_util;
 
 use std::io::{Cursor, Read};
 use std::os::unix::fs::MetadataExt;
 
-use ext4_util::*;
+use crate::ext4_util::*;
 use hc1img::ext4::{Ext4Options, Ext4Writer, FeatureLevel};
 use hc1img::tree::{FileData, Node, NodeKind};
 

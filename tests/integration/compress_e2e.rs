@@ -3,12 +3,11 @@
 //! `.bmap` reproduces each image byte for byte, `sha256sum -c` accepts `SHA256SUMS`,
 //! `xz -dc` inflates the `.xz` copies, and two builds give the same bytes.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// A worker profile with a 256 MiB root, so slow compressors finish in seconds.
 fn small_profile(dir: &Path) -> PathBuf {

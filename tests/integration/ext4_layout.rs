@@ -2,12 +2,11 @@
 //! same block count, inodes per group and the same places for every group's block bitmap,
 //! inode bitmap and inode table (flex_bg packing), as dumpe2fs reports them.
 
-mod ext4_util;
 
 use std::path::Path;
 use std::process::Command;
 
-use ext4_util::*;
+use crate::ext4_util::*;
 use hc1img::ext4::{Ext4Writer, FeatureLevel};
 
 fn dumpe2fs(img: &Path) -> String {

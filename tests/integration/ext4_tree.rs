@@ -1,12 +1,11 @@
 //! Every kind of entry, read back with debugfs after an e2fsck -fn clean bill of health.
 
-mod ext4_util;
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use ext4_util::*;
+use crate::ext4_util::*;
 use hc1img::ext4::{Ext4Writer, FeatureLevel};
 use hc1img::tree::{FileData, Meta, Node, NodeKind, Timestamp, Tree};
 

@@ -5,13 +5,12 @@
 //! owner, mtime, size, content hash, link target), with `debugfs` for extended attributes,
 //! device numbers and hash-indexed directories.
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const ROOT_OFFSET: u64 = 1 << 20;

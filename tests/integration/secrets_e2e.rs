@@ -2,12 +2,11 @@
 //! `plan` output, build logs (even with `-v`), `manifest.json`, error messages, or any other
 //! file of the root filesystem.
 
-mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 
 const ADMIN_HASH: &str =
     "$6$leaksalt$QWERTYUIOPasdfghjklzxcvbnm0123456789QWERTYUIOPasdfghjklzxcvbnm0123456789abcdef./";

@@ -1,12 +1,11 @@
 //! Random trees: whatever mix of names, kinds, sizes, links and xattrs, the filesystem is
 //! e2fsck-clean and the independent ext4-view reader sees exactly the tree.
 
-mod ext4_util;
 
 use std::collections::HashMap;
 use std::io::Cursor;
 
-use ext4_util::*;
+use crate::ext4_util::*;
 use hc1img::ext4::{Ext4Writer, FeatureLevel};
 use hc1img::tree::{FileData, Meta, Node, NodeId, NodeKind, Timestamp};
 use proptest::prelude::*;

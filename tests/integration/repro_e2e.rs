@@ -14,7 +14,6 @@
 //! `cargo test --test repro_e2e -- --nocapture --test-threads 1` prints each build's sha256s
 //! (the table in docs/reproducibility.md).
 
-mod common;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -25,7 +24,7 @@ use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
-use common::*;
+use crate::common::*;
 
 /// The host conditions one build runs under; `Vary::default()` is the reference.
 #[derive(Clone, Debug, Default)]

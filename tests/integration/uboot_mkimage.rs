@@ -1,8 +1,7 @@
 //! boot.scr against the real `mkimage` / `dumpimage` (u-boot-tools).
 
-mod disk_common;
 
-use disk_common::{run, run_env, stdout};
+use crate::disk_common::{run, run_env, stdout};
 use hc1img::uboot::{DEFAULT_SCRIPT_NAME, script_image};
 
 fn mkimage(script: &[u8], name: &str, epoch: u32) -> Vec<u8> {

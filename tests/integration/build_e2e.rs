@@ -2,12 +2,11 @@
 //! shaped tarball, and the two images are checked with tools nobody here wrote: sgdisk,
 //! sfdisk, blkid, e2fsck, debugfs, fsck.fat, mtools, mkimage/dumpimage.
 
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const ROOT_OFFSET: u64 = 1 << 20;
 const BOOT_OFFSET: u64 = 8192 * 512;
