@@ -11,7 +11,6 @@
 //! Boots: (1) the built images, the SSD enlarged to twice its size; (2) the same disks again;
 //! (3) fresh copies of the built images with another MAC and a seeded card (`hc1img seed`).
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

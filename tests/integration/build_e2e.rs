@@ -2,7 +2,6 @@
 //! shaped tarball, and the two images are checked with tools nobody here wrote: sgdisk,
 //! sfdisk, blkid, e2fsck, debugfs, fsck.fat, mtools, mkimage/dumpimage.
 
-
 use std::path::Path;
 use std::process::Command;
 

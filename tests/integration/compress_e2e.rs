@@ -3,7 +3,6 @@
 //! `.bmap` reproduces each image byte for byte, `sha256sum -c` accepts `SHA256SUMS`,
 //! `xz -dc` inflates the `.xz` copies, and two builds give the same bytes.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

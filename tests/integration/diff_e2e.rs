@@ -5,7 +5,6 @@
 //! `/etc/fstab` line that names the boot volume, whose ID follows the derivation); two builds of
 //! the same inputs must give an empty diff.
 
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

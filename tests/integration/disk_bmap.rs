@@ -1,6 +1,5 @@
 //! bmap files and zstd images against bmaptool (bmap-tools) and zstd.
 
-
 use std::collections::BTreeMap;
 use std::path::Path;
 

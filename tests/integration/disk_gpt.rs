@@ -1,6 +1,5 @@
 //! ssd.img partition table against sgdisk, sfdisk and blkid.
 
-
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;

@@ -1,14 +1,15 @@
 //! A full microSD image (MBR + Exynos blobs + FAT32 /boot) checked with sfdisk, fsck.fat,
 //! mtools and blkid, and read back by `disk::inspect`.
 
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::disk_common::{assert_same_bytes, pseudo_random, read_range, run, run_env, sha256_hex, stdout};
+use crate::disk_common::{
+    assert_same_bytes, pseudo_random, read_range, run, run_env, sha256_hex, stdout,
+};
 use hc1img::disk::blobs::{BlobSlot, check_layout, write_blobs};
 use hc1img::disk::inspect::{Table, inspect};
 use hc1img::disk::mbr::{FAT32_LBA, MbrPartition, write_mbr};

@@ -1,7 +1,6 @@
 //! Extent trees: fragmented files (index + leaf blocks), extents split at 32768 blocks, a
 //! multi-extent journal.
 
-
 use std::io::{Cursor, Read};
 
 use crate::ext4_util::*;

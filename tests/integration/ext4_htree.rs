@@ -1,6 +1,5 @@
 //! Large directories become hash-indexed (htree) and must satisfy e2fsck and debugfs.
 
-
 use crate::ext4_util::*;
 use hc1img::ext4::{Ext4Options, Ext4Writer, FeatureLevel};
 use hc1img::tree::{FileData, Node, NodeKind};

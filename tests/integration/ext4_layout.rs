@@ -2,7 +2,6 @@
 //! same block count, inodes per group and the same places for every group's block bitmap,
 //! inode bitmap and inode table (flex_bg packing), as dumpe2fs reports them.
 
-
 use std::path::Path;
 use std::process::Command;
 

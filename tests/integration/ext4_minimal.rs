@@ -1,6 +1,5 @@
 //! Smallest useful filesystem: root, lost+found, one file, the journal; checked by e2fsck.
 
-
 use std::io::Cursor;
 
 use crate::ext4_util::*;

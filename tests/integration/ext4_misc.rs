@@ -1,6 +1,5 @@
 //! Determinism, placement at an offset, sparseness and clean errors.
 
-
 use std::io::{Cursor, Read};
 use std::os::unix::fs::MetadataExt;
 

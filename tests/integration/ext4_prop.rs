@@ -1,7 +1,6 @@
 //! Random trees: whatever mix of names, kinds, sizes, links and xattrs, the filesystem is
 //! e2fsck-clean and the independent ext4-view reader sees exactly the tree.
 
-
 use std::collections::HashMap;
 use std::io::Cursor;
 

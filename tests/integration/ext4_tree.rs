@@ -1,6 +1,5 @@
 //! Every kind of entry, read back with debugfs after an e2fsck -fn clean bill of health.
 
-
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 use std::path::Path;

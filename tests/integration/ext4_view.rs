@@ -1,7 +1,6 @@
 //! An independent reader: the `ext4-view` crate (which verifies metadata checksums, follows
 //! extent trees and htree lookups) must see exactly the tree that was written.
 
-
 use std::collections::HashMap;
 use std::io::Cursor;
 

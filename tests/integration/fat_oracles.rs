@@ -1,6 +1,5 @@
 //! FAT32 volumes against fsck.fat (dosfstools), mtools and blkid.
 
-
 use std::collections::BTreeMap;
 use std::path::Path;
 

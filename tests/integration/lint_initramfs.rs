@@ -3,7 +3,6 @@
 //! `hc1img::disk::lint`; then through `hc1img build`'s stderr with an initramfs that has the
 //! SSD modules and one that lacks them; and the blob/environment lint on the HC1 board file.
 
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,6 @@
 //! (`-Q`, `-Qi`, `-Qkk`, `-Dk`). Also: a package whose bytes differ from the pin aborts the
 //! build and leaves nothing behind; the first-boot unit passes `systemd-analyze verify`.
 
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -14,7 +14,6 @@
 //! `cargo test --test repro_e2e -- --nocapture --test-threads 1` prints each build's sha256s
 //! (the table in docs/reproducibility.md).
 
-
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;

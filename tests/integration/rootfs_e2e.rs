@@ -5,7 +5,6 @@
 //! owner, mtime, size, content hash, link target), with `debugfs` for extended attributes,
 //! device numbers and hash-indexed directories.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

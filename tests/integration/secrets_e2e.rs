@@ -2,7 +2,6 @@
 //! `plan` output, build logs (even with `-v`), `manifest.json`, error messages, or any other
 //! file of the root filesystem.
 
-
 use std::path::Path;
 use std::process::{Command, Output};
 

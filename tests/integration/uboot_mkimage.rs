@@ -1,6 +1,5 @@
 //! boot.scr against the real `mkimage` / `dumpimage` (u-boot-tools).
 
-
 use crate::disk_common::{run, run_env, stdout};
 use hc1img::uboot::{DEFAULT_SCRIPT_NAME, script_image};
 
