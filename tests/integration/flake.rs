@@ -11,15 +11,25 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// flake.nix as Nix's parser normalises it (one line, attributes sorted).
-fn parsed() -> String {
-    let o = Command::new("nix-instantiate")
-        .arg("--parse")
-        .arg(repo().join("flake.nix"))
+/// Runs `nix-instantiate ARGS`, one at a time: on a machine where Nix has never run, the first
+/// invocations create Nix's state database (/nix/var/nix/db), and concurrent ones race to do
+/// so ("SQLite database '/nix/var/nix/db/db.sqlite' is busy"). The tests of this module run on
+/// parallel threads of one test binary, so a process-wide lock serialises them.
+fn nix_instantiate(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    static NIX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = NIX.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    Command::new("nix-instantiate")
+        .args(args)
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run nix-instantiate ({e}); install Debian's nix-bin (scripts/test does) — tests never skip a missing oracle")
-        });
+        })
+}
+
+/// flake.nix as Nix's parser normalises it (one line, attributes sorted).
+fn parsed() -> String {
+    let flake = repo().join("flake.nix");
+    let o = nix_instantiate(&["--parse".as_ref(), flake.as_os_str()]);
     assert!(
         o.status.success(),
         "nix-instantiate --parse flake.nix failed:\n{}",
@@ -87,15 +97,18 @@ fn flake_builds_the_crate_and_has_the_oracles() {
 
 /// `nix/profiles.nix` evaluated by Nix itself, with `root` = `dir`.
 fn nix_profiles(dir: &std::path::Path) -> serde_json::Value {
-    let o = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E"])
-        .arg(format!(
-            "import {}/nix/profiles.nix {{ root = {}; }}",
-            repo().display(),
-            dir.display()
-        ))
-        .output()
-        .expect("nix-instantiate (nix-bin) must be installed");
+    let expr = format!(
+        "import {}/nix/profiles.nix {{ root = {}; }}",
+        repo().display(),
+        dir.display()
+    );
+    let o = nix_instantiate(&[
+        "--eval".as_ref(),
+        "--strict".as_ref(),
+        "--json".as_ref(),
+        "-E".as_ref(),
+        expr.as_ref(),
+    ]);
     assert!(
         o.status.success(),
         "nix-instantiate --eval nix/profiles.nix failed:\n{}",
@@ -196,10 +209,6 @@ fn nix_parser_rejects_a_broken_flake() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("flake.nix");
     std::fs::write(&f, "{ outputs = { self }: { version = \"1\" }; }").unwrap();
-    let o = Command::new("nix-instantiate")
-        .arg("--parse")
-        .arg(&f)
-        .output()
-        .expect("nix-instantiate (nix-bin) must be installed");
+    let o = nix_instantiate(&["--parse".as_ref(), f.as_os_str()]);
     assert!(!o.status.success(), "a missing `;` must not parse");
 }
