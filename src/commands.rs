@@ -320,6 +320,7 @@ pub fn build(
     compress: Compress,
     rep: &Reporter,
 ) -> Result<PathBuf> {
+    crate::progress::timing("loading the profile");
     let p = args.load()?;
     if let Some(pk) = &p.packages {
         pk.require_pins(&p.name, &source_spec(&p)?.sha256)?;
