@@ -97,9 +97,9 @@ pub enum Compress {
     /// Only `ssd.img`, `sd.img` and `manifest.json`.
     #[default]
     None,
-    /// `*.img.zst` (zstd level [`ZSTD_LEVEL`], one thread), `*.img.bmap`, `SHA256SUMS`.
+    /// `*.img.zst` (zstd level [`ZSTD_LEVEL`], multi-threaded), `*.img.bmap`, `SHA256SUMS`.
     Zst,
-    /// `*.img.xz` (xz preset [`XZ_PRESET`], one thread), `*.img.bmap`, `SHA256SUMS`.
+    /// `*.img.xz` (xz preset [`XZ_PRESET`], multi-threaded), `*.img.bmap`, `SHA256SUMS`.
     Xz,
 }
 
@@ -320,6 +320,7 @@ pub fn build(
     compress: Compress,
     rep: &Reporter,
 ) -> Result<PathBuf> {
+    crate::progress::timing("loading the profile");
     let p = args.load()?;
     if let Some(pk) = &p.packages {
         pk.require_pins(&p.name, &source_spec(&p)?.sha256)?;

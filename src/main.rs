@@ -78,7 +78,8 @@ enum Command {
         /// Also write compressed images (ssd.img.zst/sd.img.zst or .xz), bmaptool block maps
         /// (ssd.img.bmap, sd.img.bmap) and SHA256SUMS, all listed in manifest.json. Flash with
         /// `bmaptool copy --bmap sd.img.bmap sd.img.zst /dev/sdX`. The bytes are reproducible
-        /// (zstd level 9 or xz preset 6, one thread). The images do not depend on this flag:
+        /// (zstd level 9 or xz preset 6, on up to 4 cores; the same bytes for any number of
+        /// cores). The images do not depend on this flag:
         /// when the out/ directory of these inputs already exists without the compressed
         /// files, they are made from its images instead of building again.
         #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Compress::None)]

@@ -3,8 +3,13 @@
 //!
 //! Bars go to stderr and draw only when stderr is a terminal (indicatif's default draw
 //! target hides itself otherwise), so logs and CI output stay clean.
+//!
+//! With `HC1IMG_TIMINGS=1` in the environment every step also prints
+//! `timing: SECONDS STEP` (seconds since the first step, whatever the verbosity), so
+//! `scripts/bench` can tell where a build's time goes.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -30,6 +35,7 @@ impl Reporter {
 
     /// A step the user should see (suppressed by `-q`).
     pub fn step(&self, msg: impl AsRef<str>) {
+        timing(msg.as_ref());
         if self.verbosity >= Verbosity::Normal {
             eprintln!("{}", msg.as_ref());
         }
@@ -63,5 +69,19 @@ impl Reporter {
         bar.set_message(what.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
+    }
+}
+
+/// With `HC1IMG_TIMINGS` set (non-empty), print `timing: SECONDS WHAT` to stderr, SECONDS
+/// counted from the first call.
+pub fn timing(what: &str) {
+    static START: OnceLock<Option<Instant>> = OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::env::var_os("HC1IMG_TIMINGS")
+            .filter(|v| !v.is_empty())
+            .map(|_| Instant::now())
+    });
+    if let Some(t0) = start {
+        eprintln!("timing: {:.3} {what}", t0.elapsed().as_secs_f64());
     }
 }

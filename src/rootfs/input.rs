@@ -16,6 +16,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
@@ -84,17 +85,32 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Reads compressed chunks sent by the reader thread.
+/// Reads the chunks another thread sends, counting the time spent waiting for them.
 struct ChunkReader {
     rx: Receiver<io::Result<Vec<u8>>>,
     cur: Vec<u8>,
     pos: usize,
+    waited: Duration,
+}
+
+impl ChunkReader {
+    fn new(rx: Receiver<io::Result<Vec<u8>>>) -> ChunkReader {
+        ChunkReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            waited: Duration::ZERO,
+        }
+    }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {
-            match self.rx.recv() {
+            let t = Instant::now();
+            let got = self.rx.recv();
+            self.waited += t.elapsed();
+            match got {
                 Ok(Ok(c)) => {
                     self.cur = c;
                     self.pos = 0;
@@ -110,8 +126,8 @@ impl Read for ChunkReader {
     }
 }
 
-/// The decompressor's and the hasher's threads.
-type Workers = (JoinHandle<io::Result<()>>, JoinHandle<(String, u64)>);
+/// The decompressor's thread (returning the time it spent decoding) and the hasher's.
+type Workers = (JoinHandle<io::Result<Duration>>, JoinHandle<(String, u64)>);
 
 /// The inflated tar stream, produced on other threads. Call [`Inflated::finish`] after the
 /// tar stream has been consumed to learn the compressed file's sha256 and size.
@@ -190,12 +206,8 @@ impl Inflated {
             }
             (hex::encode(h.finalize()), size)
         });
-        let inflater = std::thread::spawn(move || -> io::Result<()> {
-            let raw = ChunkReader {
-                rx: raw_rx,
-                cur: Vec::new(),
-                pos: 0,
-            };
+        let inflater = std::thread::spawn(move || -> io::Result<Duration> {
+            let raw = ChunkReader::new(raw_rx);
             let mut dec: Box<dyn Read> = match kind {
                 Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
                     BufReader::with_capacity(CHUNK, raw),
@@ -206,14 +218,18 @@ impl Inflated {
                 Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
                 Compression::None => Box::new(raw),
             };
+            let mut busy = Duration::ZERO;
             loop {
                 let mut buf = vec![0u8; CHUNK];
-                match read_full(&mut dec, &mut buf) {
-                    Ok(0) => return Ok(()),
+                let t = Instant::now();
+                let got = read_full(&mut dec, &mut buf);
+                busy += t.elapsed();
+                match got {
+                    Ok(0) => return Ok(busy),
                     Ok(k) => {
                         buf.truncate(k);
                         if out_tx.send(Ok(buf)).is_err() {
-                            return Ok(());
+                            return Ok(busy);
                         }
                     }
                     Err(e) => {
@@ -227,11 +243,7 @@ impl Inflated {
         // The reader thread ends on its own when the file is read or a channel closes.
         drop(reader);
         Ok(Inflated {
-            chunks: ChunkReader {
-                rx: out_rx,
-                cur: Vec::new(),
-                pos: 0,
-            },
+            chunks: ChunkReader::new(out_rx),
             threads: Some((inflater, hasher)),
             path: path.to_path_buf(),
         })
@@ -246,9 +258,14 @@ impl Inflated {
             bail!("internal error: Inflated::finish called twice");
         };
         // Drop our end so a still-sending inflater cannot block.
+        let waited = self.chunks.waited;
         drop(self.chunks);
         match inflater.join() {
-            Ok(Ok(())) => {}
+            Ok(Ok(busy)) => crate::progress::timing(&format!(
+                "inflate: {:.3} s decoding (input wait included), the tar reader waited {:.3} s for it",
+                busy.as_secs_f64(),
+                waited.as_secs_f64()
+            )),
             Ok(Err(e)) => bail!("{}: corrupt compressed data: {e}", self.path.display()),
             Err(_) => bail!("{}: the decompressor thread crashed", self.path.display()),
         }

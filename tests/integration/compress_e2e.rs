@@ -1,10 +1,15 @@
 //! End-to-end: `hc1img build --compress zst|xz` writes compressed images, bmaptool block maps
 //! and `SHA256SUMS`, checked with the real tools: `bmaptool copy` of the `.zst` with its
 //! `.bmap` reproduces each image byte for byte, `sha256sum -c` accepts `SHA256SUMS`,
-//! `xz -dc` inflates the `.xz` copies, and two builds give the same bytes.
+//! `xz -dc` inflates the `.xz` copies, and two builds give the same bytes. The compressors
+//! themselves: they run on several threads (counted in `/proc/self/task`), their bytes do not
+//! depend on the thread count, and `zstd -dc` / `xz -dc` give the image back.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hc1img::disk::bmap::{compress_xz_with, compress_zstd_with};
 
 use crate::common::*;
 
@@ -226,4 +231,113 @@ fn store_build_gains_compressed_copies_without_rebuilding() {
         ],
     );
     same_file(&tmp.path().join("f.img"), &dir.join("sd.img"));
+}
+
+/// A sparse image of `mib` MiB: compressible text-like data with a hole in the middle, so the
+/// compressors see several jobs/blocks of real work and of zeros.
+fn text_image(dir: &Path, mib: usize) -> PathBuf {
+    let words = [
+        "root", "ext4", "boot", "node", "swarm", "docker", "x", "0x1f8b", "sda1", "\n",
+    ];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut data = Vec::with_capacity(mib << 20);
+    while data.len() < mib << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(words[(x % 10) as usize].as_bytes());
+        data.push((x >> 32) as u8);
+    }
+    data.truncate(mib << 20);
+    let p = dir.join("text.img");
+    let f = std::fs::File::create(&p).unwrap();
+    let half = (mib / 2) << 20;
+    std::os::unix::fs::FileExt::write_all_at(&f, &data[..half], 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &data[half..], (mib as u64) << 20).unwrap();
+    p
+}
+
+/// Run `compress` on a thread of its own with a unique name and return the largest number of
+/// the process's threads that bore that name while it ran (threads inherit their creator's
+/// name on Linux, so the compressor's workers count too; others' threads do not).
+fn threads_during(name: &str, compress: impl FnOnce(&dyn Fn(u64)) + Send) -> usize {
+    let most = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn_scoped(s, || {
+                compress(&|_| {
+                    let n = std::fs::read_dir("/proc/self/task")
+                        .unwrap()
+                        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                        .filter(|c| c.trim_end() == name)
+                        .count();
+                    most.fetch_max(n, Ordering::Relaxed);
+                })
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    });
+    most.into_inner()
+}
+
+/// `tool -dc packed` must give back `image` byte for byte.
+fn decompresses_to(tool: &str, packed: &Path, image: &Path) {
+    let back = packed.with_extension("back");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{tool} -dc '{}' > '{}'",
+            packed.display(),
+            back.display()
+        ))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the oracle {tool} ({e})"));
+    assert!(o.status.success(), "{tool} -dc failed: {o:?}");
+    same_file(&back, image);
+}
+
+#[test]
+fn zstd_uses_every_worker_and_its_bytes_do_not_depend_on_their_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = text_image(tmp.path(), 48);
+    let level = hc1img::commands::ZSTD_LEVEL;
+    let mut outs = Vec::new();
+    for workers in [1u32, 2, 3] {
+        let out = tmp.path().join(format!("w{workers}.zst"));
+        let seen = threads_during(&format!("zstd-probe-{workers}"), |on| {
+            compress_zstd_with(&img, &out, level, workers, on).unwrap()
+        });
+        assert!(
+            seen > workers as usize,
+            "{workers} zstd workers asked for, {seen} threads seen (caller included)"
+        );
+        outs.push(out);
+    }
+    same_file(&outs[0], &outs[1]);
+    same_file(&outs[0], &outs[2]);
+    decompresses_to("zstd", &outs[0], &img);
+}
+
+#[test]
+fn xz_uses_every_thread_and_its_bytes_do_not_depend_on_their_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = text_image(tmp.path(), 12);
+    let preset = hc1img::commands::XZ_PRESET;
+    let mut outs = Vec::new();
+    for threads in [1u32, 2, 3] {
+        let out = tmp.path().join(format!("t{threads}.xz"));
+        let seen = threads_during(&format!("xz-probe-{threads}"), |on| {
+            compress_xz_with(&img, &out, preset, threads, 2 << 20, on).unwrap()
+        });
+        assert!(
+            seen > threads as usize,
+            "{threads} xz threads asked for, {seen} threads seen (caller included)"
+        );
+        outs.push(out);
+    }
+    same_file(&outs[0], &outs[1]);
+    same_file(&outs[0], &outs[2]);
+    decompresses_to("xz", &outs[0], &img);
 }
