@@ -197,7 +197,12 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     }
     rep.step("configuring the node");
     let secrets = |name: &str| p.secret(name).map(|s| s.bytes().to_vec());
-    let ctx = crate::rootfs::edits::EditContext::new(timestamp, &secrets);
+    let card = p
+        .secrets
+        .iter()
+        .filter(|(_, src)| **src == crate::profile::SecretSource::Card)
+        .map(|(name, _)| name.clone());
+    let ctx = crate::rootfs::edits::EditContext::new(timestamp, &secrets).with_card_secrets(card);
     let vars = p.template_vars();
     crate::rootfs::edits::apply_all(
         &mut tree,
@@ -213,6 +218,10 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     for n in ctx.take_notes() {
         rep.detail(n);
     }
+    for w in ctx.take_warnings() {
+        rep.warn(w);
+    }
+    let card_list = crate::seed::card_list(&ctx);
 
     rep.step("writing the root filesystem");
     writer.set_timestamp(timestamp);
@@ -260,7 +269,7 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     }
 
     rep.step("writing the boot card");
-    let (boot_files, boot_txt) = write_sd(inp, &report, &env, &dir.join("sd.img"))?;
+    let (boot_files, boot_txt) = write_sd(inp, &report, &env, card_list, &dir.join("sd.img"))?;
     Ok(BuildReport {
         import: report,
         ext4,
@@ -336,6 +345,7 @@ fn write_sd(
     inp: &BuildInputs,
     report: &ImportReport,
     env: &BuildIds,
+    card_list: Option<String>,
     path: &Path,
 ) -> Result<(Vec<String>, String)> {
     let board = &inp.profile.board;
@@ -378,6 +388,9 @@ fn write_sd(
         crate::uboot::script_image(boot_txt.as_bytes(), crate::uboot::DEFAULT_SCRIPT_NAME, ts),
     );
     files.insert("mkscr".into(), MKSCR.to_vec());
+    if let Some(list) = card_list {
+        files.insert(crate::seed::CARD_LIST.into(), list.into_bytes());
+    }
     crate::disk::sd::write_sd_image(
         path,
         &crate::disk::sd::SdImage {

@@ -322,6 +322,7 @@ pub fn build(
 ) -> Result<PathBuf> {
     crate::progress::timing("loading the profile");
     let p = args.load()?;
+    warn_unbaked_overrides(args, &p, rep)?;
     if let Some(pk) = &p.packages {
         pk.require_pins(&p.name, &source_spec(&p)?.sha256)?;
     }
@@ -438,6 +439,17 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
         println!("profile     {}", p.name);
         println!("derivation  {}", drv.hash);
         println!("output      out/{}-{}/", p.name, drv.short());
+        if !p.secrets.is_empty() {
+            println!("secrets:");
+            for (name, src) in &p.secrets {
+                let how = if *src == profile::SecretSource::Card {
+                    "not in the image: the node takes it from its card (hc1img seed --secret)"
+                } else {
+                    "BAKED into the image (bake = true): keep the image private"
+                };
+                println!("  {name:<40} {how}");
+            }
+        }
         println!("inputs:");
         for i in &drv.inputs {
             println!(
@@ -449,6 +461,20 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
         }
         println!("resolved profile:");
         println!("{}", serde_json::to_string_pretty(&drv.resolved)?);
+    }
+    Ok(())
+}
+
+/// `--secret NAME=FILE` for a secret the profile does not bake: the file is not read and the
+/// value does not enter the image; say so, and where it goes instead.
+fn warn_unbaked_overrides(args: &CommonArgs, p: &Profile, rep: &Reporter) -> Result<()> {
+    for name in args.overrides()?.secrets.keys() {
+        if p.secrets.get(name) == Some(&profile::SecretSource::Card) {
+            rep.warn(format!(
+                "--secret {name}: not put into the image (the profile does not set \
+                 `bake = true` for it); give it to the node with `hc1img seed --secret {name}=FILE`"
+            ));
+        }
     }
     Ok(())
 }
@@ -588,33 +614,99 @@ pub fn verify(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `hc1img seed`: a copy of `sd_img` with one node's seed (see [`crate::seed`]).
+/// `hc1img seed`: a copy of `sd_img` per node, each with that node's seed (see
+/// [`crate::seed`]). `hostnames` and `addresses` pair up in order; `common` holds what every
+/// node gets (gateway, DNS, and the `--secret`s).
+#[allow(clippy::too_many_arguments)]
 pub fn seed(
     sd_img: &Path,
     output: Option<PathBuf>,
-    mut seed: crate::seed::Seed,
+    hostnames: &[String],
+    addresses: &[String],
+    mut common: crate::seed::Seed,
     secrets: &[String],
     rep: &Reporter,
 ) -> Result<()> {
     for s in secrets {
         let Some((name, file)) = s.split_once('=') else {
-            bail!("--secret {s:?}: write NAME=FILE, e.g. swarm_token=secrets/worker-token");
+            bail!("--secret {s:?}: write NAME=FILE, e.g. swarm_worker_token=worker-token");
         };
-        seed.secrets.push((name.to_string(), PathBuf::from(file)));
+        common.secrets.push((name.to_string(), PathBuf::from(file)));
     }
-    let out = match (output, &seed.hostname) {
-        (Some(o), _) => o,
-        (None, Some(h)) => PathBuf::from(format!("sd-{h}.img")),
-        (None, None) => bail!("give --output FILE (or --hostname, which names sd-HOSTNAME.img)"),
-    };
-    crate::seed::write_seed(sd_img, &out, &seed)?;
-    rep.step(format!(
-        "wrote {} (seed for the node's first boot{})",
-        out.display(),
-        seed.hostname
-            .as_deref()
-            .map(|h| format!(": host name {h}"))
-            .unwrap_or_default()
-    ));
+    if addresses.len() > 1 && addresses.len() != hostnames.len() {
+        bail!(
+            "{} --address for {} --hostname: give one --address per --hostname, in the same order",
+            addresses.len(),
+            hostnames.len()
+        );
+    }
+    let mut nodes: Vec<(Option<String>, Option<String>)> = Vec::new();
+    if hostnames.is_empty() {
+        nodes.push((None, addresses.first().cloned()));
+    } else {
+        for (i, h) in hostnames.iter().enumerate() {
+            if hostnames[..i].contains(h) {
+                bail!("--hostname {h} is given twice");
+            }
+            nodes.push((Some(h.clone()), addresses.get(i).cloned()));
+        }
+    }
+    if nodes.len() > 1 && addresses.len() == 1 {
+        bail!(
+            "one --address for {} nodes: give one --address per --hostname",
+            nodes.len()
+        );
+    }
+    let several = nodes.len() > 1;
+    let mut outs = Vec::new();
+    for (h, _) in &nodes {
+        let out = match (&output, h) {
+            (Some(dir), Some(h)) if several => dir.join(format!("sd-{h}.img")),
+            (Some(o), _) => o.clone(),
+            (None, Some(h)) => PathBuf::from(format!("sd-{h}.img")),
+            (None, None) => {
+                bail!("give --output FILE (or --hostname, which names sd-HOSTNAME.img)")
+            }
+        };
+        outs.push(out);
+    }
+    if several {
+        if let Some(dir) = &output
+            && !dir.is_dir()
+        {
+            bail!(
+                "{}: with several --hostname, --output must be an existing directory (each node \
+                 gets DIR/sd-HOSTNAME.img)",
+                dir.display()
+            );
+        }
+        // Refuse before writing anything.
+        for o in &outs {
+            if o.exists() {
+                bail!(
+                    "{}: already exists; remove it or choose another --output",
+                    o.display()
+                );
+            }
+        }
+    }
+    for ((h, a), out) in nodes.into_iter().zip(outs) {
+        let node = crate::seed::Seed {
+            hostname: h,
+            address: a,
+            gateway: common.gateway.clone(),
+            dns: common.dns.clone(),
+            secrets: common.secrets.clone(),
+        };
+        crate::seed::write_seed(sd_img, &out, &node)?;
+        rep.step(format!(
+            "wrote {} (seed for the node's boot{})",
+            out.display(),
+            node.hostname
+                .as_deref()
+                .map(|h| format!(": host name {h}"))
+                .unwrap_or_default()
+        ));
+    }
     Ok(())
 }

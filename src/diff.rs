@@ -6,7 +6,7 @@
 //! array, whose first entry gives the root partition's first and last LBA (§5.3.3); the ext4
 //! inside is read with the `ext4-view` crate (a reader that shares no code with hc1img's
 //! writer). The boot files are read from `sd.img`: the first MBR partition entry (offset 446,
-//! start LBA at +8, sector count at +12) locates the FAT volume, read with the `fatfs` crate.
+//! start LBA at +8, sector count at +12) locates the FAT volume, read with [`crate::fat::read_fat32`].
 //! The raw bootloader area before that partition (the Exynos blobs) is compared as one item.
 //!
 //! Reported per path: added (`+`), removed (`-`), content changed (`M … (content)`, by
@@ -25,7 +25,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::disk::window::{Window, first_mbr_partition};
+use crate::disk::window::first_mbr_partition;
 
 /// One difference between two builds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -353,49 +353,22 @@ fn boot_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
             link: None,
         },
     );
-    let win = Window::read_only(f, lba * 512, sectors * 512);
-    let fs = fatfs::FileSystem::new(win, fatfs::FsOptions::new())
-        .with_context(|| format!("{}: cannot read the FAT boot partition", image.display()))?;
-    let mut stack = vec![(String::new(), fs.root_dir())];
-    while let Some((dir, d)) = stack.pop() {
-        for e in d.iter() {
-            let e = e.with_context(|| format!("{}: reading boot:{dir}/", image.display()))?;
-            let name = e.file_name();
-            if name == "." || name == ".." {
-                continue;
-            }
-            let path = format!("{dir}/{name}");
-            let m = e.modified();
-            let stamp = i64::from(m.date.year) * 10_000_000_000
-                + i64::from(m.date.month) * 100_000_000
-                + i64::from(m.date.day) * 1_000_000
-                + i64::from(m.time.hour) * 10_000
-                + i64::from(m.time.min) * 100
-                + i64::from(m.time.sec);
-            let content = if e.is_file() {
-                Some(
-                    sha256_reader(e.to_file())
-                        .with_context(|| format!("{}: reading boot:{path}", image.display()))?,
-                )
-            } else {
-                None
-            };
-            out.insert(
-                path.clone(),
-                Entry {
-                    kind: if e.is_dir() { "dir" } else { "file" },
-                    mode: u16::from(e.attributes().bits()),
-                    uid: 0,
-                    gid: 0,
-                    mtime: (stamp, u32::from(m.time.millis) * 1_000_000),
-                    content,
-                    link: None,
-                },
-            );
-            if e.is_dir() {
-                stack.push((path, e.to_dir()));
-            }
-        }
+    let vol = crate::fat::read_fat32(&f, lba * 512, sectors * 512, &image.display().to_string())?;
+    for e in vol.entries {
+        let d = crate::fat::unix_from_dos(e.mdate, e.mtime);
+        let content = (!e.is_dir).then(|| hex::encode(Sha256::digest(&e.data)));
+        out.insert(
+            format!("/{}", e.path),
+            Entry {
+                kind: if e.is_dir { "dir" } else { "file" },
+                mode: u16::from(e.attr),
+                uid: 0,
+                gid: 0,
+                mtime: (d, 0),
+                content,
+                link: None,
+            },
+        );
     }
     Ok(out)
 }

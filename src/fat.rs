@@ -4,7 +4,7 @@
 //! Spec: Microsoft "FAT: General Overview of On-Disk Format" (fatgen103) for the boot
 //! sector, FSInfo, FAT and directory entries, and the long-file-name (VFAT) entries.
 //!
-//! Written here, not with the `fatfs` crate (0.3.6) first planned: `fatfs` 0.3.6 writes long
+//! Written here, not with the `fatfs` crate (0.3.6, no longer a dependency) first planned: `fatfs` 0.3.6 writes long
 //! name entries in front of every `.`/`..` and points the `..` of a root subdirectory at
 //! cluster 2 instead of 0, so `fsck.fat` rejects any volume with a directory (we need
 //! `dtbs/`), and it leaves the FSInfo free count unset. A write-once volume is simple:
@@ -20,6 +20,10 @@
 //!
 //! The volume must land on bytes that read as zero (a fresh sparse image): free clusters and
 //! the unused tail of the FATs are not written, so the image stays sparse.
+//!
+//! [`read_fat32`] reads a volume back (any FAT32 volume, long names included): `hc1img seed`
+//! writes a seeded card by reading the built one and writing it again with the seed's files
+//! added, and `hc1img diff` compares boot files with it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -680,9 +684,335 @@ pub fn write_fat32(
     Ok(())
 }
 
+/// Unix seconds (UTC) of a DOS date and time as stored in a directory entry (the inverse of
+/// [`dos_datetime`]; a month or day of 0 reads as 1).
+pub fn unix_from_dos(date: u16, time: u16) -> i64 {
+    let year = 1980 + i64::from(date >> 9);
+    let month = i64::from((date >> 5) & 0x0F).clamp(1, 12);
+    let day = i64::from(date & 0x1F).max(1);
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = i64::from(time >> 11) * 3600
+        + i64::from((time >> 5) & 0x3F) * 60
+        + i64::from(time & 0x1F) * 2;
+    days * 86_400 + secs
+}
+
+/// One file or directory read back from a FAT32 volume by [`read_fat32`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FatEntry {
+    /// `/`-separated path from the volume root (long name when there is one).
+    pub path: String,
+    pub is_dir: bool,
+    /// The attribute byte (`0x10` directory, `0x20` archive, …).
+    pub attr: u8,
+    /// Modification date and time as stored (DOS format).
+    pub mdate: u16,
+    pub mtime: u16,
+    /// File contents (empty for a directory).
+    pub data: Vec<u8>,
+}
+
+/// A FAT32 volume read back: what [`write_fat32`] needs to write it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FatVolume {
+    /// Volume label (`""` for `NO NAME`).
+    pub label: String,
+    pub volume_id: u32,
+    /// Every file and directory, parents before children.
+    pub entries: Vec<FatEntry>,
+}
+
+impl FatVolume {
+    /// The regular files, by path (what [`write_fat32`] takes).
+    pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        self.entries
+            .iter()
+            .filter(|e| !e.is_dir)
+            .map(|e| (e.path.clone(), e.data.clone()))
+            .collect()
+    }
+
+    /// The newest modification time of any entry, in Unix seconds (0 when empty).
+    pub fn newest_mtime(&self) -> i64 {
+        self.entries
+            .iter()
+            .map(|e| unix_from_dos(e.mdate, e.mtime))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Read every file of the FAT32 volume of `size` bytes at byte `offset` of `file` (fatgen103:
+/// boot sector, FAT chains, short and long directory entries). Everything read is bounded by
+/// the volume: a chain that loops or leaves the volume, or a file size its chain cannot hold,
+/// is an error, never an allocation sized by the volume's own fields. `what` names the image
+/// in messages.
+pub fn read_fat32(file: &File, offset: u64, size: u64, what: &str) -> Result<FatVolume> {
+    use std::os::unix::fs::FileExt as _;
+    let read = |at: u64, buf: &mut [u8]| -> Result<()> {
+        ensure!(
+            at.checked_add(buf.len() as u64).is_some_and(|e| e <= size),
+            "{what}: the FAT volume refers to bytes past its end (corrupt boot partition?)"
+        );
+        file.read_exact_at(buf, offset + at)
+            .with_context(|| format!("{what}: cannot read the FAT boot partition"))
+    };
+    let mut bs = [0u8; 512];
+    read(0, &mut bs)?;
+    let bad =
+        |why: &str| anyhow::anyhow!("{what}: the boot partition is not a FAT32 volume ({why})");
+    if bs[510..512] != [0x55, 0xAA] {
+        return Err(bad("no boot sector signature"));
+    }
+    let bps = u64::from(u16::from_le_bytes([bs[11], bs[12]]));
+    let spc = u64::from(bs[13]);
+    let reserved = u64::from(u16::from_le_bytes([bs[14], bs[15]]));
+    let nfats = u64::from(bs[16]);
+    let fat_sectors = u64::from(u32::from_le_bytes([bs[36], bs[37], bs[38], bs[39]]));
+    let total = u64::from(u32::from_le_bytes([bs[32], bs[33], bs[34], bs[35]]));
+    let root = u32::from_le_bytes([bs[44], bs[45], bs[46], bs[47]]);
+    if !matches!(bps, 512 | 1024 | 2048 | 4096) || spc == 0 || !spc.is_power_of_two() {
+        return Err(bad("bad sector or cluster size"));
+    }
+    if fat_sectors == 0 || nfats == 0 || reserved == 0 || total * bps > size {
+        return Err(bad("bad geometry, or larger than its partition"));
+    }
+    let cluster = bps * spc;
+    let data_start = (reserved + nfats * fat_sectors) * bps;
+    let clusters = total
+        .saturating_sub(reserved + nfats * fat_sectors)
+        .checked_div(spc)
+        .unwrap_or(0);
+    if data_start >= total * bps || clusters == 0 {
+        return Err(bad("no data area"));
+    }
+    // The first FAT, as far as it covers clusters that exist.
+    let fat_len = ((clusters + 2) * 4).min(fat_sectors * bps);
+    let mut fat = vec![0u8; fat_len as usize];
+    read(reserved * bps, &mut fat)?;
+    let next_of = |c: u32| -> u32 {
+        let i = c as usize * 4;
+        fat.get(i..i + 4).map_or(END_OF_CHAIN, |b| {
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x0FFF_FFFF
+        })
+    };
+    // A chain's clusters, at most `limit` of them (a loop or a stray entry is an error).
+    let chain = |first: u32, limit: u64, name: &str| -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        let mut c = first;
+        while (2..0x0FFF_FFF8).contains(&c) {
+            ensure!(
+                u64::from(c) < clusters + 2,
+                "{what}: boot:{name}: its cluster chain leaves the volume (corrupt FAT)"
+            );
+            ensure!(
+                (out.len() as u64) < limit,
+                "{what}: boot:{name}: its cluster chain is longer than it can be (a loop?)"
+            );
+            out.push(c);
+            c = next_of(c);
+        }
+        Ok(out)
+    };
+    let cluster_at = |c: u32| data_start + (u64::from(c) - 2) * cluster;
+    let read_chain = |first: u32, limit: u64, name: &str| -> Result<Vec<u8>> {
+        let cs = chain(first, limit, name)?;
+        let mut buf = vec![0u8; cs.len() * cluster as usize];
+        for (i, &c) in cs.iter().enumerate() {
+            let at = i * cluster as usize;
+            read(cluster_at(c), &mut buf[at..at + cluster as usize])?;
+        }
+        Ok(buf)
+    };
+    let label = {
+        let l = String::from_utf8_lossy(&bs[71..82]).trim_end().to_string();
+        if l == "NO NAME" { String::new() } else { l }
+    };
+    let volume_id = u32::from_le_bytes([bs[67], bs[68], bs[69], bs[70]]);
+
+    let mut entries = Vec::new();
+    let mut seen_dirs: BTreeSet<u32> = BTreeSet::new();
+    let mut stack: Vec<(String, u32)> = vec![(String::new(), root)];
+    while let Some((dir, first)) = stack.pop() {
+        ensure!(
+            seen_dirs.insert(first),
+            "{what}: boot:{dir}/ is reached twice (corrupt directory tree)"
+        );
+        ensure!(
+            seen_dirs.len() as u64 <= clusters,
+            "{what}: more directories than clusters (corrupt directory tree)"
+        );
+        let raw = read_chain(first, clusters, &format!("{dir}/"))?;
+        let mut lfn: Vec<(u8, [u16; LFN_CHARS])> = Vec::new();
+        let mut children = Vec::new();
+        for e in raw.chunks_exact(32) {
+            if e[0] == 0 {
+                break;
+            }
+            if e[0] == 0xE5 {
+                lfn.clear();
+                continue;
+            }
+            let attr = e[11];
+            if attr & 0x3F == ATTR_LFN {
+                const POS: [usize; LFN_CHARS] = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+                let mut u = [0u16; LFN_CHARS];
+                for (k, &p) in POS.iter().enumerate() {
+                    u[k] = u16::from_le_bytes([e[p], e[p + 1]]);
+                }
+                lfn.push((e[0] & 0x1F, u));
+                continue;
+            }
+            let long = std::mem::take(&mut lfn);
+            if attr & ATTR_VOLUME_ID != 0 {
+                continue;
+            }
+            if &e[0..11] == b".          " || &e[0..11] == b"..         " {
+                continue;
+            }
+            let name = if long.is_empty() {
+                short_name_text(e)
+            } else {
+                let mut units: Vec<u16> = Vec::new();
+                let mut parts = long;
+                parts.sort_by_key(|p| p.0);
+                for (_, u) in parts {
+                    units.extend(u.iter().copied().take_while(|&c| c != 0 && c != 0xFFFF));
+                }
+                String::from_utf16_lossy(&units)
+            };
+            let cl = (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16)
+                | u32::from(u16::from_le_bytes([e[26], e[27]]));
+            let len = u64::from(u32::from_le_bytes([e[28], e[29], e[30], e[31]]));
+            let path = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            let mtime = u16::from_le_bytes([e[22], e[23]]);
+            let mdate = u16::from_le_bytes([e[24], e[25]]);
+            let is_dir = attr & ATTR_DIRECTORY != 0;
+            let data = if is_dir || len == 0 {
+                Vec::new()
+            } else {
+                let mut d = read_chain(cl, len.div_ceil(cluster), &path)?;
+                ensure!(
+                    d.len() as u64 >= len,
+                    "{what}: boot:{path}: {len} bytes, but its clusters hold only {}",
+                    d.len()
+                );
+                d.truncate(len as usize);
+                d
+            };
+            if is_dir {
+                children.push((path.clone(), cl));
+            }
+            entries.push(FatEntry {
+                path,
+                is_dir,
+                attr,
+                mdate,
+                mtime,
+                data,
+            });
+        }
+        // Depth first, in directory order.
+        stack.extend(children.into_iter().rev());
+    }
+    Ok(FatVolume {
+        label,
+        volume_id,
+        entries,
+    })
+}
+
+/// The text of an 8.3 entry's name (`BOOT    SCR` -> `BOOT.SCR`).
+fn short_name_text(e: &[u8]) -> String {
+    let base = String::from_utf8_lossy(&e[0..8]).trim_end().to_string();
+    let ext = String::from_utf8_lossy(&e[8..11]).trim_end().to_string();
+    let base = if base.as_bytes().first() == Some(&0x05) {
+        format!("\u{e5}{}", &base[1..])
+    } else {
+        base
+    };
+    if ext.is_empty() {
+        base
+    } else {
+        format!("{base}.{ext}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |n: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.path().join(n))
+                .unwrap()
+        };
+        let f = open("v.img");
+        let opts = FatOptions {
+            label: "BOOT".into(),
+            volume_id: 0x1234_5678,
+            timestamp: 1_700_000_000,
+        };
+        let mut files = BTreeMap::new();
+        files.insert("boot.scr".to_string(), b"script".to_vec());
+        files.insert("zImage".to_string(), vec![7u8; 10_000]);
+        files.insert("dtbs/exynos5422-odroidhc1.dtb".to_string(), vec![1u8; 600]);
+        files.insert(
+            "hc1img-seed/secrets/a_long_secret_name".to_string(),
+            b"x\n".to_vec(),
+        );
+        files.insert("empty".to_string(), Vec::new());
+        write_fat32(&f, 4096, 40 << 20, &opts, &files).unwrap();
+        let v = read_fat32(&f, 4096, 40 << 20, "v.img").unwrap();
+        assert_eq!(v.label, "BOOT");
+        assert_eq!(v.volume_id, 0x1234_5678);
+        assert_eq!(v.files(), files);
+        assert_eq!(v.newest_mtime(), 1_700_000_000);
+        assert!(
+            v.entries
+                .iter()
+                .any(|e| e.is_dir && e.path == "hc1img-seed/secrets")
+        );
+        // Written again from what was read: the same bytes.
+        let g = open("w.img");
+        let again = FatOptions {
+            label: v.label.clone(),
+            volume_id: v.volume_id,
+            timestamp: v.newest_mtime(),
+        };
+        write_fat32(&g, 4096, 40 << 20, &again, &v.files()).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("v.img")).unwrap(),
+            std::fs::read(dir.path().join("w.img")).unwrap()
+        );
+        // A chain that loops is an error, not a hang.
+        let fat0 = 4096 + 32 * 512;
+        use std::os::unix::fs::FileExt as _;
+        let cl = 2u32.to_le_bytes();
+        f.write_all_at(&cl, fat0 + 2 * 4).unwrap();
+        let e = read_fat32(&f, 4096, 40 << 20, "v.img")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("v.img"), "{e}");
+    }
 
     #[test]
     fn dos_time_conversion() {
@@ -695,6 +1025,10 @@ mod tests {
         assert_eq!((d.year, d.month, d.day), (2000, 2, 29));
         let d = dos_datetime(i64::MAX);
         assert_eq!((d.year, d.month, d.day), (2107, 12, 31));
+        for t in [315_532_800, 951_782_400, 1_700_000_000, 4_354_819_198] {
+            let d = dos_datetime(t);
+            assert_eq!(unix_from_dos(d.date(), d.time()), t);
+        }
     }
 
     #[test]

@@ -124,32 +124,53 @@ enum Command {
         /// An output directory (containing manifest.json).
         dir: PathBuf,
     },
-    /// Write a copy of a built sd.img carrying one node's own values (host name, static
-    /// address, swarm token) for its first boot, so every node can share one ssd.img.
+    /// Write copies of a built sd.img, one per node, each carrying that node's own values
+    /// (host name, static address, secrets) for its boot, so every node of a role shares one
+    /// public, secret-free ssd.img and sd.img.
+    #[command(after_help = SEED_HELP)]
     Seed {
         /// A built sd.img (left unchanged).
         sd_img: PathBuf,
-        /// Where to write the seeded copy. Default: sd-HOSTNAME.img in the current directory.
+        /// Where to write the seeded copy (one node), or a directory for sd-HOSTNAME.img
+        /// (several). Default: sd-HOSTNAME.img in the current directory.
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// The node's host name.
+        /// A node's host name (repeatable: one seeded card per host name).
         #[arg(long)]
-        hostname: Option<String>,
-        /// Static address of the first Ethernet port, ADDRESS/PREFIX (default: DHCP).
+        hostname: Vec<String>,
+        /// Static address of the first Ethernet port, ADDRESS/PREFIX (default: DHCP); with
+        /// several --hostname, one --address each, in the same order.
         #[arg(long)]
-        address: Option<String>,
+        address: Vec<String>,
         /// Gateway for --address.
         #[arg(long)]
         gateway: Option<String>,
         /// DNS server for --address (repeatable).
         #[arg(long)]
         dns: Vec<String>,
-        /// A secret for the node, NAME=FILE (known: swarm_token). The file must not be
-        /// world-readable; the node deletes it from the card after reading it.
+        /// A secret for the node(s), NAME=FILE: any secret the profile declares without
+        /// `bake = true` (the card's hc1img-secrets.txt lists them). The file must not be
+        /// world-readable; the node moves it into place and erases it from the card.
         #[arg(long = "secret", value_name = "NAME=FILE")]
         secrets: Vec<String>,
     },
 }
+
+/// `hc1img seed --help`: the bootstrap order (the same as README.md's).
+const SEED_HELP: &str = "\
+Bootstrap a cluster (the images hold no secrets; each card brings its node's):
+  1. hc1img build profiles/leader.toml; the same for manager.toml and worker.toml
+  2. flash the leader's ssd.img and sd.img as they are and boot it: it runs `docker swarm init`
+  3. on the leader: docker swarm join-token -q manager > manager-token
+                    docker swarm join-token -q worker  > worker-token   (chmod 600 both)
+  4. hc1img seed out/worker/sd.img --hostname hc1-w1 --hostname hc1-w2 \\
+         --secret swarm_worker_token=worker-token -o cards/
+     hc1img seed out/manager/sd.img --hostname hc1-manager-2 \\
+         --secret swarm_manager_token=manager-token
+     (add --secret admin_password_hash=FILE, mail_password=FILE, … as the profile declares)
+  5. flash each node's ssd.img and its own seeded card; at boot it takes its secrets, erases
+     them from the card and joins. A node without a token boots and waits: seed its card later,
+     or copy the token to /var/lib/hc1img/secrets/swarm-token (mode 600).";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -185,9 +206,11 @@ fn main() -> ExitCode {
         } => commands::seed(
             &sd_img,
             output,
+            &hostname,
+            &address,
             hc1img::seed::Seed {
-                hostname,
-                address,
+                hostname: None,
+                address: None,
                 gateway,
                 dns,
                 secrets: Vec::new(),

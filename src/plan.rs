@@ -19,7 +19,8 @@
 //! - `package`: one per pinned package of `[packages]` (from the lock file), named
 //!   `NAME-VERSION`, digest the package file's pinned sha256 (the `[packages]` section itself,
 //!   without its mirrors, is part of `profile`);
-//! - `secret`: the sha256 of each declared secret's value (never the value);
+//! - `secret`: the sha256 of each baked secret's value (`bake = true`; never the value); a
+//!   secret taken from the card is not read, and the resolved profile names it as `card`;
 //! - `env`: `SOURCE_DATE_EPOCH` when set (timestamps in the images come from it).
 //!
 //! The hash is the sha256 of the canonical JSON of `{"format": N, "inputs": [...]}`.
@@ -143,7 +144,12 @@ pub fn derivation_with(
         inputs.extend(pin_list(pins));
     }
 
-    for name in profile.secrets.keys() {
+    // Only baked secrets reach the image; the others are not read at all.
+    for (name, _) in profile
+        .secrets
+        .iter()
+        .filter(|(_, src)| **src != crate::profile::SecretSource::Card)
+    {
         let s = profile.secret(name)?;
         inputs.push(Input {
             kind: InputKind::Secret,
@@ -179,12 +185,20 @@ pub fn derivation_with(
                 None => Value::Null,
             },
         );
-        let names: Vec<Value> = profile
+        // Each declared secret: baked into the image, or taken from the node's card.
+        let secrets: serde_json::Map<String, Value> = profile
             .secrets
-            .keys()
-            .map(|k| Value::String(k.clone()))
+            .iter()
+            .map(|(k, src)| {
+                let how = if *src == crate::profile::SecretSource::Card {
+                    "card"
+                } else {
+                    "baked"
+                };
+                (k.clone(), Value::String(how.to_string()))
+            })
             .collect();
-        m.insert("secrets".to_string(), Value::Array(names));
+        m.insert("secrets".to_string(), Value::Object(secrets));
         // The overlay directories by content digest, not by path.
         match m.get_mut("node").and_then(|n| n.get_mut("overlays")) {
             Some(Value::Object(o)) => {

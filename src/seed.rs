@@ -1,27 +1,32 @@
-//! `hc1img seed`: per-node values on the microSD card, so the SSD image stays identical
-//! across nodes (like cloud-init's NoCloud seed, without cloud-init).
+//! `hc1img seed`: per-node values on the microSD card, so the images stay identical across
+//! nodes and free of secrets (like cloud-init's NoCloud seed, without cloud-init).
 //!
-//! Copies a built `sd.img` and adds, on its FAT partition (found through the first MBR entry,
-//! [`crate::disk::window`]), the directory `hc1img-seed/` with `seed.conf` (`key=value`
-//! lines: `hostname`, `address`, `gateway`, `dns`) and `secrets/NAME` files. The node's first
-//! boot (`hc1-firstboot`, see [`crate::rootfs::edits::firstboot`]) reads them from
-//! `/boot/hc1img-seed`, moves the secrets to its root filesystem (0600) and deletes them from
-//! the card. The output is written through a temporary name and renamed into place.
+//! Reads a built `sd.img`'s FAT partition (found through the first MBR entry,
+//! [`crate::disk::window`]) with [`crate::fat::read_fat32`] and writes a copy whose FAT is
+//! that volume written again by [`crate::fat::write_fat32`] with the directory
+//! `hc1img-seed/` added: `seed.conf` (`key=value` lines: `hostname`, `address`, `gateway`,
+//! `dns`) and `secrets/NAME` files. Everything outside the partition (MBR, bootloader blobs,
+//! the U-Boot environment area) is copied as it is, holes stay holes, and when the input has
+//! a block map (`sd.img.bmap`) the copy gets its own ([`crate::disk::bmap`]).
+//!
+//! The card accepts the secrets listed in its `hc1img-secrets.txt` ([`CARD_LIST`]): the
+//! ones its profile does not bake, which the node's boot puts in place
+//! (`hc1-card-secrets`, see [`crate::rootfs::edits::firstboot`]) and erases from the card.
+//! A seeded copy holds secrets: it is written mode 0600, through a temporary name renamed
+//! into place.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::path::Path;
+use std::fs::File;
+use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::disk::SECTOR;
-use crate::disk::window::{Window, first_mbr_partition};
+use crate::disk::window::first_mbr_partition;
 use crate::profile::SecretSource;
 
 /// The seed directory on the card's FAT partition.
 pub const SEED_DIR: &str = "hc1img-seed";
-/// Secrets the first boot knows what to do with.
-pub const KNOWN_SECRETS: &[&str] = &["swarm_token"];
 
 /// What `hc1img seed` writes.
 #[derive(Debug, Default)]
@@ -100,21 +105,92 @@ pub fn seed_conf(seed: &Seed) -> Result<String> {
     Ok(s)
 }
 
-/// Write a copy of `sd_img` with `seed` on its FAT partition to `out`.
+/// The list, at the root of a built card's FAT, of the secrets `hc1img seed` may put on it.
+pub const CARD_LIST: &str = "hc1img-secrets.txt";
+
+/// The text of [`CARD_LIST`] for the secrets the edits said the node takes from its card
+/// (`None` when there are none).
+pub fn card_list(ctx: &crate::rootfs::edits::EditContext) -> Option<String> {
+    let names: std::collections::BTreeSet<String> = ctx
+        .card_actions
+        .borrow()
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let mut s = String::from(
+        "# The secrets this card's node takes from its card, never from the image:\n\
+         #   hc1img seed sd.img --hostname NAME --secret SECRET=FILE\n",
+    );
+    for n in names {
+        s.push_str(&n);
+        s.push('\n');
+    }
+    Some(s)
+}
+
+/// The secret names a card's [`CARD_LIST`] accepts.
+fn accepted(vol: &crate::fat::FatVolume) -> Vec<String> {
+    vol.entries
+        .iter()
+        .find(|e| !e.is_dir && e.path == CARD_LIST)
+        .map(|e| {
+            String::from_utf8_lossy(&e.data)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Write a copy of `sd_img` with `seed` on its FAT partition to `out` (and `out.bmap` when
+/// `sd_img.bmap` exists).
 pub fn write_seed(sd_img: &Path, out: &Path, seed: &Seed) -> Result<()> {
     let conf = seed_conf(seed)?;
-    let mut secrets = Vec::new();
+    let input = File::open(sd_img).with_context(|| format!("{}: cannot open", sd_img.display()))?;
+    let len = input
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", sd_img.display()))?
+        .len();
+    let (lba, sectors) = first_mbr_partition(&input, sd_img)?;
+    let (start, size) = (lba * SECTOR, sectors * SECTOR);
+    let vol = crate::fat::read_fat32(&input, start, size, &sd_img.display().to_string())?;
+    if vol
+        .entries
+        .iter()
+        .any(|e| e.path == SEED_DIR || e.path.starts_with(&format!("{SEED_DIR}/")))
+    {
+        bail!(
+            "{}: the card already holds a seed ({SEED_DIR}/); seed a fresh sd.img",
+            sd_img.display()
+        );
+    }
+    let known = accepted(&vol);
+    let mut files = vol.files();
+    files.insert(format!("{SEED_DIR}/seed.conf"), conf.into_bytes());
     for (name, file) in &seed.secrets {
-        if !KNOWN_SECRETS.contains(&name.as_str()) {
+        if !known.contains(name) {
+            if known.is_empty() {
+                bail!(
+                    "--secret {name}=…: {} takes no secrets from its card (its profile bakes \
+                     every secret it declares, or declares none)",
+                    sd_img.display()
+                );
+            }
             bail!(
-                "--secret {name}=…: unknown seed secret; the first boot knows {}",
-                KNOWN_SECRETS.join(", ")
+                "--secret {name}=…: {} takes only {} from its card (listed in its {CARD_LIST})",
+                sd_img.display(),
+                known.join(", ")
             );
         }
         let s = crate::profile::secrets::read(name, &SecretSource::File(file.clone()))?;
-        secrets.push((name.clone(), s));
+        files.insert(format!("{SEED_DIR}/secrets/{name}"), s.bytes().to_vec());
     }
-    if seed.hostname.is_none() && seed.address.is_none() && secrets.is_empty() {
+    if seed.hostname.is_none() && seed.address.is_none() && seed.secrets.is_empty() {
         bail!("nothing to seed: give --hostname, --address or --secret");
     }
     if out.exists() {
@@ -123,63 +199,81 @@ pub fn write_seed(sd_img: &Path, out: &Path, seed: &Seed) -> Result<()> {
             out.display()
         );
     }
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = out.with_file_name(format!(".tmp-{name}"));
+    let bmap_in = with_suffix(sd_img, ".bmap");
+    let bmap_out = bmap_in.is_file().then(|| with_suffix(out, ".bmap"));
+    if let Some(b) = bmap_out.as_ref().filter(|b| b.exists()) {
+        bail!(
+            "{}: already exists; remove it or choose another --output",
+            b.display()
+        );
+    }
+    let tmp = with_prefix(out, ".tmp-");
+    let tmp_bmap = bmap_out.as_ref().map(|b| with_prefix(b, ".tmp-"));
     let r = (|| -> Result<()> {
-        std::fs::copy(sd_img, &tmp)
-            .with_context(|| format!("cannot copy {} to {}", sd_img.display(), tmp.display()))?;
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&tmp)
-            .with_context(|| format!("{}: cannot open for writing", tmp.display()))?;
-        let (lba, sectors) = first_mbr_partition(&f, sd_img)?;
-        let win = Window::writable(f, lba * SECTOR, sectors * SECTOR);
-        let fs = fatfs::FileSystem::new(win, fatfs::FsOptions::new())
-            .with_context(|| format!("{}: cannot open the FAT boot partition", sd_img.display()))?;
-        {
-            let root = fs.root_dir();
-            if root.open_dir(SEED_DIR).is_ok() {
-                bail!(
-                    "{}: the card already holds a seed ({SEED_DIR}/); seed a fresh sd.img",
-                    sd_img.display()
-                );
-            }
-            let dir = root
-                .create_dir(SEED_DIR)
-                .with_context(|| format!("cannot create {SEED_DIR}/ on the card"))?;
-            let mut f = dir
-                .create_file("seed.conf")
-                .context("cannot create seed.conf on the card")?;
-            f.truncate().context("seed.conf")?;
-            f.write_all(conf.as_bytes())
-                .context("cannot write seed.conf (is the FAT partition full?)")?;
-            if !secrets.is_empty() {
-                let sdir = dir
-                    .create_dir("secrets")
-                    .context("cannot create the secrets directory on the card")?;
-                for (name, s) in &secrets {
-                    let mut f = sdir
-                        .create_file(name)
-                        .with_context(|| format!("cannot create secret {name:?} on the card"))?;
-                    f.truncate().context("secret file")?;
-                    f.write_all(s.bytes())
-                        .with_context(|| format!("cannot write secret {name:?} on the card"))?;
+        let f = crate::disk::sparse::create_sparse(&tmp, len)?;
+        // It holds secrets: the owner's alone.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("{}: cannot make it private (chmod 600)", tmp.display()))?;
+        // Everything outside the FAT partition as it is, mapped bytes and holes alike.
+        let mut buf = vec![0u8; 1 << 20];
+        for (a, b) in crate::disk::sparse::data_ranges(&input, len)? {
+            for (lo, hi) in [(a, b.min(start)), (a.max(start + size), b)] {
+                let mut at = lo;
+                while at < hi {
+                    let n = (hi - at).min(buf.len() as u64) as usize;
+                    input.read_exact_at(&mut buf[..n], at).with_context(|| {
+                        format!("{}: cannot read at byte {at}", sd_img.display())
+                    })?;
+                    f.write_all_at(&buf[..n], at)
+                        .with_context(|| format!("{}: cannot write", tmp.display()))?;
+                    at += n as u64;
                 }
             }
         }
-        fs.unmount()
-            .with_context(|| format!("{}: cannot finish the FAT update", tmp.display()))?;
+        let opts = crate::fat::FatOptions {
+            label: vol.label.clone(),
+            volume_id: vol.volume_id,
+            timestamp: vol.newest_mtime(),
+        };
+        crate::fat::write_fat32(&f, start, size, &opts, &files).with_context(|| {
+            format!("{}: cannot write the seeded boot partition", tmp.display())
+        })?;
+        f.sync_all()
+            .with_context(|| format!("{}: cannot flush", tmp.display()))?;
+        if let Some(tb) = &tmp_bmap {
+            crate::disk::bmap::write_bmap(&tmp, tb, &|_| {})?;
+        }
         std::fs::rename(&tmp, out)
-            .with_context(|| format!("{}: cannot move into place", out.display()))
+            .with_context(|| format!("{}: cannot move into place", out.display()))?;
+        if let (Some(tb), Some(b)) = (&tmp_bmap, &bmap_out) {
+            std::fs::rename(tb, b)
+                .with_context(|| format!("{}: cannot move into place", b.display()))?;
+        }
+        Ok(())
     })();
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
+        if let Some(tb) = &tmp_bmap {
+            let _ = std::fs::remove_file(tb);
+        }
     }
     r
+}
+
+/// `dir/name` + `suffix`.
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `dir/` + `prefix` + `name`.
+fn with_prefix(p: &Path, prefix: &str) -> PathBuf {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    p.with_file_name(format!("{prefix}{name}"))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! - [`inspect`]: a read-only report of what an image holds.
 //! - [`bmap`]: bmaptool's block map (XML format 2.0) and zstd/xz compression of images.
 //! - [`lint`]: warnings about cards that would not boot (initramfs modules, blob layout).
-//! - [`window`]: one partition of an image as a stream (for `fatfs`), the MBR's first entry.
+//! - [`window`]: the MBR's first entry (where `sd.img`'s FAT partition is).
 
 pub mod blobs;
 pub mod bmap;

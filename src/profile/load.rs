@@ -286,7 +286,7 @@ fn undeclared(secrets: &BTreeMap<String, SecretSource>, n: &str) -> Option<Strin
     let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
     let hint = node::did_you_mean(n, &names)
         .map(|s| format!("; did you mean `{s}`?"))
-        .unwrap_or_else(|| format!("; declare it in [secrets] ({n} = {{ file = \"...\" }})"));
+        .unwrap_or_else(|| format!("; declare it in [secrets] ({n} = {{}})"));
     Some(format!("no secret `{n}` is declared{hint}"))
 }
 
@@ -421,7 +421,11 @@ impl Validator<'_> {
                     file.display()
                 );
             }
-            secret_sources.insert(name.clone(), SecretSource::File(file.clone()));
+            // A secret that is not baked stays on the card: `--secret` does not bake it
+            // (`hc1img build` warns).
+            if secret_sources.get(name) != Some(&SecretSource::Card) {
+                secret_sources.insert(name.clone(), SecretSource::File(file.clone()));
+            }
         }
         for (name, src) in &secret_sources {
             match src {
@@ -443,6 +447,7 @@ impl Validator<'_> {
                         ));
                     }
                 }
+                SecretSource::Card => {}
             }
         }
         let declared = |path: &[&str], name: &Option<String>| -> R {
@@ -1264,6 +1269,16 @@ impl Validator<'_> {
     }
 
     fn secret_decl(&self, name: &str, d: &RawSecret) -> anyhow::Result<SecretSource> {
+        if !d.bake {
+            // Not baked: `file`/`env` only say where a private build would read it.
+            if d.file.is_some() && d.env.is_some() {
+                return Err(self.err(
+                    &["secrets", name],
+                    "give at most one of `file = \"PATH\"` or `env = \"VAR\"`",
+                ));
+            }
+            return Ok(SecretSource::Card);
+        }
         match (&d.file, &d.env) {
             (Some(f), None) => Ok(SecretSource::File(f.clone())),
             (None, Some(v)) => {
@@ -1282,7 +1297,7 @@ impl Validator<'_> {
             }
             _ => Err(self.err(
                 &["secrets", name],
-                "give exactly one of `file = \"PATH\"` or `env = \"VAR\"`",
+                "a baked secret (`bake = true`) needs exactly one of `file = \"PATH\"` or `env = \"VAR\"`",
             )),
         }
     }

@@ -339,7 +339,12 @@ mod tests {
         let (mut t, _) = testutil::arch_tree();
         testutil::stored(&mut t, "usr/share/zoneinfo/Europe/Paris");
         let secrets = |name: &str| p.secret(name).map(|s| s.bytes().to_vec());
-        let ctx = EditContext::new(testutil::TS, &secrets);
+        let card = p
+            .secrets
+            .iter()
+            .filter(|(_, src)| **src == SecretSource::Card)
+            .map(|(n, _)| n.clone());
+        let ctx = EditContext::new(testutil::TS, &secrets).with_card_secrets(card);
         let vars = p.template_vars();
         let elsewhere = tempfile::tempdir().unwrap();
         let inputs = edits::BuildInputs {
@@ -401,6 +406,30 @@ mod tests {
             // A template hostname is set at first boot; the tarball's file is kept.
             matches!(&t.node(id).kind, NodeKind::File(_))
         }));
+
+        // No secret of the shipped profiles is in the tree; the card brings them.
+        let mut leaked = Vec::new();
+        t.walk(|path, _, id| {
+            if let NodeKind::File(crate::tree::FileData::Bytes(b)) = &t.node(id).kind {
+                for v in [testutil::ADMIN_HASH, testutil::SMTP_PASS, "SWMTKN-1-test"] {
+                    if b.windows(v.len()).any(|w| w == v.as_bytes()) {
+                        leaked.push(crate::tree::display(path));
+                    }
+                }
+            }
+        });
+        assert!(leaked.is_empty(), "secrets in {leaked:?}");
+        assert_eq!(
+            text("etc/hc1img/card-secrets.conf")
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
+            [
+                "admin_password_hash password admin",
+                "mail_password ssmtp-auth hc1-nodes@cluster.lan",
+                "swarm_worker_token swarm-token"
+            ]
+        );
 
         let dir = tempfile::tempdir().unwrap();
         testutil::materialize(&t, dir.path());

@@ -111,6 +111,10 @@ pub(crate) struct RawSecret {
     pub file: Option<PathBuf>,
     #[serde(default)]
     pub env: Option<String>,
+    /// Put the value into the image (private builds only). Default false: the image carries
+    /// no value and the node takes it from its card (`hc1img seed`).
+    #[serde(default)]
+    pub bake: bool,
 }
 
 /// `[rootfs]`: the ext4 root filesystem on the SSD image.

@@ -3,6 +3,11 @@
 //! load) or an environment variable; the value is read only when asked for, and never printed:
 //! `Debug`/`Display` show `<secret NAME sha256:0123abcd>` so logs can tell two values apart
 //! without revealing either.
+//!
+//! Images are secret-free by default: a secret is read and written into the image only when
+//! its declaration says `bake = true`. Any other declared secret is [`SecretSource::Card`]:
+//! never read at build time; the edits leave its value out and tell the node's first boot
+//! where to put it when `hc1img seed` brings it on the card (like cloud-init's NoCloud seed).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,6 +24,9 @@ pub enum SecretSource {
     File(PathBuf),
     /// An environment variable name.
     Env(String),
+    /// Not baked into the image: the node takes the value from its card at boot
+    /// (`hc1img seed --secret NAME=FILE`). Never read at build time.
+    Card,
 }
 
 /// A secret's value. Never printed; compare with [`Secret::digest`].
@@ -119,6 +127,10 @@ pub(crate) fn read(name: &str, source: &SecretSource) -> anyhow::Result<Secret> 
                 "secret `{name}`: environment variable {var} is not set; export it or pass --secret {name}=FILE"
             ),
         },
+        SecretSource::Card => anyhow::bail!(
+            "secret `{name}` is not baked into the image (no `bake = true` in [secrets]); \
+             put it on the node's card with `hc1img seed --secret {name}=FILE`"
+        ),
     }
 }
 

@@ -8,8 +8,12 @@
 //! A small report unit (added through an overlay of the test profile) waits for the boot to
 //! finish, prints `HC1TEST key=value` lines on the serial console and powers off.
 //!
-//! Boots: (1) the built images, the SSD enlarged to twice its size; (2) the same disks again;
-//! (3) fresh copies of the built images with another MAC and a seeded card (`hc1img seed`).
+//! Boots: (1) the built images, with no secret (the images hold none), the SSD enlarged to
+//! twice its size: the node reaches `running` with no failed unit and waits for a join token;
+//! (2) the same disks with a card seeded by `hc1img seed` (token, admin password hash, mail
+//! password): the node takes the secrets (root-only modes), erases them from the card (still
+//! `fsck.fat -n` clean) and joins once with the seeded token; (3) fresh copies of the built
+//! images with another MAC and a card seeded with an address and a token.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,9 @@ const UBOOT: &str = "/usr/lib/u-boot/qemu_arm/u-boot.bin";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 const TOKEN: &str = "SWMTKN-1-TOKENSECRET";
 const SEED_TOKEN: &str = "SWMTKN-1-SEEDEDTOKEN";
+const ADMIN_HASH: &str =
+    "$6$bootsalt$QWERTYUIOPasdfghjklzxcvbnm0123456789QWERTYUIOPasdfghjklzxcvbnm0123456789abcdef./";
+const MAIL_PW: &str = "BOOT-MAIL-PASSWORD";
 
 fn fixture() -> PathBuf {
     let p = std::env::var_os("HC1IMG_TEST_BOOT_ROOTFS").unwrap_or_else(|| {
@@ -59,6 +66,11 @@ say "token-file=$([ -e /var/lib/hc1img/secrets/swarm-token ] && echo present || 
 say "seed-network=$(tr '\n' ' ' </etc/systemd/network/10-hc1img-seed.network 2>/dev/null)"
 say "seed-left=$(ls /boot/hc1img-seed/secrets 2>/dev/null | tr '\n' ' ')"
 say "ssh-keys=$(ls /etc/ssh/ | grep -c '^ssh_host_.*_key$')"
+say "admin-pw=$(awk -F: '$1 == "admin" { print substr($2, 1, 3) }' /etc/shadow)"
+say "ssmtp=$(grep -c '^AuthPass=' /etc/ssmtp/ssmtp.conf) $(stat -c '%a %U %G' /etc/ssmtp/ssmtp.conf)"
+say "card-received=$(ls /var/lib/hc1img/card-secrets 2>/dev/null | tr '\n' ' ')"
+say "secrets-dir=$(stat -c '%a %U' /var/lib/hc1img/secrets)"
+say "boot-modes=$(stat -c '%a' /boot/boot.scr) $(stat -c '%a' /boot/hc1img-seed 2>/dev/null)"
 say "timers=$(systemctl is-enabled hc1-volume-backup.timer hc1-docker-cleanup.timer | tr '\n' ' ')"
 systemctl start hc1-volume-backup.service
 say "backup=$? $(systemctl show -p Result --value hc1-volume-backup.service)"
@@ -66,7 +78,7 @@ systemctl start hc1-docker-cleanup.service
 say "cleanup=$? $(systemctl show -p Result --value hc1-docker-cleanup.service)"
 say "failed-after-ops=$(systemctl list-units --failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
 while IFS= read -r line; do say "docker: $line"; done </var/lib/docker-standin/calls.log
-journalctl -b --no-pager -o cat -u hc1-firstboot -u hc1-swarm-join -u systemd-repart \
+journalctl -b --no-pager -o cat -u hc1-firstboot -u hc1-card-secrets -u hc1-swarm-join -u systemd-repart \
     -u systemd-growfs-root | sed 's/^/HC1LOG /' >/dev/console
 say "end"
 systemctl poweroff
@@ -391,20 +403,22 @@ fn first_boot_in_qemu() {
         "{}",
         ctx(&format!("partition 1 has {part} of {disk} sectors"))
     );
-    // Swarm: exactly one join, with the profile's first manager and token.
-    let j = joins(&docker1);
-    assert_eq!(j.len(), 1, "{}", ctx("swarm joins"));
-    assert_eq!(
-        j[0].as_str(),
-        format!("swarm join --token {TOKEN} --advertise-addr eth0 hc1-manager-1.cluster.lan:2377"),
+    // Swarm: no token anywhere, so no join; the node waits without a failed unit.
+    assert_eq!(joins(&docker1).len(), 0, "{}", ctx("swarm joins"));
+    assert_eq!(r1["token-file"], "absent", "{}", ctx("token file"));
+    assert_eq!(r1["swarm-unit"], "inactive", "{}", ctx("swarm unit"));
+    assert!(
+        log1.contains("hc1-swarm-join: no join token yet"),
         "{}",
-        ctx("swarm join")
+        ctx("the join does not say it waits")
     );
-    assert_eq!(
-        r1["token-file"],
-        "absent",
+    // No password hash: the admin account is locked; no mail password: no AuthPass.
+    assert_eq!(r1["admin-pw"], "!", "{}", ctx("admin account"));
+    assert_eq!(r1["ssmtp"], "0 640 root mail", "{}", ctx("ssmtp.conf"));
+    assert!(
+        r1["boot-modes"].starts_with("700"),
         "{}",
-        ctx("token removed after the join")
+        ctx("/boot is root's alone")
     );
     // The daily operations ([backup], [cleanup]): timers enabled, one run each succeeds
     // against the stand-in docker.
@@ -469,18 +483,96 @@ fn first_boot_in_qemu() {
     );
     std::fs::remove_file(&part_img).unwrap();
 
-    // --- boot 2: the same disks: no second join, same machine-id ------------------------
-    let log2 = boot("second", &ssd, &sd, "52:54:00:12:34:56", dir);
+    // --- boot 2: the same disks, the card re-seeded with the secrets ---------------------
+    let sd2 = dir.join("sd2.img");
+    let (t2, h2, m2) = (dir.join("s-token"), dir.join("s-hash"), dir.join("s-mail"));
+    write_secret(&t2, TOKEN);
+    write_secret(&h2, ADMIN_HASH);
+    write_secret(&m2, MAIL_PW);
+    let seeded = Command::new(env!("CARGO_BIN_EXE_hc1img"))
+        .arg("seed")
+        .arg(&sd)
+        .arg("--output")
+        .arg(&sd2)
+        .arg("--secret")
+        .arg(format!("swarm_worker_token={}", t2.display()))
+        .arg("--secret")
+        .arg(format!("admin_password_hash={}", h2.display()))
+        .arg("--secret")
+        .arg(format!("mail_password={}", m2.display()))
+        .output()
+        .unwrap();
+    assert!(
+        seeded.status.success(),
+        "hc1img seed: {}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+    let log2 = boot("second", &ssd, &sd2, "52:54:00:12:34:56", dir);
     let (r2, docker2) = report(&log2);
-    assert_eq!(r2["state"], "running", "boot 2: {r2:#?}\n{log2}");
+    let ctx2 = |what: &str| format!("{what}; report {r2:#?}\nlog:\n{log2}");
+    assert_eq!(r2["state"], "running", "{}", ctx2("system state"));
+    assert_eq!(r2["failed"], "", "{}", ctx2("failed units"));
     assert_eq!(r2["machine-id"], mid1, "boot 2 changed the machine-id");
     assert_eq!(r2["hostname"], "hc1-123456");
+    let j = joins(&docker2);
+    assert_eq!(j.len(), 1, "{}", ctx2("swarm joins"));
     assert_eq!(
-        joins(&docker2).len(),
-        1,
-        "boot 2 joined again: {docker2:#?}"
+        j[0].as_str(),
+        format!("swarm join --token {TOKEN} --advertise-addr eth0 hc1-manager-1.cluster.lan:2377"),
+        "{}",
+        ctx2("swarm join")
     );
-    assert_eq!(r2["swarm-unit"], "inactive", "boot 2: {r2:#?}");
+    assert_eq!(
+        r2["token-file"],
+        "absent",
+        "{}",
+        ctx2("token removed after the join")
+    );
+    assert_eq!(
+        r2["secrets-dir"],
+        "700 root",
+        "{}",
+        ctx2("secrets directory")
+    );
+    assert_eq!(r2["admin-pw"], "$6$", "{}", ctx2("admin password hash"));
+    assert_eq!(r2["ssmtp"], "1 640 root mail", "{}", ctx2("ssmtp.conf"));
+    assert_eq!(
+        r2["card-received"],
+        "admin_password_hash mail_password swarm_worker_token",
+        "{}",
+        ctx2("secrets taken from the card")
+    );
+    assert_eq!(r2["seed-left"], "", "{}", ctx2("secrets left on the card"));
+    assert_eq!(r2["boot-modes"], "700 700", "{}", ctx2("/boot modes"));
+    for v in [TOKEN, ADMIN_HASH, MAIL_PW] {
+        assert!(
+            log2.lines()
+                .filter(|l| l.contains("HC1LOG"))
+                .all(|l| !l.contains(v)),
+            "{}",
+            ctx2("a secret reached the journal")
+        );
+    }
+    // The card after the boot: a clean FAT without the secrets.
+    let fat = dir.join("sd2.fat");
+    let sd2_len = std::fs::metadata(&sd2).unwrap().len();
+    extract(&sd2, 8192 * 512, sd2_len - 8192 * 512, &fat);
+    let fsck = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&fat)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "fsck.fat -n of the card after boot 2:\n{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let left = run_ok(
+        "mdir",
+        &["-i", fat.to_str().unwrap(), "-b", "::/hc1img-seed/secrets"],
+    );
+    assert_eq!(left.trim(), "", "secrets left on the card: {left}");
+    std::fs::remove_file(&fat).unwrap();
 
     // --- boot 3: another copy of the same images, another MAC, a seeded card -------------
     let (ssd3, sd3) = (dir.join("ssd3.img"), dir.join("sd3.img"));
@@ -494,7 +586,7 @@ fn first_boot_in_qemu() {
         .arg(&sd3)
         .args(["--address", "10.0.2.99/24", "--gateway", "10.0.2.2"])
         .arg("--secret")
-        .arg(format!("swarm_token={}", token3.display()))
+        .arg(format!("swarm_worker_token={}", token3.display()))
         .output()
         .unwrap();
     assert!(

@@ -37,6 +37,7 @@ mod profile_shipped;
 mod repro_e2e;
 mod rootfs_e2e;
 mod secrets_e2e;
+mod seed_e2e;
 mod source_fetch;
 mod source_signature;
 mod uboot_mkimage;

@@ -19,7 +19,7 @@ fn derivation_reads_source_date_epoch_from_the_environment() {
     .expect("write");
     std::fs::write(
         p.join("p.toml"),
-        "name = \"p\"\nboard = \"board.toml\"\n[secrets]\ns = { env = \"HC1IMG_TEST_SECRET\" }\n",
+        "name = \"p\"\nboard = \"board.toml\"\n[secrets]\ns = { env = \"HC1IMG_TEST_SECRET\", bake = true }\n",
     )
     .expect("write");
 

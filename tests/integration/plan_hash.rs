@@ -37,7 +37,7 @@ board = "boards/b.toml"
 url = "{URL}"
 mirrors = ["http://mirror.example.org/root.tar.gz"]
 [secrets]
-token = {{ file = "secrets/token" }}
+token = {{ file = "secrets/token", bake = true }}
 [journald]
 storage = "volatile"
 runtime_max_use = "50M"

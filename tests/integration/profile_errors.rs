@@ -29,7 +29,7 @@ fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
         dir.path(),
         "base.toml",
         &format!(
-            "name = \"base\"\nboard = \"board.toml\"\n[source]\nurl = \"{URL}\"\n[secrets]\ntok = {{ file = \"tok\" }}\n"
+            "name = \"base\"\nboard = \"board.toml\"\n[source]\nurl = \"{URL}\"\n[secrets]\ntok = {{ file = \"tok\", bake = true }}\n"
         ),
     );
     write(dir.path(), "tok", "s3cret\n");
@@ -243,7 +243,7 @@ fn unknown_key_in_lock() {
 fn missing_secret_file() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[secrets]\nother = { file = \"missing\" }\n",
+        "extends = \"base.toml\"\n[secrets]\nother = { file = \"missing\", bake = true }\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
@@ -455,7 +455,7 @@ fn secret_needs_exactly_one_source() {
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
         msg.starts_with(&format!(
-            "{}:3: secrets.x: give exactly one of",
+            "{}:3: secrets.x: give at most one of",
             file(d.path(), "p.toml")
         )),
         "{msg}"

@@ -252,7 +252,7 @@ fn tomlish() -> impl Strategy<Value = String> {
 }
 
 const GOOD_BASE: &str =
-    "name = \"base\"\nboard = \"board.toml\"\n[secrets]\ns = { file = \"s\" }\n";
+    "name = \"base\"\nboard = \"board.toml\"\n[secrets]\ns = { file = \"s\", bake = true }\n";
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]

@@ -262,6 +262,7 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     let mysql = if cfg.mysql { "1" } else { "0" };
     let mut vars: Vec<(&str, String)> = Vec::new();
     let mut unit_deps = String::new();
+    let mut mount_condition = String::new();
     match cfg.target {
         Target::None => {}
         Target::Nfs | Target::Cifs => {
@@ -276,11 +277,19 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
             };
             if cfg.target == Target::Cifs {
                 match (&cfg.cifs_user, &cfg.cifs_password_secret) {
-                    (Some(user), Some(secret)) => {
+                    (Some(user), Some(secret)) if ctx.baked(secret) => {
                         let pass = ctx.secret_line(secret)?;
                         let cred = format!("username={user}\npassword={pass}\n");
                         write_file(tree, ctx, CIFS_CREDENTIALS, cred, 0o600, 0, 0)?;
                         opts.push(format!("credentials=/{CIFS_CREDENTIALS}"));
+                    }
+                    (Some(user), Some(secret)) => {
+                        // From the card: until it is there, the share is not mounted and the
+                        // backup is skipped (never a failed unit).
+                        ctx.on_card(secret, format!("cifs-cred /{CIFS_CREDENTIALS} {user}"));
+                        opts.push(format!("credentials=/{CIFS_CREDENTIALS}"));
+                        mount_condition = format!("ConditionPathExists=/{CIFS_CREDENTIALS}\n");
+                        unit_deps.push_str(&mount_condition);
                     }
                     _ => opts.push("guest".into()),
                 }
@@ -290,7 +299,8 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
             let mut body = format!(
                 "# Written by hc1img: the backup share for hc1-volume-backup.\n[Unit]\n\
                  Description=Backup share {share}\nWants=network-online.target\n\
-                 After=network-online.target\n\n[Mount]\nWhat={share}\nWhere={}\nType={fstype}\n",
+                 After=network-online.target\n{mount_condition}\n[Mount]\nWhat={share}\nWhere={}\n\
+                 Type={fstype}\n",
                 cfg.mount_point
             );
             if !opts.is_empty() {
@@ -311,14 +321,20 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
         Target::Rsync => {
             let dest = cfg.rsync_dest.as_deref().unwrap_or_default();
             let secret = cfg.ssh_key_secret.as_deref().unwrap_or_default();
-            let mut key = ctx.secret(secret)?;
-            if key.is_empty() {
-                bail!("secret {secret:?} (backup.ssh_key_secret) is empty");
+            if ctx.baked(secret) {
+                let mut key = ctx.secret(secret)?;
+                if key.is_empty() {
+                    bail!("secret {secret:?} (backup.ssh_key_secret) is empty");
+                }
+                if key.last() != Some(&b'\n') {
+                    key.push(b'\n');
+                }
+                write_file(tree, ctx, SSH_KEY, key, 0o600, 0, 0)?;
+            } else {
+                // From the card: the backup is skipped until the key is there.
+                ctx.on_card(secret, format!("file /{SSH_KEY} 0600"));
+                unit_deps.push_str(&format!("ConditionPathExists=/{SSH_KEY}\n"));
             }
-            if key.last() != Some(&b'\n') {
-                key.push(b'\n');
-            }
-            write_file(tree, ctx, SSH_KEY, key, 0o600, 0, 0)?;
             vars.push(("HC1_BACKUP_MODE", "rsync".into()));
             vars.push(("HC1_BACKUP_RSYNC_DEST", dest.into()));
             vars.push(("HC1_BACKUP_SSH_KEY", format!("/{SSH_KEY}")));

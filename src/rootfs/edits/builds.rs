@@ -272,15 +272,22 @@ pub fn apply(
         &vars,
     )?;
     write_file(tree, ctx, CONF, conf, 0o644, 0, 0)?;
+    let mut key_condition = String::new();
     if let Some(secret) = &cfg.ssh_key_secret {
-        let mut key = ctx.secret(secret)?;
-        if key.is_empty() {
-            bail!("secret {secret:?} (builds.ssh_key_secret) is empty");
+        if ctx.baked(secret) {
+            let mut key = ctx.secret(secret)?;
+            if key.is_empty() {
+                bail!("secret {secret:?} (builds.ssh_key_secret) is empty");
+            }
+            if key.last() != Some(&b'\n') {
+                key.push(b'\n');
+            }
+            write_file(tree, ctx, SSH_KEY, key, 0o600, 0, 0)?;
+        } else {
+            // From the card: the builder is set up at the first boot that has the key.
+            ctx.on_card(secret, format!("file /{SSH_KEY} 0600"));
+            key_condition = format!("ConditionPathExists=/{SSH_KEY}\n");
         }
-        if key.last() != Some(&b'\n') {
-            key.push(b'\n');
-        }
-        write_file(tree, ctx, SSH_KEY, key, 0o600, 0, 0)?;
         let ssh = format!(
             "# Written by hc1img: how root reaches the buildx builder nodes.\nHost {}\n  \
              IdentityFile /{SSH_KEY}\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n",
@@ -292,8 +299,8 @@ pub fn apply(
     let service = format!(
         "# Written by hc1img: see hc1-buildx-setup --help.\n[Unit]\n\
          Description=Create the buildx builder spanning every cluster node\n\
-         Requires=docker.service\nAfter=docker.service network-online.target\n\
-         Wants=network-online.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+         Requires=docker.service\nAfter=docker.service network-online.target \
+         hc1-card-secrets.service\nWants=network-online.target\n{key_condition}\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
          ExecStart=/{SETUP_BIN}\n\n[Install]\nWantedBy=multi-user.target\n"
     );
     install_unit(
@@ -308,7 +315,7 @@ pub fn apply(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::testutil::*;
     use super::*;
 

@@ -5,9 +5,16 @@
 //!
 //! - `hc1-firstboot.service` runs `/usr/lib/hc1img/hc1-firstboot` (source:
 //!   `assets/firstboot/hc1-firstboot`) before the network: host name from the boot card's seed
-//!   or from `[system] hostname`'s template (`{mac6}`, `{mac}`: the first Ethernet MAC), a
-//!   static address and the swarm token from the seed that `hc1img seed` writes. Its settings
+//!   or from `[system] hostname`'s template (`{mac6}`, `{mac}`: the first Ethernet MAC), and a
+//!   static address from the seed that `hc1img seed` writes. Its settings
 //!   go to `/etc/hc1img/firstboot.conf` (`KEY=value` lines, read without shell evaluation).
+//! - `hc1-card-secrets.service` (every boot) and `hc1-card-secrets.path` (while running) run
+//!   `/usr/lib/hc1img/hc1-card-secrets` (source: `assets/firstboot/hc1-card-secrets`): each
+//!   secret the card's seed brings (`hc1img seed --secret NAME=FILE`) goes where
+//!   `/etc/hc1img/card-secrets.conf` says, root-owned with its mode, and is erased from the
+//!   card. The conf is made from what the edits recorded with
+//!   [`EditContext::on_card`] for the secrets the profile does not bake
+//!   ([`write_card_secrets`]); without such secrets none of this is installed.
 //! - `hc1-ssh-keygen.service` makes the SSH host keys (`ssh-keygen -A`) before `sshd`, unless
 //!   the rootfs has its own generator (Arch Linux ARM's `sshdgenkeys.service`).
 //! - `hc1-pacman-keyring.service` initialises and populates pacman's keyring on the node
@@ -37,6 +44,10 @@ pub const LIB_DIR: &str = "usr/lib/hc1img";
 pub const FIRSTBOOT_CONF: &str = "etc/hc1img/firstboot.conf";
 /// The first-boot script (POSIX sh).
 pub const FIRSTBOOT_SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-firstboot");
+/// The card-secrets script (POSIX sh).
+pub const CARD_SECRETS_SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-card-secrets");
+/// What the card-secrets script does with each secret (`NAME ACTION ARGS…` lines).
+pub const CARD_SECRETS_CONF: &str = "etc/hc1img/card-secrets.conf";
 /// Every first-boot unit is wanted by `multi-user.target`.
 pub(crate) const MULTI_USER: Option<&str> = Some("multi-user.target");
 /// The repart.d drop-in that grows partition 1.
@@ -87,6 +98,39 @@ ExecStart=/usr/lib/hc1img/hc1-firstboot
 
 [Install]
 WantedBy=multi-user.target
+";
+
+const CARD_SECRETS_UNIT: &str = "\
+[Unit]
+Description=hc1img: put the secrets the boot card brings into place
+Documentation=file:/usr/lib/hc1img/hc1-card-secrets
+DefaultDependencies=no
+Wants={mount}
+After=local-fs.target {mount} hc1-firstboot.service
+Before=hc1-swarm-join.service hc1-buildx-setup.service shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/lib/hc1img/hc1-card-secrets
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const CARD_SECRETS_PATH: &str = "\
+[Unit]
+Description=hc1img: take the secrets put on the boot card while the node runs
+Documentation=file:/usr/lib/hc1img/hc1-card-secrets
+Wants={mount}
+After={mount}
+
+[Path]
+DirectoryNotEmpty={seed}/secrets
+Unit=hc1-card-secrets.service
+
+[Install]
+WantedBy=paths.target
 ";
 
 const SSH_KEYGEN_UNIT: &str = "\
@@ -252,6 +296,66 @@ pub fn apply(
         )?;
         enable_unit(tree, ctx, "systemd-repart.service", "sysinit.target")?;
     }
+    Ok(())
+}
+
+/// After every edit: the secrets the edits recorded as coming from the card
+/// ([`EditContext::on_card`]) go to `/etc/hc1img/card-secrets.conf`, with the script and
+/// units that put them in place at boot. Nothing without such secrets.
+pub fn write_card_secrets(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
+    let actions = ctx.card_actions.borrow().clone();
+    if actions.is_empty() {
+        return Ok(());
+    }
+    if !cfg.enable {
+        let names: std::collections::BTreeSet<&str> =
+            actions.iter().map(|(n, _)| n.as_str()).collect();
+        ctx.warn(format!(
+            "firstboot.enable = false: the secrets {} are not baked (bake = true) and no boot \
+             takes them from the card, so the node never gets them",
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+        return Ok(());
+    }
+    let mut conf = String::from(
+        "# Written by hc1img: where hc1-card-secrets puts each secret the boot card brings.\n\
+         # NAME ACTION ARGS (see /usr/lib/hc1img/hc1-card-secrets --help)\n",
+    );
+    for (name, action) in &actions {
+        super::check_one_line("card secret", action)?;
+        conf.push_str(&format!("{name} {action}\n"));
+    }
+    mkdir_p(tree, ctx, "etc/hc1img", 0o755, 0, 0, false)?;
+    mkdir_p(tree, ctx, LIB_DIR, 0o755, 0, 0, false)?;
+    write_file(tree, ctx, CARD_SECRETS_CONF, conf, 0o644, 0, 0)?;
+    write_file(
+        tree,
+        ctx,
+        &format!("{LIB_DIR}/hc1-card-secrets"),
+        CARD_SECRETS_SCRIPT,
+        0o755,
+        0,
+        0,
+    )?;
+    let mount = mount_unit_of(&cfg.seed_dir).unwrap_or_default();
+    install_unit(
+        tree,
+        ctx,
+        LIB_UNITS,
+        "hc1-card-secrets.service",
+        CARD_SECRETS_UNIT.replace("{mount}", &mount),
+        MULTI_USER,
+    )?;
+    install_unit(
+        tree,
+        ctx,
+        LIB_UNITS,
+        "hc1-card-secrets.path",
+        CARD_SECRETS_PATH
+            .replace("{mount}", &mount)
+            .replace("{seed}", &cfg.seed_dir),
+        Some("paths.target"),
+    )?;
     Ok(())
 }
 

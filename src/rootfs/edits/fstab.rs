@@ -25,7 +25,7 @@ pub struct Config {
     pub root_options: String,
     /// Mount the boot partition at `/boot`. Default true.
     pub boot: bool,
-    /// Boot mount options. Default `rw,relatime,fmask=0022,dmask=0022,nofail`.
+    /// Boot mount options. Default `rw,relatime,fmask=0077,dmask=0077,nofail`.
     pub boot_options: String,
 }
 
@@ -35,7 +35,7 @@ impl Default for Config {
             root_device: "/dev/sda1".into(),
             root_options: "rw,relatime".into(),
             boot: true,
-            boot_options: "rw,relatime,fmask=0022,dmask=0022,nofail".into(),
+            boot_options: "rw,relatime,fmask=0077,dmask=0077,nofail".into(),
         }
     }
 }
@@ -51,6 +51,20 @@ fn check_field(field: &str, v: &str) -> Result<()> {
         bail!("fstab.{field} = {v:?} must be one word without spaces or `#`");
     }
     Ok(())
+}
+
+/// Whether vfat mount options keep every file root's alone (`fmask`/`umask` with no bits for
+/// group and others; `dmask` too, or `umask`).
+fn private_masks(opts: &str) -> bool {
+    let mask = |key: &str| {
+        opts.split(',')
+            .filter_map(|o| o.strip_prefix(key))
+            .filter_map(|v| u32::from_str_radix(v, 8).ok())
+            .next_back()
+    };
+    let umask = mask("umask=");
+    let ok = |m: Option<u32>| m.or(umask).is_some_and(|m| m & 0o077 == 0o077);
+    ok(mask("fmask=")) && ok(mask("dmask="))
 }
 
 /// The text of `/etc/fstab`.
@@ -88,6 +102,13 @@ pub fn apply(
         cfg.root_options.push_str(",x-systemd.growfs");
     }
     let cfg = &cfg;
+    if cfg.boot && !ctx.card_actions.borrow().is_empty() && !private_masks(&cfg.boot_options) {
+        ctx.warn(format!(
+            "fstab.boot_options = {:?} lets other users read /boot, where the card's seeded \
+             secrets wait until they are moved: add fmask=0077,dmask=0077",
+            cfg.boot_options
+        ));
+    }
     let s = render(cfg, boot_volume_id)?;
     write_file(tree, ctx, FSTAB, s, 0o644, 0, 0)?;
     if cfg.boot {
@@ -106,6 +127,18 @@ pub fn apply(
 mod tests {
     use std::process::Command;
 
+    #[test]
+    fn private_masks_need_no_group_or_other_bits() {
+        assert!(super::private_masks("rw,fmask=0077,dmask=0077,nofail"));
+        assert!(super::private_masks("umask=077"));
+        assert!(super::private_masks("umask=022,fmask=0177,dmask=0077"));
+        assert!(!super::private_masks(
+            "rw,relatime,fmask=0022,dmask=0022,nofail"
+        ));
+        assert!(!super::private_masks("fmask=0077"));
+        assert!(!super::private_masks("rw"));
+    }
+
     use super::super::testutil::*;
     use super::*;
 
@@ -116,7 +149,7 @@ mod tests {
         apply(&mut t, &Config::default(), &ctx, 0x1a2b_3c4d, false).unwrap();
         let want = "# Written by hc1img: <file system> <dir> <type> <options> <dump> <pass>\n\
                     /dev/sda1 / ext4 rw,relatime 0 1\n\
-                    UUID=1A2B-3C4D /boot vfat rw,relatime,fmask=0022,dmask=0022,nofail 0 2\n";
+                    UUID=1A2B-3C4D /boot vfat rw,relatime,fmask=0077,dmask=0077,nofail 0 2\n";
         assert_file(&t, FSTAB, want.as_bytes(), 0o644, 0, 0);
         assert_dir(&t, "boot", 0o755, 0, 0);
 
@@ -137,7 +170,7 @@ mod tests {
             lines,
             [
                 "/dev/sda1 / ext4 rw,relatime 0 1",
-                "UUID=1A2B-3C4D /boot vfat rw,relatime,fmask=0022,dmask=0022,nofail 0 2"
+                "UUID=1A2B-3C4D /boot vfat rw,relatime,fmask=0077,dmask=0077,nofail 0 2"
             ]
         );
     }

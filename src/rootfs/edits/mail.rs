@@ -131,9 +131,24 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     ));
     if let Some(u) = &cfg.auth_user {
         check_value("mail.auth_user", u)?;
+    }
+    // A password that comes from the card: the account goes in with it at boot (until then
+    // mail goes out unauthenticated).
+    let on_card = cfg
+        .auth_pass_secret
+        .as_deref()
+        .filter(|name| !ctx.baked(name));
+    if let Some(u) = &cfg.auth_user
+        && on_card.is_none()
+    {
         conf.push_str(&format!("AuthUser={u}\n"));
     }
-    if let Some(name) = &cfg.auth_pass_secret {
+    if let Some(name) = on_card {
+        let Some(u) = &cfg.auth_user else {
+            bail!("mail.auth_pass_secret is set but mail.auth_user is not");
+        };
+        ctx.on_card(name, format!("ssmtp-auth {u}"));
+    } else if let Some(name) = &cfg.auth_pass_secret {
         if cfg.auth_user.is_none() {
             bail!("mail.auth_pass_secret is set but mail.auth_user is not");
         }

@@ -47,6 +47,7 @@ pub mod users;
 /// under `assets/`. The derivation hashes them ([`crate::plan`]): editing a script changes the
 /// image, so it changes the hash too.
 pub const EMBEDDED_ASSETS: &[(&str, &str)] = &[
+    ("firstboot/hc1-card-secrets", firstboot::CARD_SECRETS_SCRIPT),
     ("firstboot/hc1-firstboot", firstboot::FIRSTBOOT_SCRIPT),
     ("firstboot/hc1-swarm-join", swarm::SCRIPT),
     ("ops/docker-bake.hcl", builds::BAKE_TEMPLATE),
@@ -133,6 +134,7 @@ pub fn apply_all(
     builds::apply(tree, &cfg.builds, &cfg.docker, ctx).context("[builds]")?;
     firstboot::apply(tree, &cfg.firstboot, &cfg.system, ctx).context("[firstboot]")?;
     swarm::apply(tree, inputs.swarm, ctx).context("[swarm]")?;
+    firstboot::write_card_secrets(tree, &cfg.firstboot, ctx).context("[firstboot]")?;
     let grow_root = cfg.firstboot.enable && cfg.firstboot.grow_root;
     fstab::apply(tree, &cfg.fstab, ctx, inputs.boot_volume_id, grow_root).context("[fstab]")?;
     overlays::apply(tree, &cfg.overlays, ctx, inputs.overlays_dir, inputs.vars)
@@ -148,6 +150,15 @@ pub struct EditContext<'a> {
     pub secrets: &'a dyn Fn(&str) -> Result<Vec<u8>>,
     /// Non-fatal remarks for the build report (never contain secret values).
     pub notes: RefCell<Vec<String>>,
+    /// Warnings for the build report (always shown; never contain secret values).
+    pub warnings: RefCell<Vec<String>>,
+    /// Secrets that are not baked into the image ([`crate::profile::SecretSource::Card`]):
+    /// edits leave their values out and say, with [`EditContext::on_card`], where the node
+    /// puts them when its card brings them.
+    pub card_secrets: std::collections::BTreeSet<String>,
+    /// `(secret, action)` lines recorded by [`EditContext::on_card`], for
+    /// [`firstboot::write_card_secrets`].
+    pub card_actions: RefCell<Vec<(String, String)>>,
 }
 
 impl fmt::Debug for EditContext<'_> {
@@ -156,6 +167,7 @@ impl fmt::Debug for EditContext<'_> {
             .field("timestamp", &self.timestamp)
             .field("secrets", &"<redacted>")
             .field("notes", &self.notes.borrow())
+            .field("card_secrets", &self.card_secrets)
             .finish()
     }
 }
@@ -166,7 +178,40 @@ impl<'a> EditContext<'a> {
             timestamp,
             secrets,
             notes: RefCell::new(Vec::new()),
+            warnings: RefCell::new(Vec::new()),
+            card_secrets: Default::default(),
+            card_actions: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The same context where the secrets `names` are not baked but come from the card.
+    pub fn with_card_secrets(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.card_secrets = names.into_iter().collect();
+        self
+    }
+
+    /// Whether secret `name` goes into the image (else the node takes it from its card).
+    pub fn baked(&self, name: &str) -> bool {
+        !self.card_secrets.contains(name)
+    }
+
+    /// Record what the node's boot does with secret `name` when its card brings it: one line
+    /// of `/etc/hc1img/card-secrets.conf` (`NAME ACTION ARGS…`, see
+    /// `assets/firstboot/hc1-card-secrets`).
+    pub fn on_card(&self, name: &str, action: impl Into<String>) {
+        self.card_actions
+            .borrow_mut()
+            .push((name.to_string(), action.into()));
+    }
+
+    /// Record a warning.
+    pub fn warn(&self, msg: impl Into<String>) {
+        self.warnings.borrow_mut().push(msg.into());
+    }
+
+    /// The warnings recorded so far.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut self.warnings.borrow_mut())
     }
 
     /// Record a non-fatal remark.
@@ -843,6 +888,152 @@ mod tests {
         testutil::materialize(&t, dir.path());
         testutil::run_check("pwck", dir.path());
         testutil::run_check("grpck", dir.path());
+    }
+
+    /// Secrets that are not baked: no value anywhere in the tree (even with the values at
+    /// hand), locked accounts, unauthenticated mail, and the card-secrets map and units.
+    #[test]
+    fn card_secrets_stay_out_of_the_image_and_are_mapped_for_the_boot() {
+        let (mut t, secrets) = arch_tree();
+        bytes(
+            &mut t,
+            "usr/lib/systemd/system/systemd-repart.service",
+            0o644,
+            "",
+        );
+        let card = ["admin-hash", "smtp-pass", "tok", "plain", "yes-hash"];
+        let ctx = EditContext::new(TS, &secrets).with_card_secrets(card.map(String::from));
+        let (mut u, s, sh, m, _) = node_config();
+        u.root_password_secret = Some("yes-hash".into());
+        u.add[0].authorized_keys.clear();
+        system::apply(&mut t, &s, &ctx).unwrap();
+        users::apply(&mut t, &u, &ctx).unwrap();
+        ssh::apply(&mut t, &sh, &ctx).unwrap();
+        mail::apply(&mut t, &m, &ctx).unwrap();
+        let b: backup::Config = toml::from_str(
+            "target = \"rsync\"\nrsync_dest = \"backup@nas.lan:/srv/hc1\"\nssh_key_secret = \"plain\"\n",
+        )
+        .unwrap();
+        backup::apply(&mut t, &b, &ctx).unwrap();
+        let mut bl = builds::tests::cfg();
+        bl.ssh_key_secret = Some("plain".into());
+        let d: docker::Config = toml::from_str(
+            "[daemon]\nstorage-driver = \"overlay2\"\ninsecure-registries = [\"registry.cluster.lan:5000\"]\n",
+        )
+        .unwrap();
+        builds::apply(&mut t, &bl, &d, &ctx).unwrap();
+        let fb = firstboot::Config::default();
+        firstboot::apply(&mut t, &fb, &s, &ctx).unwrap();
+        let sw = crate::profile::Swarm {
+            role: crate::profile::SwarmRole::Worker,
+            managers: vec!["m1.lan".into()],
+            advertise_addr: None,
+            token_secret: Some("tok".into()),
+            wait_for_time_sync: true,
+        };
+        swarm::apply(&mut t, Some(&sw), &ctx).unwrap();
+        firstboot::write_card_secrets(&mut t, &fb, &ctx).unwrap();
+        fstab::apply(&mut t, &fstab::Config::default(), &ctx, 0xabcd_1234, true).unwrap();
+
+        for v in [
+            ADMIN_HASH,
+            SMTP_PASS,
+            "hunter2-plaintext",
+            "SWMTKN",
+            "$y$j9T$",
+        ] {
+            assert_eq!(
+                files_containing(&t, v),
+                Vec::<String>::new(),
+                "{v} in the tree"
+            );
+        }
+        let shadow = text(&t, "etc/shadow");
+        for user in ["root", "admin"] {
+            let line = shadow
+                .lines()
+                .find(|l| l.starts_with(&format!("{user}:")))
+                .unwrap();
+            assert_eq!(
+                line.split(':').nth(1),
+                Some("!"),
+                "{user} is not locked: {line}"
+            );
+        }
+        let ssmtp = text(&t, "etc/ssmtp/ssmtp.conf");
+        assert!(
+            !ssmtp.contains("AuthUser") && !ssmtp.contains("AuthPass"),
+            "{ssmtp}"
+        );
+        assert!(lookup(&t, swarm::TOKEN).is_none());
+        assert!(lookup(&t, backup::SSH_KEY).is_none());
+        assert_eq!(
+            text(&t, firstboot::CARD_SECRETS_CONF),
+            "# Written by hc1img: where hc1-card-secrets puts each secret the boot card brings.\n\
+             # NAME ACTION ARGS (see /usr/lib/hc1img/hc1-card-secrets --help)\n\
+             yes-hash password root\n\
+             admin-hash password admin\n\
+             smtp-pass ssmtp-auth hc1@example.org\n\
+             plain file /etc/hc1/backup-ssh-key 0600\n\
+             plain file /etc/hc1/buildx-ssh-key 0600\n\
+             tok swarm-token\n"
+        );
+        assert_eq!(
+            crate::seed::card_list(&ctx)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
+            ["admin-hash", "plain", "smtp-pass", "tok", "yes-hash"]
+        );
+        assert!(
+            text(&t, "etc/systemd/system/hc1-volume-backup.service")
+                .contains("ConditionPathExists=/etc/hc1/backup-ssh-key")
+        );
+        assert!(
+            text(&t, "etc/systemd/system/hc1-buildx-setup.service")
+                .contains("ConditionPathExists=/etc/hc1/buildx-ssh-key")
+        );
+        // The admin has neither a password in the image nor a key: a warning says so.
+        let w = ctx.take_warnings();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("admin") && w.contains("admin-hash=FILE")),
+            "{w:?}"
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(text(&t, "etc/fstab").contains("fmask=0077,dmask=0077"));
+        verify_units(
+            &t,
+            &[
+                "hc1-card-secrets.service",
+                "hc1-card-secrets.path",
+                "hc1-swarm-join.service",
+                "hc1-swarm-join.path",
+                "hc1-firstboot.service",
+            ],
+            &["/usr/bin/docker"],
+        );
+    }
+
+    /// With world-readable /boot masks the build warns that seeded secrets would be exposed.
+    #[test]
+    fn loose_boot_masks_warn_when_secrets_come_from_the_card() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets).with_card_secrets(["tok".to_string()]);
+        let loose = fstab::Config {
+            boot_options: "rw,fmask=0022,dmask=0022".into(),
+            ..fstab::Config::default()
+        };
+        fstab::apply(&mut t, &loose, &ctx, 1, false).unwrap();
+        assert!(
+            ctx.take_warnings().is_empty(),
+            "no card secrets, no warning"
+        );
+        ctx.on_card("tok", "swarm-token");
+        fstab::apply(&mut t, &loose, &ctx, 1, false).unwrap();
+        let w = ctx.take_warnings();
+        assert!(w.len() == 1 && w[0].contains("fmask=0077"), "{w:?}");
     }
 
     #[test]

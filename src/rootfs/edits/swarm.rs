@@ -1,15 +1,18 @@
-//! Joining the Docker swarm at first boot, from the profile's `[swarm]` section.
+//! Joining the Docker swarm, from the profile's `[swarm]` section.
 //!
 //! Writes `hc1-swarm-join.service` and its script `/usr/lib/hc1img/hc1-swarm-join` (source:
 //! `assets/firstboot/hc1-swarm-join`), settings in `/etc/hc1img/swarm.conf` (`KEY=value`
-//! lines: `ROLE`, `MANAGERS`, `ADVERTISE_ADDR`, `ATTEMPTS`) and the join token from the
-//! profile's secret in `/var/lib/hc1img/secrets/swarm-token` (0600, directory 0700; the
-//! script deletes it after a successful join). The unit is ordered after
+//! lines: `ROLE`, `MANAGERS`, `ADVERTISE_ADDR`, `ATTEMPTS`). The join token is read on the
+//! node from `/var/lib/hc1img/secrets/swarm-token` (0600, directory 0700): put there by
+//! `hc1-card-secrets` from the card's seed (the default: the image holds no token), by hand,
+//! or, when the profile bakes the secret (`bake = true`), written into the image here. Without
+//! a token the script logs one line and exits 0; `hc1-swarm-join.path` (`systemd.path(5)`,
+//! `PathExists=`) starts the join as soon as the token appears. The service is ordered after
 //! `network-online.target`, `docker.service` and, unless `wait_for_time_sync = false`, a
 //! synchronised clock (`systemd-time-wait-sync.service`, `time-sync.target`:
-//! `systemd.special(7)`); it is idempotent (the script checks `docker info` first and the unit
-//! has a done-file condition) and retries with `Restart=on-failure`. `docker swarm join` and
-//! `init` follow Docker's CLI reference.
+//! `systemd.special(7)`); it is idempotent (the script checks `docker info` first, both units
+//! have a done-file condition, the token is deleted after a join) and retries with
+//! `Restart=on-failure`. `docker swarm join` and `init` follow Docker's CLI reference.
 
 use anyhow::{Result, bail};
 
@@ -28,19 +31,34 @@ const UNIT: &str = "\
 Description=hc1img: join the Docker swarm ({role})
 Documentation=file:/usr/lib/hc1img/hc1-swarm-join
 Wants=network-online.target docker.service{wait_unit}
-After=network-online.target docker.service hc1-firstboot.service time-sync.target{wait_unit}
+After=network-online.target docker.service hc1-firstboot.service hc1-card-secrets.service time-sync.target{wait_unit}
 ConditionPathExists=!/var/lib/hc1img/swarm.done
 StartLimitIntervalSec=0
 
 [Service]
 Type=oneshot
-RemainAfterExit=yes
 ExecStart=/usr/lib/hc1img/hc1-swarm-join
 Restart=on-failure
 RestartSec=60
 
 [Install]
 WantedBy=multi-user.target
+";
+
+/// Starts the join as soon as a token is in place (from a re-seeded card, or put there by
+/// hand), on a node that booted without one.
+const PATH_UNIT: &str = "\
+[Unit]
+Description=hc1img: join the Docker swarm once a join token is in place
+Documentation=file:/usr/lib/hc1img/hc1-swarm-join
+ConditionPathExists=!/var/lib/hc1img/swarm.done
+
+[Path]
+PathExists=/var/lib/hc1img/secrets/swarm-token
+Unit=hc1-swarm-join.service
+
+[Install]
+WantedBy=paths.target
 ";
 
 fn role_name(r: SwarmRole) -> &'static str {
@@ -108,7 +126,22 @@ pub fn apply(tree: &mut Tree, swarm: Option<&Swarm>, ctx: &EditContext) -> Resul
         0,
         0,
     )?;
-    if let Some(name) = &sw.token_secret {
+    if sw.role != SwarmRole::Init {
+        mkdir_p(tree, ctx, "var/lib/hc1img", 0o755, 0, 0, false)?;
+        mkdir_p(tree, ctx, "var/lib/hc1img/secrets", 0o700, 0, 0, false)?;
+        install_unit(
+            tree,
+            ctx,
+            LIB_UNITS,
+            "hc1-swarm-join.path",
+            PATH_UNIT,
+            Some("paths.target"),
+        )?;
+    }
+    if let Some(name) = sw.token_secret.as_ref().filter(|n| !ctx.baked(n)) {
+        // From the card: the node waits for it (see hc1-swarm-join).
+        ctx.on_card(name, "swarm-token");
+    } else if let Some(name) = &sw.token_secret {
         let token = ctx.secret_line(name)?;
         if token.is_empty()
             || !token
@@ -120,8 +153,6 @@ pub fn apply(tree: &mut Tree, swarm: Option<&Swarm>, ctx: &EditContext) -> Resul
                  (`docker swarm join-token -q worker` prints one)"
             );
         }
-        mkdir_p(tree, ctx, "var/lib/hc1img", 0o755, 0, 0, false)?;
-        mkdir_p(tree, ctx, "var/lib/hc1img/secrets", 0o700, 0, 0, false)?;
         write_file(tree, ctx, TOKEN, format!("{token}\n"), 0o600, 0, 0)?;
     }
     let wait_unit = if sw.wait_for_time_sync {

@@ -261,6 +261,20 @@ pub fn password_hash(ctx: &EditContext, secret: &str) -> Result<String> {
     Ok(h)
 }
 
+/// The shadow password field of `user`: the hash of a baked secret; `!` (locked, key-only
+/// login) without a secret, or when the secret comes from the card, whose first boot sets it
+/// (`chpasswd -e`).
+fn account_password(ctx: &EditContext, user: &str, secret: Option<&str>) -> Result<String> {
+    match secret {
+        Some(s) if ctx.baked(s) => password_hash(ctx, s),
+        Some(s) => {
+            ctx.on_card(s, format!("password {user}"));
+            Ok("!".to_string())
+        }
+        None => Ok("!".to_string()),
+    }
+}
+
 /// Days since the epoch, for shadow's "last change" field.
 fn days(ctx: &EditContext) -> String {
     (ctx.timestamp.max(0) / 86_400).to_string()
@@ -366,10 +380,21 @@ fn add_user(tree: &mut Tree, ctx: &EditContext, db: &mut Db, u: &User) -> Result
         }
         db.add_member(g, &u.name);
     }
-    let pw = match &u.password_secret {
-        Some(s) => password_hash(ctx, s).with_context(|| format!("{field}: password_secret"))?,
-        None => "!".to_string(),
-    };
+    let pw = account_password(ctx, &u.name, u.password_secret.as_deref())
+        .with_context(|| format!("{field}: password_secret"))?;
+    if pw == "!" && u.authorized_keys.is_empty() {
+        ctx.warn(match &u.password_secret {
+            Some(s) => format!(
+                "{field}: no password hash in the image and no authorized_keys: nobody can log \
+                 in as {} until the node's card brings one (`hc1img seed --secret {s}=FILE`)",
+                u.name
+            ),
+            None => format!(
+                "{field}: no password_secret and no authorized_keys: nobody can log in as {}",
+                u.name
+            ),
+        });
+    }
     db.passwd.push(vec![
         u.name.clone(),
         "x".into(),
@@ -438,10 +463,8 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
         remove_user(tree, ctx, &mut db, name)?;
     }
 
-    let root_pw = match &cfg.root_password_secret {
-        Some(s) => password_hash(ctx, s).context("users.root_password_secret")?,
-        None => "!".to_string(),
-    };
+    let root_pw = account_password(ctx, "root", cfg.root_password_secret.as_deref())
+        .context("users.root_password_secret")?;
     let root = db
         .shadow
         .iter_mut()
