@@ -330,7 +330,9 @@ pub fn build(
         Some(dir) => OutDir::explicit(dir),
         None => OutDir::in_store(Path::new("out"), &p.name, &drv.hash),
     };
-    if out.is_complete() && !rebuild {
+    // Refuse an --out hc1img may not use before any work.
+    let existing = out.inspect()?;
+    if out.is_up_to_date(&existing, &drv.hash) && !rebuild {
         if missing_extras(&out.dir, compress) {
             // Same images, only the compressed copies are missing: make them from the images
             // already built rather than building again.

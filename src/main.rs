@@ -1,4 +1,5 @@
-//! The `hc1img` command line: parse arguments, call the library, print the error chain.
+//! The `hc1img` command line: parse arguments, call the library, print an error as one line
+//! (`error: what: why`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -151,6 +152,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: an interrupted build removes its staging directory.
+    if let Err(e) = hc1img::store::remove_staging_on_signals() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let verbosity = if cli.quiet {
         Verbosity::Quiet
@@ -198,11 +204,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            print_error(&e);
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line, `error: what: why` (the context chain joined by `: `), with any control
+/// character that reached a message escaped so it cannot drive the terminal.
+fn print_error(e: &anyhow::Error) {
+    let text = format!("{e:#}");
+    let shown: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    eprintln!("error: {shown}");
 }

@@ -39,5 +39,6 @@ mod rootfs_e2e;
 mod secrets_e2e;
 mod source_fetch;
 mod source_signature;
+mod store_e2e;
 mod uboot_mkimage;
 mod workflows;
