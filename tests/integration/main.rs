@@ -26,6 +26,7 @@ mod ext4_view;
 mod fat_oracles;
 mod fixtures_rootfs;
 mod flake;
+mod flash_bmap;
 mod hostile_tar;
 mod lint_initramfs;
 mod ops_scripts;
