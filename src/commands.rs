@@ -570,15 +570,15 @@ pub fn inspect(image: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `hc1img diff`.
-pub fn diff(a: &Path, b: &Path) -> Result<()> {
+/// `hc1img diff`: prints the differences; returns whether there are any.
+pub fn diff(a: &Path, b: &Path) -> Result<bool> {
     let report = crate::diff::diff(a, b)?;
     if report.is_empty() {
         println!("no differences");
     } else {
         print!("{report}");
     }
-    Ok(())
+    Ok(!report.is_empty())
 }
 
 /// `hc1img verify`.

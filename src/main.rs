@@ -1,5 +1,5 @@
 //! The `hc1img` command line: parse arguments, call the library, print an error as one line
-//! (`error: what: why`).
+//! (`error: what: why`); `diff` exits like diff(1) (0 same, 1 different, 2 trouble).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -177,7 +177,15 @@ fn main() -> ExitCode {
         Command::Fetch { profile } => commands::fetch(&profile.common(), &rep),
         Command::Lock { profile } => commands::lock(&profile, &rep),
         Command::Inspect { image } => commands::inspect(&image),
-        Command::Diff { a, b } => commands::diff(&a, &b),
+        // Exit like diff(1): 0 same, 1 different, 2 trouble.
+        Command::Diff { a, b } => match commands::diff(&a, &b) {
+            Ok(false) => Ok(()),
+            Ok(true) => return ExitCode::from(1),
+            Err(e) => {
+                print_error(&e);
+                return ExitCode::from(2);
+            }
+        },
         Command::Verify { dir } => commands::verify(&dir),
         Command::Seed {
             sd_img,
