@@ -15,7 +15,7 @@
 //!   `rename(2)` puts it in place), inside it when it does (a mount point works: the files are
 //!   renamed in one by one, `manifest.json` last, so a directory with a `manifest.json` is
 //!   complete by construction).
-//! - The staging directory holds a `lock` file with the builder's pid, `flock(2)`ed for the
+//! - The staging directory holds a `.hc1img-lock` file with the builder's pid, `flock(2)`ed for the
 //!   build's whole life. A later build removes staging directories whose lock nobody holds
 //!   (their build was killed) and never one whose build is running. SIGINT, SIGTERM and SIGHUP
 //!   remove the staging directory before the process exits ([`remove_staging_on_signals`]);
@@ -45,7 +45,8 @@ pub const STAGING_PREFIX: &str = ".hc1img-staging-";
 pub const REPLACING: &str = ".hc1img-replacing";
 
 const MANIFEST: &str = "manifest.json";
-const LOCK: &str = "lock";
+/// Hidden, so the `SHA256SUMS` of a build (every file not starting with `.`) never lists it.
+const LOCK: &str = ".hc1img-lock";
 
 /// Staging directories of builds in progress, removed by the signal thread.
 static LIVE_STAGING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -215,10 +216,10 @@ fn live_staging() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     LIVE_STAGING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Create `dir/lock` holding our pid, locked: written under a temporary name and renamed,
+/// Create `dir/.hc1img-lock` holding our pid, locked: written under a temporary name and renamed,
 /// so another build never sees an unlocked `lock` of a running build.
 fn take_lock(dir: &Path) -> Result<fs::File> {
-    let tmp = dir.join(format!(".{LOCK}"));
+    let tmp = dir.join(format!("{LOCK}.new"));
     let mut f =
         fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
     flock(&f, libc::LOCK_EX | libc::LOCK_NB)
