@@ -80,8 +80,60 @@ fn auto_size(tarball: &Path) -> Result<(u64, u64)> {
     })
 }
 
-/// Run the whole build, writing `ssd.img` and `sd.img` into `dir`.
+/// Size and inode count for `size = "auto"` from the tarball's entries counted exactly (one
+/// more pass over the stream): its file data in 4 KiB blocks, a block per other entry, 256
+/// bytes of inode table per entry, the same 30% and 256 MiB of headroom, and at least one
+/// block per inode (ext4 holds at most one inode per block).
+fn measured_size(tarball: &Path) -> Result<(u64, u64)> {
+    let mut stream = Inflated::open(tarball, None)?;
+    let needs = import::measure(&mut stream)
+        .with_context(|| format!("{}: cannot read", tarball.display()))?;
+    stream.finish()?;
+    let inodes = needs.entries + needs.entries / 10 + 4096;
+    let bytes = (needs.data_blocks + needs.other_entries) * 4096 + inodes * 256;
+    let size = round_up(
+        (bytes + bytes * 3 / 10 + (256 << 20)).max(inodes * 4096 + (256 << 20)),
+        64 << 20,
+    );
+    Ok((size, inodes))
+}
+
+/// Run the whole build, writing `ssd.img` and `sd.img` into `dir`. With `size = "auto"`, a
+/// tarball the quick estimate is too small for (many tiny or empty files) is measured and
+/// built again at the size it needs.
 pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildReport> {
+    let (fs_size, min_inodes) = match inp.profile.rootfs.size {
+        Size::Bytes(s) => return build_sized(inp, dir, rep, s, 0),
+        Size::Auto => auto_size(inp.tarball)?,
+    };
+    rep.detail(format!("rootfs size auto: {} MiB", fs_size >> 20));
+    match build_sized(inp, dir, rep, fs_size, min_inodes) {
+        Err(e) if e.chain().any(|c| c.is::<crate::ext4::TooSmall>()) => {
+            let (fs_size, min_inodes) = measured_size(inp.tarball)?;
+            rep.detail(format!(
+                "rootfs size auto: the estimate was too small ({e:#}); measured {} MiB and {min_inodes} inodes, building again",
+                fs_size >> 20
+            ));
+            for f in ["ssd.img", "sd.img"] {
+                let p = dir.join(f);
+                if p.exists() {
+                    std::fs::remove_file(&p)
+                        .with_context(|| format!("{}: cannot remove", p.display()))?;
+                }
+            }
+            build_sized(inp, dir, rep, fs_size, min_inodes)
+        }
+        r => r,
+    }
+}
+
+fn build_sized(
+    inp: &BuildInputs,
+    dir: &Path,
+    rep: &Reporter,
+    fs_size: u64,
+    min_inodes: u64,
+) -> Result<BuildReport> {
     let d = inp.derivation;
     let fs_uuid = ids::uuid(d, "ssd.root.fs-uuid");
     let part_guid = ids::uuid(d, "ssd.root.partition-guid");
@@ -89,14 +141,6 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
     let boot_volume_id = ids::u32_id(d, "sd.boot.volume-id");
 
     let p = inp.profile;
-    let (fs_size, min_inodes) = match p.rootfs.size {
-        Size::Bytes(s) => (s, 0),
-        Size::Auto => {
-            let (s, i) = auto_size(inp.tarball)?;
-            rep.detail(format!("rootfs size auto: {} MiB", s >> 20));
-            (s, i)
-        }
-    };
     let fs_size = fs_size / 4096 * 4096;
     let (first_lba, last_lba, disk_size) = crate::disk::gpt::layout(fs_size);
     let ssd_path = dir.join("ssd.img");
@@ -177,6 +221,7 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
         report.file_bytes >> 20
     ));
     let timestamp = inp.timestamp.unwrap_or(report.newest_mtime);
+    import::date_implied_dirs(&mut tree, &report, timestamp);
 
     let env = BuildIds {
         timestamp,

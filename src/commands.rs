@@ -332,7 +332,9 @@ pub fn build(
         Some(dir) => OutDir::explicit(dir),
         None => OutDir::in_store(Path::new("out"), &p.name, &drv.hash),
     };
-    if out.is_complete() && !rebuild {
+    // Refuse an --out hc1img may not use before any work.
+    let existing = out.inspect()?;
+    if out.is_up_to_date(&existing, &drv.hash) && !rebuild {
         if missing_extras(&out.dir, compress) {
             // Same images, only the compressed copies are missing: make them from the images
             // already built rather than building again.
@@ -595,15 +597,15 @@ pub fn inspect(image: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `hc1img diff`.
-pub fn diff(a: &Path, b: &Path) -> Result<()> {
+/// `hc1img diff`: prints the differences; returns whether there are any.
+pub fn diff(a: &Path, b: &Path) -> Result<bool> {
     let report = crate::diff::diff(a, b)?;
     if report.is_empty() {
         println!("no differences");
     } else {
         print!("{report}");
     }
-    Ok(())
+    Ok(!report.is_empty())
 }
 
 /// `hc1img verify`.

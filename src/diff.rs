@@ -13,7 +13,17 @@
 //! sha256), metadata changed (`m … (mode 0644->0600, uid 0->1000, …)`: file type, permission
 //! bits, owner, group, mtime, symlink target; for FAT files the modification time and
 //! attributes). Boot items are prefixed `boot:`. Extended attributes are not compared:
-//! `ext4-view` does not read them.
+//! `ext4-view` does not read them. Names are shown escaped ([`crate::tree::escaped`]).
+//!
+//! Times: `ext4-view` 1.0.0 decodes an inode's 32-bit seconds field through `i32::try_from`
+//! of the unsigned value, so it calls any inode dated before 1970 or after 2038 corrupt. The
+//! window it reads through ([`Ext4Window`]) therefore decodes every inode's mtime itself as
+//! the kernel does (Documentation/filesystems/ext4/inodes.rst, "Inode Timestamps": the signed
+//! 32-bit seconds plus the two epoch bits of `i_mtime_extra`, nanoseconds in its other 30
+//! bits), hands `ext4-view` the inode with its times zeroed and its number in `i_atime` (which
+//! is not compared) so the mtime can be found again, and clears `metadata_csum` in the
+//! superblock it hands over, since the changed inodes no longer match their checksums
+//! (`e2fsck` is what validates an image; `diff` only compares).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +31,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
@@ -217,10 +228,86 @@ fn gpt_root(f: &File, image: &Path) -> Result<(u64, u64)> {
     Ok((first * 512, (last - first + 1) * 512))
 }
 
-/// ext4-view's reader over a byte range of an image file.
+/// Where the inode tables are (from the superblock and group descriptors; ext4
+/// Documentation/filesystems/ext4/super.rst and group_descr.rst).
+struct InodeTables {
+    inode_size: u64,
+    inodes_per_group: u64,
+    /// Byte offset of each group's inode table.
+    tables: Vec<u64>,
+}
+
+/// Inode number → mtime (seconds, nanoseconds), as the kernel decodes it.
+type Mtimes = Arc<Mutex<BTreeMap<u32, (i64, u32)>>>;
+
+/// ext4-view's reader over a byte range of an image file, decoding times itself (module doc).
 struct Ext4Window {
     f: File,
     start: u64,
+    tables: InodeTables,
+    mtimes: Mtimes,
+}
+
+const SB_OFFSET: u64 = 1024;
+const RO_COMPAT: usize = 0x64;
+const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
+
+impl InodeTables {
+    fn read(f: &File, start: u64, image: &Path) -> Result<InodeTables> {
+        let mut sb = [0u8; 1024];
+        read_at(f, image, &mut sb, start + SB_OFFSET)?;
+        let u16_at = |b: &[u8], o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
+        let u32_at = |b: &[u8], o: usize| {
+            u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]))
+        };
+        if u16_at(&sb, 0x38) != 0xEF53 {
+            bail!(
+                "{}: no ext4 superblock in the root partition",
+                image.display()
+            );
+        }
+        let bit64 = u32_at(&sb, 0x60) & 0x80 != 0;
+        let blocks = u32_at(&sb, 0x4) | if bit64 { u32_at(&sb, 0x150) << 32 } else { 0 };
+        let block_size = 1024u64 << u32_at(&sb, 0x18).min(6);
+        let first_data_block = u32_at(&sb, 0x14);
+        let blocks_per_group = u32_at(&sb, 0x20).max(1);
+        let inodes_per_group = u32_at(&sb, 0x28);
+        let inode_size = if u32_at(&sb, 0x4C) == 0 {
+            128
+        } else {
+            u16_at(&sb, 0x58)
+        };
+        let desc_size = if bit64 { u16_at(&sb, 0xFE).max(32) } else { 32 };
+        let groups = blocks
+            .saturating_sub(first_data_block)
+            .div_ceil(blocks_per_group);
+        if groups > 1 << 24 || !(128..=block_size).contains(&inode_size) {
+            bail!("{}: implausible ext4 superblock", image.display());
+        }
+        let mut gdt = vec![0u8; (groups * desc_size) as usize];
+        read_at(
+            f,
+            image,
+            &mut gdt,
+            start + (first_data_block + 1) * block_size,
+        )?;
+        let tables = gdt
+            .chunks_exact(desc_size as usize)
+            .map(|d| {
+                let hi = if desc_size >= 64 {
+                    u32_at(d, 0x28) << 32
+                } else {
+                    0
+                };
+                (u32_at(d, 0x8) | hi) * block_size
+            })
+            .collect();
+        Ok(InodeTables {
+            inode_size,
+            inodes_per_group,
+            tables,
+        })
+    }
 }
 
 impl ext4_view::Ext4Read for Ext4Window {
@@ -230,6 +317,55 @@ impl ext4_view::Ext4Read for Ext4Window {
         dst: &mut [u8],
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
         self.f.read_exact_at(dst, self.start + start)?;
+        let end = start + dst.len() as u64;
+        // The superblock as a filesystem without metadata checksums.
+        let ro = SB_OFFSET + RO_COMPAT as u64;
+        if start <= ro && ro + 4 <= end {
+            let i = (ro - start) as usize;
+            let v = u32::from_le_bytes([dst[i], dst[i + 1], dst[i + 2], dst[i + 3]]);
+            dst[i..i + 4].copy_from_slice(&(v & !RO_COMPAT_METADATA_CSUM).to_le_bytes());
+        }
+        let t = &self.tables;
+        let table_len = t.inodes_per_group * t.inode_size;
+        for (g, &table) in t.tables.iter().enumerate() {
+            if table >= end || table + table_len <= start {
+                continue;
+            }
+            let first = start.max(table);
+            // Whole inode records inside this read.
+            let mut idx = (first - table).div_ceil(t.inode_size);
+            while idx < t.inodes_per_group && table + (idx + 1) * t.inode_size <= end {
+                let at = (table + idx * t.inode_size - start) as usize;
+                let rec = &mut dst[at..at + t.inode_size as usize];
+                let ino = g as u64 * t.inodes_per_group + idx + 1;
+                let ino = u32::try_from(ino).map_err(|_| "inode number above 2^32")?;
+                let u32_at =
+                    |r: &[u8], o: usize| u32::from_le_bytes([r[o], r[o + 1], r[o + 2], r[o + 3]]);
+                let lo = u32_at(rec, 0x10);
+                let extra_isize = u16::from_le_bytes([rec[0x80], rec[0x81]]);
+                let extra = if t.inode_size >= 0x8C && extra_isize >= 12 {
+                    u32_at(rec, 0x88)
+                } else {
+                    0
+                };
+                let sec = i64::from(lo as i32) + (i64::from(extra & 3) << 32);
+                let nsec = (extra >> 2).min(999_999_999);
+                self.mtimes
+                    .lock()
+                    .map_err(|_| "poisoned lock")?
+                    .insert(ino, (sec, nsec));
+                rec[0x8..0xC].copy_from_slice(&ino.to_le_bytes());
+                for o in [0xC, 0x10] {
+                    rec[o..o + 4].fill(0);
+                }
+                for o in [0x84, 0x88, 0x8C, 0x90, 0x94] {
+                    if o + 4 <= rec.len() {
+                        rec[o..o + 4].fill(0);
+                    }
+                }
+                idx += 1;
+            }
+        }
         Ok(())
     }
 }
@@ -251,33 +387,46 @@ fn sha256_reader(mut r: impl Read) -> io::Result<String> {
 fn root_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
     let f = File::open(image).with_context(|| format!("{}: cannot open", image.display()))?;
     let (start, _) = gpt_root(&f, image)?;
-    let fs = ext4_view::Ext4::load(Box::new(Ext4Window { f, start })).map_err(|e| {
+    let tables = InodeTables::read(&f, start, image)?;
+    let mtimes = Mtimes::default();
+    let window = Ext4Window {
+        f,
+        start,
+        tables,
+        mtimes: mtimes.clone(),
+    };
+    let fs = ext4_view::Ext4::load(Box::new(window)).map_err(|e| {
         anyhow::anyhow!(
             "{}: cannot read the ext4 root filesystem: {e}",
             image.display()
         )
     })?;
     let mut out = BTreeMap::new();
-    let mut stack = vec![String::from("/")];
-    while let Some(dir) = stack.pop() {
+    // (the path's bytes, for ext4-view; the path as shown)
+    let mut stack = vec![(b"/".to_vec(), String::from("/"))];
+    while let Some((dir_bytes, dir)) = stack.pop() {
         let rd = fs
-            .read_dir(dir.as_str())
+            .read_dir(dir_bytes.as_slice())
             .map_err(|e| anyhow::anyhow!("{}: reading directory {dir}: {e}", image.display()))?;
         for e in rd {
             let e = e.map_err(|e| {
                 anyhow::anyhow!("{}: reading directory {dir}: {e}", image.display())
             })?;
-            let name = String::from_utf8_lossy(e.file_name().as_ref()).into_owned();
-            if name == "." || name == ".." {
+            let raw = e.file_name().as_ref().to_vec();
+            if raw == b"." || raw == b".." {
                 continue;
             }
-            let path = if dir == "/" {
-                format!("/{name}")
+            let name = crate::tree::escaped(&raw);
+            let (path_bytes, path) = if dir == "/" {
+                ([b"/".as_slice(), &raw].concat(), format!("/{name}"))
             } else {
-                format!("{dir}/{name}")
+                (
+                    [dir_bytes.as_slice(), b"/", &raw].concat(),
+                    format!("{dir}/{name}"),
+                )
             };
             let md = fs
-                .symlink_metadata(path.as_str())
+                .symlink_metadata(path_bytes.as_slice())
                 .map_err(|e| anyhow::anyhow!("{}: {path}: {e}", image.display()))?;
             let ft = md.file_type();
             let kind = if ft.is_dir() {
@@ -298,21 +447,28 @@ fn root_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
             let (content, link) = match kind {
                 "file" => {
                     let file = fs
-                        .open(path.as_str())
+                        .open(path_bytes.as_slice())
                         .map_err(|e| anyhow::anyhow!("{}: opening {path}: {e}", image.display()))?;
                     let sha = sha256_reader(file)
                         .with_context(|| format!("{}: reading {path}", image.display()))?;
                     (Some(sha), None)
                 }
                 "symlink" => {
-                    let t = fs.read_link(path.as_str()).map_err(|e| {
+                    let t = fs.read_link(path_bytes.as_slice()).map_err(|e| {
                         anyhow::anyhow!("{}: reading link {path}: {e}", image.display())
                     })?;
-                    (None, Some(String::from_utf8_lossy(t.as_ref()).into_owned()))
+                    (None, Some(crate::tree::escaped(t.as_ref())))
                 }
                 _ => (None, None),
             };
-            let m = md.modified();
+            // i_atime carries the inode number (see Ext4Window).
+            let ino = u32::try_from(md.accessed().seconds()).unwrap_or(0);
+            let mtime = mtimes
+                .lock()
+                .map_err(|_| anyhow::anyhow!("internal error: poisoned lock"))?
+                .get(&ino)
+                .copied()
+                .with_context(|| format!("{}: {path}: inode {ino} not read", image.display()))?;
             out.insert(
                 path.clone(),
                 Entry {
@@ -320,13 +476,13 @@ fn root_tree(image: &Path) -> Result<BTreeMap<String, Entry>> {
                     mode: md.mode(),
                     uid: md.uid(),
                     gid: md.gid(),
-                    mtime: (m.seconds(), m.nanoseconds()),
+                    mtime,
                     content,
                     link,
                 },
             );
             if kind == "dir" {
-                stack.push(path);
+                stack.push((path_bytes, path));
             }
         }
     }

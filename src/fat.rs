@@ -949,6 +949,88 @@ fn short_name_text(e: &[u8]) -> String {
     }
 }
 
+/// The byte ranges `[start, end)` of the FAT32 volume at `offset` of `file` whose contents
+/// matter even where they are zero: the reserved sectors (boot sector, FSInfo, backups), every
+/// FAT in full (a free cluster is a zero entry) and every cluster of every directory (a zero
+/// entry ends a directory). Read from the volume itself (boot sector, FAT chains, directory
+/// entries; fatgen103), relative to `offset`; `len` bounds the volume. A read-only layout
+/// query for the block map: everything else is file data or free space.
+pub fn metadata_ranges(file: &File, offset: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+    use std::os::unix::fs::FileExt;
+    let read = |at: u64, buf: &mut [u8]| -> Result<()> {
+        file.read_exact_at(buf, offset + at)
+            .with_context(|| format!("cannot read the FAT volume at byte {at}"))
+    };
+    let mut bs = [0u8; 512];
+    read(0, &mut bs)?;
+    let u16_at = |b: &[u8], i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let bps = u16_at(&bs, 11);
+    let spc = u64::from(bs[13]);
+    let reserved = u16_at(&bs, 14);
+    let fats = u64::from(bs[16]);
+    let fat_sectors = u64::from(u32_at(&bs, 36));
+    let root = u32_at(&bs, 44);
+    ensure!(
+        bs[510..512] == [0x55, 0xAA]
+            && matches!(bps, 512 | 1024 | 2048 | 4096)
+            && spc.is_power_of_two()
+            && fats > 0
+            && fat_sectors > 0,
+        "not a FAT32 boot sector"
+    );
+    let fat_bytes = fat_sectors * bps;
+    let data_start = (reserved + fats * fat_sectors) * bps;
+    let cluster_bytes = spc * bps;
+    ensure!(data_start < len, "FAT32 metadata larger than the volume");
+    let clusters = (len - data_start) / cluster_bytes;
+    let mut out = vec![(0, data_start)];
+    // The first FAT, read once (at most 4 bytes per cluster of the volume).
+    let mut fat = vec![0u8; fat_bytes.min((clusters + 2) * 4) as usize];
+    read(reserved * bps, &mut fat)?;
+    let next = |c: u32| -> Option<u32> {
+        let i = c as usize * 4;
+        let v = u32_at(fat.get(i..i + 4)?, 0) & 0x0FFF_FFFF;
+        (2..0x0FFF_FFF8).contains(&v).then_some(v)
+    };
+    let mut todo = vec![root];
+    let mut seen = BTreeSet::new();
+    let mut cluster = vec![0u8; cluster_bytes as usize];
+    while let Some(first) = todo.pop() {
+        let mut c = first;
+        // A chain ends at an end-of-chain mark; a loop or an out-of-range cluster ends it too.
+        while c >= 2 && u64::from(c) < clusters + 2 && seen.insert(c) {
+            let at = data_start + u64::from(c - 2) * cluster_bytes;
+            out.push((at, at + cluster_bytes));
+            read(at, &mut cluster)?;
+            for e in cluster.chunks_exact(32) {
+                if e[0] == 0 {
+                    break;
+                }
+                let attr = e[11];
+                if e[0] == 0xE5 || attr & 0x0F == 0x0F || attr & 0x10 == 0 || e[0] == b'.' {
+                    continue;
+                }
+                let sub = (u16_at(e, 20) << 16 | u16_at(e, 26)) as u32;
+                todo.push(sub);
+            }
+            match next(c) {
+                Some(n) => c = n,
+                None => break,
+            }
+        }
+    }
+    out.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in out {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    Ok(merged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

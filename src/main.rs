@@ -1,4 +1,5 @@
-//! The `hc1img` command line: parse arguments, call the library, print the error chain.
+//! The `hc1img` command line: parse arguments, call the library, print an error as one line
+//! (`error: what: why`); `diff` exits like diff(1) (0 same, 1 different, 2 trouble).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -173,6 +174,11 @@ Bootstrap a cluster (the images hold no secrets; each card brings its node's):
      or copy the token to /var/lib/hc1img/secrets/swarm-token (mode 600).";
 
 fn main() -> ExitCode {
+    // Before any thread starts: an interrupted build removes its staging directory.
+    if let Err(e) = hc1img::store::remove_staging_on_signals() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let verbosity = if cli.quiet {
         Verbosity::Quiet
@@ -193,7 +199,15 @@ fn main() -> ExitCode {
         Command::Fetch { profile } => commands::fetch(&profile.common(), &rep),
         Command::Lock { profile } => commands::lock(&profile, &rep),
         Command::Inspect { image } => commands::inspect(&image),
-        Command::Diff { a, b } => commands::diff(&a, &b),
+        // Exit like diff(1): 0 same, 1 different, 2 trouble.
+        Command::Diff { a, b } => match commands::diff(&a, &b) {
+            Ok(false) => Ok(()),
+            Ok(true) => return ExitCode::from(1),
+            Err(e) => {
+                print_error(&e);
+                return ExitCode::from(2);
+            }
+        },
         Command::Verify { dir } => commands::verify(&dir),
         Command::Seed {
             sd_img,
@@ -222,11 +236,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            print_error(&e);
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line, `error: what: why` (the context chain joined by `: `), with any control
+/// character that reached a message escaped so it cannot drive the terminal.
+fn print_error(e: &anyhow::Error) {
+    let text = format!("{e:#}");
+    let shown: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    eprintln!("error: {shown}");
 }

@@ -160,9 +160,46 @@ pub fn normalize(path: &[u8]) -> Option<Vec<Vec<u8>>> {
     if out.is_empty() { None } else { Some(out) }
 }
 
-/// Lossy display form of a byte path, for messages.
+/// Lossy display form of a byte path (invalid UTF-8 becomes U+FFFD): a lookup key, not for
+/// messages; use [`escaped`] to show a name to the user.
 pub fn display(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
+}
+
+/// A name as it may be shown on a terminal: bytes that are not UTF-8 as `\xNN`, control
+/// characters (C0, DEL, C1: terminal escape sequences, newlines that would fake a line of
+/// output) and bidirectional overrides as `\u{…}`, and `\` as `\\`, so two different names
+/// never look the same (GNU tar's `--quoting-style=escape` does the same).
+pub fn escaped(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        push_escaped(&mut out, chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// [`escaped`] for text that is already a string (for instance another crate's error message,
+/// which may quote raw header bytes).
+pub fn escaped_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_escaped(&mut out, s);
+    out
+}
+
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
 }
 
 /// The file tree: an arena of nodes rooted at [`Tree::ROOT`].
@@ -386,6 +423,21 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_names_cannot_drive_a_terminal_or_collide() {
+        assert_eq!(escaped(b"usr/bin/ls"), "usr/bin/ls");
+        assert_eq!(escaped("grüße".as_bytes()), "grüße");
+        assert_eq!(
+            escaped(b"a\x1b[2J\nerror: fake"),
+            "a\\u{1b}[2J\\u{a}error: fake"
+        );
+        assert_eq!(escaped(b"a\xff"), "a\\xff");
+        assert_ne!(escaped(b"a\xff"), escaped(b"a\xfe"));
+        assert_ne!(escaped(b"a\\xff"), escaped(b"a\xff"));
+        assert_eq!(escaped("x\u{202e}y\u{9b}".as_bytes()), "x\\u{202e}y\\u{9b}");
+        assert_eq!(escaped_str("bad \u{7}"), "bad \\u{7}");
+    }
 
     fn meta() -> Meta {
         Meta::new(0o755, 0, 0, Timestamp::from_secs(1))

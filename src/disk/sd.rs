@@ -3,6 +3,10 @@
 //!
 //! Order of checks before anything is written: blob layout ([`super::blobs::check_layout`],
 //! including the U-Boot environment area), partition fits an MBR, then MBR, blobs, FAT.
+//!
+//! The file stays sparse, except that every byte a card full of old data must get even when
+//! it is zero is written out, so the block map ([`super::bmap`]) maps it: the FAT metadata
+//! ([`crate::fat::metadata_ranges`]) and the U-Boot environment area, deliberately zeroed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +16,7 @@ use anyhow::{Context, Result, ensure};
 use super::SECTOR;
 use super::blobs::{BlobSlot, check_layout, write_blobs};
 use super::mbr::{FAT32_LBA, MbrPartition, write_mbr};
-use super::sparse::create_sparse;
+use super::sparse::{create_sparse, materialize};
 use crate::fat::{FatOptions, write_fat32};
 
 /// Everything that decides the bytes of `sd.img`.
@@ -93,6 +97,18 @@ pub fn write_sd_image(path: &Path, sd: &SdImage<'_>) -> Result<()> {
         sd.files,
     )
     .with_context(|| format!("cannot write the boot partition of {}", path.display()))?;
+    // What must read as written on a card full of old data, zeros included, is data in the
+    // file, so the block map maps it: the FAT metadata and the U-Boot environment (zeroed on
+    // purpose: U-Boot finds no valid environment there and uses its built-in one).
+    let base = sd.first_partition_sector * SECTOR;
+    for (s, e) in crate::fat::metadata_ranges(&file, base, sd.fat_bytes)
+        .with_context(|| format!("cannot map the boot partition of {}", path.display()))?
+    {
+        materialize(&file, base + s, e - s)?;
+    }
+    if let Some((first, sectors)) = sd.env_area {
+        materialize(&file, first * SECTOR, sectors * SECTOR)?;
+    }
     file.sync_all()
         .with_context(|| format!("cannot flush {}", path.display()))?;
     Ok(())

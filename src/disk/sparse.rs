@@ -74,6 +74,25 @@ pub fn write_at_zeroing(file: &File, offset: u64, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Make `[offset, offset + len)` of `file` data rather than hole, keeping its bytes: read it
+/// and write it back, zeros included. The block map ([`super::bmap`]) maps data extents only,
+/// and a flashing tool writes only what is mapped, so every byte whose value matters on the
+/// target (FAT tables, directories, the zeroed U-Boot environment) must be data.
+pub fn materialize(file: &File, offset: u64, len: u64) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        let at = offset + done;
+        let got = read_up_to(file, at, &mut buf[..n])?;
+        buf[got..n].fill(0);
+        file.write_all_at(&buf[..n], at)
+            .with_context(|| format!("cannot write {n} bytes at offset {at} of the image"))?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
 /// Read into `buf` from `offset`, stopping early at end of file; returns the bytes read.
 pub(crate) fn read_up_to(file: &File, offset: u64, buf: &mut [u8]) -> Result<usize> {
     let mut done = 0;
@@ -175,5 +194,27 @@ mod tests {
         assert_eq!(all.iter().filter(|&&b| b != 0).count(), 1);
         write_at_zeroing(&f, 100, &vec![0u8; 2 * CHUNK]).unwrap();
         assert!(std::fs::read(&p).unwrap().iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn materialized_zeros_are_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        let f = create_sparse(&p, 4 * CHUNK as u64).unwrap();
+        write_nonzero_at(&f, 0, &[1, 2, 3]).unwrap();
+        assert_eq!(
+            data_ranges(&f, 4 * CHUNK as u64).unwrap(),
+            [(0, CHUNK as u64)]
+        );
+        materialize(&f, 2 * CHUNK as u64, CHUNK as u64).unwrap();
+        let r = data_ranges(&f, 4 * CHUNK as u64).unwrap();
+        assert!(
+            r.iter()
+                .any(|&(s, e)| s <= 2 * CHUNK as u64 && e >= 3 * CHUNK as u64),
+            "{r:?}"
+        );
+        let all = std::fs::read(&p).unwrap();
+        assert_eq!(&all[..3], &[1, 2, 3]);
+        assert!(all[3..].iter().all(|&b| b == 0));
     }
 }

@@ -105,9 +105,22 @@ pub fn group_has_super(g: u32) -> bool {
     false
 }
 
+/// The earliest time a 256-byte inode stores: the signed 32-bit seconds field's minimum
+/// (1901-12-13), as the kernel's `s_time_min` for inodes with `_extra` fields.
+pub const TIME_MIN: i64 = i32::MIN as i64;
+/// The latest: the 32-bit field plus the two epoch bits (2446-05-10), the kernel's
+/// `s_time_max` (`S32_MAX + (3 << 32)`).
+pub const TIME_MAX: i64 = i32::MAX as i64 + (3 << 32);
+
 /// Split a signed time into ext4's 32-bit seconds field and the `_extra` field (two epoch
-/// bits + nanoseconds << 2).
+/// bits + nanoseconds << 2). Times outside [`TIME_MIN`]..=[`TIME_MAX`] are clamped (with
+/// nanoseconds 0), as the kernel's `timestamp_truncate` does, instead of wrapping.
 pub fn encode_time(sec: i64, nsec: u32) -> (u32, u32) {
+    let (sec, nsec) = if sec <= TIME_MIN || sec >= TIME_MAX {
+        (sec.clamp(TIME_MIN, TIME_MAX), 0)
+    } else {
+        (sec, nsec)
+    };
     let lo = sec as i32;
     let epoch = ((sec - i64::from(lo)) >> 32) as u32 & 3;
     (lo as u32, epoch | (nsec.min(999_999_999) << 2))
@@ -129,5 +142,18 @@ mod tests {
         // 2038 overflow: epoch bit 1.
         assert_eq!(encode_time(1 << 31, 0), (0x8000_0000, 1));
         assert_eq!(encode_time(-1, 0), (0xFFFF_FFFF, 0));
+        // Outside the range: clamped, never wrapped (1800 must not read back as 2344).
+        assert_eq!(encode_time(-5_364_662_400, 7), encode_time(TIME_MIN, 0));
+        assert_eq!(encode_time(TIME_MIN, 0), (0x8000_0000, 0));
+        assert_eq!(encode_time(1 << 40, 7), (0x7FFF_FFFF, 3));
+    }
+
+    #[test]
+    fn time_range_decodes_back() {
+        // What the kernel's ext4_decode_extra_time reads: lo as i32 + (epoch << 32).
+        for t in [TIME_MIN, -1, 0, 1 << 31, TIME_MAX] {
+            let (lo, ex) = encode_time(t, 0);
+            assert_eq!(i64::from(lo as i32) + (i64::from(ex & 3) << 32), t);
+        }
     }
 }

@@ -19,6 +19,9 @@ use super::format::*;
 use super::{Ext4Options, FeatureLevel};
 use crate::tree::BlockRun;
 
+/// The most blocks a filesystem may have: 16 TiB (`crate::profile::size::MAX_FS_SIZE`).
+pub const MAX_BLOCKS: u64 = 1 << 32;
+
 /// Where one group's metadata lives.
 #[derive(Clone, Copy, Debug)]
 pub struct GroupLoc {
@@ -102,8 +105,13 @@ impl Geometry {
                 blocks
             );
         }
-        if blocks >= 1 << 48 {
-            bail!("ext4: filesystem size {} bytes is too large", opts.size);
+        // Bounded before the in-memory bitmap (one bit per block) is sized by it.
+        if blocks > MAX_BLOCKS {
+            bail!(
+                "ext4: filesystem size {} bytes is larger than the {} bytes hc1img writes",
+                opts.size,
+                MAX_BLOCKS * BLOCK_SIZE_U64
+            );
         }
         if opts.bytes_per_inode < 1024 {
             bail!(
@@ -292,6 +300,12 @@ mod tests {
         assert_eq!(g.locs[16].block_bitmap, 524288);
         assert_eq!(g.locs[31].inode_table, 532000);
         assert_eq!(g.journal_blocks, 16384);
+    }
+
+    #[test]
+    fn a_huge_size_is_refused_before_allocating() {
+        let e = Geometry::new(&opts(1 << 50)).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]

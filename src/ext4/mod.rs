@@ -63,6 +63,24 @@ mod superblock;
 mod writer;
 mod xattr;
 
+pub use format::{TIME_MAX, TIME_MIN};
+
+/// The filesystem is too small for what is put in it (blocks or inodes): `size = "auto"`
+/// measures the tarball and builds again when it sees this in an error's chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TooSmall(pub String);
+
+/// `t` clamped into the range a 256-byte ext4 inode stores ([`TIME_MIN`]..=[`TIME_MAX`]),
+/// nanoseconds dropped at either end, as the kernel's `timestamp_truncate` does.
+pub fn clamp_time(t: crate::tree::Timestamp) -> crate::tree::Timestamp {
+    if t.sec <= TIME_MIN || t.sec >= TIME_MAX {
+        crate::tree::Timestamp::from_secs(t.sec.clamp(TIME_MIN, TIME_MAX))
+    } else {
+        t
+    }
+}
+
 /// Which on-disk feature set to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

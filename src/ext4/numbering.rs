@@ -67,9 +67,9 @@ pub fn number(tree: &Tree, inodes_count: u32) -> Result<Numbering> {
     });
     let last = next - 1;
     if last > u64::from(inodes_count) {
-        bail!(
-            "ext4: the tree needs {last} inodes but the filesystem has {inodes_count}; raise min_inodes or lower bytes_per_inode"
-        );
+        return Err(anyhow::Error::new(super::TooSmall(format!(
+            "ext4: the tree needs {last} inodes but the filesystem has {inodes_count}; raise the rootfs size or lower bytes_per_inode"
+        ))));
     }
     n.last_ino = last as u32;
     Ok(n)

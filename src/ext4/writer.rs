@@ -47,12 +47,12 @@ pub struct Writer {
 }
 
 fn full_error(what: &str, need_blocks: u64, free: u64, total: u64) -> anyhow::Error {
-    anyhow::anyhow!(
+    anyhow::Error::new(super::TooSmall(format!(
         "ext4: filesystem full: {what} needs {need_blocks} blocks of 4 KiB but only {free} of {total} are free; increase the rootfs size by at least {} MiB",
         ((need_blocks - free.min(need_blocks)) * 4)
             .div_ceil(1024)
             .max(1)
-    )
+    )))
 }
 
 impl Writer {

@@ -10,6 +10,12 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The largest filesystem size a profile may ask for: 16 TiB, 2^32 blocks of 4 KiB (the most
+/// ext4 addresses without the 64bit feature, and the largest file — the image — an ext4 host
+/// holds). The writer keeps one bit per block in memory (512 MiB at this size), so the bound
+/// is checked when the profile is read, before anything is allocated.
+pub const MAX_FS_SIZE: u64 = 16 << 40;
+
 /// Parse a size string into bytes. The error is a sentence without location.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -133,6 +139,13 @@ impl<'de> Deserialize<'de> for Size {
         Ok(
             match d.deserialize_any(BytesVisitor { allow_auto: true })? {
                 Read::Auto => Size::Auto,
+                Read::Bytes(b) if b > MAX_FS_SIZE => {
+                    return Err(de::Error::custom(format!(
+                        "size {} is larger than {}, the largest filesystem hc1img writes",
+                        human(b),
+                        human(MAX_FS_SIZE)
+                    )));
+                }
                 Read::Bytes(b) => Size::Bytes(b),
             },
         )
@@ -142,6 +155,7 @@ impl<'de> Deserialize<'de> for Size {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn parses_binary_suffixes() {
@@ -167,6 +181,15 @@ mod tests {
         ] {
             assert!(parse_bytes(s).is_err(), "{s} should be rejected");
         }
+    }
+
+    #[test]
+    fn filesystem_sizes_are_bounded() {
+        let size = |v: &str| toml::from_str::<BTreeMap<String, Size>>(&format!("s = {v}"));
+        assert_eq!(size("\"16TiB\"").unwrap()["s"], Size::Bytes(16 << 40));
+        let e = size("\"1024TiB\"").unwrap_err().to_string();
+        assert!(e.contains("size 1024TiB is larger than 16TiB"), "{e}");
+        assert!(size("18446744073709551615").is_err());
     }
 
     #[test]

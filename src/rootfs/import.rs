@@ -6,15 +6,29 @@
 //! root with `..` refused, a later entry for the same path replaces the earlier one (a
 //! directory over a directory only updates metadata), entries below a symlink or a file are
 //! refused. Every refusal and replacement is reported in [`ImportReport::warnings`].
+//!
+//! Hostile archives are bounded as bsdtar and GNU tar bound them: nothing a header declares
+//! sizes an allocation (files held in memory are read as they arrive, under
+//! [`MAX_BOOT_BYTES`] and [`MAX_CAPTURED_BYTES`]); owners above 2^32 - 1 are refused, not
+//! wrapped; times outside what ext4 stores are clamped with a warning, as the kernel clamps
+//! them; every name in a message is escaped ([`tree::escaped`]), the tar crate's errors too;
+//! `/boot` names must be UTF-8 (the FAT partition stores UTF-16 names); parent directories
+//! the archive does not list are recorded ([`ImportReport::implied_dirs`]) so the build can
+//! give them its timestamp.
 //! Extended attributes come from pax `SCHILY.xattr.NAME` and `LIBARCHIVE.xattr.NAME` (the
 //! latter base64-encoded) records; sub-second mtimes from the pax `mtime` record.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 
-use crate::tree::{self, DataRef, FileData, Meta, Node, NodeKind, Timestamp, Tree};
+use crate::tree::{self, DataRef, FileData, Meta, Node, NodeId, NodeKind, Timestamp, Tree};
+
+/// The most the `/boot` files may add up to: they are held in memory for the FAT partition.
+pub const MAX_BOOT_BYTES: u64 = 1 << 30;
+/// The most one file that the edits read (`/etc/passwd`, …) may hold: it is held in memory.
+pub const MAX_CAPTURED_BYTES: u64 = 64 << 20;
 
 /// Where file data goes while the tarball streams (the ext4 writer in a build).
 pub trait DataSink {
@@ -58,6 +72,67 @@ pub struct ImportReport {
     /// Boot files by path relative to the boot directory (`zImage`, `dtbs/x.dtb`).
     pub boot: BTreeMap<String, BootFile>,
     pub warnings: Vec<String>,
+    /// Directories the archive did not list (made as parents of its entries), the root among
+    /// them unless listed: they take the build's timestamp ([`date_implied_dirs`]).
+    pub implied_dirs: std::collections::BTreeSet<NodeId>,
+}
+
+/// Give the directories the archive did not list the build's timestamp (known only after
+/// the stream, when it is the newest mtime).
+pub fn date_implied_dirs(tree: &mut Tree, report: &ImportReport, timestamp: i64) {
+    for &id in &report.implied_dirs {
+        tree.node_mut(id).meta.mtime = Timestamp::from_secs(timestamp);
+    }
+}
+
+/// Clamp a time into what ext4's 256-byte inodes store (see [`crate::ext4::clamp_time`]),
+/// warning when it changed.
+fn clamp_time(t: Timestamp, shown: &str, warnings: &mut Vec<String>) -> Timestamp {
+    let c = crate::ext4::clamp_time(t);
+    if c != t {
+        warnings.push(format!(
+            "{shown}: mtime {} is outside what ext4 stores (years 1901 to 2446), clamped to {}",
+            t.sec, c.sec
+        ));
+    }
+    c
+}
+
+/// Read exactly `size` bytes of an entry that is held in memory, refusing more than `limit`
+/// before reading (the header's size never sizes an allocation: the buffer grows as the
+/// bytes arrive).
+fn read_held(
+    entry: &mut dyn Read,
+    size: u64,
+    limit: u64,
+    shown: &str,
+    what: &str,
+) -> Result<Vec<u8>> {
+    if size > limit {
+        bail!(
+            "{shown}: {size} bytes, but {what} are held in memory and may hold at most {} bytes; repack the tarball without it",
+            limit
+        );
+    }
+    let mut data = Vec::new();
+    entry.take(size).read_to_end(&mut data).map_err(|e| {
+        anyhow!(
+            "{shown}: cannot read file data: {}",
+            tree::escaped_str(&e.to_string())
+        )
+    })?;
+    if data.len() as u64 != size {
+        bail!(
+            "{shown}: truncated file data ({} of {size} bytes)",
+            data.len()
+        );
+    }
+    Ok(data)
+}
+
+/// The tar crate's error messages may quote raw header bytes: escape them.
+fn tar_error(what: &str, e: &std::io::Error) -> anyhow::Error {
+    anyhow!("{what}: {}", tree::escaped_str(&e.to_string()))
 }
 
 /// Parse a pax decimal time (`1700000000.5`, possibly negative) into a timestamp.
@@ -122,19 +197,21 @@ pub fn import(
     default_meta: &Meta,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
+    report.implied_dirs.insert(Tree::ROOT);
+    let mut boot_bytes: u64 = 0;
     let mut archive = tar::Archive::new(input);
     // Raw mode: we read pax and GNU long-name records ourselves, because the tar crate's pax
     // reader splits records at newlines and so breaks on binary xattr values (capabilities,
     // ACLs) that contain a 0x0a byte; pax records are length-prefixed and may hold any byte.
     let entries = archive
         .entries()
-        .context("cannot read the tar stream")?
+        .map_err(|e| tar_error("cannot read the tar stream", &e))?
         .raw(true);
     let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut long_name: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
     for entry in entries {
-        let mut entry = entry.context("corrupt tar stream")?;
+        let mut entry = entry.map_err(|e| tar_error("corrupt tar stream", &e))?;
         let kind = entry.header().entry_type();
         match kind {
             tar::EntryType::XHeader => {
@@ -175,7 +252,7 @@ pub fn import(
             .map(<[u8]>::to_vec)
             .or(long_link.take())
             .or_else(|| entry.link_name_bytes().map(|c| c.into_owned()));
-        let shown = tree::display(&raw_path);
+        let shown = tree::escaped(&raw_path);
         if kind == tar::EntryType::GNUSparse
             || records.iter().any(|(k, _)| k.starts_with(b"GNU.sparse."))
         {
@@ -189,10 +266,24 @@ pub fn import(
                 Some(v) => std::str::from_utf8(v)
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
-                    .with_context(|| format!("{shown}: bad pax {} record", tree::display(key))),
-                None => field
-                    .with_context(|| format!("{shown}: bad {} in tar header", tree::display(key))),
+                    .with_context(|| format!("{shown}: bad pax {} record", tree::escaped(key))),
+                None => field.map_err(|e| {
+                    tar_error(
+                        &format!("{shown}: bad {} in tar header", tree::escaped(key)),
+                        &e,
+                    )
+                }),
             }
+        };
+        // ext4 stores 32-bit owners; a larger one must not wrap (2^32 would become root).
+        let owner = |key: &[u8], field: std::io::Result<u64>| -> Result<u32> {
+            let n = number(key, field)?;
+            u32::try_from(n).map_err(|_| {
+                anyhow!(
+                    "{shown}: {} {n} is above 4294967295, the largest owner ext4 stores; fix the tarball",
+                    tree::escaped(key)
+                )
+            })
         };
         if let Some(size) = value(b"size") {
             let size: u64 = std::str::from_utf8(size)
@@ -206,9 +297,13 @@ pub fn import(
         }
         let mut meta = Meta::new(
             (header.mode().unwrap_or(0o644) & 0o7777) as u16,
-            number(b"uid", header.uid())? as u32,
-            number(b"gid", header.gid())? as u32,
-            Timestamp::from_secs(header.mtime().unwrap_or(0) as i64),
+            owner(b"uid", header.uid())?,
+            owner(b"gid", header.gid())?,
+            Timestamp::from_secs(
+                header
+                    .mtime()
+                    .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+            ),
         );
         let (major, minor) = (
             header.device_major().ok().flatten().unwrap_or(0),
@@ -232,6 +327,7 @@ pub fn import(
                 }
             }
         }
+        meta.mtime = clamp_time(meta.mtime, &shown, &mut report.warnings);
         report.newest_mtime = report.newest_mtime.max(meta.mtime.sec);
 
         let Some(comps) = tree::normalize(&raw_path) else {
@@ -241,6 +337,11 @@ pub fn import(
                     .push(format!("{shown}: escapes the root, skipped"));
             } else if kind.is_dir() {
                 tree.node_mut(Tree::ROOT).meta = meta;
+                report.implied_dirs.remove(&Tree::ROOT);
+            } else {
+                report.warnings.push(format!(
+                    "{shown}: names the root directory but is not a directory, skipped"
+                ));
             }
             continue;
         };
@@ -256,19 +357,34 @@ pub fn import(
             continue;
         }
         if r == Route::Boot {
-            let rel = tree::display(&comps[1..].join(&b'/'));
             if kind.is_file() || kind == tar::EntryType::Continuous {
-                let mut data = Vec::with_capacity(entry.size() as usize);
-                entry
-                    .read_to_end(&mut data)
-                    .with_context(|| format!("{shown}: truncated file data"))?;
-                report.boot.insert(
+                let Ok(rel) = String::from_utf8(comps[1..].join(&b'/')) else {
+                    bail!(
+                        "{shown}: a /boot name that is not UTF-8; the FAT boot partition stores UTF-16 names: rename it in the tarball"
+                    );
+                };
+                let size = entry.size();
+                let old = report.boot.get(&rel).map_or(0, |b| b.data.len() as u64);
+                let data = read_held(
+                    &mut entry,
+                    size,
+                    (MAX_BOOT_BYTES - boot_bytes + old).min(MAX_BOOT_BYTES),
+                    &shown,
+                    "the /boot files together",
+                )?;
+                boot_bytes = boot_bytes - old + size;
+                let replaced = report.boot.insert(
                     rel,
                     BootFile {
                         data,
                         mtime: meta.mtime,
                     },
                 );
+                if replaced.is_some() {
+                    report
+                        .warnings
+                        .push(format!("{shown}: duplicate entry, the later one wins"));
+                }
             } else if !kind.is_dir() {
                 report.warnings.push(format!(
                     "{shown}: not a regular file; the FAT boot partition cannot hold it, skipped"
@@ -287,11 +403,13 @@ pub fn import(
                 let size = entry.size();
                 report.file_bytes += size;
                 let data = if r == Route::Capture {
-                    let mut data = Vec::with_capacity(size as usize);
-                    entry
-                        .read_to_end(&mut data)
-                        .with_context(|| format!("{shown}: truncated file data"))?;
-                    FileData::Bytes(data)
+                    FileData::Bytes(read_held(
+                        &mut entry,
+                        size,
+                        MAX_CAPTURED_BYTES,
+                        &shown,
+                        "files the node configuration edits",
+                    )?)
                 } else {
                     FileData::Stored(
                         sink.write_data(&mut entry, size)
@@ -307,11 +425,15 @@ pub fn import(
             }
             tar::EntryType::Link => {
                 let target = link_name.clone().unwrap_or_default();
+                let missing = missing_parents(tree, &comps);
                 if let Err(e) = tree.link(&path, &target, default_meta) {
                     report
                         .warnings
                         .push(format!("{shown}: hard link not created: {e}"));
-                } else if exists {
+                    continue;
+                }
+                note_implied(tree, &comps, missing, &mut report.implied_dirs);
+                if exists {
                     report
                         .warnings
                         .push(format!("{shown}: duplicate entry, the later one wins"));
@@ -332,6 +454,7 @@ pub fn import(
             && tree
                 .lookup(&path)
                 .is_some_and(|id| tree.node(id).kind.is_dir());
+        let missing = missing_parents(tree, &comps);
         match tree.insert(
             &path,
             Node {
@@ -340,7 +463,11 @@ pub fn import(
             },
             default_meta,
         ) {
-            Ok(_) => {
+            Ok(id) => {
+                note_implied(tree, &comps, missing, &mut report.implied_dirs);
+                if node_kind.is_dir() {
+                    report.implied_dirs.remove(&id);
+                }
                 if exists && !(was_dir && node_kind.is_dir()) {
                     report
                         .warnings
@@ -351,6 +478,71 @@ pub fn import(
         }
     }
     Ok(report)
+}
+
+/// How many leading components of `comps`' parents are present in the tree.
+fn missing_parents(tree: &Tree, comps: &[Vec<u8>]) -> usize {
+    if comps.len() < 2 || tree.lookup(&comps[..comps.len() - 1].join(&b'/')).is_some() {
+        return comps.len().saturating_sub(1); // the usual case: the parent is there
+    }
+    let mut present = 0;
+    for i in 1..comps.len() {
+        if tree.lookup(&comps[..i].join(&b'/')).is_none() {
+            break;
+        }
+        present = i;
+    }
+    present
+}
+
+/// Record the parents of `comps` past the first `present` ones: the insert just made them.
+fn note_implied(
+    tree: &Tree,
+    comps: &[Vec<u8>],
+    present: usize,
+    implied: &mut std::collections::BTreeSet<NodeId>,
+) {
+    for i in present + 1..comps.len() {
+        if let Some(id) = tree.lookup(&comps[..i].join(&b'/')) {
+            implied.insert(id);
+        }
+    }
+}
+
+/// What a tar stream holds, counted for `size = "auto"` ([`measure`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Entries that become inodes (every entry but pax and GNU long-name records).
+    pub entries: u64,
+    /// Regular files' data in 4 KiB blocks.
+    pub data_blocks: u64,
+    /// Entries that are not regular files (a directory or long symlink takes a block).
+    pub other_entries: u64,
+}
+
+/// Count a tar stream's entries and file data without storing anything.
+pub fn measure(input: &mut dyn Read) -> Result<Needs> {
+    let mut needs = Needs::default();
+    let mut archive = tar::Archive::new(input);
+    let entries = archive
+        .entries()
+        .map_err(|e| tar_error("cannot read the tar stream", &e))?
+        .raw(true);
+    for entry in entries {
+        let entry = entry.map_err(|e| tar_error("corrupt tar stream", &e))?;
+        match entry.header().entry_type() {
+            tar::EntryType::XHeader
+            | tar::EntryType::XGlobalHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => continue,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                needs.data_blocks += entry.size().div_ceil(4096);
+            }
+            _ => needs.other_entries += 1,
+        }
+        needs.entries += 1;
+    }
+    Ok(needs)
 }
 
 /// Read a metadata entry's data (pax header, GNU long name); refuses absurd sizes.

@@ -141,3 +141,73 @@ fn diff_refuses_a_directory_without_a_build() {
         .to_string();
     assert!(e.contains("no ssd.img"), "{e}");
 }
+
+/// Build the alarm tarball plus a file `/far` dated `far` and one dated 1966 into `out`.
+fn build_dated(dir: &Path, far: &str, out: &Path) {
+    let t = alarm_tar_with(dir, &format!("dated-{far}.tar"), &Alarm::default(), |b| {
+        for (name, when) in [("far", far), ("before-1970", "-100000000")] {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_size(1);
+            b.append_pax_extensions([("mtime", when.as_bytes())])
+                .unwrap();
+            b.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+    });
+    let o = build_command(dir, &repo().join("profiles/worker.toml"), &t, Some(out))
+        .env("SOURCE_DATE_EPOCH", MTIME.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn hc1img_diff(a: &Path, b: &Path) -> (Option<i32>, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_hc1img"))
+        .arg("diff")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Times after 2038 and before 1970 read back exactly; the exit status is diff(1)'s; an error
+/// is one line.
+#[test]
+fn diff_reads_times_past_2038_and_exits_like_diff() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, a2, b) = (
+        tmp.path().join("a"),
+        tmp.path().join("a2"),
+        tmp.path().join("b"),
+    );
+    build_dated(tmp.path(), "4102444800", &a); // 2100-01-01
+    build_dated(tmp.path(), "4102444800", &a2);
+    build_dated(tmp.path(), "4102444801.5", &b);
+
+    let (code, out, err) = hc1img_diff(&a, &a2);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out, "no differences\n");
+
+    let (code, out, err) = hc1img_diff(&a, &b);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("m /far (mtime 4102444800->4102444801.500000000)\n"),
+        "{out}"
+    );
+    assert!(!out.contains("before-1970"), "{out}");
+
+    let (code, out, err) = hc1img_diff(&a, &tmp.path().join("missing"));
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("missing: no ssd.img"),
+        "{err}"
+    );
+}

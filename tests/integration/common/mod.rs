@@ -400,10 +400,46 @@ pub fn torture_tarball(dir: &Path, wide: usize, big_mib: usize) -> PathBuf {
     path
 }
 
+/// The alarm tarball of `opts` as a plain `.tar` at `dir/name`, with entries added at the end
+/// by `extra` (which may also write raw bytes to the file); the archive is ended after it.
+pub fn alarm_tar_with(
+    dir: &Path,
+    name: &str,
+    opts: &Alarm,
+    extra: impl FnOnce(&mut tar::Builder<std::fs::File>),
+) -> PathBuf {
+    let sub = dir.join(format!("{name}.d"));
+    std::fs::create_dir_all(&sub).unwrap();
+    let gz = alarm_tarball(&sub, opts);
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&gz).unwrap()),
+        &mut tar,
+    )
+    .unwrap();
+    // Drop the end-of-archive blocks; the builder writes them again when it finishes.
+    while tar.len() >= 512 && tar[tar.len() - 512..].iter().all(|&b| b == 0) {
+        tar.truncate(tar.len() - 512);
+    }
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&tar).unwrap();
+    let mut b = tar::Builder::new(f);
+    extra(&mut b);
+    b.into_inner().unwrap().flush().unwrap();
+    path
+}
+
 /// Endless repetition of one buffer.
 pub struct Cycle {
     chunk: Vec<u8>,
     pos: usize,
+}
+
+impl Cycle {
+    pub fn new(chunk: Vec<u8>) -> Cycle {
+        Cycle { chunk, pos: 0 }
+    }
 }
 
 impl std::io::Read for Cycle {
