@@ -5,6 +5,7 @@
 mod common;
 mod disk_common;
 mod ext4_util;
+mod gpg_keys;
 
 mod boot_qemu;
 mod build_e2e;
@@ -27,6 +28,7 @@ mod fat_oracles;
 mod fixtures_rootfs;
 mod flake;
 mod lint_initramfs;
+mod offline_mirror;
 mod ops_scripts;
 mod packages_e2e;
 mod plan_env;
