@@ -10,7 +10,7 @@ use crate::manifest::{Manifest, SourceRecord};
 use crate::plan::{self, Derivation};
 use crate::profile::{self, Overrides, Profile};
 use crate::progress::{Reporter, Verbosity};
-use crate::source::{self, Cache, FetchOptions, SignatureSpec};
+use crate::source::{self, Cache, FetchOptions, Keyring, Mirrors, SignatureSpec};
 use crate::store::OutDir;
 
 /// Flags shared by commands that resolve a profile.
@@ -23,6 +23,64 @@ pub struct CommonArgs {
     pub secrets: Vec<String>,
     /// `--no-packages`.
     pub no_packages: bool,
+    /// `--mirror`, `--keyring`, `--locked`.
+    pub trust: TrustArgs,
+}
+
+/// Where fetched files come from first and which key must have signed them (`--mirror URL`
+/// and `HC1IMG_MIRROR`, `--keyring FILE` and `HC1IMG_KEYRING`), and whether the lock file may
+/// change (`--locked` refuses).
+#[derive(Clone, Debug, Default)]
+pub struct TrustArgs {
+    pub mirrors: Vec<String>,
+    pub keyring: Option<PathBuf>,
+    pub locked: bool,
+}
+
+/// [`TrustArgs`] resolved: the mirrors (arguments, then the environment) and the override key.
+struct Trust {
+    mirrors: Mirrors,
+    keyring: Option<PathBuf>,
+    locked: bool,
+}
+
+impl Trust {
+    fn new(a: &TrustArgs) -> Result<Trust> {
+        if let Some(k) = &a.keyring
+            && !k.is_file()
+        {
+            bail!(
+                "--keyring {} (or HC1IMG_KEYRING): not a readable file; give an armored or \
+                 binary OpenPGP public key file",
+                k.display()
+            );
+        }
+        Ok(Trust {
+            mirrors: Mirrors::from_env(&a.mirrors)?,
+            keyring: a.keyring.clone(),
+            locked: a.locked,
+        })
+    }
+
+    /// The key the tarball must be signed by: `--keyring`, else `[source] keyring`, else the
+    /// built-in Arch Linux ARM key.
+    fn source_keyring(&self, p: &Profile) -> Keyring {
+        let profile = p.source.as_ref().and_then(|s| s.keyring.clone());
+        match self.keyring.clone().or(profile) {
+            Some(k) => Keyring::File(k),
+            None => Keyring::Embedded,
+        }
+    }
+
+    /// The key packages must be signed by: `--keyring`, else `[packages] keyring`, else the
+    /// tarball's.
+    fn package_keyring(&self, p: &Profile) -> Keyring {
+        let profile = p.packages.as_ref().and_then(|k| k.config.keyring.clone());
+        match self.keyring.clone().or(profile) {
+            Some(k) => Keyring::File(k),
+            None => self.source_keyring(p),
+        }
+    }
 }
 
 impl CommonArgs {
@@ -54,8 +112,10 @@ fn fetch_options(rep: &Reporter) -> FetchOptions {
     }
 }
 
-/// The profile's source as the fetcher wants it (pinned).
-fn source_spec(p: &Profile) -> Result<source::SourceSpec> {
+/// The profile's source as the fetcher wants it (pinned): the mirrors' `os/<file>` first, then
+/// the profile's URLs; the signature pinned in the lock file (else `<URL>.sig`) when the profile
+/// names a `signature` or the pin carries one.
+fn source_spec(p: &Profile, trust: &Trust) -> Result<source::SourceSpec> {
     let Some(spec) = p.source_spec() else {
         bail!(
             "profile {} names no [source]; add one or pass --source-url and --source-sha256",
@@ -63,19 +123,56 @@ fn source_spec(p: &Profile) -> Result<source::SourceSpec> {
         );
     };
     let sha256 = spec.require_sha256()?.to_string();
-    let signature = match (&spec.signature, &spec.keyring) {
-        (Some(url), Some(keyring)) => Some(SignatureSpec {
-            url: url.clone(),
-            keyring: keyring.clone(),
+    let src = p.source.as_ref();
+    let name = src
+        .map(|s| source::mirror::file_name(&s.url))
+        .unwrap_or_default();
+    let pin = src
+        .and_then(|s| locked_pin(p, &s.url))
+        .filter(|pin| pin.sha256 == sha256);
+    let inline = match pin.as_ref().and_then(|pin| pin.signature.as_deref()) {
+        Some(b) => Some(decode_signature(b, p)?),
+        None => None,
+    };
+    let signature = match (&spec.signature, inline) {
+        (None, None) => None,
+        (url, inline) => Some(SignatureSpec {
+            urls: source::mirror::prepend(
+                trust.mirrors.tarball(&format!("{name}.sig")),
+                url.as_slice(),
+            ),
+            inline,
+            keyring: trust.source_keyring(p),
         }),
-        _ => None,
     };
     Ok(source::SourceSpec {
-        urls: spec.urls,
+        urls: source::mirror::prepend(trust.mirrors.tarball(name), &spec.urls),
         sha256,
         size: spec.size,
         signature,
     })
+}
+
+/// The lock file's pin of `url` for this profile, if the lock file holds one.
+fn locked_pin(p: &Profile, url: &str) -> Option<profile::Pin> {
+    let lock = p.files.lock.as_ref().filter(|_| p.files.lock_exists)?;
+    profile::read_lock(lock).ok()?.pins.remove(url)
+}
+
+fn decode_signature(b64: &str, p: &Profile) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .with_context(|| {
+            format!(
+                "{}: the tarball pin's `signature` is not valid base64; re-pin with `hc1img lock`",
+                p.files
+                    .lock
+                    .as_deref()
+                    .unwrap_or(Path::new("hc1img.lock"))
+                    .display()
+            )
+        })
 }
 
 /// `SOURCE_DATE_EPOCH` as the build uses it.
@@ -321,11 +418,9 @@ pub fn build(
     rep: &Reporter,
 ) -> Result<PathBuf> {
     crate::progress::timing("loading the profile");
-    let p = args.load()?;
+    let trust = Trust::new(&args.trust)?;
+    let p = locked_profile(args, &trust, rep)?;
     warn_unbaked_overrides(args, &p, rep)?;
-    if let Some(pk) = &p.packages {
-        pk.require_pins(&p.name, &source_spec(&p)?.sha256)?;
-    }
     let drv = plan::derivation(&p)?;
     let timestamp = source_date_epoch()?;
     let out = match out {
@@ -357,14 +452,22 @@ pub fn build(
         return Ok(out.dir);
     }
     rep.detail(format!("derivation {}", drv.hash));
-    let spec = source_spec(&p)?;
+    let spec = source_spec(&p, &trust)?;
     let cache = Cache::from_env()?;
-    let tarball = source::fetch(&spec, &cache, &fetch_options(rep))?;
+    let opts = fetch_options(rep);
+    let tarball = source::fetch(&spec, &cache, &opts).map_err(not_served)?;
     let packages = match &p.packages {
         Some(pk) => {
             let pins = pk.require_pins(&p.name, &spec.sha256)?;
             rep.step(format!("fetching {} pinned packages", pins.len()));
-            crate::packages::fetch(&pk.config, pins, &cache, &fetch_options(rep))?
+            let keyring = trust.package_keyring(&p);
+            let f = crate::packages::Fetcher {
+                cache: &cache,
+                opts: &opts,
+                mirrors: &trust.mirrors,
+                keyring: &keyring,
+            };
+            crate::packages::fetch(&pk.config, pins, &f)?
         }
         None => Vec::new(),
     };
@@ -425,10 +528,23 @@ fn manifest_for(p: &Profile, drv: &Derivation, spec: &source::SourceSpec) -> Man
 pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
     let p = args.load()?;
     let drv = plan::derivation(&p)?;
+    // The tarball's packages the pins replace (`[packages] upgrade`), as (name, from, to).
+    let upgrades: Vec<(String, String, String)> = p
+        .packages
+        .iter()
+        .flat_map(|pk| pk.pins.iter().flat_map(|l| &l.package))
+        .filter_map(|pin| {
+            let from = pin.upgrades.clone()?;
+            Some((pin.name.clone(), from, pin.version.clone()))
+        })
+        .collect();
     if json {
         let v = serde_json::json!({
             "derivation": drv.hash,
             "name": p.name,
+            "upgrades": upgrades.iter().map(|(n, f, t)| serde_json::json!({
+                "name": n, "from": f, "to": t,
+            })).collect::<Vec<_>>(),
             "inputs": drv.inputs.iter().map(|i| serde_json::json!({
                 "kind": format!("{:?}", i.kind).to_lowercase(),
                 "name": i.name,
@@ -461,6 +577,12 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
                 i.digest
             );
         }
+        if !upgrades.is_empty() {
+            println!("upgrades of the tarball's packages:");
+            for (n, f, t) in &upgrades {
+                println!("  {n} {f} -> {t}");
+            }
+        }
         println!("resolved profile:");
         println!("{}", serde_json::to_string_pretty(&drv.resolved)?);
     }
@@ -481,99 +603,471 @@ fn warn_unbaked_overrides(args: &CommonArgs, p: &Profile, rep: &Reporter) -> Res
     Ok(())
 }
 
-/// `hc1img fetch`.
-pub fn fetch(args: &CommonArgs, rep: &Reporter) -> Result<()> {
+/// A pinned tarball that could not be fetched, as one line saying what to do.
+fn not_served(e: anyhow::Error) -> anyhow::Error {
+    source::not_served("the pinned root tarball", e)
+}
+
+/// The profile with every pin it needs: when the source or `[packages]` is not pinned (or the
+/// pins are stale) this is lock on first use: they are resolved, verified and written to the
+/// lock file (never moving a pin that is there), unless `--locked` forbids it.
+fn locked_profile(args: &CommonArgs, trust: &Trust, rep: &Reporter) -> Result<Profile> {
     let p = args.load()?;
-    let spec = source_spec(&p)?;
+    let Some(src) = &p.source else {
+        return Ok(p);
+    };
+    let why = match &src.sha256 {
+        None => Some(format!("the source {} is not pinned", src.url)),
+        Some(sha) => p
+            .packages
+            .as_ref()
+            .and_then(|pk| pk.require_pins(&p.name, sha).err())
+            .map(|e| format!("{e:#}")),
+    };
+    let Some(why) = why else {
+        return Ok(p);
+    };
+    let lock_path = p
+        .lock_path()
+        .map(Path::to_path_buf)
+        .with_context(|| format!("{}: cannot tell where the lock file goes", p.name))?;
+    if trust.locked {
+        bail!(
+            "{}: {why}, and --locked refuses to change the lock file: run `hc1img lock {}` and \
+             commit the lock file",
+            lock_path.display(),
+            args.profile.display()
+        );
+    }
+    rep.step(format!(
+        "{why}: locking on first use into {}",
+        lock_path.display()
+    ));
+    lock_profiles(std::slice::from_ref(&p), &lock_path, false, trust, rep)?;
+    args.load()
+}
+
+/// `hc1img fetch`: the pinned source and packages into the cache (locking on first use).
+pub fn fetch(args: &CommonArgs, rep: &Reporter) -> Result<()> {
+    let trust = Trust::new(&args.trust)?;
+    let p = locked_profile(args, &trust, rep)?;
+    let spec = source_spec(&p, &trust)?;
     let cache = Cache::from_env()?;
-    let path = source::fetch(&spec, &cache, &fetch_options(rep))?;
+    let opts = fetch_options(rep);
+    let path = source::fetch(&spec, &cache, &opts).map_err(not_served)?;
     println!("{}", path.display());
     if let Some(pk) = &p.packages {
         let pins = pk.require_pins(&p.name, &spec.sha256)?;
-        for f in crate::packages::fetch(&pk.config, pins, &cache, &fetch_options(rep))? {
+        let keyring = trust.package_keyring(&p);
+        let f = crate::packages::Fetcher {
+            cache: &cache,
+            opts: &opts,
+            mirrors: &trust.mirrors,
+            keyring: &keyring,
+        };
+        for f in crate::packages::fetch(&pk.config, pins, &f)? {
             println!("{}", f.path.display());
         }
     }
     Ok(())
 }
 
-/// `hc1img lock`: the only command that changes a pin.
-pub fn lock(profile_path: &Path, rep: &Reporter) -> Result<()> {
-    let p = profile::load(profile_path, &Overrides::default())?;
-    let Some(src) = &p.source else {
-        bail!(
-            "{}: the profile names no [source] to pin",
-            profile_path.display()
-        );
+/// `hc1img lock [PROFILE...]`: re-pin, in one resolution, every profile next to the lock file
+/// of the profiles given (default: `profiles/`), so profiles sharing a source share one tarball
+/// pin and one package snapshot and none is left pinned against a tarball that moved.
+pub fn lock(profiles: &[PathBuf], trust: &TrustArgs, rep: &Reporter) -> Result<()> {
+    let trust = Trust::new(trust)?;
+    let given: Vec<PathBuf> = if profiles.is_empty() {
+        vec![PathBuf::from("profiles")]
+    } else {
+        profiles.to_vec()
     };
-    let Some(lock_path) = p.lock_path().map(Path::to_path_buf) else {
-        bail!(
-            "{}: cannot tell where the lock file goes",
-            profile_path.display()
-        );
+    let mut groups: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for g in &given {
+        let dir = if g.is_dir() {
+            g.clone()
+        } else {
+            let p = profile::load(g, &Overrides::default())?;
+            let lock = p.lock_path().map(Path::to_path_buf).with_context(|| {
+                format!("{}: the profile names no [source] to pin", g.display())
+            })?;
+            parent_of(&lock)
+        };
+        let lock = dir.join(profile::LOCK_FILE_NAME);
+        if let std::collections::btree_map::Entry::Vacant(e) = groups.entry(lock) {
+            e.insert(siblings(&dir)?);
+        }
+    }
+    for (lock_path, files) in groups {
+        let mut loaded = Vec::new();
+        for f in &files {
+            let p = profile::load(f, &Overrides::default())
+                .with_context(|| format!("re-locking every profile of {}", lock_path.display()))?;
+            let canon = |l: &Path| std::fs::canonicalize(parent_of(l)).ok();
+            if p.lock_path()
+                .and_then(canon)
+                .is_some_and(|d| Some(d) == canon(&lock_path))
+            {
+                loaded.push(p);
+            }
+        }
+        if loaded.is_empty() {
+            bail!(
+                "{}: no profile in {} pins its source there",
+                lock_path.display(),
+                parent_of(&lock_path).display()
+            );
+        }
+        lock_profiles(&loaded, &lock_path, true, &trust, rep)?;
+    }
+    Ok(())
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The `*.toml` files directly in `dir`, sorted.
+fn siblings(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "toml") && path.is_file() {
+            v.push(path);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// One line of what a lock pinned: file, sha256, size, signer, date.
+fn pin_line(
+    what: &str,
+    file: &str,
+    sha256: &str,
+    size: Option<u64>,
+    v: Option<&source::Verified>,
+) -> String {
+    let size = size.map_or_else(|| "? bytes".to_owned(), |n| format!("{n} bytes"));
+    let signed = match v {
+        Some(v) => format!("signed by {} on {}", v.signer, v.date()),
+        None => "not signed (the profile names no [source] signature)".to_owned(),
     };
+    format!("{what} {file} sha256 {sha256} {size}, {signed}")
+}
+
+/// Pin the sources and packages of `ps` (profiles sharing `lock_path`) and write the lock file.
+/// `relock` re-pins the sources (`hc1img lock`); otherwise existing pins are kept and only
+/// missing or stale ones are made (lock on first use). Every package set is resolved against
+/// one download of the repository databases.
+fn lock_profiles(
+    ps: &[Profile],
+    lock_path: &Path,
+    relock: bool,
+    trust: &Trust,
+    rep: &Reporter,
+) -> Result<()> {
     let cache = Cache::from_env()?;
     let opts = fetch_options(rep);
-    rep.step(format!("fetching {}", src.url));
-    let got = source::fetch_unpinned(&src.fetch_urls, &cache, &opts)?;
-    if let (Some(sig_url), Some(keyring)) = (&src.signature, &src.keyring) {
-        let sig = source::fetch_unpinned(std::slice::from_ref(sig_url), &cache, &opts)
-            .with_context(|| format!("cannot fetch the signature {sig_url}"))?;
-        source::verify_signature(&got.path, &sig.path, keyring)
-            .with_context(|| format!("{}: signature check failed; not re-pinning", src.url))?;
-        rep.step(format!("signature ok ({})", keyring.display()));
-    }
     let mut lock = if lock_path.exists() {
-        profile::read_lock(&lock_path)?
+        profile::read_lock(lock_path)?
     } else {
         profile::LockFile::default()
     };
-    let old = lock.pins.insert(
-        src.url.clone(),
-        profile::Pin {
-            sha256: got.sha256.clone(),
-            size: Some(got.size),
-        },
-    );
-    let packages = match &p.packages {
-        Some(pk) => {
-            let set =
-                crate::packages::lock(&pk.config, &got.path, &got.sha256, &cache, &opts, rep)?;
-            Some(set)
+    let mut lines = Vec::new();
+    // Source URL -> (tarball in the cache, its sha256, its installed packages).
+    let mut tarballs: BTreeMap<
+        String,
+        (PathBuf, String, Option<Vec<crate::packages::db::Package>>),
+    > = BTreeMap::new();
+    let mut snapshots: BTreeMap<String, crate::packages::Repos> = BTreeMap::new();
+    for p in ps {
+        let Some(src) = &p.source else {
+            continue;
+        };
+        if !tarballs.contains_key(&src.url) {
+            let (path, pin, line) = pin_source(p, &lock, relock, trust, &cache, &opts, rep)?;
+            lines.push(line);
+            tarballs.insert(src.url.clone(), (path, pin.sha256.clone(), None));
+            lock.pins.insert(src.url.clone(), pin);
         }
-        None => None,
-    };
-    if let Some(set) = &packages {
-        lock.packages.insert(p.name.clone(), set.clone());
-    }
-    profile::write_lock(&lock_path, &lock)?;
-    match old {
-        Some(o) if o.sha256 == got.sha256 => {
-            println!("{}: unchanged, sha256 {}", src.url, got.sha256)
+        let Some(pk) = &p.packages else {
+            continue;
+        };
+        let Some((tarball, sha, installed)) = tarballs.get_mut(&src.url) else {
+            bail!("internal error: {} was not pinned", src.url);
+        };
+        let current = lock.packages.get(&p.name).cloned();
+        let fresh = crate::packages::Packages {
+            config: pk.config.clone(),
+            pins: current,
+        };
+        if !relock && fresh.require_pins(&p.name, sha).is_ok() {
+            continue;
         }
-        Some(o) => println!(
-            "{}:\n  old sha256 {}\n  new sha256 {} ({} bytes)",
-            src.url, o.sha256, got.sha256, got.size
-        ),
-        None => println!(
-            "{}: pinned sha256 {} ({} bytes)",
-            src.url, got.sha256, got.size
-        ),
-    }
-    if let Some(set) = &packages {
-        println!(
-            "[packages] of {}: {} packages pinned",
-            p.name,
-            set.package.len()
+        let keyring = trust.package_keyring(p);
+        let f = crate::packages::Fetcher {
+            cache: &cache,
+            opts: &opts,
+            mirrors: &trust.mirrors,
+            keyring: &keyring,
+        };
+        let key = format!(
+            "{:?} {} {:?}",
+            pk.config.repositories, pk.config.architecture, pk.config.mirrors
         );
-        for pin in &set.package {
-            println!(
-                "  {} {} ({}, {})",
-                pin.name, pin.version, pin.repo, pin.reason
+        if !snapshots.contains_key(&key) {
+            snapshots.insert(
+                key.clone(),
+                crate::packages::fetch_repos(&pk.config, &f, rep)?,
             );
         }
+        let repos = &snapshots[&key];
+        if installed.is_none() {
+            rep.step("reading the tarball's installed packages");
+            *installed = Some(crate::packages::db::read_local_from_tarball(tarball)?);
+        }
+        let inst = installed.as_deref().unwrap_or_default();
+        let (set, pinned) = crate::packages::pin(&pk.config, repos, inst, sha, &f, rep)
+            .map_err(|e| anyhow::anyhow!("[packages] of profile {}: {e:#}", p.name))?;
+        for x in &pinned {
+            let line = pin_line(
+                "pinned",
+                &x.pin.filename,
+                &x.pin.sha256,
+                x.pin.size,
+                Some(&x.verified),
+            );
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        lock.packages.insert(p.name.clone(), set);
     }
+    profile::write_lock(lock_path, &lock)?;
+    for l in lines {
+        println!("{l}");
+    }
+    rep.step(format!("wrote {}", lock_path.display()));
     Ok(())
+}
+
+/// Pin (or, unless `relock`, keep and re-check) the tarball of `p`'s source; returns it in the
+/// cache, its pin and the line reporting it.
+#[allow(clippy::too_many_arguments)]
+fn pin_source(
+    p: &Profile,
+    lock: &profile::LockFile,
+    relock: bool,
+    trust: &Trust,
+    cache: &Cache,
+    opts: &FetchOptions,
+    rep: &Reporter,
+) -> Result<(PathBuf, profile::Pin, String)> {
+    let Some(src) = &p.source else {
+        bail!("profile {} names no [source] to pin", p.name);
+    };
+    let name = source::mirror::file_name(&src.url);
+    if let (false, Some(old)) = (relock, lock.pins.get(&src.url)) {
+        // Keep the pin; still check the file and its signature.
+        let spec = source_spec(p, trust)?;
+        let got = source::fetch_checked(&spec, cache, opts).map_err(not_served)?;
+        let v = got.signature.as_ref().map(|(_, v)| v);
+        let line = pin_line("kept", name, &old.sha256, old.size, v);
+        return Ok((got.path, old.clone(), line));
+    }
+    let urls = source::mirror::prepend(trust.mirrors.tarball(name), &src.fetch_urls);
+    rep.step(format!("fetching {}", src.url));
+    let old = lock.pins.get(&src.url);
+    let (fetched, signature, signer, verified) = match &src.signature {
+        Some(sig_url) => {
+            let sig = SignatureSpec {
+                urls: source::mirror::prepend(
+                    trust.mirrors.tarball(&format!("{name}.sig")),
+                    std::slice::from_ref(sig_url),
+                ),
+                inline: None,
+                keyring: trust.source_keyring(p),
+            };
+            let got = source::fetch_unpinned_signed(&urls, &sig, cache, opts)?;
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&got.signature);
+            let signer = got.verified.signer.clone();
+            (got.file, Some(b64), Some(signer), Some(got.verified))
+        }
+        None => (
+            source::fetch_unpinned(&urls, cache, opts)?,
+            None,
+            None,
+            None,
+        ),
+    };
+    let what = match old {
+        Some(o) if o.sha256 == fetched.sha256 => "unchanged",
+        Some(_) => "re-pinned",
+        None => "pinned",
+    };
+    let line = pin_line(
+        what,
+        name,
+        &fetched.sha256,
+        Some(fetched.size),
+        verified.as_ref(),
+    );
+    let pin = profile::Pin {
+        sha256: fetched.sha256.clone(),
+        size: Some(fetched.size),
+        signature,
+        signer,
+    };
+    Ok((fetched.path, pin, line))
+}
+
+/// `hc1img vendor DIR [PROFILE...]`: copy every pinned input of the profiles (default: every
+/// profile next to `profiles/hc1img.lock`) out of the cache into `dir`, laid out like an Arch
+/// Linux ARM mirror (`os/<tarball>` + `.sig`, `<arch>/<repo>/<package>` + `.sig`, and a
+/// `<repo>.db` made for them), so `--mirror file://DIR` builds with upstream gone.
+pub fn vendor(dir: &Path, profiles: &[PathBuf], trust: &TrustArgs, rep: &Reporter) -> Result<()> {
+    use base64::Engine as _;
+    let trust = Trust::new(trust)?;
+    let files = if profiles.is_empty() {
+        siblings(Path::new("profiles"))?
+    } else {
+        profiles.to_vec()
+    };
+    let cache = Cache::from_env()?;
+    let opts = fetch_options(rep);
+    // (arch, repo) -> pins with their .PKGINFO, by file name.
+    let mut repos: BTreeMap<
+        (String, String),
+        BTreeMap<
+            String,
+            (
+                crate::packages::PackagePin,
+                crate::packages::install::PkgInfo,
+            ),
+        >,
+    > = BTreeMap::new();
+    let mut written = 0usize;
+    for f in &files {
+        let args = CommonArgs {
+            profile: f.clone(),
+            source_url: None,
+            source_sha256: None,
+            secrets: Vec::new(),
+            no_packages: false,
+            trust: TrustArgs::default(),
+        };
+        let p = locked_profile(&args, &trust, rep)?;
+        let Some(src) = &p.source else {
+            continue;
+        };
+        let spec = source_spec(&p, &trust)?;
+        let tarball = source::fetch(&spec, &cache, &opts).map_err(not_served)?;
+        let name = source::mirror::file_name(&src.url);
+        let os = dir.join("os");
+        written += copy_into(&tarball, &os.join(name))?;
+        if let Some(sig) = locked_pin(&p, &src.url).and_then(|pin| pin.signature) {
+            written += write_into(
+                &os.join(format!("{name}.sig")),
+                &decode_signature(&sig, &p)?,
+            )?;
+        }
+        let Some(pk) = &p.packages else {
+            continue;
+        };
+        let pins = pk.require_pins(&p.name, &spec.sha256)?;
+        let keyring = trust.package_keyring(&p);
+        let fetcher = crate::packages::Fetcher {
+            cache: &cache,
+            opts: &opts,
+            mirrors: &trust.mirrors,
+            keyring: &keyring,
+        };
+        for repo in &pk.config.repositories {
+            repos
+                .entry((pk.config.architecture.clone(), repo.clone()))
+                .or_default();
+        }
+        for got in crate::packages::fetch(&pk.config, pins, &fetcher)? {
+            let repo_dir = dir.join(&pk.config.architecture).join(&got.pin.repo);
+            written += copy_into(&got.path, &repo_dir.join(&got.pin.filename))?;
+            if let Some(sig) = &got.pin.signature {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(sig.trim())
+                    .with_context(|| {
+                        format!("{}: its signature is not valid base64", got.pin.filename)
+                    })?;
+                written += write_into(&repo_dir.join(format!("{}.sig", got.pin.filename)), &bytes)?;
+            }
+            let info = crate::packages::install::prepare(&got)?.info;
+            repos
+                .entry((pk.config.architecture.clone(), got.pin.repo.clone()))
+                .or_default()
+                .insert(got.pin.filename.clone(), (got.pin.clone(), info));
+        }
+    }
+    for ((arch, repo), pkgs) in &repos {
+        let entries: Vec<crate::packages::vendor::Entry<'_>> = pkgs
+            .values()
+            .map(|(pin, info)| crate::packages::vendor::Entry { pin, info })
+            .collect();
+        let repo_dir = dir.join(arch).join(repo);
+        std::fs::create_dir_all(&repo_dir)
+            .with_context(|| format!("{}: cannot create", repo_dir.display()))?;
+        let db = repo_dir.join(format!("{repo}.db"));
+        write_via_temp(&db, |tmp| crate::packages::vendor::write_db(tmp, &entries))?;
+        println!("{} ({} packages)", db.display(), entries.len());
+    }
+    rep.step(format!(
+        "vendored into {} ({written} files written); build from it with --mirror file://{}",
+        dir.display(),
+        std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .display()
+    ));
+    Ok(())
+}
+
+/// Copy `from` to `to` (through a temporary name) unless `to` already holds the same bytes;
+/// returns how many files were written (0 or 1).
+fn copy_into(from: &Path, to: &Path) -> Result<usize> {
+    if to.is_file() && source::sha256_file(to)? == source::sha256_file(from)? {
+        return Ok(0);
+    }
+    if let Some(d) = to.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("{}: cannot create", d.display()))?;
+    }
+    write_via_temp(to, |tmp| {
+        std::fs::copy(from, tmp)
+            .map(drop)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), tmp.display()))?;
+        // The cache's copies are read-only; the vendored tree's are the owner's to manage.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("{}: cannot chmod", tmp.display()))
+    })?;
+    println!("{}", to.display());
+    Ok(1)
+}
+
+/// Write `bytes` to `to` (through a temporary name) unless it already holds them.
+fn write_into(to: &Path, bytes: &[u8]) -> Result<usize> {
+    if std::fs::read(to).is_ok_and(|b| b == bytes) {
+        return Ok(0);
+    }
+    if let Some(d) = to.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("{}: cannot create", d.display()))?;
+    }
+    write_via_temp(to, |tmp| {
+        std::fs::write(tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))
+    })?;
+    println!("{}", to.display());
+    Ok(1)
 }
 
 /// The HC1 board file, built in so `inspect` can name the blobs without a profile.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use hc1img::commands::{self, CommonArgs, Compress};
+use hc1img::commands::{self, CommonArgs, Compress, TrustArgs};
 use hc1img::progress::{Reporter, Verbosity};
 
 /// Build ready-to-boot disk images for Odroid HC1 nodes running Arch Linux ARM.
@@ -46,6 +46,37 @@ struct ProfileArgs {
     /// against, e.g. a test tarball).
     #[arg(long)]
     no_packages: bool,
+    #[command(flatten)]
+    trust: TrustFlags,
+    /// Refuse to change the lock file (as `cargo build --locked`): fail when a pin is missing
+    /// or stale instead of locking on first use.
+    #[arg(long)]
+    locked: bool,
+}
+
+/// Where fetched files come from and who must have signed them.
+#[derive(Args, Debug)]
+struct TrustFlags {
+    /// Try this mirror first for every file fetched (tarball, signatures, databases, packages),
+    /// laid out like Arch Linux ARM's (`os/<tarball>`, `<arch>/<repo>/<file>`, what
+    /// `hc1img vendor` writes): http(s)://, file:// or a directory. Repeatable; also
+    /// HC1IMG_MIRROR (space-separated), tried after these.
+    #[arg(long = "mirror", value_name = "URL")]
+    mirrors: Vec<String>,
+    /// Check the tarball's and the packages' signatures against this armored or binary OpenPGP
+    /// key file instead of the profile's keyring (default: the built-in Arch Linux ARM key).
+    #[arg(long, env = "HC1IMG_KEYRING", value_name = "FILE")]
+    keyring: Option<PathBuf>,
+}
+
+impl TrustFlags {
+    fn args(self, locked: bool) -> TrustArgs {
+        TrustArgs {
+            mirrors: self.mirrors,
+            keyring: self.keyring,
+            locked,
+        }
+    }
 }
 
 impl ProfileArgs {
@@ -56,6 +87,7 @@ impl ProfileArgs {
             source_sha256: self.source_sha256,
             secrets: self.secrets,
             no_packages: self.no_packages,
+            trust: self.trust.args(self.locked),
         }
     }
 }
@@ -95,16 +127,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download and verify the profile's pinned source into the cache.
+    /// Download and verify the profile's pinned source and packages into the cache (locking on
+    /// first use, like build).
     Fetch {
         #[command(flatten)]
         profile: ProfileArgs,
     },
-    /// Re-pin the source: download the current file at the profile's URL, verify its
-    /// signature when the profile names one, and write its sha256 and size to the lock file.
+    /// Re-pin: download the current tarball at the profile's URL and verify its signature,
+    /// resolve [packages] against the repositories' current databases and verify every
+    /// package's signature, and write it all to the lock file. Every profile next to that lock
+    /// file is re-locked in the same resolution, so they share one tarball pin and one package
+    /// snapshot.
     Lock {
-        /// The profile file whose source to re-pin.
-        profile: PathBuf,
+        /// Profile files or directories (default: profiles/); each selects every profile next
+        /// to its lock file.
+        profiles: Vec<PathBuf>,
+        #[command(flatten)]
+        trust: TrustFlags,
+    },
+    /// Copy every pinned input of the profiles (the tarball and its signature, each package
+    /// and its signature) into DIR laid out like an Arch Linux ARM mirror, with a repository
+    /// database made for them; `--mirror file://DIR` then builds with upstream gone.
+    Vendor {
+        /// Where to write the tree (created; files already there with the same bytes are kept).
+        dir: PathBuf,
+        /// The profiles (default: every profile next to profiles/hc1img.lock).
+        profiles: Vec<PathBuf>,
+        #[command(flatten)]
+        trust: TrustFlags,
     },
     /// Describe a built image: partition table, filesystems, labels, UUIDs and bootloader
     /// blobs, as a check before flashing.
@@ -197,7 +247,12 @@ fn main() -> ExitCode {
         } => commands::build(&profile.common(), out, rebuild, compress, &rep).map(|_| ()),
         Command::Plan { profile, json } => commands::plan(&profile.common(), json),
         Command::Fetch { profile } => commands::fetch(&profile.common(), &rep),
-        Command::Lock { profile } => commands::lock(&profile, &rep),
+        Command::Lock { profiles, trust } => commands::lock(&profiles, &trust.args(false), &rep),
+        Command::Vendor {
+            dir,
+            profiles,
+            trust,
+        } => commands::vendor(&dir, &profiles, &trust.args(false), &rep),
         Command::Inspect { image } => commands::inspect(&image),
         // Exit like diff(1): 0 same, 1 different, 2 trouble.
         Command::Diff { a, b } => match commands::diff(&a, &b) {

@@ -87,6 +87,10 @@ pub struct Package {
     pub provides: Vec<Dep>,
     pub conflicts: Vec<Dep>,
     pub replaces: Vec<Dep>,
+    /// `%PGPSIG%`: the package file's detached signature, base64 (sync databases only).
+    pub pgpsig: Option<String>,
+    /// `%REASON%` is 1: installed as a dependency (local databases only).
+    pub as_dependency: bool,
 }
 
 impl Package {
@@ -110,6 +114,8 @@ impl Package {
             provides: d.deps("PROVIDES"),
             conflicts: d.deps("CONFLICTS"),
             replaces: d.deps("REPLACES"),
+            pgpsig: d.one("PGPSIG").map(str::to_owned),
+            as_dependency: d.one("REASON") == Some("1"),
         })
     }
 

@@ -30,7 +30,7 @@
 //!   local database entry replaced.
 //! - The local database entry `var/lib/pacman/local/NAME-VERSION/` gets `desc` (the fields of
 //!   `_alpm_local_db_write`, in its order: `%INSTALLDATE%` is the build's timestamp,
-//!   `%REASON%` 1 for dependencies, `%VALIDATION%` `sha256`), `files` (`%FILES%` sorted as
+//!   `%REASON%` 1 for dependencies, `%VALIDATION%` `pgp` when the pin's signature was checked, else `sha256`), `files` (`%FILES%` sorted as
 //!   `_alpm_filelist_sort` does, directories with a trailing `/`; `%BACKUP%` as `path<TAB>md5`),
 //!   `mtree` (the package's `.MTREE` bytes) and `install` (the `.INSTALL` scriptlet), all
 //!   root-owned 0644 in a 0755 directory.
@@ -563,7 +563,12 @@ pub fn local_desc(p: &Prepared, installdate: i64) -> String {
     };
     list(&mut s, "GROUPS", i.all("group"));
     list(&mut s, "LICENSE", i.all("license"));
-    list(&mut s, "VALIDATION", vec!["sha256"]);
+    // pacman records how it validated the file: by its signature when it checked one.
+    let validation = match p.fetched.pin.signature {
+        Some(_) => "pgp",
+        None => "sha256",
+    };
+    list(&mut s, "VALIDATION", vec![validation]);
     list(&mut s, "REPLACES", i.all("replaces"));
     list(&mut s, "DEPENDS", i.all("depend"));
     list(&mut s, "OPTDEPENDS", i.all("optdepend"));
@@ -663,6 +668,8 @@ mod tests {
                 size: None,
                 url: String::new(),
                 upgrades: upgrades.map(String::from),
+                signature: None,
+                signer: None,
             },
             path,
         }

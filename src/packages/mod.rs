@@ -4,10 +4,14 @@
 //! - `hc1img lock` ([`lock`]) downloads each repository's sync database
 //!   (`<mirror with $repo/$arch>/<repo>.db`), reads the root tarball's local database,
 //!   resolves the dependency closure of `[packages] install` as pacman would
-//!   ([`resolve`]) and pins every package (file name, version, sha256, size, repository, URL)
-//!   in the lock file under the profile's name ([`LockedSet`]).
+//!   ([`resolve`]), downloads every chosen package and checks its detached OpenPGP signature
+//!   (`%PGPSIG%` from the database, else `<package URL>.sig`) against the keyring, and pins it
+//!   (file name, version, sha256, size, repository, URL, signature, signer) in the lock file
+//!   under the profile's name ([`LockedSet`]). The databases are unsigned upstream: they only
+//!   say which files to take; the packages' own signatures are the trust anchor.
 //! - `hc1img build` fetches each pinned package into the content-addressed cache (verified
-//!   against its sha256: a mismatch aborts the build before any output exists) and, after the
+//!   against its sha256 and its pinned signature before it enters the cache: a mismatch aborts
+//!   the build before any output exists) and, after the
 //!   tarball import and before the edits, streams every package into the tree and the ext4
 //!   data area with the tarball's own importer ([`install`]), writing
 //!   `/var/lib/pacman/local/NAME-VERSION/{desc,files,mtree,install}` like pacman 6.
@@ -23,11 +27,13 @@ pub mod db;
 pub mod firstboot;
 pub mod install;
 pub mod resolve;
+pub mod vendor;
 pub mod version;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -48,6 +54,24 @@ pub struct Config {
     /// Arch Linux ARM architecture (`$arch` in mirrors; packages must be this or `any`).
     #[serde(default = "default_architecture")]
     pub architecture: String,
+    /// The OpenPGP key file every package must be signed by (relative to the profile; default:
+    /// `[source] keyring`, else the built-in Arch Linux ARM key). Which key vouched, not what
+    /// the bytes are: left out of the derivation hash.
+    #[serde(default, skip_serializing)]
+    pub keyring: Option<PathBuf>,
+    /// Also pin and install the repositories' current version of every package the tarball
+    /// already has (what `pacman -Syu` right after unpacking would do): no partial upgrades.
+    /// `false` keeps the tarball's versions (only what `install` needs is added).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub upgrade: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn default_repositories() -> Vec<String> {
@@ -101,6 +125,11 @@ impl Config {
                     .into(),
             ));
         }
+        if let Some(k) = &self.keyring
+            && !k.is_file()
+        {
+            return Err(("keyring", format!("{} is not a readable file", k.display())));
+        }
         for m in &self.mirrors {
             let ok = (m.starts_with("http://") || m.starts_with("https://"))
                 && m.split('/').nth(2).is_some_and(|h| !h.is_empty())
@@ -129,10 +158,13 @@ impl Config {
     /// Digest of what resolution depends on (targets, repositories, architecture): a lock
     /// set resolved for another digest is stale.
     pub fn digest(&self) -> String {
-        let s = format!(
+        let mut s = format!(
             "install={:?}\nrepositories={:?}\narchitecture={}\n",
             self.install, self.repositories, self.architecture
         );
+        if !self.upgrade {
+            s.push_str("upgrade=false\n");
+        }
         hex::encode(Sha256::digest(s.as_bytes()))
     }
 }
@@ -159,6 +191,13 @@ pub struct PackagePin {
     /// The tarball's installed version this package replaces, if any.
     #[serde(default)]
     pub upgrades: Option<String>,
+    /// The package file's detached OpenPGP signature, base64 (as `%PGPSIG%`), checked when the
+    /// file enters the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Fingerprint of the primary key that made `signature`, when it was locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }
 
 /// The pins of one profile's `[packages]` (`[packages.NAME]` in the lock file), in install
@@ -232,63 +271,171 @@ pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// `hc1img lock`'s package part: fetch the databases, resolve against the tarball's local
-/// database, return the pins.
-pub fn lock(
+/// Where packages come from and who must have signed them (for [`lock`] and [`fetch`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Fetcher<'a> {
+    pub cache: &'a crate::source::Cache,
+    pub opts: &'a crate::source::FetchOptions,
+    /// Tried first for every database and package (`--mirror`, `HC1IMG_MIRROR`).
+    pub mirrors: &'a crate::source::Mirrors,
+    pub keyring: &'a crate::source::Keyring,
+}
+
+impl Fetcher<'_> {
+    /// Every URL of `file` in `repo`: the command-line mirrors, then `first`, then the
+    /// profile's mirrors.
+    fn urls(&self, cfg: &Config, repo: &str, file: &str, first: Option<&str>) -> Vec<String> {
+        let mut urls = self.mirrors.repo_file(&cfg.architecture, repo, file);
+        let profile: Vec<String> = first
+            .map(str::to_owned)
+            .into_iter()
+            .chain(
+                cfg.mirrors
+                    .iter()
+                    .map(|m| format!("{}/{file}", cfg.mirror_url(m, repo))),
+            )
+            .collect();
+        for u in profile {
+            if !urls.contains(&u) {
+                urls.push(u);
+            }
+        }
+        urls
+    }
+
+    /// The signature check for a package: the pinned one (base64, as `%PGPSIG%`) or, without
+    /// one, `<URL>.sig`.
+    fn signature(&self, b64: Option<&str>, what: &str) -> Result<crate::source::SignatureSpec> {
+        let inline = match b64 {
+            Some(b) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .with_context(|| format!("{what}: its signature is not valid base64"))?,
+            ),
+            None => None,
+        };
+        Ok(crate::source::SignatureSpec {
+            urls: Vec::new(),
+            inline,
+            keyring: self.keyring.clone(),
+        })
+    }
+}
+
+/// One pinned package and who signed it, as `hc1img lock` reports it.
+#[derive(Clone, Debug)]
+pub struct Pinned {
+    pub pin: PackagePin,
+    pub verified: crate::source::Verified,
+}
+
+/// The repositories' packages (sync databases), in `[packages] repositories` order.
+pub type Repos = Vec<(String, Vec<db::Package>)>;
+
+/// Download and read every repository's database (unsigned upstream: it only says which files
+/// to take, each package's own signature is checked by [`pin`]).
+pub fn fetch_repos(
     cfg: &Config,
-    tarball: &Path,
-    tarball_sha256: &str,
-    cache: &crate::source::Cache,
-    opts: &crate::source::FetchOptions,
+    f: &Fetcher<'_>,
     rep: &crate::progress::Reporter,
-) -> Result<LockedSet> {
+) -> Result<Repos> {
     let mut repos = Vec::new();
     for repo in &cfg.repositories {
-        let urls: Vec<String> = cfg
-            .mirrors
-            .iter()
-            .map(|m| format!("{}/{repo}.db", cfg.mirror_url(m, repo)))
-            .collect();
+        let file = format!("{repo}.db");
+        let urls = f.urls(cfg, repo, &file, None);
         rep.step(format!("fetching the {repo} database"));
-        let got = crate::source::fetch_unpinned(&urls, cache, opts)
+        let got = crate::source::fetch_unpinned(&urls, f.cache, f.opts)
             .with_context(|| format!("repository {repo}: cannot fetch {repo}.db"))?;
         let mut pkgs = db::read_sync_db(&got.path, repo)?;
         pkgs.retain(|p| p.arch == cfg.architecture || p.arch == "any" || p.arch.is_empty());
         repos.push((repo.clone(), pkgs));
     }
-    rep.step("reading the tarball's installed packages");
-    let installed = db::read_local_from_tarball(tarball)?;
-    let chosen = resolve::resolve(&cfg.install, &repos, &installed)?;
-    let package = chosen
-        .into_iter()
-        .map(|c| {
-            let url = cfg
-                .mirrors
-                .first()
-                .map(|m| format!("{}/{}", cfg.mirror_url(m, &c.pkg.repo), c.pkg.filename))
-                .unwrap_or_default();
-            PackagePin {
-                reason: match c.reason {
-                    resolve::Reason::Explicit => "explicit",
-                    resolve::Reason::Dependency => "dependency",
-                }
-                .to_string(),
-                name: c.pkg.name,
-                version: c.pkg.version,
-                repo: c.pkg.repo,
-                filename: c.pkg.filename,
-                sha256: c.pkg.sha256,
-                size: c.pkg.csize,
-                url,
-                upgrades: c.upgrades,
-            }
-        })
+    Ok(repos)
+}
+
+/// `hc1img lock`'s package part: resolve `[packages]` against `repos` and the tarball's local
+/// database (`installed`, [`db::read_local_from_tarball`]), download and verify every chosen
+/// package, return the pins.
+pub fn pin(
+    cfg: &Config,
+    repos: &Repos,
+    installed: &[db::Package],
+    tarball_sha256: &str,
+    f: &Fetcher<'_>,
+    rep: &crate::progress::Reporter,
+) -> Result<(LockedSet, Vec<Pinned>)> {
+    // Upgrades first, so the targets' dependencies see the upgraded versions.
+    let upgrades = if cfg.upgrade {
+        resolve::upgrades(repos, installed)
+    } else {
+        Vec::new()
+    };
+    let targets: Vec<String> = upgrades.iter().chain(&cfg.install).cloned().collect();
+    let explicit: Vec<String> = cfg
+        .install
+        .iter()
+        .map(|t| version::Dep::parse(t).name)
         .collect();
-    Ok(LockedSet {
-        tarball_sha256: tarball_sha256.to_string(),
-        config: cfg.digest(),
-        package,
-    })
+    let mut chosen = resolve::resolve(&targets, repos, installed)?;
+    // An upgrade keeps the installed package's reason, as pacman does.
+    for c in &mut chosen {
+        if c.reason == resolve::Reason::Explicit && !explicit.contains(&c.pkg.name) {
+            let was_dep = installed
+                .iter()
+                .any(|i| i.name == c.pkg.name && i.as_dependency);
+            if was_dep {
+                c.reason = resolve::Reason::Dependency;
+            }
+        }
+    }
+    rep.step(format!("fetching and verifying {} packages", chosen.len()));
+    let mut out = Vec::new();
+    for c in chosen {
+        let p = c.pkg;
+        let what = format!("package {}-{} ({})", p.name, p.version, p.filename);
+        let url = cfg
+            .mirrors
+            .first()
+            .map(|m| format!("{}/{}", cfg.mirror_url(m, &p.repo), p.filename))
+            .unwrap_or_default();
+        let spec = crate::source::SourceSpec {
+            urls: f.urls(cfg, &p.repo, &p.filename, None),
+            sha256: p.sha256.clone(),
+            size: p.csize,
+            signature: Some(f.signature(p.pgpsig.as_deref(), &what)?),
+        };
+        let got = crate::source::fetch_checked(&spec, f.cache, f.opts)
+            .map_err(|e| anyhow::anyhow!("{what} from repository {}: {e:#}", p.repo))?;
+        let (sig, verified) = got
+            .signature
+            .with_context(|| format!("internal error: {what} was not verified"))?;
+        let pin = PackagePin {
+            reason: match c.reason {
+                resolve::Reason::Explicit => "explicit",
+                resolve::Reason::Dependency => "dependency",
+            }
+            .to_string(),
+            name: p.name,
+            version: p.version,
+            repo: p.repo,
+            filename: p.filename,
+            sha256: p.sha256,
+            size: p.csize,
+            url,
+            upgrades: c.upgrades,
+            signature: Some(base64::engine::general_purpose::STANDARD.encode(sig)),
+            signer: Some(verified.signer.clone()),
+        };
+        out.push(Pinned { pin, verified });
+    }
+    Ok((
+        LockedSet {
+            tarball_sha256: tarball_sha256.to_string(),
+            config: cfg.digest(),
+            package: out.iter().map(|p| p.pin.clone()).collect(),
+        },
+        out,
+    ))
 }
 
 /// A pinned package fetched into the cache.
@@ -298,34 +445,20 @@ pub struct Fetched {
     pub path: PathBuf,
 }
 
-/// Fetch every pinned package into the cache, verified against its sha256.
-pub fn fetch(
-    cfg: &Config,
-    pins: &[PackagePin],
-    cache: &crate::source::Cache,
-    opts: &crate::source::FetchOptions,
-) -> Result<Vec<Fetched>> {
+/// Fetch every pinned package into the cache, verified against its sha256 and signature (the
+/// pinned one, else `<URL>.sig`) before it enters the cache.
+pub fn fetch(cfg: &Config, pins: &[PackagePin], f: &Fetcher<'_>) -> Result<Vec<Fetched>> {
     let mut out = Vec::new();
     for pin in pins {
-        let mut urls = vec![pin.url.clone()];
-        for m in &cfg.mirrors {
-            let u = format!("{}/{}", cfg.mirror_url(m, &pin.repo), pin.filename);
-            if !urls.contains(&u) {
-                urls.push(u);
-            }
-        }
+        let what = format!("package {}-{} ({})", pin.name, pin.version, pin.filename);
         let spec = crate::source::SourceSpec {
-            urls,
+            urls: f.urls(cfg, &pin.repo, &pin.filename, Some(&pin.url)),
             sha256: pin.sha256.clone(),
             size: pin.size,
-            signature: None,
+            signature: Some(f.signature(pin.signature.as_deref(), &what)?),
         };
-        let path = crate::source::fetch(&spec, cache, opts).with_context(|| {
-            format!(
-                "package {}-{} ({}): not fetched; the build stops",
-                pin.name, pin.version, pin.filename
-            )
-        })?;
+        let path = crate::source::fetch(&spec, f.cache, f.opts)
+            .map_err(|e| crate::source::not_served(&what, e))?;
         out.push(Fetched {
             pin: pin.clone(),
             path,

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, bail};
 
 use super::db::Package;
-use super::version::Dep;
+use super::version::{Dep, vercmp};
 
 /// Why a package is installed (pacman's `%REASON%`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +42,25 @@ pub struct Chosen {
     pub reason: Reason,
     /// The installed version this one replaces, if any.
     pub upgrades: Option<String>,
+}
+
+/// What `pacman -Syu` would upgrade: for each installed package, the first repository (in
+/// order) holding a package of that name, when its version is newer; as `NAME>=VERSION`
+/// targets for [`resolve`] (so the new versions' dependencies are resolved too), sorted by
+/// name.
+pub fn upgrades(repos: &[(String, Vec<Package>)], installed: &[Package]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in installed {
+        let newer = repos
+            .iter()
+            .find_map(|(_, pkgs)| pkgs.iter().find(|q| q.name == p.name))
+            .filter(|q| vercmp(&q.version, &p.version) == std::cmp::Ordering::Greater);
+        if let Some(q) = newer {
+            out.push(format!("{}>={}", q.name, q.version));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Resolve `targets` against `repos` (in order) with `installed` kept when possible.
@@ -258,7 +277,41 @@ mod tests {
             provides: provides.iter().map(|d| Dep::parse(d)).collect(),
             conflicts: Vec::new(),
             replaces: Vec::new(),
+            pgpsig: None,
+            as_dependency: false,
         }
+    }
+
+    #[test]
+    fn upgrades_are_what_pacman_syu_would_take() -> Result<()> {
+        let repos = vec![
+            (
+                "core".into(),
+                vec![
+                    pkg("core", "libfoo", "1.1-1", &["libbar>=2"], &[]),
+                    pkg("core", "libbar", "2-1", &[], &[]),
+                    pkg("core", "same", "1-1", &[], &[]),
+                    pkg("core", "older", "4-1", &[], &[]),
+                ],
+            ),
+            (
+                "extra".into(),
+                vec![pkg("extra", "libfoo", "9-1", &[], &[])],
+            ),
+        ];
+        let installed = [
+            pkg("local", "libfoo", "1.0-1", &[], &[]),
+            pkg("local", "same", "1-1", &[], &[]),
+            pkg("local", "older", "5-1", &[], &[]),
+            pkg("local", "gone", "1-1", &[], &[]),
+        ];
+        // The first repository holding the name decides (core's 1.1, not extra's 9).
+        let up = upgrades(&repos, &installed);
+        assert_eq!(up, ["libfoo>=1.1-1"]);
+        let chosen = resolve(&up, &repos, &installed)?;
+        assert_eq!(names(&chosen), ["libbar-2-1", "libfoo-1.1-1"]);
+        assert_eq!(chosen[1].upgrades.as_deref(), Some("1.0-1"));
+        Ok(())
     }
 
     fn names(v: &[Chosen]) -> Vec<String> {

@@ -27,6 +27,7 @@ const MAX_CHAIN: usize = 32;
 const PATH_KEYS: &[&[&str]] = &[
     &["board"],
     &["source", "keyring"],
+    &["packages", "keyring"],
     &["secrets", "*", "file"],
     &["overlays", "dirs", "[]"],
     &["overlays", "names", "[]"],
@@ -1326,10 +1327,8 @@ impl Validator<'_> {
                     self.url(&["source", "mirrors"], m)?;
                 }
                 if let Some(sig) = &s.signature {
+                    // Without `keyring` the built-in Arch Linux ARM key must have made it.
                     self.url(&["source", "signature"], sig)?;
-                    if s.keyring.is_none() {
-                        return Err(self.err(&["source"], "`signature` needs `keyring` (the public key file that must have made it)"));
-                    }
                 }
                 if let Some(k) = &s.keyring
                     && !k.is_file()

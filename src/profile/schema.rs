@@ -317,4 +317,11 @@ pub struct Pin {
     /// Size in bytes.
     #[serde(default)]
     pub size: Option<u64>,
+    /// The tarball's detached OpenPGP signature (binary, base64), checked when the file enters
+    /// the cache: upstream replaces the `.sig` of a "latest" tarball, the lock keeps its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Fingerprint of the primary key that made `signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }

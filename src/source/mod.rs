@@ -14,24 +14,30 @@
 //! failure. An exclusive lock on `<root>/tmp/<hex>.lock` (flock) keeps concurrent builds from
 //! downloading the same file twice or corrupting each other's part files.
 //!
-//! When a [`SignatureSpec`] is given, the detached OpenPGP signature (RFC 9580 §10.4) is fetched
-//! too, stored in the cache by its own hash, and checked against the keyring with
-//! [`verify_signature`] before the file is accepted. On a cache hit the signature is not checked
-//! again: the bytes are already bound to the pinned SHA-256.
+//! When a [`SignatureSpec`] is given, the detached OpenPGP signature (RFC 9580 §10.4) is taken
+//! from the spec (pinned in the lock file) or fetched (`<the URL that served the file>.sig` first,
+//! then the spec's URLs), and the part file is checked against the keyring with
+//! [`verify_detached`] before it is renamed into the cache: a file that fails is deleted, so no
+//! unverified byte is ever in the cache under its final name. On a cache hit the signature is not
+//! checked again: the bytes are already bound to the pinned SHA-256 and were checked on entry.
 
 mod cache;
 mod download;
 mod hash;
+pub mod mirror;
 mod signature;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 pub use cache::Cache;
 pub use hash::{sha256_file, sha256_file_with};
-pub use signature::verify_signature;
+pub use mirror::Mirrors;
+pub use signature::{
+    ALARM_FINGERPRINT, ALARM_KEY, Keyring, Verified, verify_detached, verify_signature, ymd,
+};
 
 /// One pinned input: where to get it and what its bytes must hash to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,11 +56,18 @@ pub struct SourceSpec {
 /// A detached OpenPGP signature over a [`SourceSpec`]'s file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignatureSpec {
-    /// Where the detached `.sig` (binary or ASCII-armored) is.
-    pub url: String,
-    /// An armored or binary public key file holding the key(s) allowed to sign.
-    pub keyring: PathBuf,
+    /// Where the detached `.sig` (binary or ASCII-armored) may be fetched, tried in order after
+    /// `<the URL that served the file>.sig`. Unused when `inline` is given.
+    pub urls: Vec<String>,
+    /// The signature itself, when it is known already (pinned in the lock file or taken from a
+    /// repository database's `%PGPSIG%`).
+    pub inline: Option<Vec<u8>>,
+    /// The key(s) allowed to sign.
+    pub keyring: Keyring,
 }
+
+/// Largest detached signature accepted (a signature is a few hundred bytes).
+const MAX_SIGNATURE: u64 = 64 * 1024;
 
 /// How downloads behave.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,19 +112,55 @@ pub struct Fetched {
 ///
 /// On a cache hit this returns at once without any network access.
 pub fn fetch(spec: &SourceSpec, cache: &Cache, opts: &FetchOptions) -> Result<PathBuf> {
+    fetch_inner(spec, cache, opts, false).map(|(p, _)| p)
+}
+
+/// A pinned file and the signature that vouched for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub path: PathBuf,
+    /// The signature's bytes and who made it, when `spec` has a [`SignatureSpec`].
+    pub signature: Option<(Vec<u8>, Verified)>,
+}
+
+/// Like [`fetch`], but when `spec` has a signature it is checked even on a cache hit, and
+/// returned with its signer (what `hc1img lock` records).
+pub fn fetch_checked(spec: &SourceSpec, cache: &Cache, opts: &FetchOptions) -> Result<Checked> {
+    fetch_inner(spec, cache, opts, true).map(|(path, signature)| Checked { path, signature })
+}
+
+type WithSignature = (PathBuf, Option<(Vec<u8>, Verified)>);
+
+fn fetch_inner(
+    spec: &SourceSpec,
+    cache: &Cache,
+    opts: &FetchOptions,
+    check_hits: bool,
+) -> Result<WithSignature> {
     let sha = spec.sha256.as_str();
     check_sha256(sha)?;
     if spec.urls.is_empty() {
         bail!("source with sha256 {sha} has no URL to fetch it from; add one to `urls`");
     }
-    if let Some(hit) = cached(cache, sha, spec.size)? {
-        return Ok(hit);
+    let hit = |path: PathBuf| -> Result<WithSignature> {
+        match (&spec.signature, check_hits) {
+            (Some(sig), true) => {
+                let url = &spec.urls[0];
+                let v = check_signature(sig, url, &path, cache, opts)
+                    .with_context(|| format!("cached copy of {url} (sha256 {sha})"))?;
+                Ok((path, Some(v)))
+            }
+            _ => Ok((path, None)),
+        }
+    };
+    if let Some(p) = cached(cache, sha, spec.size)? {
+        return hit(p);
     }
     cache.ensure_dirs()?;
     let _lock = cache.lock(sha)?;
     // Another build may have fetched it while we waited for the lock.
-    if let Some(hit) = cached(cache, sha, spec.size)? {
-        return Ok(hit);
+    if let Some(p) = cached(cache, sha, spec.size)? {
+        return hit(p);
     }
     let part = cache.part_path(sha);
     let expect = download::Expect {
@@ -122,17 +171,21 @@ pub fn fetch(spec: &SourceSpec, cache: &Cache, opts: &FetchOptions) -> Result<Pa
     for url in &spec.urls {
         match download::download(url, &part, &expect, opts) {
             Ok(got) => {
-                if let Some(sig) = &spec.signature
-                    && let Err(e) = check_signature(sig, &part, cache, opts)
-                {
-                    remove_part(&part);
-                    return Err(e.context(format!(
-                        "signature check failed for {url} (sha256 {sha}); the file was not put \
-                         into the cache"
-                    )));
+                let mut signed = None;
+                if let Some(sig) = &spec.signature {
+                    match check_signature(sig, url, &part, cache, opts) {
+                        Ok(v) => signed = Some(v),
+                        Err(e) => {
+                            remove_part(&part);
+                            return Err(anyhow!(
+                                "signature check failed for {url} (sha256 {sha}): {e:#}; the file \
+                                 was not put into the cache"
+                            ));
+                        }
+                    }
                 }
                 debug_assert_eq!(got.sha256, sha);
-                return cache.install(&part, sha);
+                return Ok((cache.install(&part, sha)?, signed));
             }
             Err(e) => {
                 remove_part(&part);
@@ -173,16 +226,145 @@ pub fn fetch_unpinned(urls: &[String], cache: &Cache, opts: &FetchOptions) -> Re
     bail!("{}", all_failed("(unpinned)", &failures))
 }
 
-/// Fetches the signature named by `sig` into the cache and checks `data` against it.
+/// A file fetched without a pin whose signature verified (see [`fetch_unpinned_signed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedFetch {
+    pub file: Fetched,
+    /// The URL that served it.
+    pub url: String,
+    /// The detached signature's bytes (to pin beside the file's sha256).
+    pub signature: Vec<u8>,
+    pub verified: Verified,
+}
+
+/// Like [`fetch_unpinned`], but the download is checked against `sig` before it enters the
+/// cache; a file that fails the check is deleted and the next URL is not tried (a bad signature
+/// is an attack or a broken mirror, not a transfer error).
+pub fn fetch_unpinned_signed(
+    urls: &[String],
+    sig: &SignatureSpec,
+    cache: &Cache,
+    opts: &FetchOptions,
+) -> Result<SignedFetch> {
+    if urls.is_empty() {
+        bail!("no URL given to fetch");
+    }
+    cache.ensure_dirs()?;
+    let mut failures = Vec::new();
+    for url in urls {
+        let part = cache.unique_part_path()?;
+        match download::download(url, &part, &download::Expect::default(), opts) {
+            Ok(got) => {
+                let (signature, verified) = match check_signature(sig, url, &part, cache, opts) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        remove_part(&part);
+                        return Err(anyhow!(
+                            "signature check failed for {url}: {e:#}; the file was not put into \
+                             the cache"
+                        ));
+                    }
+                };
+                let path = cache.install_unlocked_dedup(&part, &got.sha256)?;
+                return Ok(SignedFetch {
+                    file: Fetched {
+                        path,
+                        sha256: got.sha256,
+                        size: got.size,
+                    },
+                    url: url.clone(),
+                    signature,
+                    verified,
+                });
+            }
+            Err(e) => {
+                remove_part(&part);
+                failures.push(format!("{url}: {e:#}"));
+            }
+        }
+    }
+    bail!("{}", all_failed("(unpinned)", &failures))
+}
+
+/// The one-line error for a pinned file that could not be fetched (`what` names it): when no
+/// URL served it, what to do (a tree made by `hc1img vendor`, `--mirror`).
+pub fn not_served(what: &str, e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("URL(s) failed") {
+        anyhow!(
+            "{what}: {text}; if upstream no longer serves this pinned file, fetch it from a tree \
+             made by `hc1img vendor DIR` with --mirror file://DIR (or HC1IMG_MIRROR)"
+        )
+    } else {
+        anyhow!("{what}: {text}")
+    }
+}
+
+/// How a signature is named in errors.
+fn sig_name(sig: &SignatureSpec, data_url: &str) -> String {
+    match &sig.inline {
+        Some(_) => format!("the recorded signature of {data_url}"),
+        None => format!("{data_url}.sig"),
+    }
+}
+
+/// The signature's bytes: inline, or fetched from `<data_url>.sig` then `sig.urls`.
+fn signature_bytes(
+    sig: &SignatureSpec,
+    data_url: &str,
+    cache: &Cache,
+    opts: &FetchOptions,
+) -> Result<Vec<u8>> {
+    if let Some(b) = &sig.inline {
+        return Ok(b.clone());
+    }
+    let mut urls = vec![format!("{data_url}.sig")];
+    for u in &sig.urls {
+        if !urls.contains(u) {
+            urls.push(u.clone());
+        }
+    }
+    let expect = download::Expect::default();
+    let mut failures = Vec::new();
+    for u in &urls {
+        let part = cache.unique_part_path()?;
+        let got = download::download(u, &part, &expect, opts);
+        let read = got.and_then(|g| {
+            if g.size > MAX_SIGNATURE {
+                bail!("{} bytes is too large for a signature", g.size);
+            }
+            std::fs::read(&part).with_context(|| format!("cannot read {}", part.display()))
+        });
+        remove_part(&part);
+        match read {
+            Ok(b) => return Ok(b),
+            Err(e) => failures.push(format!("{u}: {e:#}")),
+        }
+    }
+    bail!(
+        "no signature found for {data_url} (tried {}); the file is refused unsigned",
+        failures.join("; ")
+    )
+}
+
+/// Gets the signature `sig` names and checks the part file `data` (downloaded from `data_url`)
+/// against it; returns the signature's bytes and signer.
 fn check_signature(
     sig: &SignatureSpec,
+    data_url: &str,
     data: &std::path::Path,
     cache: &Cache,
     opts: &FetchOptions,
-) -> Result<()> {
-    let fetched = fetch_unpinned(std::slice::from_ref(&sig.url), cache, opts)
-        .with_context(|| format!("cannot fetch signature {}", sig.url))?;
-    verify_signature(data, &fetched.path, &sig.keyring)
+) -> Result<(Vec<u8>, Verified)> {
+    let bytes = signature_bytes(sig, data_url, cache, opts)?;
+    let v = verify_detached(
+        data,
+        data_url,
+        &sig_name(sig, data_url),
+        &bytes,
+        &sig.keyring,
+    )?;
+    Ok((bytes, v))
 }
 
 /// The cached file for `sha`, if present and (when `size` is given) of the right size.

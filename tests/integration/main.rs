@@ -5,6 +5,7 @@
 mod common;
 mod disk_common;
 mod ext4_util;
+mod gpg_keys;
 
 mod boot_qemu;
 mod build_e2e;
@@ -29,6 +30,7 @@ mod flake;
 mod flash_bmap;
 mod hostile_tar;
 mod lint_initramfs;
+mod offline_mirror;
 mod ops_scripts;
 mod packages_e2e;
 mod plan_env;

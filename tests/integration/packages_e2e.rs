@@ -1,6 +1,7 @@
 //! End-to-end: real pacman packages (assembled as makepkg does: `.PKGINFO`, gzip'd `.MTREE`
 //! from bsdtar's mtree writer, `.INSTALL`, zstd/xz compressed tar) in a repository made by
-//! Debian's real `repo-add`, served through a `file://` mirror; `hc1img lock` pins them,
+//! Debian's real `repo-add`, each signed by a throwaway GnuPG key (so the database carries
+//! `%PGPSIG%`), served through a `file://` mirror; `hc1img lock` verifies and pins them,
 //! `hc1img build` installs them, and Debian's real `pacman` checks the extracted image
 //! (`-Q`, `-Qi`, `-Qkk`, `-Dk`). Also: a package whose bytes differ from the pin aborts the
 //! build and leaves nothing behind; the first-boot unit passes `systemd-analyze verify`.
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
+use crate::gpg_keys::Gpg;
 
 const LONG: &str = "usr/share/hello/a-file-name-that-does-not-fit-the-100-byte-ustar-name-field-so-bsdtar-writes-a-pax-path-record.txt";
 
@@ -111,7 +113,7 @@ fn repo_add(repo_dir: &Path, name: &str, files: &[PathBuf]) {
 
 /// The synthetic Arch tarball plus a local pacman database with `libfoo 1.0-1` installed
 /// and an `/etc/hello.conf` the admin changed.
-fn tarball_with_local_db(dir: &Path) -> PathBuf {
+pub(crate) fn tarball_with_local_db(dir: &Path) -> PathBuf {
     let base = alarm_tarball(dir, &Alarm::default());
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(&base).unwrap())
@@ -166,9 +168,27 @@ fn tarball_with_local_db(dir: &Path) -> PathBuf {
     path
 }
 
+/// A signing key for the test repositories; its public half is `dir/keyring.asc`, which
+/// [`hc1img`] passes as `HC1IMG_KEYRING`.
+fn signer(dir: &Path) -> Gpg {
+    let gpg = Gpg::new().unwrap();
+    gpg.gen_key("Packages Test <pk@example.invalid>", "ed25519", "sign")
+        .unwrap();
+    gpg.export(&dir.join("keyring.asc"), true).unwrap();
+    gpg
+}
+
+/// Sign each package (`FILE.sig` beside it, which repo-add puts into the database).
+fn sign_all(gpg: &Gpg, files: &[&PathBuf]) {
+    for f in files {
+        gpg.sign(f, &PathBuf::from(format!("{}.sig", f.display())), false)
+            .unwrap();
+    }
+}
+
 /// The test repositories: `core` (libfoo 1.1, dash providing sh) and `extra` (hello, mksh
-/// also providing sh). Returns the mirror URL.
-fn make_repos(dir: &Path, hello_body: &[u8]) -> String {
+/// also providing sh), signed by `gpg`. Returns the mirror URL.
+fn make_repos(dir: &Path, gpg: &Gpg, hello_body: &[u8]) -> String {
     let work = dir.join("pkgwork");
     let core = dir.join("mirror/core");
     let extra = dir.join("mirror/extra");
@@ -205,6 +225,7 @@ fn make_repos(dir: &Path, hello_body: &[u8]) -> String {
             ext: "xz",
         },
     );
+    sign_all(gpg, &[&libfoo, &dash]);
     repo_add(&core, "core", &[libfoo, dash]);
     let hello = build_pkg(
         &work,
@@ -250,6 +271,7 @@ fn make_repos(dir: &Path, hello_body: &[u8]) -> String {
             ext: "zst",
         },
     );
+    sign_all(gpg, &[&hello, &mksh]);
     repo_add(&extra, "extra", &[hello, mksh]);
     format!("file://{}/mirror/$repo", dir.display())
 }
@@ -272,6 +294,7 @@ fn hc1img(dir: &Path, args: &[&str]) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_hc1img"))
         .current_dir(dir)
         .env("HC1IMG_CACHE", dir.join("cache"))
+        .env("HC1IMG_KEYRING", dir.join("keyring.asc"))
         .env("SOURCE_DATE_EPOCH", "1700000500")
         .args(args)
         .output()
@@ -340,13 +363,18 @@ fn lock_build_and_pacman_agrees() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let tarball = tarball_with_local_db(dir);
-    let mirror = make_repos(dir, b"#!/bin/sh\necho hello\n");
+    let gpg = signer(dir);
+    let mirror = make_repos(dir, &gpg, b"#!/bin/sh\necho hello\n");
     let profile = write_profile(dir, &tarball, &mirror);
     let ps = profile.to_str().unwrap();
 
-    // Without pins: a clear error.
-    let (ok, err) = hc1img(dir, &["build", ps, "--out", "out"]);
-    assert!(!ok && err.contains("hc1img lock"), "{err}");
+    // Without pins and --locked: a clear error, nothing written.
+    let (ok, err) = hc1img(dir, &["build", ps, "--out", "out", "--locked"]);
+    assert!(
+        !ok && err.contains("hc1img lock") && err.contains("--locked"),
+        "{err}"
+    );
+    assert!(!dir.join("hc1img.lock").exists());
 
     let plan = |dir: &Path| {
         let (ok, text) = hc1img(dir, &["plan", ps, "--json"]);
@@ -386,6 +414,9 @@ fn lock_build_and_pacman_agrees() {
         "name = \"libfoo\"",
         "upgrades = \"1.0-1\"",
         "version = \"2:1.0-3\"",
+        // Each package's signature and signer are pinned.
+        "signature = \"",
+        "signer = \"",
     ] {
         assert!(lock.contains(want), "{want} not in:\n{lock}");
     }
@@ -424,7 +455,8 @@ fn lock_build_and_pacman_agrees() {
         qi.contains("Install Reason  : Explicitly installed"),
         "{qi}"
     );
-    assert!(qi.contains("Validated By    : SHA-256 Sum"), "{qi}");
+    // hc1img checked the package's signature, and records it as pacman does.
+    assert!(qi.contains("Validated By    : Signature"), "{qi}");
     assert!(qi.contains("Install Date    : "), "{qi}");
     let qi = pacman_ok(&root, &["-Qi", "dash"]);
     assert!(qi.contains("Installed as a dependency"), "{qi}");
@@ -511,7 +543,8 @@ fn a_package_that_differs_from_its_pin_aborts_the_build() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let tarball = tarball_with_local_db(dir);
-    let mirror = make_repos(dir, b"#!/bin/sh\necho hello\n");
+    let gpg = signer(dir);
+    let mirror = make_repos(dir, &gpg, b"#!/bin/sh\necho hello\n");
     let profile = write_profile(dir, &tarball, &mirror);
     let ps = profile.to_str().unwrap();
     let (ok, text) = hc1img(dir, &["lock", ps]);
@@ -519,7 +552,9 @@ fn a_package_that_differs_from_its_pin_aborts_the_build() {
     // The mirror now serves other bytes under the pinned file name.
     std::fs::remove_dir_all(dir.join("mirror")).unwrap();
     std::fs::remove_dir_all(dir.join("pkgwork")).unwrap();
-    make_repos(dir, b"#!/bin/sh\necho tampered\n");
+    make_repos(dir, &gpg, b"#!/bin/sh\necho tampered\n");
+    // `lock` verified and cached the packages; a build on another machine fetches them again.
+    std::fs::remove_dir_all(dir.join("cache")).unwrap();
     let (ok, text) = hc1img(dir, &["build", ps]);
     assert!(!ok, "a tampered package was accepted:\n{text}");
     assert!(text.contains("hello-2:1.0-3-armv7h.pkg.tar.zst"), "{text}");

@@ -249,6 +249,8 @@ fn lock_roundtrip_and_override_pin() {
         profile::Pin {
             sha256: "ab".repeat(32),
             size: Some(42),
+            signature: None,
+            signer: None,
         },
     );
     let path = d.path().join("hc1img.lock");

@@ -1,6 +1,7 @@
-//! Integration tests for OpenPGP detached-signature checking (`hc1img::source::verify_signature`
-//! and `fetch` with a `SignatureSpec`). Keys and signatures are made by GnuPG, and GnuPG's `gpgv`
-//! is the oracle the results are compared with. Needs the Debian packages `gpg`, `gpg-agent`
+//! Integration tests for OpenPGP detached-signature checking (`hc1img::source::verify_signature`,
+//! `fetch` and `fetch_unpinned_signed` with a `SignatureSpec`, the built-in Arch Linux ARM key).
+//! Keys and signatures are made by GnuPG (expired ones with `--faked-system-time`), and GnuPG's
+//! `gpgv` is the oracle the results are compared with. Needs the Debian packages `gpg`, `gpg-agent`
 //! and `gpgv` (the test fails, never skips, when they are missing).
 
 use std::path::{Path, PathBuf};
@@ -8,107 +9,38 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use hc1img::source::{Cache, FetchOptions, SignatureSpec, SourceSpec, fetch, verify_signature};
+use hc1img::source::{
+    ALARM_FINGERPRINT, Cache, FetchOptions, Keyring, SignatureSpec, SourceSpec, fetch,
+    fetch_unpinned_signed,
+};
 
-const MISSING: &str = "GnuPG is needed by this test: apt-get install gpg gpg-agent gpgv";
-
-/// A throw-away GnuPG home directory; its agent is stopped on drop.
-struct Gpg {
-    home: tempfile::TempDir,
+fn verify_signature(data: &Path, sig: &Path, keyring: &Path) -> Result<()> {
+    hc1img::source::verify_signature(data, sig, &Keyring::File(keyring.to_path_buf())).map(drop)
 }
 
-impl Gpg {
-    fn new() -> Result<Gpg> {
-        Command::new("gpg")
-            .arg("--version")
-            .output()
-            .context(MISSING)?;
-        let home = tempfile::Builder::new().prefix("gpg").tempdir_in("/tmp")?;
-        Ok(Gpg { home })
-    }
-
-    fn run(&self, args: &[&str]) -> Result<Vec<u8>> {
-        let out = Command::new("gpg")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args([
-                "--batch",
-                "--no-tty",
-                "--yes",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .output()
-            .context(MISSING)?;
-        ensure!(
-            out.status.success(),
-            "gpg {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(out.stdout)
-    }
-
-    /// Makes a key and returns its primary fingerprint.
-    fn gen_key(&self, uid: &str, algo: &str, usage: &str) -> Result<String> {
-        self.run(&["--quick-gen-key", uid, algo, usage, "never"])?;
-        let listing = String::from_utf8(self.run(&["--with-colons", "--list-keys", uid])?)?;
-        listing
-            .lines()
-            .find_map(|l| l.strip_prefix("fpr:"))
-            .and_then(|rest| rest.split(':').find(|f| !f.is_empty()))
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no fingerprint for {uid} in {listing}"))
-    }
-
-    fn export(&self, to: &Path, armor: bool) -> Result<()> {
-        let out = to.to_string_lossy().into_owned();
-        let mut args = vec!["--output", out.as_str()];
-        if armor {
-            args.push("--armor");
-        }
-        args.push("--export");
-        self.run(&args)?;
-        Ok(())
-    }
-
-    fn sign(&self, data: &Path, sig: &Path, armor: bool) -> Result<()> {
-        let (d, s) = (data.to_string_lossy(), sig.to_string_lossy());
-        let mut args = vec!["--output", &*s];
-        if armor {
-            args.push("--armor");
-        }
-        args.extend(["--detach-sign", &*d]);
-        self.run(&args)?;
-        Ok(())
-    }
-}
-
-impl Drop for Gpg {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .output();
-    }
-}
+use crate::gpg_keys::{Gpg, MISSING};
 
 /// GnuPG's own verdict (the oracle): does `gpgv` accept the signature with this binary keyring?
 fn gpgv_accepts(keyring_bin: &Path, sig: &Path, data: &Path) -> Result<bool> {
+    Ok(gpgv_status(keyring_bin, sig, data)?.0)
+}
+
+/// `gpgv`'s exit status and its `--status-fd` lines (GOODSIG, EXPKEYSIG, EXPSIG, ...).
+fn gpgv_status(keyring_bin: &Path, sig: &Path, data: &Path) -> Result<(bool, String)> {
     let home = tempfile::tempdir()?;
     let out = Command::new("gpgv")
         .arg("--homedir")
         .arg(home.path())
-        .arg("--keyring")
+        .args(["--status-fd", "1", "--keyring"])
         .arg(keyring_bin)
         .arg(sig)
         .arg(data)
         .output()
         .context(MISSING)?;
-    Ok(out.status.success())
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
 }
 
 fn err_text(r: Result<()>) -> Result<String> {
@@ -350,7 +282,8 @@ fn fetch_checks_the_signature_before_accepting_the_file() -> Result<()> {
     let sha = sha256_oracle(&data)?;
     let kr = f.p("keyring.asc");
     gpg.export(&kr, true)?;
-    let sig = f.p("root.tar.gz.sig");
+    // Not beside the file: `<URL>.sig` is tried first.
+    let sig = f.p("good.sig");
     gpg.sign(&data, &sig, false)?;
     let other = f.write("other", b"other")?;
     let other_sig = f.p("other.sig");
@@ -364,8 +297,9 @@ fn fetch_checks_the_signature_before_accepting_the_file() -> Result<()> {
         sha256: sha.clone(),
         size: Some(64_000),
         signature: Some(SignatureSpec {
-            url: file_url(&other_sig)?,
-            keyring: kr.clone(),
+            urls: vec![file_url(&other_sig)?],
+            inline: None,
+            keyring: Keyring::File(kr.clone()),
         }),
     };
     let err = match fetch(&bad, &cache, &quiet()) {
@@ -384,19 +318,196 @@ fn fetch_checks_the_signature_before_accepting_the_file() -> Result<()> {
         .collect();
     assert!(parts.is_empty(), "leftover part files: {parts:?}");
 
-    // The right signature: accepted, and the .sig is cached by its own hash.
+    // A pinned (inline) signature over other bytes: refused the same way.
+    let inline_bad = SourceSpec {
+        signature: Some(SignatureSpec {
+            urls: Vec::new(),
+            inline: Some(std::fs::read(&other_sig)?),
+            keyring: Keyring::File(kr.clone()),
+        }),
+        ..bad.clone()
+    };
+    let err = match fetch(&inline_bad, &cache, &quiet()) {
+        Ok(p) => bail!("badly signed file accepted at {}", p.display()),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("BAD signature"), "{err}");
+    assert!(err.contains("the recorded signature of"), "{err}");
+    assert_eq!(cache.lookup(&sha), None);
+
+    // The right signature: accepted, under its pin.
     let good = SourceSpec {
         signature: Some(SignatureSpec {
-            url: file_url(&sig)?,
-            keyring: kr.clone(),
+            urls: vec![file_url(&sig)?],
+            inline: None,
+            keyring: Keyring::File(kr.clone()),
         }),
         ..bad
     };
     let path = fetch(&good, &cache, &quiet())?;
     assert_eq!(path, cache.path_for(&sha));
+    assert_eq!(sha256_oracle(&path)?, sha);
+    Ok(())
+}
+
+/// Every file name in the cache's `sha256/` directory.
+fn cached_names(cache: &Cache) -> Result<Vec<String>> {
+    let dir = cache.root().join("sha256");
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut v: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+#[test]
+fn unpinned_fetches_are_checked_before_they_enter_the_cache() -> Result<()> {
+    let gpg = Gpg::new()?;
+    let fpr = gpg.gen_key("Alarm Test <alarm@example.invalid>", "ed25519", "sign")?;
+    let f = Files::new()?;
+    let data = f.write("root.tar.gz", &vec![5u8; 10_000])?;
+    let kr = f.p("keyring.asc");
+    gpg.export(&kr, true)?;
+    let cache_dir = tempfile::tempdir()?;
+    let cache = Cache::new(cache_dir.path().to_path_buf());
+    let spec = SignatureSpec {
+        urls: Vec::new(),
+        inline: None,
+        keyring: Keyring::File(kr.clone()),
+    };
+    let urls = vec![file_url(&data)?];
+
+    // No `.sig` anywhere: refused unsigned, nothing cached.
+    let err = match fetch_unpinned_signed(&urls, &spec, &cache, &quiet()) {
+        Ok(g) => bail!("unsigned file accepted: {g:?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("no signature found"), "{err}");
+    assert_eq!(cached_names(&cache)?, Vec::<String>::new());
+
+    // `<URL>.sig` over other bytes (a swapped signature): refused, nothing cached.
+    let other = f.write("other", b"other")?;
+    gpg.sign(&other, &f.p("root.tar.gz.sig"), false)?;
+    let err = match fetch_unpinned_signed(&urls, &spec, &cache, &quiet()) {
+        Ok(g) => bail!("badly signed file accepted: {g:?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("BAD signature") && err.contains(&fpr), "{err}");
+    assert_eq!(cached_names(&cache)?, Vec::<String>::new());
+
+    // The right `<URL>.sig`: cached under its sha256, signer and signature returned.
+    gpg.sign(&data, &f.p("root.tar.gz.sig"), false)?;
+    let got = fetch_unpinned_signed(&urls, &spec, &cache, &quiet())?;
+    assert_eq!(got.verified.signer, fpr);
+    assert_eq!(got.file.sha256, sha256_oracle(&data)?);
+    assert_eq!(got.signature, std::fs::read(f.p("root.tar.gz.sig"))?);
+    assert_eq!(cached_names(&cache)?, vec![got.file.sha256.clone()]);
+    Ok(())
+}
+
+#[test]
+fn the_built_in_key_is_arch_linux_arms_and_refuses_other_signers() -> Result<()> {
+    // The embedded file is the key gpg sees with the documented fingerprint.
+    let f = Files::new()?;
+    let key = f.write("alarm.asc", hc1img::source::ALARM_KEY)?;
+    let gpg = Gpg::new()?;
+    let shown =
+        String::from_utf8(gpg.run(&["--with-colons", "--show-keys", &key.to_string_lossy()])?)?;
+    let fpr = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|r| r.split(':').find(|x| !x.is_empty()))
+        .unwrap_or_default();
+    assert_eq!(fpr, ALARM_FINGERPRINT);
+    assert_eq!(fpr, "68B3537F39A313B3E574D06777193F152BDBE6A6");
+    assert!(shown.contains("Arch Linux ARM Build System"), "{shown}");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("keys/README.md"))?;
     assert!(
-        cache.lookup(&sha256_oracle(&sig)?).is_some(),
-        "signature not cached"
+        readme.contains(&sha256_oracle(&key)?),
+        "keys/README.md does not record the key's sha256"
     );
+
+    // A throwaway key's signature is refused against it, naming the signer's key id.
+    let fpr = gpg.gen_key("Not Alarm <n@example.invalid>", "ed25519", "sign")?;
+    let data = f.write("data", b"data")?;
+    let sig = f.p("data.sig");
+    gpg.sign(&data, &sig, false)?;
+    let err = match hc1img::source::verify_signature(&data, &sig, &Keyring::Embedded) {
+        Ok(v) => bail!("accepted: {v:?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    eprintln!("error as shown: {err}");
+    assert!(err.contains(ALARM_FINGERPRINT), "{err}");
+    assert!(err.contains(&fpr[24..]), "does not name the key id: {err}");
+    assert!(err.contains("--keyring"), "does not say what to do: {err}");
+    assert!(!err.contains('\n'), "{err}");
+    Ok(())
+}
+
+#[test]
+fn expired_keys_and_expired_signatures_are_refused() -> Result<()> {
+    let f = Files::new()?;
+    let data = f.write("data", b"signed in 2020")?;
+    // A key made on 2020-01-01 valid for one day, and a signature made with it that day.
+    let gpg = Gpg::new()?;
+    let past = ["--faked-system-time", "20200101T120000!"];
+    let mut args = past.to_vec();
+    args.extend([
+        "--quick-gen-key",
+        "Expired <e@example.invalid>",
+        "ed25519",
+        "sign",
+        "1d",
+    ]);
+    gpg.run(&args)?;
+    let fpr = gpg.gen_key_fpr("Expired <e@example.invalid>")?;
+    let sig = f.p("data.sig");
+    let (d, s) = (data.to_string_lossy(), sig.to_string_lossy());
+    let mut args = past.to_vec();
+    args.extend(["--output", &*s, "--detach-sign", &*d]);
+    gpg.run(&args)?;
+    let kr = f.p("expired.gpg");
+    gpg.export(&kr, false)?;
+    let (_, status) = gpgv_status(&kr, &sig, &data)?;
+    assert!(status.contains("EXPKEYSIG"), "oracle: {status}");
+    let err = err_text(verify_signature(&data, &sig, &kr))?;
+    assert!(
+        err.contains(&format!("key {fpr} expired on 2020-01-02")),
+        "{err}"
+    );
+
+    // A key made in 2019 that never expires, and a signature valid for one day in 2020.
+    let gpg = Gpg::new()?;
+    gpg.run(&[
+        "--faked-system-time",
+        "20190101T120000!",
+        "--quick-gen-key",
+        "Sigexp <s@example.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ])?;
+    let fpr = gpg.gen_key_fpr("Sigexp <s@example.invalid>")?;
+    let mut args = past.to_vec();
+    args.extend([
+        "--default-sig-expire",
+        "1d",
+        "--output",
+        &*s,
+        "--detach-sign",
+        &*d,
+    ]);
+    gpg.run(&args)?;
+    gpg.export(&kr, false)?;
+    let (_, status) = gpgv_status(&kr, &sig, &data)?;
+    assert!(status.contains("EXPSIG"), "oracle: {status}");
+    let err = err_text(verify_signature(&data, &sig, &kr))?;
+    assert!(err.contains(&fpr), "{err}");
+    assert!(err.contains("expired on 2020-01-02"), "{err}");
     Ok(())
 }
