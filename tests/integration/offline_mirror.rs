@@ -10,8 +10,8 @@
 //! installed packages. A tampered tarball, a tampered package, a swapped signature and an
 //! unknown key each stop it with a clear error and leave nothing in the cache.
 //!
-//! The worker profile still declares secret files; the test writes dummy ones (mode 600) into
-//! its copy of `profiles/secrets/`.
+//! The copy of `profiles/` has no secret file at all, as on a fresh clone: the images are
+//! secret-free, so the README's command needs none.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -352,10 +352,9 @@ fn make_mirror(dir: &Path) -> Made {
     }
 }
 
-/// A copy of the repository's `profiles/` in `dir`, with the shipped lock and dummy secret files
-/// (mode 600) where the worker profile looks for them.
+/// A copy of the repository's `profiles/` in `dir`, with the shipped lock and without any
+/// secret file (as on a fresh clone: the images are secret-free, so none is needed).
 fn copy_profiles(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     run_ok(
         "cp",
         &[
@@ -365,19 +364,8 @@ fn copy_profiles(dir: &Path) {
         ],
     );
     let secrets = dir.join("profiles/secrets");
-    std::fs::create_dir_all(&secrets).unwrap();
-    for (name, value) in [
-        (
-            "admin-password-hash",
-            "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij./",
-        ),
-        ("mail-password", "MAILSECRET-42"),
-        ("swarm-worker-token", "SWMTKN-1-TOKENSECRET"),
-        ("swarm-manager-token", "SWMTKN-1-MANAGERSECRET"),
-    ] {
-        let p = secrets.join(name);
-        std::fs::write(&p, format!("{value}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if secrets.exists() {
+        std::fs::remove_dir_all(&secrets).unwrap();
     }
 }
 
