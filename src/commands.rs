@@ -456,21 +456,7 @@ pub fn build(
     let cache = Cache::from_env()?;
     let opts = fetch_options(rep);
     let tarball = source::fetch(&spec, &cache, &opts).map_err(not_served)?;
-    let packages = match &p.packages {
-        Some(pk) => {
-            let pins = pk.require_pins(&p.name, &spec.sha256)?;
-            rep.step(format!("fetching {} pinned packages", pins.len()));
-            let keyring = trust.package_keyring(&p);
-            let f = crate::packages::Fetcher {
-                cache: &cache,
-                opts: &opts,
-                mirrors: &trust.mirrors,
-                keyring: &keyring,
-            };
-            crate::packages::fetch(&pk.config, pins, &f)?
-        }
-        None => Vec::new(),
-    };
+    let packages = fetch_pinned_packages(&p, &spec, &trust, &cache, &opts, rep)?;
     let staging = out.start()?;
     let report = crate::build::build(
         &crate::build::BuildInputs {
@@ -656,20 +642,35 @@ pub fn fetch(args: &CommonArgs, rep: &Reporter) -> Result<()> {
     let opts = fetch_options(rep);
     let path = source::fetch(&spec, &cache, &opts).map_err(not_served)?;
     println!("{}", path.display());
-    if let Some(pk) = &p.packages {
-        let pins = pk.require_pins(&p.name, &spec.sha256)?;
-        let keyring = trust.package_keyring(&p);
-        let f = crate::packages::Fetcher {
-            cache: &cache,
-            opts: &opts,
-            mirrors: &trust.mirrors,
-            keyring: &keyring,
-        };
-        for f in crate::packages::fetch(&pk.config, pins, &f)? {
-            println!("{}", f.path.display());
-        }
+    for f in fetch_pinned_packages(&p, &spec, &trust, &cache, &opts, rep)? {
+        println!("{}", f.path.display());
     }
     Ok(())
+}
+
+/// The profile's pinned `[packages]` (none without the section), fetched and verified into
+/// the cache: what `build` installs and `fetch` lists.
+fn fetch_pinned_packages(
+    p: &Profile,
+    spec: &source::SourceSpec,
+    trust: &Trust,
+    cache: &Cache,
+    opts: &FetchOptions,
+    rep: &Reporter,
+) -> Result<Vec<crate::packages::Fetched>> {
+    let Some(pk) = &p.packages else {
+        return Ok(Vec::new());
+    };
+    let pins = pk.require_pins(&p.name, &spec.sha256)?;
+    rep.step(format!("fetching {} pinned packages", pins.len()));
+    let keyring = trust.package_keyring(p);
+    let f = crate::packages::Fetcher {
+        cache,
+        opts,
+        mirrors: &trust.mirrors,
+        keyring: &keyring,
+    };
+    crate::packages::fetch(&pk.config, pins, &f)
 }
 
 /// `hc1img lock [PROFILE...]`: re-pin, in one resolution, every profile next to the lock file
