@@ -1,6 +1,8 @@
 //! The `hc1img` command line: parse arguments, call the library, print an error as one line
 //! (`error: what: why`); `diff` exits like diff(1) (0 same, 1 different, 2 trouble).
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

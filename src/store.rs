@@ -26,7 +26,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -222,22 +221,13 @@ fn take_lock(dir: &Path) -> Result<fs::File> {
     let tmp = dir.join(format!("{LOCK}.new"));
     let mut f =
         fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    flock(&f, libc::LOCK_EX | libc::LOCK_NB)
+    f.try_lock()
         .with_context(|| format!("{}: cannot lock", tmp.display()))?;
     writeln!(f, "{}", std::process::id())
         .with_context(|| format!("{}: cannot write", tmp.display()))?;
     fs::rename(&tmp, dir.join(LOCK))
         .with_context(|| format!("{}: cannot rename", tmp.display()))?;
     Ok(f)
-}
-
-fn flock(f: &impl AsRawFd, op: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: flock on a file descriptor we own; no memory is passed.
-    if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Remove the staging directories in `dir` whose build is gone (nobody holds their lock).
@@ -257,7 +247,7 @@ fn remove_stale(dir: &Path) -> Result<()> {
         let Ok(lock) = fs::File::open(path.join(LOCK)) else {
             continue;
         };
-        if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        if lock.try_lock().is_err() {
             continue; // its build is running
         }
         fs::remove_dir_all(&path).with_context(|| {
@@ -322,7 +312,8 @@ impl Staging {
         let parent = self.out.parent();
         let parent_fd = fs::File::open(&parent)
             .with_context(|| format!("{}: cannot open", parent.display()))?;
-        flock(&parent_fd, libc::LOCK_EX)
+        parent_fd
+            .lock()
             .with_context(|| format!("{}: cannot lock", parent.display()))?;
         // A signal now waits until the files are in place.
         let live = live_staging();
@@ -420,6 +411,7 @@ fn update_link(link: &Path, dir: &Path) -> Result<()> {
 /// arrives, then exit with 128 + the signal number. Call first thing in `main`, before any
 /// thread is started: the signals are blocked in every thread and taken by one thread that
 /// waits for them (`sigwait`), so the removal runs as ordinary code, not in a handler.
+#[allow(unsafe_code)] // signal masks and sigwait: not in std
 pub fn remove_staging_on_signals() -> Result<()> {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };

@@ -114,6 +114,7 @@ pub(crate) fn read_up_to(file: &File, offset: u64, buf: &mut [u8]) -> Result<usi
 }
 
 /// Data extents `[start, end)` of `file` (whole file if the filesystem cannot tell).
+#[allow(unsafe_code)] // lseek(SEEK_DATA/SEEK_HOLE): not in std
 pub fn data_ranges(file: &File, len: u64) -> Result<Vec<(u64, u64)>> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();
