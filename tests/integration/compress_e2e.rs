@@ -323,13 +323,14 @@ fn zstd_uses_every_worker_and_its_bytes_do_not_depend_on_their_number() {
 #[test]
 fn xz_uses_every_thread_and_its_bytes_do_not_depend_on_their_number() {
     let tmp = tempfile::tempdir().unwrap();
-    let img = text_image(tmp.path(), 12);
+    // 6 MiB of text and a 3 MiB hole in 1 MiB blocks: nine blocks for up to three threads.
+    let img = text_image(tmp.path(), 6);
     let preset = hc1img::commands::XZ_PRESET;
     let mut outs = Vec::new();
     for threads in [1u32, 2, 3] {
         let out = tmp.path().join(format!("t{threads}.xz"));
         let seen = threads_during(&format!("xz-probe-{threads}"), |on| {
-            compress_xz_with(&img, &out, preset, threads, 2 << 20, on).unwrap()
+            compress_xz_with(&img, &out, preset, threads, 1 << 20, on).unwrap()
         });
         assert!(
             seen > threads as usize,
