@@ -55,6 +55,8 @@ pub struct BuildReport {
     pub ext4: Ext4Stats,
     pub boot_files: Vec<String>,
     pub boot_txt: String,
+    /// `ssd.img` and `sd.img`: size and sha256, hashed as soon as each was complete.
+    pub images: BTreeMap<String, crate::manifest::OutputFile>,
 }
 
 const SECTOR: u64 = 512;
@@ -299,6 +301,9 @@ fn build_sized(
             name: "root".into(),
         },
     )?;
+    // ssd.img is complete: hash it (for manifest.json) on another thread while it is flushed
+    // and sd.img is written, instead of reading it again after the build.
+    let ssd_hash = spawn_hash(&ssd, &ssd_path)?;
     ssd.sync_all()
         .with_context(|| format!("{}: cannot flush", ssd_path.display()))?;
 
@@ -314,13 +319,43 @@ fn build_sized(
     }
 
     rep.step("writing the boot card");
-    let (boot_files, boot_txt) = write_sd(inp, &report, &env, card_list, &dir.join("sd.img"))?;
+    let sd_path = dir.join("sd.img");
+    let (boot_files, boot_txt) = write_sd(inp, &report, &env, card_list, &sd_path)?;
+    let sd = std::fs::File::open(&sd_path)
+        .with_context(|| format!("{}: cannot open to hash it", sd_path.display()))?;
+    let sd_hash = spawn_hash(&sd, &sd_path)?;
+    crate::progress::timing("waiting for the image hashes");
+    let mut images = BTreeMap::new();
+    for (name, h) in [("ssd.img", ssd_hash), ("sd.img", sd_hash)] {
+        let (size, sha256) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread hashing {name} crashed"))??;
+        images.insert(
+            name.to_string(),
+            crate::manifest::OutputFile { size, sha256 },
+        );
+    }
     Ok(BuildReport {
         import: report,
         ext4,
         boot_files,
         boot_txt,
+        images,
     })
+}
+
+/// Hash the finished image `file` on a new thread: its size and sha256.
+fn spawn_hash(
+    file: &std::fs::File,
+    path: &Path,
+) -> Result<std::thread::JoinHandle<Result<(u64, String)>>> {
+    let f = file
+        .try_clone()
+        .with_context(|| format!("{}: cannot duplicate the handle", path.display()))?;
+    let path = path.to_path_buf();
+    Ok(std::thread::spawn(move || {
+        crate::source::sha256_open_file(&f, &path, &|_| {})
+    }))
 }
 
 /// Install the prepared packages into the tree (after the tarball, before the edits), apply

@@ -479,7 +479,9 @@ pub fn build(
     ));
     write_compressed(staging.path(), compress, false, rep)?;
     let mut manifest = manifest_for(&p, &drv, &spec);
-    record_and_write(staging.path(), &mut manifest, compress, false, rep)?;
+    // The images were hashed by the build as it finished them.
+    manifest.outputs.extend(report.images);
+    record_and_write(staging.path(), &mut manifest, compress, true, rep)?;
     let dir = staging.commit()?;
     rep.step(format!("built {}", dir.display()));
     Ok(dir)
