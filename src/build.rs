@@ -20,6 +20,7 @@ use crate::ext4::{Ext4Options, Ext4Stats, Ext4Writer, FeatureLevel};
 use crate::ids;
 use crate::profile::{Features, Profile, Size};
 use crate::progress::Reporter;
+use crate::rootfs::fanout::Tap;
 use crate::rootfs::import::{self, ImportReport};
 use crate::rootfs::input::{self, Inflated};
 use crate::tree::{Meta, Timestamp, Tree};
@@ -55,9 +56,36 @@ pub struct BuildReport {
     pub ext4: Ext4Stats,
     pub boot_files: Vec<String>,
     pub boot_txt: String,
+    /// `ssd.img` and `sd.img`: size and sha256, hashed as soon as each was complete.
+    pub images: BTreeMap<String, crate::manifest::OutputFile>,
 }
 
 const SECTOR: u64 = 512;
+
+/// A build's tar stream: a pass over the tarball of its own, or its share of a pass.
+enum Stream {
+    Own(Inflated),
+    Shared(Tap),
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Own(s) => s.read(buf),
+            Stream::Shared(t) => t.read(buf),
+        }
+    }
+}
+
+impl Stream {
+    /// The tarball's sha256 and size, once the stream is read to its end.
+    fn finish(self) -> Result<(String, u64)> {
+        match self {
+            Stream::Own(s) => s.finish(),
+            Stream::Shared(t) => t.finish(),
+        }
+    }
+}
 
 /// Round `v` up to a multiple of `m`.
 fn round_up(v: u64, m: u64) -> u64 {
@@ -103,28 +131,125 @@ fn measured_size(tarball: &Path) -> Result<(u64, u64)> {
 /// built again at the size it needs.
 pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildReport> {
     let (fs_size, min_inodes) = match inp.profile.rootfs.size {
-        Size::Bytes(s) => return build_sized(inp, dir, rep, s, 0),
+        Size::Bytes(s) => return build_sized(inp, dir, rep, s, 0, None),
         Size::Auto => auto_size(inp.tarball)?,
     };
     rep.detail(format!("rootfs size auto: {} MiB", fs_size >> 20));
-    match build_sized(inp, dir, rep, fs_size, min_inodes) {
-        Err(e) if e.chain().any(|c| c.is::<crate::ext4::TooSmall>()) => {
-            let (fs_size, min_inodes) = measured_size(inp.tarball)?;
-            rep.detail(format!(
-                "rootfs size auto: the estimate was too small ({e:#}); measured {} MiB and {min_inodes} inodes, building again",
-                fs_size >> 20
-            ));
-            for f in ["ssd.img", "sd.img"] {
-                let p = dir.join(f);
-                if p.exists() {
-                    std::fs::remove_file(&p)
-                        .with_context(|| format!("{}: cannot remove", p.display()))?;
-                }
-            }
-            build_sized(inp, dir, rep, fs_size, min_inodes)
-        }
+    match build_sized(inp, dir, rep, fs_size, min_inodes, None) {
+        Err(e) if too_small(&e) => build_measured(inp, dir, rep, &e),
         r => r,
     }
+}
+
+/// Whether a build failed only because the `size = "auto"` estimate was too small.
+fn too_small(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<crate::ext4::TooSmall>())
+}
+
+/// Build again, alone, at the size measured from the tarball, after `e` said the estimate was
+/// too small.
+fn build_measured(
+    inp: &BuildInputs,
+    dir: &Path,
+    rep: &Reporter,
+    e: &anyhow::Error,
+) -> Result<BuildReport> {
+    let (fs_size, min_inodes) = measured_size(inp.tarball)?;
+    rep.detail(format!(
+        "rootfs size auto: the estimate was too small ({e:#}); measured {} MiB and {min_inodes} inodes, building again",
+        fs_size >> 20
+    ));
+    for f in ["ssd.img", "sd.img"] {
+        let p = dir.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("{}: cannot remove", p.display()))?;
+        }
+    }
+    build_sized(inp, dir, rep, fs_size, min_inodes, None)
+}
+
+/// One build of a shared pass: its inputs, its output directory and its reporter (whose
+/// prefix names the profile).
+pub struct Job<'a> {
+    pub inputs: BuildInputs<'a>,
+    pub dir: &'a Path,
+    pub rep: Reporter,
+}
+
+/// Run several builds of the same tarball from one pass over it ([`crate::rootfs::fanout`]):
+/// the tarball is read, verified and inflated once, each build imports the same tar stream on
+/// a thread of its own and writes its own images, byte-identical to a build of its own. A
+/// build whose `size = "auto"` estimate is too small is built again alone afterwards, as
+/// [`build`] does. Returns one result per job, in order.
+pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildReport>>> {
+    let Some(first) = jobs.first() else {
+        return Ok(Vec::new());
+    };
+    let tarball = first.inputs.tarball;
+    if let Some(j) = jobs
+        .iter()
+        .find(|j| j.inputs.tarball_sha256 != first.inputs.tarball_sha256)
+    {
+        bail!(
+            "internal error: profiles {} and {} do not share a source",
+            first.inputs.profile.name,
+            j.inputs.profile.name
+        );
+    }
+    let mut sizes = Vec::new();
+    for j in jobs {
+        sizes.push(match j.inputs.profile.rootfs.size {
+            Size::Bytes(s) => (s, 0),
+            Size::Auto => {
+                let (size, inodes) = auto_size(tarball)?;
+                j.rep
+                    .detail(format!("rootfs size auto: {} MiB", size >> 20));
+                (size, inodes)
+            }
+        });
+    }
+    let names: Vec<&str> = jobs
+        .iter()
+        .map(|j| j.inputs.profile.name.as_str())
+        .collect();
+    rep.step(format!(
+        "importing {} once for {}",
+        tarball.display(),
+        names.join(", ")
+    ));
+    let total = std::fs::metadata(tarball)
+        .with_context(|| format!("{}: cannot stat", tarball.display()))?
+        .len();
+    let bar = rep.bytes_bar(total, "import");
+    let bar2 = bar.clone();
+    let stream = Inflated::open(tarball, Some(Box::new(move |n| bar2.set_position(n))))?;
+    let taps = crate::rootfs::fanout::split(stream, tarball, jobs.len());
+    let results: Vec<Result<BuildReport>> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .zip(taps)
+            .zip(&sizes)
+            .map(|((j, tap), &(size, inodes))| {
+                s.spawn(move || build_sized(&j.inputs, j.dir, &j.rep, size, inodes, Some(tap)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a build thread crashed")))
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    Ok(jobs
+        .iter()
+        .zip(results)
+        .map(|(j, r)| match r {
+            Err(e) if too_small(&e) => build_measured(&j.inputs, j.dir, &j.rep, &e),
+            r => r,
+        })
+        .collect())
 }
 
 fn build_sized(
@@ -133,6 +258,7 @@ fn build_sized(
     rep: &Reporter,
     fs_size: u64,
     min_inodes: u64,
+    tap: Option<Tap>,
 ) -> Result<BuildReport> {
     let d = inp.derivation;
     let fs_uuid = ids::uuid(d, "ssd.root.fs-uuid");
@@ -177,14 +303,20 @@ fn build_sized(
         &opts,
     )?;
 
-    // The one pass over the tarball.
-    rep.step(format!("importing {}", inp.tarball.display()));
-    let total = std::fs::metadata(inp.tarball)
-        .with_context(|| format!("{}: cannot stat", inp.tarball.display()))?
-        .len();
-    let bar = rep.bytes_bar(total, "import");
-    let bar2 = bar.clone();
-    let mut stream = Inflated::open(inp.tarball, Some(Box::new(move |n| bar2.set_position(n))))?;
+    // The one pass over the tarball (or this build's share of one, with its own bar).
+    let (mut stream, bar) = match tap {
+        Some(t) => (Stream::Shared(t), indicatif::ProgressBar::hidden()),
+        None => {
+            rep.step(format!("importing {}", inp.tarball.display()));
+            let total = std::fs::metadata(inp.tarball)
+                .with_context(|| format!("{}: cannot stat", inp.tarball.display()))?
+                .len();
+            let bar = rep.bytes_bar(total, "import");
+            let bar2 = bar.clone();
+            let s = Inflated::open(inp.tarball, Some(Box::new(move |n| bar2.set_position(n))))?;
+            (Stream::Own(s), bar)
+        }
+    };
     let dir_meta = Meta::new(0o755, 0, 0, Timestamp::from_secs(provisional_ts));
     let mut tree = Tree::new(dir_meta.clone());
     let captured = crate::rootfs::edits::captured_paths();
@@ -299,6 +431,9 @@ fn build_sized(
             name: "root".into(),
         },
     )?;
+    // ssd.img is complete: hash it (for manifest.json) on another thread while it is flushed
+    // and sd.img is written, instead of reading it again after the build.
+    let ssd_hash = spawn_hash(&ssd, &ssd_path)?;
     ssd.sync_all()
         .with_context(|| format!("{}: cannot flush", ssd_path.display()))?;
 
@@ -314,13 +449,43 @@ fn build_sized(
     }
 
     rep.step("writing the boot card");
-    let (boot_files, boot_txt) = write_sd(inp, &report, &env, card_list, &dir.join("sd.img"))?;
+    let sd_path = dir.join("sd.img");
+    let (boot_files, boot_txt) = write_sd(inp, &report, &env, card_list, &sd_path)?;
+    let sd = std::fs::File::open(&sd_path)
+        .with_context(|| format!("{}: cannot open to hash it", sd_path.display()))?;
+    let sd_hash = spawn_hash(&sd, &sd_path)?;
+    rep.timing("waiting for the image hashes");
+    let mut images = BTreeMap::new();
+    for (name, h) in [("ssd.img", ssd_hash), ("sd.img", sd_hash)] {
+        let (size, sha256) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread hashing {name} crashed"))??;
+        images.insert(
+            name.to_string(),
+            crate::manifest::OutputFile { size, sha256 },
+        );
+    }
     Ok(BuildReport {
         import: report,
         ext4,
         boot_files,
         boot_txt,
+        images,
     })
+}
+
+/// Hash the finished image `file` on a new thread: its size and sha256.
+fn spawn_hash(
+    file: &std::fs::File,
+    path: &Path,
+) -> Result<std::thread::JoinHandle<Result<(u64, String)>>> {
+    let f = file
+        .try_clone()
+        .with_context(|| format!("{}: cannot duplicate the handle", path.display()))?;
+    let path = path.to_path_buf();
+    Ok(std::thread::spawn(move || {
+        crate::source::sha256_open_file(&f, &path, &|_| {})
+    }))
 }
 
 /// Install the prepared packages into the tree (after the tarball, before the edits), apply

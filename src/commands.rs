@@ -409,6 +409,18 @@ fn record_and_write(
     })
 }
 
+/// A profile ready to build: resolved, pinned, its source and packages fetched, its staging
+/// directory made.
+struct Pending {
+    p: Profile,
+    drv: Derivation,
+    spec: source::SourceSpec,
+    tarball: PathBuf,
+    packages: Vec<crate::packages::Fetched>,
+    staging: crate::store::Staging,
+    rep: Reporter,
+}
+
 /// `hc1img build`: returns the output directory.
 pub fn build(
     args: &CommonArgs,
@@ -417,12 +429,136 @@ pub fn build(
     compress: Compress,
     rep: &Reporter,
 ) -> Result<PathBuf> {
+    build_all(std::slice::from_ref(args), out, rebuild, compress, rep)?
+        .into_iter()
+        .next()
+        .context("internal error: a build without an output directory")
+}
+
+/// `hc1img build PROFILE...`: every profile into its own out/ directory. The profiles that
+/// share a source are built from one pass over its tarball ([`crate::build::build_shared`]);
+/// profiles of different sources make one pass per source. Returns the output directories in
+/// the order of `args`; when a build fails the others still finish, then the first error is
+/// returned.
+pub fn build_all(
+    args: &[CommonArgs],
+    out: Option<PathBuf>,
+    rebuild: bool,
+    compress: Compress,
+    rep: &Reporter,
+) -> Result<Vec<PathBuf>> {
     crate::progress::timing("loading the profile");
+    let several = args.len() > 1;
+    if several && out.is_some() {
+        bail!(
+            "--out names one output directory, but {} profiles were given: leave --out away to \
+             build each into out/<profile>-<hash>/, or build them one at a time",
+            args.len()
+        );
+    }
+    let timestamp = source_date_epoch()?;
+    let mut dirs: Vec<Option<PathBuf>> = vec![None; args.len()];
+    let mut pending: Vec<(usize, Pending)> = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        match prepare(a, out.clone(), rebuild, compress, several, rep)? {
+            Ok(dir) => dirs[i] = Some(dir),
+            Err(pd) => {
+                if let Some((_, other)) = pending.iter().find(|(_, o)| o.drv.hash == pd.drv.hash) {
+                    bail!(
+                        "{} and profile {} are the same build (derivation {}): give it once",
+                        a.profile.display(),
+                        other.p.name,
+                        pd.drv.short()
+                    );
+                }
+                pending.push((i, pd));
+            }
+        }
+    }
+    // One pass per source.
+    let mut by_source: BTreeMap<String, Vec<(usize, Pending)>> = BTreeMap::new();
+    for (i, pd) in pending {
+        by_source
+            .entry(pd.spec.sha256.clone())
+            .or_default()
+            .push((i, pd));
+    }
+    if by_source.len() > 1 {
+        rep.step(format!(
+            "the profiles name {} different sources: one pass over each",
+            by_source.len()
+        ));
+    }
+    let mut first_err = None;
+    for group in by_source.into_values() {
+        let results: Vec<Result<crate::build::BuildReport>> = {
+            let jobs: Vec<crate::build::Job> = group
+                .iter()
+                .map(|(_, pd)| crate::build::Job {
+                    inputs: crate::build::BuildInputs {
+                        profile: &pd.p,
+                        derivation: &pd.drv.hash,
+                        tarball: &pd.tarball,
+                        tarball_sha256: &pd.spec.sha256,
+                        timestamp,
+                        packages: &pd.packages,
+                    },
+                    dir: pd.staging.path(),
+                    rep: pd.rep.clone(),
+                })
+                .collect();
+            if let [job] = jobs.as_slice() {
+                vec![crate::build::build(&job.inputs, job.dir, &job.rep)]
+            } else {
+                crate::build::build_shared(&jobs, rep)?
+            }
+        };
+        for ((i, pd), r) in group.into_iter().zip(results) {
+            let name = pd.p.name.clone();
+            match r.and_then(|report| complete(pd, report, compress)) {
+                Ok(dir) => dirs[i] = Some(dir),
+                Err(e) => {
+                    let e = if several {
+                        e.context(format!("profile {name}"))
+                    } else {
+                        e
+                    };
+                    // The first failure is the error; any later one is shown as it happens.
+                    match first_err {
+                        None => first_err = Some(e),
+                        Some(_) => rep.warn(format!("{e:#}")),
+                    }
+                }
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    dirs.into_iter()
+        .map(|d| d.context("internal error: a profile was not built"))
+        .collect()
+}
+
+/// Resolve one profile for `hc1img build`: the output directory when it is up to date (its
+/// compressed copies added if `compress` asks for them), or what its build needs.
+fn prepare(
+    args: &CommonArgs,
+    out: Option<PathBuf>,
+    rebuild: bool,
+    compress: Compress,
+    several: bool,
+    rep: &Reporter,
+) -> Result<std::result::Result<PathBuf, Pending>> {
     let trust = Trust::new(&args.trust)?;
     let p = locked_profile(args, &trust, rep)?;
+    let rep = &if several {
+        rep.tagged(&p.name)
+    } else {
+        rep.clone()
+    };
     warn_unbaked_overrides(args, &p, rep)?;
     let drv = plan::derivation(&p)?;
-    let timestamp = source_date_epoch()?;
     let out = match out {
         Some(dir) => OutDir::explicit(dir),
         None => OutDir::in_store(Path::new("out"), &p.name, &drv.hash),
@@ -442,14 +578,14 @@ pub fn build(
             write_compressed(&out.dir, compress, true, rep)?;
             record_and_write(&out.dir, &mut manifest, compress, true, rep)?;
             rep.step(format!("built {}", out.dir.display()));
-            return Ok(out.dir);
+            return Ok(Ok(out.dir));
         }
         rep.step(format!(
             "{} is up to date ({})",
             out.dir.display(),
             drv.short()
         ));
-        return Ok(out.dir);
+        return Ok(Ok(out.dir));
     }
     rep.detail(format!("derivation {}", drv.hash));
     let spec = source_spec(&p, &trust)?;
@@ -458,18 +594,21 @@ pub fn build(
     let tarball = source::fetch(&spec, &cache, &opts).map_err(not_served)?;
     let packages = fetch_pinned_packages(&p, &spec, &trust, &cache, &opts, rep)?;
     let staging = out.start()?;
-    let report = crate::build::build(
-        &crate::build::BuildInputs {
-            profile: &p,
-            derivation: &drv.hash,
-            tarball: &tarball,
-            tarball_sha256: &spec.sha256,
-            timestamp,
-            packages: &packages,
-        },
-        staging.path(),
-        rep,
-    )?;
+    Ok(Err(Pending {
+        rep: rep.clone(),
+        p,
+        drv,
+        spec,
+        tarball,
+        packages,
+        staging,
+    }))
+}
+
+/// After the build of `pd`: its compressed copies, manifest.json, and the staging directory
+/// moved into place.
+fn complete(pd: Pending, report: crate::build::BuildReport, compress: Compress) -> Result<PathBuf> {
+    let rep = &pd.rep;
     rep.detail(format!(
         "ext4: {} of {} blocks used, {} of {} inodes used",
         report.ext4.blocks_total - report.ext4.blocks_free,
@@ -477,10 +616,12 @@ pub fn build(
         report.ext4.inodes_total - report.ext4.inodes_free,
         report.ext4.inodes_total
     ));
-    write_compressed(staging.path(), compress, false, rep)?;
-    let mut manifest = manifest_for(&p, &drv, &spec);
-    record_and_write(staging.path(), &mut manifest, compress, false, rep)?;
-    let dir = staging.commit()?;
+    write_compressed(pd.staging.path(), compress, false, rep)?;
+    let mut manifest = manifest_for(&pd.p, &pd.drv, &pd.spec);
+    // The images were hashed by the build as it finished them.
+    manifest.outputs.extend(report.images);
+    record_and_write(pd.staging.path(), &mut manifest, compress, true, rep)?;
+    let dir = pd.staging.commit()?;
     rep.step(format!("built {}", dir.display()));
     Ok(dir)
 }

@@ -104,6 +104,10 @@ enum Command {
     Build {
         #[command(flatten)]
         profile: ProfileArgs,
+        /// More profiles to build in the same run, each into its own out/ directory (not with
+        /// --out); those that share a source are built from one pass over its tarball.
+        #[arg(value_name = "PROFILE")]
+        more: Vec<PathBuf>,
         /// Write the outputs to DIR instead of the content-addressed out/ store.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -212,7 +216,7 @@ enum Command {
 /// `hc1img seed --help`: the bootstrap order (the same as README.md's).
 const SEED_HELP: &str = "\
 Bootstrap a cluster (the images hold no secrets; each card brings its node's):
-  1. hc1img build profiles/leader.toml; the same for manager.toml and worker.toml
+  1. hc1img build profiles/leader.toml profiles/manager.toml profiles/worker.toml
   2. flash the leader's ssd.img and sd.img as they are and boot it: it runs `docker swarm init`
   3. on the leader: docker swarm join-token -q manager > manager-token
                     docker swarm join-token -q worker  > worker-token   (chmod 600 both)
@@ -246,7 +250,16 @@ fn main() -> ExitCode {
             out,
             rebuild,
             compress,
-        } => commands::build(&profile.common(), out, rebuild, compress, &rep).map(|_| ()),
+            more,
+        } => {
+            let first = profile.common();
+            let mut all = vec![first.clone()];
+            all.extend(more.into_iter().map(|p| commands::CommonArgs {
+                profile: p,
+                ..first.clone()
+            }));
+            commands::build_all(&all, out, rebuild, compress, &rep).map(|_| ())
+        }
         Command::Plan { profile, json } => commands::plan(&profile.common(), json),
         Command::Fetch { profile } => commands::fetch(&profile.common(), &rep),
         Command::Lock { profiles, trust } => commands::lock(&profiles, &trust.args(false), &rep),

@@ -26,31 +26,58 @@ pub enum Verbosity {
 #[derive(Clone, Debug, Default)]
 pub struct Reporter {
     pub verbosity: Verbosity,
+    /// Put before every message as `[PREFIX] `: the profile, when several build at once.
+    prefix: Option<String>,
 }
 
 impl Reporter {
     pub fn new(verbosity: Verbosity) -> Self {
-        Reporter { verbosity }
+        Reporter {
+            verbosity,
+            prefix: None,
+        }
+    }
+
+    /// The same reporter, with every message tagged `[name] ` (the builds of one
+    /// `hc1img build A.toml B.toml` run at the same time and their lines interleave).
+    pub fn tagged(&self, name: &str) -> Reporter {
+        Reporter {
+            verbosity: self.verbosity,
+            prefix: Some(name.to_string()),
+        }
+    }
+
+    fn tag(&self, msg: &str) -> String {
+        match &self.prefix {
+            Some(p) => format!("[{p}] {msg}"),
+            None => msg.to_string(),
+        }
     }
 
     /// A step the user should see (suppressed by `-q`).
     pub fn step(&self, msg: impl AsRef<str>) {
-        timing(msg.as_ref());
+        let msg = self.tag(msg.as_ref());
+        timing(&msg);
         if self.verbosity >= Verbosity::Normal {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{msg}");
         }
+    }
+
+    /// A [`timing`] line (tagged like the messages).
+    pub fn timing(&self, what: &str) {
+        timing(&self.tag(what));
     }
 
     /// A decision explained under `-v`.
     pub fn detail(&self, msg: impl AsRef<str>) {
         if self.verbosity >= Verbosity::Verbose {
-            eprintln!("  {}", msg.as_ref());
+            eprintln!("  {}", self.tag(msg.as_ref()));
         }
     }
 
     /// A warning: always shown.
     pub fn warn(&self, msg: impl AsRef<str>) {
-        eprintln!("warning: {}", msg.as_ref());
+        eprintln!("warning: {}", self.tag(msg.as_ref()));
     }
 
     /// A byte-count bar (bytes, rate, ETA) for work of known size; hidden when quiet or when

@@ -369,6 +369,8 @@ impl Writer {
         Ok(inode)
     }
 
+    /// Write the inodes, directories, bitmaps, group descriptors and superblocks. The image
+    /// is not flushed: the caller does, once everything around the filesystem is written.
     pub fn finish(mut self, tree: &Tree) -> Result<Ext4Stats> {
         let csum = self.geo.metadata_csum;
         let csum_seed = self.csum_seed();
@@ -471,9 +473,6 @@ impl Writer {
         let free_inodes = self.geo.inodes_count() - last_ino;
         let sb = superblock::build(&self.geo, &self.opts, free_blocks, free_inodes, &jnl_backup);
         superblock::write_all(&self.geo, sb, &gdt, &mut write)?;
-        self.file
-            .sync_all()
-            .context("ext4: flushing the image file")?;
         Ok(Ext4Stats {
             block_size: BLOCK_SIZE as u32,
             blocks_total: self.geo.blocks,

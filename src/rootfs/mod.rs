@@ -1,8 +1,9 @@
-//! The root filesystem's contents: reading the tarball ([`input`]), importing it into the
-//! in-memory tree while file data streams into the image ([`import`]), and the profile's
-//! edits applied to the tree afterwards.
+//! The root filesystem's contents: reading the tarball ([`input`]; one pass shared by several
+//! builds, [`fanout`]), importing it into the in-memory tree while file data streams into the
+//! image ([`import`]), and the profile's edits applied to the tree afterwards.
 
 pub mod edits;
+pub mod fanout;
 pub mod import;
 pub mod input;
 

@@ -23,13 +23,19 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 pub fn sha256_file_with(path: &Path, progress: &dyn Fn(u64)) -> Result<(u64, String)> {
     let file =
         File::open(path).with_context(|| format!("cannot open {} to hash it", path.display()))?;
+    sha256_open_file(&file, path, progress)
+}
+
+/// [`sha256_file_with`] of a file already open (`path` names it in errors): the build hashes
+/// each image through its own handle right after writing it.
+pub fn sha256_open_file(file: &File, path: &Path, progress: &dyn Fn(u64)) -> Result<(u64, String)> {
     let len = file
         .metadata()
         .with_context(|| format!("cannot stat {} to hash it", path.display()))?
         .len();
     let mut hasher = Sha256::new();
     let mut pos = 0u64;
-    for_each_chunk(&file, len, &mut |data| {
+    for_each_chunk(file, len, &mut |data| {
         hasher.update(data);
         pos += data.len() as u64;
         progress(pos);

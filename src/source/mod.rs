@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 
 pub use cache::Cache;
-pub use hash::{sha256_file, sha256_file_with};
+pub use hash::{sha256_file, sha256_file_with, sha256_open_file};
 pub use mirror::Mirrors;
 pub use signature::{
     ALARM_FINGERPRINT, ALARM_KEY, Keyring, Verified, verify_detached, verify_signature, ymd,

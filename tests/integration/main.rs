@@ -9,6 +9,7 @@ mod gpg_keys;
 
 mod boot_qemu;
 mod build_e2e;
+mod build_many_e2e;
 mod compress_e2e;
 mod diff_e2e;
 mod disk_bmap;
