@@ -173,11 +173,7 @@ fn worker_images_pass_the_oracles() {
                 got.to_str().unwrap(),
             ],
         );
-        assert_eq!(
-            sha256_hex(&std::fs::read(&got).unwrap()),
-            sha256_hex(&want),
-            "{name}"
-        );
+        assert_eq!(sha256_file(&got), sha256_hex(&want), "{name}");
     }
 
     // boot.scr is what mkimage makes of the boot.txt beside it.
@@ -236,10 +232,7 @@ fn worker_images_pass_the_oracles() {
         assert!(!manifest.contains(s), "secret {s} in manifest.json");
     }
     let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    assert_eq!(
-        m["outputs"]["ssd.img"]["sha256"],
-        sha256_hex(&std::fs::read(&ssd).unwrap())
-    );
+    assert_eq!(m["outputs"]["ssd.img"]["sha256"], sha256_file(&ssd));
     let verify = Command::new(env!("CARGO_BIN_EXE_hc1img"))
         .arg("verify")
         .arg(&out)
@@ -279,8 +272,8 @@ fn same_inputs_give_the_same_bytes() {
     build_ok(tmp.path(), &tarball, &b);
     for f in ["ssd.img", "sd.img", "manifest.json"] {
         assert_eq!(
-            sha256_hex(&std::fs::read(a.join(f)).unwrap()),
-            sha256_hex(&std::fs::read(b.join(f)).unwrap()),
+            sha256_file(&a.join(f)),
+            sha256_file(&b.join(f)),
             "{f} differs between two builds of the same inputs"
         );
     }

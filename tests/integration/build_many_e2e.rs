@@ -57,10 +57,9 @@ fn outputs(cwd: &Path, name: &str) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     for e in std::fs::read_dir(&dir).unwrap() {
         let e = e.unwrap();
-        let data = std::fs::read(e.path()).unwrap();
         m.insert(
             e.file_name().to_string_lossy().into_owned(),
-            sha256_hex(&data),
+            sha256_file(&e.path()),
         );
     }
     assert!(

@@ -7,6 +7,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::common::sha256_file;
 use crate::disk_common::{
     assert_same_bytes, pseudo_random, read_range, run, run_env, sha256_hex, stdout,
 };
@@ -209,11 +210,7 @@ fn sd_image_checks_out_with_real_tools() {
                 dst.to_str().unwrap(),
             ],
         );
-        assert_eq!(
-            sha256_hex(&std::fs::read(&dst).unwrap()),
-            sha256_hex(&data),
-            "{path}"
-        );
+        assert_eq!(sha256_file(&dst), sha256_hex(&data), "{path}");
     }
 
     // inspect names the table, the partition, its filesystem and each blob with its hash.

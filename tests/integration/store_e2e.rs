@@ -169,7 +169,7 @@ fn an_older_build_of_other_inputs_is_rebuilt_keeping_the_users_files() {
     assert_ne!(first["derivation"], second["derivation"]);
     assert_eq!(
         second["outputs"]["ssd.img"]["sha256"].as_str().unwrap(),
-        sha256_hex(&std::fs::read(out.join("ssd.img")).unwrap())
+        sha256_file(&out.join("ssd.img"))
     );
     assert_eq!(std::fs::read(out.join("README.local")).unwrap(), b"mine");
     // The same inputs again: up to date.

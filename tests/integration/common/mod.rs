@@ -14,6 +14,25 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// sha256 of the file at `path`, read in 1 MiB pieces (images are hundreds of MiB: reading
+/// them whole made a test process of several GiB).
+pub fn sha256_file(path: &Path) -> String {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .unwrap_or_else(|e| panic!("cannot open {} to hash it: {e}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("cannot read {}: {e}", path.display()),
+        }
+    }
+    hex::encode(h.finalize())
+}
+
 /// Run a tool and return its stdout; panics with the command, status and output otherwise.
 pub fn run_ok(tool: &str, args: &[&str]) -> String {
     let out = run(tool, args);
