@@ -37,6 +37,7 @@ mod plan_env;
 mod plan_hash;
 mod profile_errors;
 mod profile_fuzz;
+mod profile_layers;
 mod profile_shipped;
 mod repro_e2e;
 mod rootfs_e2e;
