@@ -525,6 +525,7 @@ mod enable_tests {
             ("firstboot", "usr/lib/hc1img/hc1-firstboot"),
             ("swarm", edits::swarm::CONF),
             ("fstab", edits::fstab::FSTAB),
+            ("overlays", "etc/sysctl.d/90-hc1-site.conf"),
         ];
         for (section, path) in marks {
             assert!(made(&on, path), "[{section}] on: {path} missing");

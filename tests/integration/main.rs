@@ -32,6 +32,7 @@ mod hostile_tar;
 mod lint_initramfs;
 mod offline_mirror;
 mod ops_scripts;
+mod overlays_e2e;
 mod packages_e2e;
 mod plan_env;
 mod plan_hash;
