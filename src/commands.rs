@@ -678,6 +678,7 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
                 "digest": i.digest,
             })).collect::<Vec<_>>(),
             "profile": drv.resolved,
+            "origins": p.origins.iter().map(|(k, at)| (k.clone(), serde_json::Value::String(at.clone()))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -712,6 +713,10 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
         }
         println!("resolved profile:");
         println!("{}", serde_json::to_string_pretty(&drv.resolved)?);
+        println!("where each value comes from:");
+        for (key, at) in &p.origins {
+            println!("  {key:<40} {at}");
+        }
     }
     Ok(())
 }

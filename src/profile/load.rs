@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use super::layers;
 use super::node::{self, Kind, Loc, Node, Sources};
 use super::schema::{Board, LockFile, RawProfile, RawSecret};
 use super::secrets::{self, SecretSource};
@@ -41,6 +42,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Profile> {
     let mut seen: Vec<PathBuf> = Vec::new();
     let mut cur = path.to_path_buf();
     let mut via: Option<Loc> = None;
+    // The `extends` of the first derived file without a `name` of its own.
+    let mut nameless: Option<Loc> = None;
     loop {
         let canon = match std::fs::canonicalize(&cur) {
             Ok(c) => c,
@@ -91,6 +94,11 @@ pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Profile> {
             resolve_paths(&mut doc, keys, &dir);
         }
         let extends = doc.table_mut().and_then(|t| t.remove("extends"));
+        if let Some(e) = &extends
+            && doc.entry(&["name"]).is_none()
+        {
+            nameless.get_or_insert(e.key_loc);
+        }
         seen.push(canon);
         chain_paths.push(cur.clone());
         chain.push(doc);
@@ -110,15 +118,20 @@ pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Profile> {
         }
     }
 
-    // Merge from the root of the chain down to the file given.
+    if let Some(l) = nameless {
+        anyhow::bail!(
+            "{}: name: a derived profile must set its own `name` (with its parent's it would share its out/ directory and lock pins)",
+            sources.where_(l)
+        );
+    }
+
+    // Lay the files over each other from the root of the chain down to the file given.
     let mut merged: Option<Node> = None;
     for doc in chain.into_iter().rev() {
-        merged = Some(match merged {
-            None => doc,
-            Some(base) => node::merge(base, doc),
-        });
+        merged = Some(layers::merge(merged, doc, &sources)?);
     }
-    let merged = merged.ok_or_else(|| anyhow::anyhow!("internal: empty extends chain"))?;
+    let mut merged = merged.ok_or_else(|| anyhow::anyhow!("internal: empty extends chain"))?;
+    layers::sections_off(&mut merged, &sources)?;
     if let Some(e) = merged.entry(&["hostname"]) {
         anyhow::bail!(
             "{}: hostname: the [hostname] section is gone; write `hostname = \"...\"` under [system] (a fixed name or a template like \"hc1-{{mac6}}\")",
@@ -130,7 +143,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Profile> {
         sources: &sources,
         root: &merged,
     };
-    v.profile(raw, chain_paths, overrides)
+    let mut profile = v.profile(raw, chain_paths, overrides)?;
+    profile.origins = layers::origins(&merged, &sources);
+    Ok(profile)
 }
 
 fn parent_dir(p: &Path) -> PathBuf {
@@ -176,7 +191,15 @@ fn resolve_paths(node: &mut Node, keys: &[&str], dir: &Path) {
     match (*first, &mut node.kind) {
         ("[]", Kind::Array(items)) => {
             for item in items {
-                resolve_paths(item, rest, dir);
+                // A list item `"!PATH"` removes an inherited path: resolve PATH the same way.
+                match &mut item.kind {
+                    Kind::Str(s) if s == "!*" => {}
+                    Kind::Str(s) if rest.is_empty() && s.len() > 1 && s.starts_with('!') => {
+                        let p = normalize(&dir.join(&s[1..]));
+                        *s = format!("!{}", p.to_string_lossy());
+                    }
+                    _ => resolve_paths(item, rest, dir),
+                }
             }
         }
         ("*", Kind::Table(t)) => {
@@ -601,6 +624,7 @@ impl Validator<'_> {
                 secrets: secret_files,
             },
             node,
+            origins: Vec::new(),
         })
     }
 

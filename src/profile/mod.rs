@@ -1,7 +1,8 @@
 //! Profiles: the declarative description of one node image, loaded from TOML.
 //!
-//! [`load`] reads a profile file, follows its `extends` chain, merges it (tables key by key,
-//! the derived file wins; arrays and scalars replaced whole), resolves relative paths against
+//! [`load`] reads a profile file, follows its `extends` chain, lays its files over each other
+//! ([`layers`]: tables key by key, lists append with `"!X"`/`"!*"`, arrays of tables merge by
+//! name, `enable = false` turns a section off), resolves relative paths against
 //! the file that wrote them, loads the board file and the lock file (`hc1img.lock`, the
 //! sha256/size pins of the source tarball and the `[packages]` pins), applies the command-line
 //! [`Overrides`], and checks
@@ -16,6 +17,7 @@
 //! is in [`crate::plan`].
 
 mod board;
+mod layers;
 mod load;
 pub(crate) mod node;
 pub mod schema;
@@ -74,6 +76,10 @@ pub struct Profile {
     pub node: crate::rootfs::edits::Sections,
     /// Every file the profile was made from.
     pub files: InputFiles,
+    /// Every value of the merged profile files as a dotted key path with the `FILE:LINE` that
+    /// wrote it (`hc1img plan`); not part of the derivation.
+    #[serde(skip)]
+    pub origins: Vec<(String, String)>,
 }
 
 /// The `[source]` of a profile with its pin from the lock file.
@@ -435,5 +441,112 @@ mod tests {
         testutil::materialize(&t, dir.path());
         testutil::run_check("pwck", dir.path());
         testutil::run_check("grpck", dir.path());
+    }
+}
+
+#[cfg(test)]
+mod enable_tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+    use crate::rootfs::edits::{self, EditContext, testutil};
+    use crate::tree::{FileData, NodeKind, Tree};
+
+    /// `profiles/manager.toml` (every node section on, `[builds]` too) extended by `body`,
+    /// with the secrets it declares from private temp files.
+    fn manager_with(dir: &Path, body: &str) -> Profile {
+        let mut ov = Overrides::default();
+        for name in [
+            "admin_password_hash",
+            "mail_password",
+            "swarm_manager_token",
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, "value\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            ov.secrets.insert(name.to_string(), p);
+        }
+        let manager = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/manager.toml");
+        let path = dir.join("off.toml");
+        let text = format!("extends = {manager:?}\nname = \"off\"\n{body}");
+        std::fs::write(&path, text).unwrap();
+        load(&path, &ov).unwrap_or_else(|e| panic!("{body}: {e:#}"))
+    }
+
+    /// The node tree `p` makes of an Arch-like tree.
+    fn applied(p: &Profile) -> Tree {
+        let (mut t, _) = testutil::arch_tree();
+        testutil::stored(&mut t, "usr/share/zoneinfo/Europe/Paris");
+        let secrets = |_: &str| Ok(b"value\n".to_vec());
+        let card = p.secrets.keys().cloned();
+        let ctx = EditContext::new(testutil::TS, &secrets).with_card_secrets(card);
+        let vars = p.template_vars();
+        let inputs = edits::BuildInputs {
+            boot_volume_id: 0x1234_abcd,
+            overlays_dir: Path::new("/"),
+            vars: &vars,
+            swarm: p.swarm.as_ref(),
+        };
+        edits::apply_all(&mut t, &p.node, &ctx, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
+        t
+    }
+
+    /// Whether an edit made `path` (the tarball's own files are `Stored`).
+    fn made(t: &Tree, path: &str) -> bool {
+        match t.lookup(path.as_bytes()).map(|id| &t.node(id).kind) {
+            Some(NodeKind::File(FileData::Stored(_))) | None => false,
+            Some(_) => true,
+        }
+    }
+
+    /// `[X] enable = false` in a derived profile turns section X off, whether its `Config`
+    /// has an `enable` of its own or the loader drops the section: a file only that section
+    /// writes is made with the parent profile and not with the derived one.
+    #[test]
+    fn every_node_section_turns_off_with_enable_false() {
+        let tmp = tempfile::tempdir().unwrap();
+        let on = applied(&manager_with(tmp.path(), ""));
+        let marks: &[(&str, &str)] = &[
+            ("system", "etc/locale.conf"),
+            ("users", "etc/sudoers.d/wheel"),
+            ("ssh", edits::ssh::DROP_IN),
+            ("mail", edits::mail::SSMTP_CONF),
+            ("journald", edits::journald::DROP_IN),
+            ("io_scheduler", edits::io_scheduler::RULE),
+            ("mirrorlist", edits::mirrorlist::MIRRORLIST),
+            ("docker", edits::docker::DAEMON_JSON),
+            (
+                "cron",
+                "etc/systemd/system/multi-user.target.wants/cronie.service",
+            ),
+            ("backup", edits::backup::BACKUP_BIN),
+            ("cleanup", edits::cleanup::BIN),
+            ("builds", edits::builds::BAKE_BIN),
+            ("firstboot", "usr/lib/hc1img/hc1-firstboot"),
+            ("swarm", edits::swarm::CONF),
+            ("fstab", edits::fstab::FSTAB),
+            ("overlays", "etc/sysctl.d/90-hc1-site.conf"),
+        ];
+        for (section, path) in marks {
+            assert!(made(&on, path), "[{section}] on: {path} missing");
+            // [builds] needs the engine: with [docker] off, it goes off too.
+            let also = if *section == "docker" {
+                "[builds]\nenable = false\n"
+            } else {
+                ""
+            };
+            let p = manager_with(tmp.path(), &format!("[{section}]\nenable = false\n{also}"));
+            let off = applied(&p);
+            assert!(!made(&off, path), "[{section}] enable = false: {path} made");
+        }
+        // Sections outside the node tree: off means absent from the loaded profile.
+        assert!(manager_with(tmp.path(), "").packages.is_some());
+        let p = manager_with(tmp.path(), "[packages]\nenable = false\n");
+        assert!(p.packages.is_none());
+        let p = manager_with(
+            tmp.path(),
+            "[packages]\nenable = false\n[source]\nenable = false\n",
+        );
+        assert!(p.source.is_none() && p.packages.is_none());
     }
 }

@@ -1,6 +1,6 @@
-//! A TOML document kept with the file and byte span of every key and value, the `extends`
-//! merge over such documents, and a serde `Deserializer` over the merged tree whose errors name
-//! the file, the line and the dotted key path they come from.
+//! A TOML document kept with the file and byte span of every key and value, and a serde
+//! `Deserializer` over such a tree (after the `extends` merge of [`super::layers`]) whose
+//! errors name the file, the line and the dotted key path they come from.
 //!
 //! The syntax is TOML 1.0/1.1 as parsed by the `toml` crate ([`toml::de::DeTable`] keeps
 //! spans); this module only adds provenance, so an error in a merged profile still points at
@@ -231,33 +231,6 @@ fn convert_value(
         DeValue::Table(t) => Kind::Table(convert_table(t, file, sources)?),
     };
     Ok(Node { loc: l, kind })
-}
-
-/// Merge `derived` over `base`: tables merge key by key (recursively), anything else in
-/// `derived` (scalars, arrays) replaces the base value whole.
-pub(crate) fn merge(base: Node, derived: Node) -> Node {
-    match (base.kind, derived.kind) {
-        (Kind::Table(mut b), Kind::Table(d)) => {
-            for (k, de) in d {
-                let merged = match b.remove(&k) {
-                    Some(be) => Entry {
-                        key_loc: de.key_loc,
-                        value: merge(be.value, de.value),
-                    },
-                    None => de,
-                };
-                b.insert(k, merged);
-            }
-            Node {
-                loc: derived.loc,
-                kind: Kind::Table(b),
-            }
-        }
-        (_, kind) => Node {
-            loc: derived.loc,
-            kind,
-        },
-    }
 }
 
 /// An error met while deserialising a [`Node`] tree; rendered by [`DeError::render`].

@@ -398,25 +398,6 @@ fn wrong_sha256_is_refused() {
     assert!(!out.exists());
 }
 
-/// `debugfs stat` summary of a path: (mode, uid, gid).
-fn stat(fs: &Path, path: &str) -> (u32, u32, u32) {
-    let s = debugfs(fs, &format!("stat {path}"));
-    let field = |key: &str| -> String {
-        s.split(key)
-            .nth(1)
-            .unwrap_or_else(|| panic!("{path}: no {key} in {s}"))
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    (
-        u32::from_str_radix(&field("Mode:"), 8).unwrap(),
-        field("User:").parse().unwrap(),
-        field("Group:").parse().unwrap(),
-    )
-}
-
 #[test]
 fn node_configuration_is_in_the_image() {
     let tmp = tempfile::tempdir().unwrap();

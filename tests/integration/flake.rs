@@ -129,9 +129,11 @@ fn flake_images_fetch_what_hc1img_pins() {
         "flake.nix must build images from nix/profiles.nix with a fixed-output fetch"
     );
     let tmp = tempfile::tempdir().unwrap();
+    // The profiles, and the overlays they name (../overlays).
     let copy = Command::new("cp")
         .args(["-r"])
         .arg(repo().join("profiles"))
+        .arg(repo().join("overlays"))
         .arg(tmp.path())
         .status()
         .unwrap();

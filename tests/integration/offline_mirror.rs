@@ -352,17 +352,20 @@ fn make_mirror(dir: &Path) -> Made {
     }
 }
 
-/// A copy of the repository's `profiles/` in `dir`, with the shipped lock and without any
-/// secret file (as on a fresh clone: the images are secret-free, so none is needed).
+/// A copy of the repository's `profiles/` (and the `overlays/` they name) in `dir`, with the
+/// shipped lock and without any secret file (as on a fresh clone: the images are secret-free,
+/// so none is needed).
 fn copy_profiles(dir: &Path) {
-    run_ok(
-        "cp",
-        &[
-            "-r",
-            repo().join("profiles").to_str().unwrap(),
-            dir.to_str().unwrap(),
-        ],
-    );
+    for sub in ["profiles", "overlays"] {
+        run_ok(
+            "cp",
+            &[
+                "-r",
+                repo().join(sub).to_str().unwrap(),
+                dir.to_str().unwrap(),
+            ],
+        );
+    }
     let secrets = dir.join("profiles/secrets");
     if secrets.exists() {
         std::fs::remove_dir_all(&secrets).unwrap();

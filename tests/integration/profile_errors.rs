@@ -82,7 +82,7 @@ fn the_fixture_itself_loads() {
 fn unknown_key_with_did_you_mean() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n\n[rootfs]\nsiz = \"4GiB\"\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[rootfs]\nsiz = \"4GiB\"\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert_eq!(
@@ -96,12 +96,15 @@ fn unknown_key_with_did_you_mean() {
 
 #[test]
 fn unknown_top_level_key() {
-    let d = fixture(&[("p.toml", "extends = \"base.toml\"\nnmae = \"x\"\n")]);
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\nname = \"p\"\nnmae = \"x\"\n",
+    )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert_eq!(
         msg,
         format!(
-            "{}:2: unknown key `nmae` at the top level; did you mean `name`?",
+            "{}:3: unknown key `nmae` at the top level; did you mean `name`?",
             file(d.path(), "p.toml")
         )
     );
@@ -111,12 +114,12 @@ fn unknown_top_level_key() {
 fn unknown_key_in_array_of_tables() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[[users.add]]\nname = \"a\"\nuid = 1000\nshel = \"/bin/sh\"\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[[users.add]]\nname = \"a\"\nuid = 1000\nshel = \"/bin/sh\"\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
         msg.starts_with(&format!(
-            "{}:5: unknown key `shel` in [users.add[0]]",
+            "{}:6: unknown key `shel` in [users.add[0]]",
             file(d.path(), "p.toml")
         )),
         "{msg}"
@@ -128,12 +131,12 @@ fn unknown_key_in_array_of_tables() {
 fn wrong_type_names_the_key() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[rootfs]\nbytes_per_inode = \"many\"\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[rootfs]\nbytes_per_inode = \"many\"\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
         msg.starts_with(&format!(
-            "{}:3: rootfs.bytes_per_inode: expected u32",
+            "{}:4: rootfs.bytes_per_inode: expected u32",
             file(d.path(), "p.toml")
         )),
         "{msg}"
@@ -143,12 +146,15 @@ fn wrong_type_names_the_key() {
 
 #[test]
 fn section_of_wrong_type() {
-    let d = fixture(&[("p.toml", "extends = \"base.toml\"\nrootfs = 3\n")]);
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\nname = \"p\"\nrootfs = 3\n",
+    )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert_eq!(
         msg,
         format!(
-            "{}:2: rootfs: expected a table, found an integer",
+            "{}:3: rootfs: expected a table, found an integer",
             file(d.path(), "p.toml")
         )
     );
@@ -158,12 +164,12 @@ fn section_of_wrong_type() {
 fn bad_enum_value_suggests() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[rootfs]\nfeatures = \"ful\"\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[rootfs]\nfeatures = \"ful\"\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
         msg.starts_with(&format!(
-            "{}:3: rootfs.features: expected \"full\" or \"conservative\"",
+            "{}:4: rootfs.features: expected \"full\" or \"conservative\"",
             file(d.path(), "p.toml")
         )),
         "{msg}"
@@ -243,12 +249,12 @@ fn unknown_key_in_lock() {
 fn missing_secret_file() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[secrets]\nother = { file = \"missing\", bake = true }\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[secrets]\nother = { file = \"missing\", bake = true }\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
         msg.starts_with(&format!(
-            "{}:3: secrets.other.file: secret file {} cannot be read: no such file",
+            "{}:4: secrets.other.file: secret file {} cannot be read: no such file",
             file(d.path(), "p.toml"),
             file(d.path(), "missing")
         )),
@@ -279,12 +285,12 @@ fn world_readable_secret_file() {
 fn bad_size_string() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[rootfs]\n\nsize = \"4GB\"\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[rootfs]\n\nsize = \"4GB\"\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
         msg.starts_with(&format!(
-            "{}:4: rootfs.size: invalid size `4GB`",
+            "{}:5: rootfs.size: invalid size `4GB`",
             file(d.path(), "p.toml")
         )),
         "{msg}"
@@ -327,12 +333,12 @@ fn unknown_placeholder_in_boot_txt() {
 fn undeclared_secret_reference() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[swarm]\nrole = \"worker\"\nmanagers = [\"m1\"]\ntoken_secret = \"tk\"\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[swarm]\nrole = \"worker\"\nmanagers = [\"m1\"]\ntoken_secret = \"tk\"\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
         msg.starts_with(&format!(
-            "{}:5: swarm.token_secret: no secret `tk` is declared; did you mean `tok`?",
+            "{}:6: swarm.token_secret: no secret `tk` is declared; did you mean `tok`?",
             file(d.path(), "p.toml")
         )),
         "{msg}"
@@ -341,10 +347,10 @@ fn undeclared_secret_reference() {
 
 #[test]
 fn invalid_toml_syntax() {
-    let d = fixture(&[("p.toml", "extends = \"base.toml\"\n[rootfs\n")]);
+    let d = fixture(&[("p.toml", "extends = \"base.toml\"\nname = \"p\"\n[rootfs\n")]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
-        msg.starts_with(&format!("{}:2: invalid TOML", file(d.path(), "p.toml"))),
+        msg.starts_with(&format!("{}:3: invalid TOML", file(d.path(), "p.toml"))),
         "{msg}"
     );
 }
@@ -418,12 +424,12 @@ fn name_must_be_simple() {
 fn bad_url() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[source]\nurl = \"ftp://x/y\"\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[source]\nurl = \"ftp://x/y\"\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
         msg.starts_with(&format!(
-            "{}:3: source.url: invalid URL \"ftp://x/y\"",
+            "{}:4: source.url: invalid URL \"ftp://x/y\"",
             file(d.path(), "p.toml")
         )),
         "{msg}"
@@ -434,7 +440,7 @@ fn bad_url() {
 fn missing_required_key() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n\n[swarm]\nmanagers = [\"m1\"]\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[swarm]\nmanagers = [\"m1\"]\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert_eq!(
@@ -450,12 +456,12 @@ fn missing_required_key() {
 fn secret_needs_exactly_one_source() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[secrets]\nx = { file = \"tok\", env = \"HOME\" }\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[secrets]\nx = { file = \"tok\", env = \"HOME\" }\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
         msg.starts_with(&format!(
-            "{}:3: secrets.x: give at most one of",
+            "{}:4: secrets.x: give at most one of",
             file(d.path(), "p.toml")
         )),
         "{msg}"
@@ -466,7 +472,7 @@ fn secret_needs_exactly_one_source() {
 fn joining_swarm_node_needs_a_token() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[swarm]\nrole = \"manager\"\nmanagers = [\"m1:2377\"]\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[swarm]\nrole = \"manager\"\nmanagers = [\"m1:2377\"]\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
@@ -476,7 +482,7 @@ fn joining_swarm_node_needs_a_token() {
 }
 
 #[test]
-fn derived_values_win_and_arrays_are_replaced() {
+fn derived_values_win_and_lists_append() {
     let d = fixture(&[
         (
             "base.toml",
@@ -495,8 +501,8 @@ fn derived_values_win_and_arrays_are_replaced() {
     assert_eq!(p.boot.rootdelay, 5, "parent value kept");
     assert_eq!(
         p.boot.extra_args,
-        vec!["c=3".to_string()],
-        "array replaced whole"
+        ["a=1", "b=2", "c=3"],
+        "the derived list appends"
     );
     assert_eq!(p.node.users.remove.len(), 2);
     // The lock lives next to the file that declared [source] (the parent).
@@ -510,7 +516,7 @@ fn derived_values_win_and_arrays_are_replaced() {
         cmd.contains("root=PARTUUID=0a1b2c3d-0000-4000-8000-000000000001 rw rootwait rootdelay=5"),
         "{cmd}"
     );
-    assert!(cmd.ends_with(" c=3"), "{cmd}");
+    assert!(cmd.ends_with(" a=1 b=2 c=3"), "{cmd}");
     assert!(p.kernel_cmdline(None).is_err());
     assert!(p.source_spec().is_some_and(|s| s.sha256.is_none()));
 }
@@ -548,7 +554,10 @@ fn plain_path_source_is_relative_to_its_profile_and_pinned_as_written() {
 /// return the error with `p.toml`'s path replaced by `P`.
 fn node_err(body: &str) -> String {
     let d = fixture(&[
-        ("p.toml", &format!("extends = \"base.toml\"\n{body}")),
+        (
+            "p.toml",
+            &format!("extends = \"base.toml\"\nname = \"p\"\n{body}"),
+        ),
         ("ov/etc/motd", "hello\n"),
         ("ov/etc/tpl", "join {swarm.manager}\n"),
     ]);
@@ -563,139 +572,139 @@ fn node_sections_are_checked_at_load_time() {
     let cases: &[(&str, &str)] = &[
         (
             "[system]\nhostname = \"hc1_{mac6}\"\n",
-            "P:3: system.hostname: \"hc1_{mac6}\": a host name is",
+            "P:4: system.hostname: \"hc1_{mac6}\": a host name is",
         ),
         (
             "[system]\nhostname = \"hc1-{serial}\"\n",
-            "P:3: system.hostname: \"hc1-{serial}\": unknown placeholder {serial} (known: {mac6}, {mac})",
+            "P:4: system.hostname: \"hc1-{serial}\": unknown placeholder {serial} (known: {mac6}, {mac})",
         ),
         (
             "[system]\ntimezone = \"../etc/passwd\"\n",
-            "P:3: system.timezone: \"../etc/passwd\": expected a zoneinfo name",
+            "P:4: system.timezone: \"../etc/passwd\": expected a zoneinfo name",
         ),
         (
             "[system]\nlocale = \"en US\"\n",
-            "P:3: system.locale: \"en US\": expected a locale",
+            "P:4: system.locale: \"en US\": expected a locale",
         ),
         (
             "[system]\nkeymap = \"de/latin1\"\n",
-            "P:3: system.keymap: \"de/latin1\": expected a keymap",
+            "P:4: system.keymap: \"de/latin1\": expected a keymap",
         ),
         (
             "[users]\nroot_password_secret = \"tk\"\n",
-            "P:3: users.root_password_secret: no secret `tk` is declared; did you mean `tok`?",
+            "P:4: users.root_password_secret: no secret `tk` is declared; did you mean `tok`?",
         ),
         (
             "[[users.add]]\nname = \"bob\"\n\n[[users.add]]\nname = \"eve\"\nuid = 1001\npassword_secret = \"nope\"\n",
-            "P:8: users.add[1].password_secret: no secret `nope` is declared",
+            "P:9: users.add[1].password_secret: no secret `nope` is declared",
         ),
         (
             "[[users.add]]\nuid = 1001\n",
-            "P:2: users.add[0].name: missing required key `name`",
+            "P:3: users.add[0].name: missing required key `name`",
         ),
         (
             "[[users.add]]\nname = \"a\"\n[[users.add]]\nname = \"b\"\n",
-            "P:4: users.add[1].uid: uid 1000 is used twice",
+            "P:5: users.add[1].uid: uid 1000 is used twice",
         ),
         (
             "[ssh]\npermit_root_login = \"prohibit_password\"\n",
-            "P:3: ssh.permit_root_login: \"prohibit_password\": expected",
+            "P:4: ssh.permit_root_login: \"prohibit_password\": expected",
         ),
         (
             "[journald]\nruntime_max_use = \"50 MB\"\n",
-            "P:3: journald.runtime_max_use: \"50 MB\": expected journald's size syntax",
+            "P:4: journald.runtime_max_use: \"50 MB\": expected journald's size syntax",
         ),
         (
             "[journald]\nstorage = \"volatil\"\n",
-            "P:3: journald.storage: expected \"volatile\" or",
+            "P:4: journald.storage: expected \"volatile\" or",
         ),
         (
             "[io_scheduler]\nscheduler = \"deadlin\"\n",
-            "P:3: io_scheduler.scheduler: \"deadlin\": expected one of",
+            "P:4: io_scheduler.scheduler: \"deadlin\": expected one of",
         ),
         (
             "[io_scheduler]\ndevices = [\"sd a\"]\n",
-            "P:3: io_scheduler.devices: [0] \"sd a\": expected a kernel name glob",
+            "P:4: io_scheduler.devices: [0] \"sd a\": expected a kernel name glob",
         ),
         (
             "[mail]\nmailhub = \"smtp.lan:smtp\"\nroot = \"a@b\"\n",
-            "P:3: mail.mailhub: \"smtp.lan:smtp\": expected HOST:PORT",
+            "P:4: mail.mailhub: \"smtp.lan:smtp\": expected HOST:PORT",
         ),
         (
             "[mail]\nmailhub = \"smtp.lan\"\nroot = \"a@b\"\n",
-            "P:3: mail.mailhub: \"smtp.lan\": expected HOST:PORT",
+            "P:4: mail.mailhub: \"smtp.lan\": expected HOST:PORT",
         ),
         (
             "[mail]\nmailhub = \"smtp.lan:587\"\nroot = \"root\"\n",
-            "P:4: mail.root: \"root\": expected the mail address",
+            "P:5: mail.root: \"root\": expected the mail address",
         ),
         (
             "[mail]\nmailhub = \"smtp.lan:587\"\nroot = \"a@b\"\nauth_user = \"u\"\npassword_secret = \"pw\"\n",
-            "P:6: mail.password_secret: no secret `pw` is declared",
+            "P:7: mail.password_secret: no secret `pw` is declared",
         ),
         (
             "[mail]\nmailhub = \"smtp.lan:465\"\nroot = \"a@b\"\ntls = true\n",
-            "P:5: mail.tls: implicit TLS and STARTTLS exclude each other",
+            "P:6: mail.tls: implicit TLS and STARTTLS exclude each other",
         ),
         (
             "[mirrorlist]\nservers = [\"ftp://m/$arch/$repo\"]\n",
-            "P:3: mirrorlist.servers: [0] \"ftp://m/$arch/$repo\": expected an http(s):// or file:// URL",
+            "P:4: mirrorlist.servers: [0] \"ftp://m/$arch/$repo\": expected an http(s):// or file:// URL",
         ),
         (
             "[mirrorlist]\nservers = [\"http://m/$arch\"]\n",
-            "P:3: mirrorlist.servers: [0] \"http://m/$arch\": lacks `$repo`",
+            "P:4: mirrorlist.servers: [0] \"http://m/$arch\": lacks `$repo`",
         ),
         (
             "[docker]\nunit = \"docker\"\n",
-            "P:3: docker.unit: unit = \"docker\" is not a systemd unit name",
+            "P:4: docker.unit: unit = \"docker\" is not a systemd unit name",
         ),
         (
             "[docker.daemon]\nlimits = { cpu = nan }\n",
-            "P:3: docker.daemon: limits.cpu: NaN cannot be written as JSON",
+            "P:4: docker.daemon: limits.cpu: NaN cannot be written as JSON",
         ),
         (
             "[[cron.jobs]]\nname = \"x\"\nschedule = \"daily\"\ncommand = \"true\"\n",
-            "P:4: cron.jobs[0].schedule: \"daily\": expected five cron fields",
+            "P:5: cron.jobs[0].schedule: \"daily\": expected five cron fields",
         ),
         (
             "[[cron.job]]\nname = \"a.b\"\nschedule = \"@daily\"\ncommand = \"true\"\n",
-            "P:3: cron.job[0].name: \"a.b\": cron.d file names use",
+            "P:4: cron.job[0].name: \"a.b\": cron.d file names use",
         ),
         (
             "[[cron.job]]\nname = \"x\"\nschedule = \"@daily\"\ncommand = \"date +%F\"\n",
-            "P:5: cron.job[0].command: command: cron turns an unescaped `%` into a newline",
+            "P:6: cron.job[0].command: command: cron turns an unescaped `%` into a newline",
         ),
         (
             "[[cron.job]]\nname = \"x\"\nschedule = \"@daily\"\n",
-            "P:2: cron.job[0].command: missing required key `command`",
+            "P:3: cron.job[0].command: missing required key `command`",
         ),
         (
             "[fstab]\nroot_options = \"rw, noatime\"\n",
-            "P:3: fstab.root_options: \"rw, noatime\": one word",
+            "P:4: fstab.root_options: \"rw, noatime\": one word",
         ),
         (
             "[overlays]\ndirs = [\"ov\", \"missing\"]\n",
-            "P:3: overlays.dirs: [1] D/missing is not a directory",
+            "P:4: overlays.dirs: [1] D/missing is not a directory",
         ),
         (
             "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/motd\"\nmode = \"rwx\"\n",
-            "P:6: overlays.entry[0].mode: \"rwx\": expected an octal mode",
+            "P:7: overlays.entry[0].mode: \"rwx\": expected an octal mode",
         ),
         (
             "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"etc/motd\"\n",
-            "P:5: overlays.entry[0].path: \"etc/motd\": expected an absolute path",
+            "P:6: overlays.entry[0].path: \"etc/motd\": expected an absolute path",
         ),
         (
             "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/issue\"\n",
-            "P:5: overlays.entry[0].path: \"/etc/issue\" matches no file in the overlay dirs",
+            "P:6: overlays.entry[0].path: \"/etc/issue\" matches no file in the overlay dirs",
         ),
         (
             "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/tpl\"\ntemplate = true\n",
-            "P:6: overlays.entry[0].template: D/ov/etc/tpl: unknown variable {swarm.manager} (known: arch, board, name)",
+            "P:7: overlays.entry[0].template: D/ov/etc/tpl: unknown variable {swarm.manager} (known: arch, board, name)",
         ),
         (
             "[hostname]\nname = \"hc1-{mac6}\"\n",
-            "P:2: hostname: the [hostname] section is gone; write `hostname = \"...\"` under [system]",
+            "P:3: hostname: the [hostname] section is gone; write `hostname = \"...\"` under [system]",
         ),
     ];
     for (body, want) in cases {
@@ -712,21 +721,21 @@ fn unknown_keys_in_node_sections_suggest_and_aliases_work() {
     let msg = node_err("[[cron.job]]\nname = \"x\"\nschedul = \"@daily\"\ncommand = \"true\"\n");
     assert_eq!(
         msg,
-        "P:4: unknown key `schedul` in [cron.job[0]]; did you mean `schedule`?"
+        "P:5: unknown key `schedul` in [cron.job[0]]; did you mean `schedule`?"
     );
     let msg = node_err("[mail]\nstarttl = true\n");
     assert!(
-        msg.starts_with("P:3: unknown key `starttl` in [mail]; did you mean `starttls`?"),
+        msg.starts_with("P:4: unknown key `starttl` in [mail]; did you mean `starttls`?"),
         "{msg}"
     );
     let msg = node_err("[users]\nsudo_whel = true\n");
     assert_eq!(
         msg,
-        "P:3: unknown key `sudo_whel` in [users]; did you mean `sudo_wheel`?"
+        "P:4: unknown key `sudo_whel` in [users]; did you mean `sudo_wheel`?"
     );
     let msg = node_err("[journald]\nruntime_max_use = 50\n");
     assert!(
-        msg.starts_with("P:3: journald.runtime_max_use: expected a string, found integer `50`"),
+        msg.starts_with("P:4: journald.runtime_max_use: expected a string, found integer `50`"),
         "{msg}"
     );
 
@@ -734,11 +743,11 @@ fn unknown_keys_in_node_sections_suggest_and_aliases_work() {
     let d = fixture(&[
         (
             "a.toml",
-            "extends = \"base.toml\"\n[mail]\nmailhub = \"h:465\"\nroot = \"a@b\"\ntls = true\nstarttls = false\nauth_user = \"u\"\npassword_secret = \"tok\"\n[[cron.jobs]]\nname = \"j\"\nschedule = \"@daily\"\ncommand = \"true\"\n[overlays]\nnames = [\"ov\"]\n",
+            "extends = \"base.toml\"\nname = \"p\"\n[mail]\nmailhub = \"h:465\"\nroot = \"a@b\"\ntls = true\nstarttls = false\nauth_user = \"u\"\npassword_secret = \"tok\"\n[[cron.jobs]]\nname = \"j\"\nschedule = \"@daily\"\ncommand = \"true\"\n[overlays]\nnames = [\"ov\"]\n",
         ),
         (
             "b.toml",
-            "extends = \"base.toml\"\n[mail]\nmailhub = \"h:465\"\nroot = \"a@b\"\nuse_tls = true\nuse_starttls = false\nauth_user = \"u\"\nauth_pass_secret = \"tok\"\n[[cron.job]]\nname = \"j\"\nschedule = \"@daily\"\ncommand = \"true\"\n[overlays]\ndirs = [\"ov\"]\n",
+            "extends = \"base.toml\"\nname = \"p\"\n[mail]\nmailhub = \"h:465\"\nroot = \"a@b\"\nuse_tls = true\nuse_starttls = false\nauth_user = \"u\"\nauth_pass_secret = \"tok\"\n[[cron.job]]\nname = \"j\"\nschedule = \"@daily\"\ncommand = \"true\"\n[overlays]\ndirs = [\"ov\"]\n",
         ),
         ("ov/x", "x"),
     ]);
@@ -842,7 +851,10 @@ fn operations_sections_are_checked_at_load_time() {
         ),
     ];
     for (body, want, also) in cases {
-        let d = fixture(&[("p.toml", &format!("extends = \"base.toml\"\n\n{body}"))]);
+        let d = fixture(&[(
+            "p.toml",
+            &format!("extends = \"base.toml\"\nname = \"p\"\n{body}"),
+        )]);
         let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
         let path = file(d.path(), "p.toml");
         assert!(msg.starts_with(&path), "{msg}");
@@ -851,7 +863,7 @@ fn operations_sections_are_checked_at_load_time() {
     // With the registry trusted, the same [builds] loads.
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[docker.daemon]\ninsecure-registries = [\"reg.lan:5000\"]\n\
+        "extends = \"base.toml\"\nname = \"p\"\n[docker.daemon]\ninsecure-registries = [\"reg.lan:5000\"]\n\
          [builds]\nenable = true\nnodes = [\"n1\"]\nregistry = \"reg.lan:5000\"\n",
     )]);
     let p = profile::load(&d.path().join("p.toml"), &Overrides::default()).expect("loads");

@@ -133,7 +133,9 @@ fn check_common(p: &Profile) {
     );
     assert_eq!(n.fstab.root_device, "/dev/sda1");
     assert!(n.fstab.boot);
-    assert!(n.overlays.dirs.is_empty() && p.files.overlays.is_empty());
+    // The site's files for every node (overlays/common, first; the roles' after it).
+    assert!(n.overlays.dirs[0].ends_with("overlays/common"));
+    assert_eq!(p.files.overlays, n.overlays.dirs);
 
     let cmdline = p.kernel_cmdline(None).expect("cmdline");
     assert_eq!(

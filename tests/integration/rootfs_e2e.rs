@@ -22,7 +22,7 @@ fn test_profile(dir: &Path, board: &str, size: &str) -> PathBuf {
     let board = repo().join("profiles/boards").join(board);
     std::fs::write(
         &p,
-        format!("extends = {base:?}\nboard = {board:?}\n\n[rootfs]\nsize = \"{size}\"\n"),
+        format!("extends = {base:?}\nname = \"fixture\"\nboard = {board:?}\n\n[rootfs]\nsize = \"{size}\"\n"),
     )
     .unwrap();
     p

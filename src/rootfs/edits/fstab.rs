@@ -19,6 +19,9 @@ pub const FSTAB: &str = "etc/fstab";
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Apply this section. Default true; `false` leaves the rootfs's `/etc/fstab` as it is.
+    #[serde(skip_serializing_if = "super::is_true")]
+    pub enable: bool,
     /// Root device. Default `/dev/sda1` (the HC1's SATA SSD).
     pub root_device: String,
     /// Root mount options. Default `rw,relatime`.
@@ -32,6 +35,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            enable: true,
             root_device: "/dev/sda1".into(),
             root_options: "rw,relatime".into(),
             boot: true,
@@ -97,6 +101,9 @@ pub fn apply(
     boot_volume_id: u32,
     grow_root: bool,
 ) -> Result<()> {
+    if !cfg.enable {
+        return Ok(());
+    }
     let mut cfg = cfg.clone();
     if grow_root && !cfg.root_options.split(',').any(|o| o == "x-systemd.growfs") {
         cfg.root_options.push_str(",x-systemd.growfs");

@@ -142,6 +142,13 @@ pub fn apply_all(
     Ok(())
 }
 
+/// `serde(skip_serializing_if)` for an `enable` that was added after images were first
+/// built: on (the default) it is left out of the resolved profile, so the derivation hash of a
+/// profile that does not turn the section off stays what it was.
+pub(crate) fn is_true(b: &bool) -> bool {
+    *b
+}
+
 /// What every edit gets besides the tree and its own config.
 pub struct EditContext<'a> {
     /// Modification time (seconds since the epoch) of every entry an edit creates or changes.

@@ -36,6 +36,10 @@ pub const PER_MACHINE: &[&str] = &[
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Apply this section. Default true; `false` leaves the rootfs's identity files and
+    /// per-machine state as they are.
+    #[serde(skip_serializing_if = "super::is_true")]
+    pub enable: bool,
     /// A fixed host name (written to `/etc/hostname`), or a template with placeholders like
     /// `hc1-{mac6}` that the node's first boot fills in (nothing written here). Unset: the
     /// rootfs's `/etc/hostname` is kept.
@@ -55,6 +59,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            enable: true,
             hostname: None,
             timezone: "UTC".into(),
             locale: "C.UTF-8".into(),
@@ -102,6 +107,9 @@ fn check_word(field: &str, v: &str, extra: &[u8]) -> Result<()> {
 
 /// Apply the `[system]` section.
 pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
+    if !cfg.enable {
+        return Ok(());
+    }
     match &cfg.hostname {
         None => {}
         Some(h) if h.contains('{') || h.contains('}') => {

@@ -23,6 +23,9 @@ pub const CAPTURED: &[&str] = &["etc/passwd", "etc/shadow", "etc/group", "etc/gs
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Apply this section. Default true; `false` leaves the rootfs's account files as they are.
+    #[serde(skip_serializing_if = "super::is_true")]
+    pub enable: bool,
     /// Users to delete: their passwd/shadow lines, their private group, their membership in
     /// other groups, their home directory and `/var/spool/mail/NAME`. A user the tarball does
     /// not have is only noted. Default: `["alarm"]`.
@@ -42,6 +45,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            enable: true,
             remove: vec!["alarm".to_string()],
             root_password_secret: None,
             create_groups: Vec::new(),
@@ -455,6 +459,9 @@ fn add_user(tree: &mut Tree, ctx: &EditContext, db: &mut Db, u: &User) -> Result
 
 /// Apply the `[users]` section.
 pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
+    if !cfg.enable {
+        return Ok(());
+    }
     let mut db = Db::load(tree)?;
     for name in &cfg.remove {
         if name == "root" {

@@ -519,6 +519,25 @@ pub fn debugfs(fs: &Path, cmd: &str) -> String {
     run_ok("debugfs", &["-R", cmd, fs.to_str().unwrap()])
 }
 
+/// `debugfs stat` summary of a path: (permission bits, uid, gid).
+pub fn stat(fs: &Path, path: &str) -> (u32, u32, u32) {
+    let s = debugfs(fs, &format!("stat {path}"));
+    let field = |key: &str| -> String {
+        s.split(key)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{path}: no {key} in {s}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    (
+        u32::from_str_radix(&field("Mode:"), 8).unwrap(),
+        field("User:").parse().unwrap(),
+        field("Group:").parse().unwrap(),
+    )
+}
+
 /// `hc1img build PROFILE --source-url TARBALL --source-sha256 SHA` with the worker profile's
 /// secrets and `--out OUT` when given, run in `cwd` with its own download cache.
 pub fn build_command(cwd: &Path, profile: &Path, tarball: &Path, out: Option<&Path>) -> Command {
