@@ -260,7 +260,7 @@ impl Profile {
         }
     }
 
-    /// The kernel command line, without the MAC address (U-Boot adds `smsc95xx.macaddr=`).
+    /// The kernel command line (what the board's `boot_txt` puts in `{bootargs}`).
     pub fn kernel_cmdline(&self, root_partuuid: Option<&str>) -> anyhow::Result<String> {
         let mut args: Vec<String> = self
             .consoles()

@@ -189,8 +189,9 @@ pub struct Boot {
     /// Consoles (`console=` arguments); default: the board's.
     #[serde(default)]
     pub console: Option<Vec<String>>,
-    /// A fixed MAC address for the on-board Ethernet (`aa:bb:cc:dd:ee:ff`), baked into the
-    /// card's `boot.scr`. Unset: U-Boot's `${macaddr}` from the card's saved environment.
+    /// A fixed MAC address (`aa:bb:cc:dd:ee:ff`) set as U-Boot's `${macaddr}` in the card's
+    /// `boot.scr`, for boards whose `boot_txt` uses `{set_macaddr}` (not the HC1: its RTL8153
+    /// keeps its own MAC).
     #[serde(default)]
     pub macaddr: Option<String>,
 }
