@@ -375,9 +375,12 @@ mod tests {
             daemon["insecure-registries"][0],
             "registry.cluster.lan:5000"
         );
-        let ssmtp = text("etc/ssmtp/ssmtp.conf");
+        let msmtprc = text("etc/msmtprc");
         assert!(
-            ssmtp.contains("mailhub=smtp.cluster.lan:587") && ssmtp.contains("UseSTARTTLS=YES")
+            msmtprc.contains(
+                "host smtp.cluster.lan\nport 587\nfrom %U@cluster.lan\ntls on\ntls_starttls on\n"
+            ),
+            "{msmtprc}"
         );
         // The daily operations: timers enabled, the backup share mounted at boot.
         assert!(text("etc/hc1/backup.conf").contains("HC1_BACKUP_DIR='/mnt/backup'"));
@@ -426,7 +429,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [
                 "admin_password_hash password admin",
-                "mail_password ssmtp-auth hc1-nodes@cluster.lan",
+                "mail_password msmtp-auth hc1-nodes@cluster.lan",
                 "swarm_worker_token swarm-token"
             ]
         );
