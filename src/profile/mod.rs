@@ -382,7 +382,7 @@ mod tests {
             ),
             "{msmtprc}"
         );
-        // The daily operations: timers enabled, the backup share mounted at boot.
+        // The daily operations: timers enabled, the backup share mounted by its run only.
         assert!(text("etc/hc1/backup.conf").contains("HC1_BACKUP_DIR='/mnt/backup'"));
         assert!(
             text("etc/systemd/system/mnt-backup.mount")
