@@ -546,6 +546,11 @@ impl Validator<'_> {
         // swarm.
         if let Some(sw) = &raw.swarm {
             use super::schema::SwarmRole;
+            for (k, v) in &sw.labels {
+                if let Err(e) = crate::rootfs::edits::swarm::check_label(k, v) {
+                    return Err(self.err(&["swarm", "labels"], e));
+                }
+            }
             for m in &sw.managers {
                 if !is_host_port(m) {
                     return Err(self.err(

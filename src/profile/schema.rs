@@ -232,6 +232,11 @@ pub struct Swarm {
     /// HC1 has no RTC and swarm's mutual TLS fails with a clock in 1970. Default true.
     #[serde(default = "default_true")]
     pub wait_for_time_sync: bool,
+    /// Docker engine labels (`daemon.json` `labels`, `key=value`), for placement constraints
+    /// (`node.labels` is manager-side; these are `engine.labels`). A card's
+    /// `hc1img seed --label` adds to or overrides them at first boot.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn default_true() -> bool {

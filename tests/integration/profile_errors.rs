@@ -356,6 +356,20 @@ fn macaddr_on_a_board_that_cannot_pass_it() {
 }
 
 #[test]
+fn bad_swarm_label() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[swarm]\nrole = \"init\"\nlabels = { \"Disk\" = \"ssd\" }\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!("{}:", file(d.path(), "p.toml")))
+            && msg.contains("swarm.labels: label key \"Disk\": use lower-case letters"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn undeclared_secret_reference() {
     let d = fixture(&[(
         "p.toml",

@@ -938,6 +938,7 @@ mod tests {
             advertise_addr: None,
             token_secret: Some("tok".into()),
             wait_for_time_sync: true,
+            labels: Default::default(),
         };
         swarm::apply(&mut t, Some(&sw), &ctx).unwrap();
         firstboot::write_card_secrets(&mut t, &fb, &ctx).unwrap();
