@@ -967,6 +967,7 @@ const SCRIPTS: &[&str] = &[
     "hc1-docker-cleanup",
     "hc1-buildx-setup",
     "hc1-bake",
+    "hc1-health",
 ];
 
 #[test]
