@@ -1339,6 +1339,7 @@ pub fn seed(
             address: a,
             gateway: common.gateway.clone(),
             dns: common.dns.clone(),
+            labels: common.labels.clone(),
             secrets: common.secrets.clone(),
         };
         crate::seed::write_seed(sd_img, &out, &node)?;

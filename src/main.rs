@@ -205,6 +205,10 @@ enum Command {
         /// DNS server for --address (repeatable).
         #[arg(long)]
         dns: Vec<String>,
+        /// A Docker engine label for the node(s), KEY=VALUE (repeatable): added to the
+        /// profile's [swarm] labels (or overriding one with the same key) at first boot.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
         /// A secret for the node(s), NAME=FILE: any secret the profile declares without
         /// `bake = true` (the card's hc1img-secrets.txt lists them). The file must not be
         /// world-readable; the node moves it into place and erases it from the card.
@@ -286,6 +290,7 @@ fn main() -> ExitCode {
             address,
             gateway,
             dns,
+            labels,
             secrets,
         } => commands::seed(
             &sd_img,
@@ -297,6 +302,7 @@ fn main() -> ExitCode {
                 address: None,
                 gateway,
                 dns,
+                labels,
                 secrets: Vec::new(),
             },
             &secrets,

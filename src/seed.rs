@@ -5,7 +5,7 @@
 //! [`crate::disk::window`]) with [`crate::fat::read_fat32`] and writes a copy whose FAT is
 //! that volume written again by [`crate::fat::write_fat32`] with the directory
 //! `hc1img-seed/` added: `seed.conf` (`key=value` lines: `hostname`, `address`, `gateway`,
-//! `dns`) and `secrets/NAME` files. Everything outside the partition (MBR, bootloader blobs,
+//! `dns`, and one `label=KEY=VALUE` per engine label) and `secrets/NAME` files. Everything outside the partition (MBR, bootloader blobs,
 //! the U-Boot environment area) is copied as it is, holes stay holes, and when the input has
 //! a block map (`sd.img.bmap`) the copy gets its own ([`crate::disk::bmap`]).
 //!
@@ -36,6 +36,9 @@ pub struct Seed {
     pub address: Option<String>,
     pub gateway: Option<String>,
     pub dns: Vec<String>,
+    /// `KEY=VALUE` Docker engine labels (`--label`), added to (or overriding) the profile's
+    /// `[swarm] labels` in `daemon.json` at first boot.
+    pub labels: Vec<String>,
     /// `(name, file)`: secret files to put under `secrets/`.
     pub secrets: Vec<(String, std::path::PathBuf)>,
 }
@@ -101,6 +104,18 @@ pub fn seed_conf(seed: &Seed) -> Result<String> {
             check_ip("--dns", d, false)?;
         }
         s.push_str(&format!("dns={}\n", seed.dns.join(" ")));
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    for l in &seed.labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--label {l:?}: expected KEY=VALUE, e.g. --label hc1.disk=ssd");
+        };
+        crate::rootfs::edits::swarm::check_label(k, v)
+            .map_err(|e| anyhow::anyhow!("--label {l:?}: {e}"))?;
+        if !keys.insert(k) {
+            bail!("--label {l:?}: {k} is given twice");
+        }
+        s.push_str(&format!("label={k}={v}\n"));
     }
     Ok(s)
 }
@@ -287,12 +302,14 @@ mod tests {
             address: Some("10.0.0.31/24".into()),
             gateway: Some("10.0.0.1".into()),
             dns: vec!["10.0.0.1".into(), "9.9.9.9".into()],
+            labels: vec!["hc1.disk=ssd 2TB".into(), "rack=a-3".into()],
             secrets: vec![],
         };
         assert_eq!(
             seed_conf(&s).unwrap(),
             "# Written by `hc1img seed`; read once by the node's first boot.\n\
-             hostname=hc1-3\naddress=10.0.0.31/24\ngateway=10.0.0.1\ndns=10.0.0.1 9.9.9.9\n"
+             hostname=hc1-3\naddress=10.0.0.31/24\ngateway=10.0.0.1\ndns=10.0.0.1 9.9.9.9\n\
+             label=hc1.disk=ssd 2TB\nlabel=rack=a-3\n"
         );
         for (bad, want) in [
             (
@@ -322,6 +339,41 @@ mod tests {
                     ..Seed::default()
                 },
                 "not an IP address",
+            ),
+            (
+                Seed {
+                    labels: vec!["rack".into()],
+                    ..Seed::default()
+                },
+                "--label \"rack\": expected KEY=VALUE",
+            ),
+            (
+                Seed {
+                    labels: vec!["Rack=a".into()],
+                    ..Seed::default()
+                },
+                "--label \"Rack=a\": label key \"Rack\": use lower-case letters",
+            ),
+            (
+                Seed {
+                    labels: vec!["com.docker.x=1".into()],
+                    ..Seed::default()
+                },
+                "namespace Docker reserves",
+            ),
+            (
+                Seed {
+                    labels: vec!["rack=say \"hi\"".into()],
+                    ..Seed::default()
+                },
+                "without quotes",
+            ),
+            (
+                Seed {
+                    labels: vec!["rack=a".into(), "rack=b".into()],
+                    ..Seed::default()
+                },
+                "rack is given twice",
             ),
         ] {
             let e = seed_conf(&bad).unwrap_err().to_string();

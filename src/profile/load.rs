@@ -299,6 +299,18 @@ pub(crate) fn render_template(
     crate::rootfs::edits::templates::render_with(tpl, value, BOOT_TXT_VARS)
 }
 
+/// Whether a board's `boot_txt` (already checked to render) uses the placeholder `{name}`.
+fn uses_placeholder(boot_txt: &str, name: &str) -> bool {
+    render_template(boot_txt, &|n| {
+        Some(if n == name {
+            "\u{1}".to_string()
+        } else {
+            String::new()
+        })
+    })
+    .is_ok_and(|s| s.contains('\u{1}'))
+}
+
 /// The placeholders a board's `boot_txt` may use.
 pub(crate) const BOOT_TXT_VARS: &[&str] = &["bootargs", "set_macaddr", "name", "board"];
 
@@ -543,10 +555,25 @@ impl Validator<'_> {
                 format!("{m:?}: expected a unicast MAC like \"02:1e:06:aa:bb:cc\""),
             ));
         }
+        if b.macaddr.is_some() && !uses_placeholder(&board.boot_txt, "set_macaddr") {
+            return Err(self.err(
+                &["boot", "macaddr"],
+                format!(
+                    "board {} has no way to pass a MAC address (its boot_txt never uses \
+                     {{set_macaddr}}; the HC1's RTL8153 keeps its own in its eFuse): remove macaddr",
+                    board.name
+                ),
+            ));
+        }
 
         // swarm.
         if let Some(sw) = &raw.swarm {
             use super::schema::SwarmRole;
+            for (k, v) in &sw.labels {
+                if let Err(e) = crate::rootfs::edits::swarm::check_label(k, v) {
+                    return Err(self.err(&["swarm", "labels"], e));
+                }
+            }
             for m in &sw.managers {
                 if !is_host_port(m) {
                     return Err(self.err(
@@ -1506,7 +1533,6 @@ impl Validator<'_> {
         if !is_word(&board.root_device) {
             return Err(v.err(&["root_device"], "expected a device like \"/dev/sda1\""));
         }
-        let mut has_bootargs = false;
         render_template(&board.boot_txt, &|n| {
             if BOOT_TXT_VARS.contains(&n) {
                 Some(String::new())
@@ -1520,15 +1546,7 @@ impl Validator<'_> {
                 format!("{e}; U-Boot's own variables are written ${{name}}"),
             )
         })?;
-        render_template(&board.boot_txt, &|n| {
-            Some(if n == "bootargs" {
-                "\u{1}".to_string()
-            } else {
-                String::new()
-            })
-        })
-        .map(|s| has_bootargs = s.contains('\u{1}'))?;
-        if !has_bootargs {
+        if !uses_placeholder(&board.boot_txt, "bootargs") {
             return Err(v.err(&["boot_txt"], "the template never uses {bootargs}"));
         }
         let sd = &board.sd;

@@ -266,7 +266,7 @@ impl Profile {
         }
     }
 
-    /// The kernel command line, without the MAC address (U-Boot adds `smsc95xx.macaddr=`).
+    /// The kernel command line (what the board's `boot_txt` puts in `{bootargs}`).
     pub fn kernel_cmdline(&self, root_partuuid: Option<&str>) -> anyhow::Result<String> {
         let mut args: Vec<String> = self
             .consoles()
@@ -381,11 +381,14 @@ mod tests {
             daemon["insecure-registries"][0],
             "registry.cluster.lan:5000"
         );
-        let ssmtp = text("etc/ssmtp/ssmtp.conf");
+        let msmtprc = text("etc/msmtprc");
         assert!(
-            ssmtp.contains("mailhub=smtp.cluster.lan:587") && ssmtp.contains("UseSTARTTLS=YES")
+            msmtprc.contains(
+                "host smtp.cluster.lan\nport 587\nfrom %U@cluster.lan\ntls on\ntls_starttls on\n"
+            ),
+            "{msmtprc}"
         );
-        // The daily operations: timers enabled, the backup share mounted at boot.
+        // The daily operations: timers enabled, the backup share mounted by its run only.
         assert!(text("etc/hc1/backup.conf").contains("HC1_BACKUP_DIR='/mnt/backup'"));
         assert!(
             text("etc/systemd/system/mnt-backup.mount")
@@ -432,7 +435,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [
                 "admin_password_hash password admin",
-                "mail_password ssmtp-auth hc1-nodes@cluster.lan",
+                "mail_password msmtp-auth hc1-nodes@cluster.lan",
                 "swarm_worker_token swarm-token"
             ]
         );

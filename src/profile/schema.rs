@@ -189,8 +189,9 @@ pub struct Boot {
     /// Consoles (`console=` arguments); default: the board's.
     #[serde(default)]
     pub console: Option<Vec<String>>,
-    /// A fixed MAC address for the on-board Ethernet (`aa:bb:cc:dd:ee:ff`), baked into the
-    /// card's `boot.scr`. Unset: U-Boot's `${macaddr}` from the card's saved environment.
+    /// A fixed MAC address (`aa:bb:cc:dd:ee:ff`) set as U-Boot's `${macaddr}` in the card's
+    /// `boot.scr`, for boards whose `boot_txt` uses `{set_macaddr}` (not the HC1: its RTL8153
+    /// keeps its own MAC).
     #[serde(default)]
     pub macaddr: Option<String>,
 }
@@ -231,6 +232,11 @@ pub struct Swarm {
     /// HC1 has no RTC and swarm's mutual TLS fails with a clock in 1970. Default true.
     #[serde(default = "default_true")]
     pub wait_for_time_sync: bool,
+    /// Docker engine labels (`daemon.json` `labels`, `key=value`), for placement constraints
+    /// (`node.labels` is manager-side; these are `engine.labels`). A card's
+    /// `hc1img seed --label` adds to or overrides them at first boot.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn default_true() -> bool {

@@ -67,7 +67,7 @@ say "seed-network=$(tr '\n' ' ' </etc/systemd/network/10-hc1img-seed.network 2>/
 say "seed-left=$(ls /boot/hc1img-seed/secrets 2>/dev/null | tr '\n' ' ')"
 say "ssh-keys=$(ls /etc/ssh/ | grep -c '^ssh_host_.*_key$')"
 say "admin-pw=$(awk -F: '$1 == "admin" { print substr($2, 1, 3) }' /etc/shadow)"
-say "ssmtp=$(grep -c '^AuthPass=' /etc/ssmtp/ssmtp.conf) $(stat -c '%a %U %G' /etc/ssmtp/ssmtp.conf)"
+say "msmtp=$(grep -c '^password ' /etc/msmtprc) $(stat -c '%a %U %G' /etc/msmtprc)"
 say "card-received=$(ls /var/lib/hc1img/card-secrets 2>/dev/null | tr '\n' ' ')"
 say "secrets-dir=$(stat -c '%a %U' /var/lib/hc1img/secrets)"
 say "boot-modes=$(stat -c '%a' /boot/boot.scr) $(stat -c '%a' /boot/hc1img-seed 2>/dev/null)"
@@ -412,9 +412,9 @@ fn first_boot_in_qemu() {
         "{}",
         ctx("the join does not say it waits")
     );
-    // No password hash: the admin account is locked; no mail password: no AuthPass.
+    // No password hash: the admin account is locked; no mail password: none in msmtprc.
     assert_eq!(r1["admin-pw"], "!", "{}", ctx("admin account"));
-    assert_eq!(r1["ssmtp"], "0 640 root mail", "{}", ctx("ssmtp.conf"));
+    assert_eq!(r1["msmtp"], "0 600 root root", "{}", ctx("msmtprc"));
     assert!(
         r1["boot-modes"].starts_with("700"),
         "{}",
@@ -535,7 +535,7 @@ fn first_boot_in_qemu() {
         ctx2("secrets directory")
     );
     assert_eq!(r2["admin-pw"], "$6$", "{}", ctx2("admin password hash"));
-    assert_eq!(r2["ssmtp"], "1 640 root mail", "{}", ctx2("ssmtp.conf"));
+    assert_eq!(r2["msmtp"], "1 600 root root", "{}", ctx2("msmtprc"));
     assert_eq!(
         r2["card-received"],
         "admin_password_hash mail_password swarm_worker_token",

@@ -2,6 +2,7 @@
 //! shaped tarball, and the two images are checked with tools nobody here wrote: sgdisk,
 //! sfdisk, blkid, e2fsck, debugfs, fsck.fat, mtools, mkimage/dumpimage.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -471,7 +472,32 @@ fn node_configuration_is_in_the_image() {
         assert_eq!(debugfs(&root, &format!("cat {path}")), *content, "{path}");
         assert_eq!(stat(&root, path), (*mode, 0, *gid), "{path}: mode/owner");
     }
-    assert_eq!(stat(&root, "/etc/ssmtp/ssmtp.conf"), (0o640, 0, 12));
+    // The relay: msmtp's system configuration, root-only, and one Debian's msmtp reads.
+    assert_eq!(stat(&root, "/etc/msmtprc"), (0o600, 0, 0));
+    assert!(!debugfs(&root, "ls /etc").contains("ssmtp"));
+    // msmtp reads the aliases file too: the image's, copied next to the configuration.
+    let aliases = root.with_file_name("aliases");
+    std::fs::write(&aliases, debugfs(&root, "cat /etc/aliases")).unwrap();
+    let text = debugfs(&root, "cat /etc/msmtprc");
+    assert!(text.contains("\naliases /etc/aliases\n"), "{text}");
+    let rc = root.with_file_name("msmtprc");
+    let local = format!("\naliases {}\n", aliases.display());
+    std::fs::write(&rc, text.replace("\naliases /etc/aliases\n", &local)).unwrap();
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run_ok("msmtp", &["-C", rc.to_str().unwrap(), "--pretend", "root"]);
+    for line in [
+        "host = smtp.cluster.lan\n",
+        "port = 587\n",
+        "tls = on\n",
+        "tls_starttls = on\n",
+        "from = root@cluster.lan\n",
+        "syslog = LOG_MAIL\n",
+        "timeout = 30 seconds\n",
+        // The password comes from the card: none in the image.
+        "password = (not set)\n",
+    ] {
+        assert!(out.contains(line), "msmtp --pretend lacks {line:?}:\n{out}");
+    }
     assert_eq!(stat(&root, "/etc/shadow").0, 0o600);
     assert_eq!(stat(&root, "/home/admin"), (0o700, 1000, 1000));
     // alarm is gone with its home; root's password is locked.

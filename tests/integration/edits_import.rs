@@ -83,6 +83,8 @@ fn tarball() -> Vec<u8> {
     add("lib", 0o777, 0, L, b"", "usr/lib");
     add("usr/bin/bash", 0o755, 0, F, b"\x7fELF", "");
     add("usr/bin/nologin", 0o755, 0, F, b"\x7fELF", "");
+    add("usr/bin/msmtp", 0o755, 0, F, b"\x7fELF", "");
+    add("usr/bin/sendmail", 0o777, 0, L, b"", "msmtp");
     add("etc/passwd", 0o644, 0, F, PASSWD.as_bytes(), "");
     add("etc/shadow", 0o600, 0, F, SHADOW.as_bytes(), "");
     add("etc/group", 0o644, 0, F, GROUP.as_bytes(), "");
@@ -250,7 +252,7 @@ fn imported_alarm_tree_becomes_a_node() {
             }
         }
     });
-    assert_eq!(holders, ["etc/shadow", "etc/ssmtp/ssmtp.conf"]);
+    assert_eq!(holders, ["etc/msmtprc", "etc/shadow"]);
     let notes = ctx.take_notes().join("\n");
     assert!(!notes.contains(HASH) && !notes.contains(SMTP));
 

@@ -125,8 +125,9 @@ struct Pkg {
     files: &'static [(&'static str, &'static str)],
 }
 
-/// Every package the worker profile installs (docker, cronie, lsof, wget, logrotate, sudo),
-/// docker's dependency containerd, and libfoo 1.1 (newer than the tarball's 1.0-1).
+/// Every package the worker profile installs (docker, cronie, lsof, wget, logrotate, sudo,
+/// msmtp-mta), docker's dependency containerd, msmtp-mta's msmtp, and libfoo 1.1 (newer than
+/// the tarball's 1.0-1).
 fn packages(ext: &str) -> Vec<Pkg> {
     let xz = [
         Pkg {
@@ -182,6 +183,20 @@ fn packages(ext: &str) -> Vec<Pkg> {
             repo: "extra",
             depends: &[],
             files: &[("usr/bin/wget", "#!/bin/sh\n")],
+        },
+        Pkg {
+            name: "msmtp",
+            ver: "1.8.28-1",
+            repo: "extra",
+            depends: &[],
+            files: &[("usr/bin/msmtp", "#!/bin/sh\n")],
+        },
+        Pkg {
+            name: "msmtp-mta",
+            ver: "1.8.28-1",
+            repo: "extra",
+            depends: &["msmtp"],
+            files: &[("usr/bin/sendmail", "#!/bin/sh\nexec msmtp \"$@\"\n")],
         },
         Pkg {
             name: "logrotate",
@@ -488,6 +503,8 @@ fn the_readme_command_builds_from_a_signed_mirror_on_a_fresh_machine() {
         "wget",
         "logrotate",
         "sudo",
+        "msmtp",
+        "msmtp-mta",
     ] {
         assert!(
             lock.contains(&format!("name = \"{name}\"")),

@@ -151,6 +151,12 @@ printf 'sendmail %s\n' "$*" >>"$STUB_STATE/calls"
 cat >>"$STUB_STATE/mail"
 "#;
 
+const SYSTEMCTL_STUB: &str = r#"#!/bin/sh
+# Records its calls; `start` fails while $STUB_STATE/nas_down exists (the NAS is unreachable).
+printf 'systemctl %s\n' "$*" >>"$STUB_STATE/calls"
+[ "$1" != start ] || [ ! -e "$STUB_STATE/nas_down" ]
+"#;
+
 const SSH_STUB: &str = r#"#!/bin/bash
 # ssh [-i KEY] [-p PORT] [-o OPT]... HOST COMMAND...: run COMMAND here.
 printf 'ssh %s\n' "$*" >>"$STUB_STATE/ssh_calls"
@@ -201,6 +207,7 @@ fn setup() -> Env {
     write_exe(&bin.join("mysqldump"), MYSQLDUMP_STUB);
     write_exe(&bin.join("sendmail"), SENDMAIL_STUB);
     write_exe(&bin.join("ssh"), SSH_STUB);
+    write_exe(&bin.join("systemctl"), SYSTEMCTL_STUB);
     Env {
         _dir: dir,
         root,
@@ -531,6 +538,61 @@ fn an_unmounted_share_is_refused_and_reported() {
     assert!(listing(&env.target).is_empty());
     assert!(env.read("mail").contains("is not a mounted file system"));
     assert!(!env.calls().contains("docker volume"), "{}", env.calls());
+}
+
+#[test]
+fn a_share_is_mounted_for_the_run_only_and_an_unreachable_nas_fails_the_run() {
+    let env = setup();
+    env.volume("app-data", &[("index.html", "v1")]);
+    let host = env.target.join("node1");
+    let yesterday = make_backup(
+        &host.join("2026-11-26"),
+        "app-data",
+        &[("index.html", "v0")],
+    );
+    let before = std::fs::read(&yesterday).unwrap();
+    let unit = [
+        ("HC1_BACKUP_MOUNT_UNIT", "mnt-backup.mount"),
+        ("HC1_BACKUP_SHARE", "nas.lan:/export/hc1"),
+    ];
+    // The NAS is down: the run fails, mails root, resets the mount unit, touches nothing.
+    std::fs::write(env.state.join("nas_down"), "").unwrap();
+    let o = env.run("hc1-volume-backup", &[], &unit);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let mail = env.read("mail");
+    assert!(
+        mail.starts_with("To: root\nSubject: [node1] volume backup FAILED\n")
+            && mail.contains(
+                "cannot mount the backup share (mnt-backup.mount): is nas.lan:/export/hc1 reachable?"
+            ),
+        "{mail}"
+    );
+    let calls = env.calls();
+    assert!(
+        calls.contains(
+            "systemctl start mnt-backup.mount\nsystemctl reset-failed mnt-backup.mount\n"
+        ) && !calls.contains("systemctl stop")
+            && !calls.contains("docker volume"),
+        "{calls}"
+    );
+    assert_eq!(listing(&host), ["2026-11-26"]);
+    assert_eq!(std::fs::read(&yesterday).unwrap(), before);
+
+    // The NAS is back: the next run mounts, backs up, and unmounts afterwards.
+    std::fs::remove_file(env.state.join("nas_down")).unwrap();
+    std::fs::write(env.state.join("calls"), "").unwrap();
+    let o = env.run("hc1-volume-backup", &[], &unit);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let calls = env.calls();
+    assert!(
+        calls.starts_with("systemctl start mnt-backup.mount\n"),
+        "{calls}"
+    );
+    assert!(
+        calls.ends_with("systemctl stop mnt-backup.mount\n"),
+        "{calls}"
+    );
+    assert_eq!(listing(&host.join(DAY)), ["app-data.tar.zst"]);
 }
 
 #[test]
@@ -905,6 +967,7 @@ const SCRIPTS: &[&str] = &[
     "hc1-docker-cleanup",
     "hc1-buildx-setup",
     "hc1-bake",
+    "hc1-health",
 ];
 
 #[test]

@@ -114,7 +114,14 @@ fn repo_add(repo_dir: &Path, name: &str, files: &[PathBuf]) {
 /// The synthetic Arch tarball plus a local pacman database with `libfoo 1.0-1` installed
 /// and an `/etc/hello.conf` the admin changed.
 pub(crate) fn tarball_with_local_db(dir: &Path) -> PathBuf {
-    let base = alarm_tarball(dir, &Alarm::default());
+    // Without msmtp: the worker profile's [packages] bring it (offline_mirror).
+    let base = alarm_tarball(
+        dir,
+        &Alarm {
+            msmtp: false,
+            ..Alarm::default()
+        },
+    );
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(&base).unwrap())
         .read_to_end(&mut raw)

@@ -330,6 +330,52 @@ fn unknown_placeholder_in_boot_txt() {
 }
 
 #[test]
+fn macaddr_on_a_board_that_cannot_pass_it() {
+    let d = fixture(&[
+        ("board.toml", &BOARD.replace(r"{set_macaddr}\n", "")),
+        (
+            "p.toml",
+            "extends = \"base.toml\"\n[boot]\nmacaddr = \"02:1e:06:aa:bb:cc\"\n",
+        ),
+    ]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!("{}:", file(d.path(), "p.toml"))),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("boot.macaddr: board test-board has no way to pass a MAC address")
+            && msg.ends_with("remove macaddr"),
+        "{msg}"
+    );
+    // The same profile loads on a board whose boot_txt takes the address.
+    let ok = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[boot]\nmacaddr = \"02:1e:06:aa:bb:cc\"\n",
+    )]);
+    let p = profile::load(&ok.path().join("p.toml"), &Overrides::default()).expect("loads");
+    assert!(
+        p.boot_txt(None)
+            .expect("boot.txt")
+            .contains("setenv macaddr \"02:1e:06:aa:bb:cc\""),
+    );
+}
+
+#[test]
+fn bad_swarm_label() {
+    let d = fixture(&[(
+        "p.toml",
+        "extends = \"base.toml\"\n[swarm]\nrole = \"init\"\nlabels = { \"Disk\" = \"ssd\" }\n",
+    )]);
+    let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
+    assert!(
+        msg.starts_with(&format!("{}:", file(d.path(), "p.toml")))
+            && msg.contains("swarm.labels: label key \"Disk\": use lower-case letters"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn undeclared_secret_reference() {
     let d = fixture(&[(
         "p.toml",

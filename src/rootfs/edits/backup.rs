@@ -7,7 +7,9 @@
 //! systemd units `hc1-volume-backup.service` + `.timer` (`systemd.timer(5)`: `OnCalendar=`,
 //! `RandomizedDelaySec=`, `Persistent=`), enabled in `timers.target`. The target is an NFS or
 //! CIFS share mounted by a `.mount` unit (`systemd.mount(5)`: the unit is named after its
-//! `Where=` path, escaped as `systemd-escape --path` does; CIFS credentials go to a 0600 file,
+//! `Where=` path, escaped as `systemd-escape --path` does) that the script starts for its run
+//! and stops after, never at boot (a NAS that is down fails a run, not the boot; CIFS
+//! credentials go to a 0600 file,
 //! `mount.cifs(8)` `credentials=`), or an rsync-over-SSH destination whose private key comes
 //! from a secret (0600). Secret values only ever reach those two files.
 //!
@@ -306,10 +308,13 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
             if !opts.is_empty() {
                 body.push_str(&format!("Options={}\n", opts.join(",")));
             }
-            body.push_str("TimeoutSec=90\n\n[Install]\nWantedBy=remote-fs.target\n");
-            install_unit(tree, ctx, ETC_UNITS, &unit, body, Some("remote-fs.target"))?;
+            // Not in remote-fs.target: the backup script starts it for its run and stops it
+            // after, so a NAS that is down fails that run (and mails root), never the boot.
+            body.push_str("TimeoutSec=60\n");
+            install_unit(tree, ctx, ETC_UNITS, &unit, body, None)?;
             mkdir_p(tree, ctx, &cfg.mount_point, 0o755, 0, 0, false)?;
-            unit_deps.push_str(&format!("RequiresMountsFor={}\n", cfg.mount_point));
+            vars.push(("HC1_BACKUP_MOUNT_UNIT", unit));
+            vars.push(("HC1_BACKUP_SHARE", share.to_string()));
         }
         Target::Local => {
             vars.push(("HC1_BACKUP_MODE", "mount".into()));
@@ -462,6 +467,7 @@ mod tests {
             CONF,
             b"# Written by hc1img from the profile's [backup] section; read by hc1-volume-backup \
               and hc1-volume-restore.\nHC1_BACKUP_MODE='mount'\nHC1_BACKUP_DIR='/mnt/backup'\n\
+              HC1_BACKUP_MOUNT_UNIT='mnt-backup.mount'\nHC1_BACKUP_SHARE='nas.lan:/export/hc1'\n\
               HC1_BACKUP_KEEP_DAYS='7'\nHC1_BACKUP_MYSQL='1'\n",
             0o644,
             0,
@@ -470,13 +476,15 @@ mod tests {
         let mount = text(&t, "etc/systemd/system/mnt-backup.mount");
         assert!(mount.contains("What=nas.lan:/export/hc1\nWhere=/mnt/backup\nType=nfs\n"));
         assert!(!mount.contains("Options="), "{mount}");
-        assert_symlink(
-            &t,
-            "etc/systemd/system/remote-fs.target.wants/mnt-backup.mount",
-            "/etc/systemd/system/mnt-backup.mount",
+        // Never a boot requirement: not enabled anywhere, not required by the service (the
+        // script starts it for its run, so a NAS that is down fails the run and mails root).
+        assert!(!mount.contains("[Install]"), "{mount}");
+        assert!(
+            t.lookup(b"etc/systemd/system/remote-fs.target.wants")
+                .is_none()
         );
         let svc = text(&t, "etc/systemd/system/hc1-volume-backup.service");
-        assert!(svc.contains("RequiresMountsFor=/mnt/backup\n"), "{svc}");
+        assert!(!svc.contains("RequiresMountsFor"), "{svc}");
         assert!(svc.contains("ExecStart=/usr/local/sbin/hc1-volume-backup\n"));
         let timer = text(&t, "etc/systemd/system/hc1-volume-backup.timer");
         assert!(timer.contains("OnCalendar=daily\nRandomizedDelaySec=1h\nPersistent=true\n"));

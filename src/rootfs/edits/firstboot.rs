@@ -25,6 +25,11 @@
 //!   [`super::fstab`]) makes `systemd-growfs-root.service` grow the ext4 online, ordered after
 //!   repart by a drop-in.
 //!
+//! - `hc1-health.service` runs `/usr/local/sbin/hc1-health` (source: `assets/ops/hc1-health`)
+//!   once, after the first boot's units (docker, the swarm join, root growth, the clock), so
+//!   its one line per check is in the journal; a failing check never fails the unit. The
+//!   command stays for the admin.
+//!
 //! `machine-id` (`uninitialized`, systemd's first-boot marker) and the removal of per-machine
 //! state are [`super::system`]'s `first_boot_reset`. Units follow `systemd.unit(5)`; every one
 //! passes `systemd-analyze verify` (tested).
@@ -48,6 +53,9 @@ pub const FIRSTBOOT_SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-f
 pub const CARD_SECRETS_SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-card-secrets");
 /// What the card-secrets script does with each secret (`NAME ACTION ARGS…` lines).
 pub const CARD_SECRETS_CONF: &str = "etc/hc1img/card-secrets.conf";
+/// The health report (bash), as shipped in the image.
+pub const HEALTH_SCRIPT: &str = include_str!("../../../assets/ops/hc1-health");
+pub const HEALTH_BIN: &str = "usr/local/sbin/hc1-health";
 /// Every first-boot unit is wanted by `multi-user.target`.
 pub(crate) const MULTI_USER: Option<&str> = Some("multi-user.target");
 /// The repart.d drop-in that grows partition 1.
@@ -78,6 +86,26 @@ impl Default for Config {
         }
     }
 }
+
+/// `hc1-health` once after the first boot, into the journal (`-`: a failing check is a
+/// report, not a failed unit).
+const HEALTH_UNIT: &str = "\
+[Unit]
+Description=hc1img: health report after the first boot (hc1-health)
+Documentation=file:/usr/local/sbin/hc1-health
+Wants=network-online.target
+After=network-online.target time-sync.target docker.service hc1-firstboot.service hc1-card-secrets.service hc1-swarm-join.service systemd-repart.service systemd-growfs-root.service
+ConditionPathExists=!/var/lib/hc1img/health.done
+
+[Service]
+Type=oneshot
+StateDirectory=hc1img
+ExecStart=-/usr/local/sbin/hc1-health
+ExecStartPost=/usr/bin/touch /var/lib/hc1img/health.done
+
+[Install]
+WantedBy=multi-user.target
+";
 
 const FIRSTBOOT_UNIT: &str = "\
 [Unit]
@@ -239,6 +267,16 @@ pub fn apply(
         0o755,
         0,
         0,
+    )?;
+    mkdir_p(tree, ctx, "usr/local/sbin", 0o755, 0, 0, false)?;
+    write_file(tree, ctx, HEALTH_BIN, HEALTH_SCRIPT, 0o755, 0, 0)?;
+    install_unit(
+        tree,
+        ctx,
+        LIB_UNITS,
+        "hc1-health.service",
+        HEALTH_UNIT,
+        MULTI_USER,
     )?;
     let mount = mount_unit_of(seed).unwrap_or_default();
     install_unit(
@@ -451,8 +489,15 @@ mod tests {
                 "hc1-firstboot.service",
                 "hc1-ssh-keygen.service",
                 "hc1-pacman-keyring.service",
+                "hc1-health.service",
             ],
-            &[],
+            &["/usr/bin/touch"],
+        );
+        assert_file(&t, HEALTH_BIN, HEALTH_SCRIPT.as_bytes(), 0o755, 0, 0);
+        assert_symlink(
+            &t,
+            "etc/systemd/system/multi-user.target.wants/hc1-health.service",
+            "/usr/lib/systemd/system/hc1-health.service",
         );
     }
 

@@ -1,9 +1,19 @@
-//! Outgoing mail: an ssmtp-style relay configuration so cron and the sysadmin scripts can mail
-//! root's messages out through the cluster's smarthost.
+//! Outgoing mail: a relay configuration so cron and the sysadmin scripts can mail root's
+//! messages out through the cluster's smarthost, and a check that the image has the program.
 //!
-//! Writes `/etc/ssmtp/ssmtp.conf` (`ssmtp.conf(5)`: `key=value` lines; 0640 root:mail because
-//! it may hold `AuthPass`), `/etc/ssmtp/revaliases` (`local:from-address:mailhub`) and the
-//! `root:` entry of `/etc/aliases` (`aliases(5)`).
+//! Two programs, chosen by `program`:
+//! - `msmtp` (the default; `msmtp` and `msmtp-mta` in Arch Linux's `extra`, maintained):
+//!   `/etc/msmtprc` in `msmtp(1)`'s configuration syntax (a `defaults` section, then `account
+//!   default`), 0600 root:root because it may hold the password; `/usr/bin/sendmail` is
+//!   msmtp-mta's link to msmtp, and msmtp's `aliases` command maps local recipients through
+//!   `/etc/aliases`.
+//! - `ssmtp` (AUR only, unmaintained; for a tarball that has it): `/etc/ssmtp/ssmtp.conf`
+//!   (`ssmtp.conf(5)`: `key=value` lines; 0640 root:mail because it may hold `AuthPass`) and
+//!   `/etc/ssmtp/revaliases` (`local:from-address:mailhub`).
+//!
+//! Both: the `root:` entry of `/etc/aliases` (`aliases(5)`). A `[mail]` section whose program or
+//! `sendmail` is not in the tree (the tarball plus `[packages]`, installed before the edits) is
+//! an error naming the package to add.
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -16,6 +26,7 @@ use crate::tree::Tree;
 /// Paths this edit reads.
 pub const CAPTURED: &[&str] = &["etc/aliases"];
 
+pub const MSMTPRC: &str = "etc/msmtprc";
 pub const SSMTP_CONF: &str = "etc/ssmtp/ssmtp.conf";
 pub const REVALIASES: &str = "etc/ssmtp/revaliases";
 pub const ALIASES: &str = "etc/aliases";
@@ -24,6 +35,8 @@ pub const ALIASES: &str = "etc/aliases";
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The program that sends: msmtp (default) or ssmtp.
+    pub program: Program,
     /// The relay, `host:port` (e.g. `smtp.example.org:587`). Unset: no mail configuration.
     pub mailhub: Option<String>,
     /// Address that receives mail for root and system users. Required with `mailhub`.
@@ -52,6 +65,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            program: Program::Msmtp,
             mailhub: None,
             root: String::new(),
             hostname: None,
@@ -62,6 +76,26 @@ impl Default for Config {
             rewrite_domain: None,
             from_line_override: true,
             revaliases: Vec::new(),
+        }
+    }
+}
+
+/// Which relay program `[mail]` configures.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Program {
+    /// msmtp + msmtp-mta (Arch Linux `extra`).
+    #[default]
+    Msmtp,
+    /// ssmtp (AUR), for a tarball that already has it.
+    Ssmtp,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Program::Msmtp => "msmtp",
+            Program::Ssmtp => "ssmtp",
         }
     }
 }
@@ -107,6 +141,151 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
         );
     }
     check_value("mail.root", &cfg.root)?;
+    check_program(tree, cfg.program)?;
+    match cfg.program {
+        Program::Ssmtp => apply_ssmtp(tree, cfg, hub, ctx)?,
+        Program::Msmtp => apply_msmtp(tree, cfg, hub, ctx)?,
+    }
+
+    let entry = format!("root: {}", cfg.root);
+    match read_text_optional(tree, ALIASES)? {
+        Some(old) => {
+            let mut lines: Vec<String> = old
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("root:"))
+                .map(str::to_string)
+                .collect();
+            lines.push(entry);
+            update_file(tree, ctx, ALIASES, lines.join("\n") + "\n")?;
+        }
+        None => write_file(tree, ctx, ALIASES, entry + "\n", 0o644, 0, 0)?,
+    }
+    Ok(())
+}
+
+/// Whether the tree has a file or symlink at `path`.
+fn has(tree: &Tree, path: &str) -> bool {
+    tree.lookup(path.as_bytes()).is_some()
+}
+
+/// The program and a `sendmail` must be in the image (tarball plus `[packages]`).
+fn check_program(tree: &Tree, program: Program) -> Result<()> {
+    let (bins, how): (&[&str], &str) = match program {
+        Program::Msmtp => (
+            &["usr/bin/msmtp"],
+            "add \"msmtp-mta\" (it depends on msmtp) to [packages] install",
+        ),
+        Program::Ssmtp => (
+            &["usr/bin/ssmtp", "usr/sbin/ssmtp"],
+            "ssmtp is only in the AUR: use a tarball that has it, or the default program = \"msmtp\" with \"msmtp-mta\" in [packages] install",
+        ),
+    };
+    let sendmail = ["usr/bin/sendmail", "usr/sbin/sendmail"]
+        .into_iter()
+        .any(|p| has(tree, p));
+    if !bins.iter().any(|p| has(tree, p)) || !sendmail {
+        let missing = if sendmail {
+            format!("/{}", bins[0])
+        } else {
+            "sendmail (/usr/bin/sendmail)".to_string()
+        };
+        bail!(
+            "mail.program = {:?}: the image (tarball plus [packages]) has no {missing}, so no \
+             mail would leave the node; {how}",
+            program.name()
+        );
+    }
+    Ok(())
+}
+
+/// A value for msmtprc: `"…"` with `\\` and `"` escaped (msmtp's quoting).
+fn msmtp_quote(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `/etc/msmtprc`: one `default` account, last in the file so the boot's card-secrets step can
+/// replace its `auth`/`user`/`password` lines.
+fn apply_msmtp(tree: &mut Tree, cfg: &Config, hub: &str, ctx: &EditContext) -> Result<()> {
+    let (host, port) = hub
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        .with_context(|| {
+            format!("mail.mailhub = {hub:?} must be HOST:PORT, e.g. smtp.example.org:587")
+        })?;
+    if cfg.use_tls && cfg.use_starttls {
+        bail!(
+            "mail.use_tls and mail.use_starttls are both true: choose one (465: use_tls, 587: use_starttls)"
+        );
+    }
+    if !cfg.revaliases.is_empty() {
+        ctx.warnings.borrow_mut().push(
+            "[mail] revaliases is ssmtp's; msmtp sends as `from` (user@rewrite_domain): ignored"
+                .to_string(),
+        );
+    }
+    let mut conf = String::from(
+        "# Written by hc1img: relay outgoing mail through the cluster's smarthost (msmtp(1)).\n\
+         # /usr/bin/sendmail is msmtp (msmtp-mta). Root-only: it may hold the relay password.\n\
+         defaults\n\
+         aliases /etc/aliases\n\
+         syslog LOG_MAIL\n\
+         timeout 30\n",
+    );
+    conf.push_str(&format!(
+        "allow_from_override {}\n",
+        if cfg.from_line_override { "on" } else { "off" }
+    ));
+    if let Some(h) = &cfg.hostname {
+        check_value("mail.hostname", h)?;
+        conf.push_str(&format!("domain {h}\n"));
+    }
+    let from_domain = match (&cfg.rewrite_domain, &cfg.hostname) {
+        (Some(d), _) => {
+            check_value("mail.rewrite_domain", d)?;
+            d.clone()
+        }
+        (None, Some(h)) => h.clone(),
+        (None, None) => "%H".to_string(),
+    };
+    conf.push_str(&format!(
+        "\naccount default\nhost {host}\nport {port}\nfrom %U@{from_domain}\n"
+    ));
+    let (tls, starttls) = match (cfg.use_tls, cfg.use_starttls) {
+        (true, _) => ("on", "off"),
+        (false, true) => ("on", "on"),
+        (false, false) => ("off", "off"),
+    };
+    conf.push_str(&format!("tls {tls}\ntls_starttls {starttls}\n"));
+    if let Some(u) = &cfg.auth_user {
+        check_value("mail.auth_user", u)?;
+    }
+    let on_card = cfg
+        .auth_pass_secret
+        .as_deref()
+        .filter(|name| !ctx.baked(name));
+    match (&cfg.auth_user, &cfg.auth_pass_secret) {
+        (None, Some(_)) => bail!("mail.auth_pass_secret is set but mail.auth_user is not"),
+        (Some(u), None) => conf.push_str(&format!("auth on\nuser {u}\n")),
+        (None, None) => conf.push_str("auth off\n"),
+        (Some(u), Some(name)) => match on_card {
+            // The password comes from the card: until then mail goes out unauthenticated.
+            Some(name) => {
+                ctx.on_card(name, format!("msmtp-auth {u}"));
+                conf.push_str("auth off\n");
+            }
+            None => {
+                let pass = ctx.secret_line(name).context("mail.auth_pass_secret")?;
+                conf.push_str(&format!(
+                    "auth on\nuser {u}\npassword {}\n",
+                    msmtp_quote(&pass)
+                ));
+            }
+        },
+    }
+    write_file(tree, ctx, MSMTPRC, conf, 0o600, 0, 0)
+}
+
+fn apply_ssmtp(tree: &mut Tree, cfg: &Config, hub: &str, ctx: &EditContext) -> Result<()> {
     let mail_gid = group_gid(tree, "mail")?
         .context("mail: the rootfs has no `mail` group in /etc/group (ssmtp.conf is root:mail)")?;
 
@@ -182,31 +361,18 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
         check_value("mail.mailhub", h)?;
         rev.push_str(&format!("{}:{}:{h}\n", r.local, r.from));
     }
-    write_file(tree, ctx, REVALIASES, rev, 0o644, 0, 0)?;
-
-    let entry = format!("root: {}", cfg.root);
-    match read_text_optional(tree, ALIASES)? {
-        Some(old) => {
-            let mut lines: Vec<String> = old
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("root:"))
-                .map(str::to_string)
-                .collect();
-            lines.push(entry);
-            update_file(tree, ctx, ALIASES, lines.join("\n") + "\n")?;
-        }
-        None => write_file(tree, ctx, ALIASES, entry + "\n", 0o644, 0, 0)?,
-    }
-    Ok(())
+    write_file(tree, ctx, REVALIASES, rev, 0o644, 0, 0)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::remove;
     use super::super::testutil::*;
     use super::*;
 
     fn cfg() -> Config {
         Config {
+            program: Program::Ssmtp,
             mailhub: Some("smtp.example.org:587".into()),
             root: "ops@example.org".into(),
             auth_user: Some("hc1@example.org".into()),
@@ -215,9 +381,136 @@ mod tests {
         }
     }
 
+    /// The Arch tree with ssmtp (from the AUR) as well.
+    fn ssmtp_tree() -> (Tree, Secrets) {
+        let (mut t, secrets) = arch_tree();
+        stored(&mut t, "usr/bin/ssmtp");
+        (t, secrets)
+    }
+
+    fn msmtp_cfg() -> Config {
+        Config {
+            program: Program::Msmtp,
+            ..cfg()
+        }
+    }
+
+    #[test]
+    fn writes_msmtprc_root_only_and_alias() {
+        let (mut t, secrets) = arch_tree();
+        bytes(&mut t, ALIASES, 0o644, "# aliases\nroot: alarm\n");
+        let ctx = EditContext::new(TS, &secrets);
+        // The default program is msmtp.
+        let c: Config = toml::from_str(
+            "mailhub = \"smtp.example.org:587\"\nroot = \"ops@example.org\"\n\
+             auth_user = \"hc1@example.org\"\npassword_secret = \"smtp-pass\"\n\
+             rewrite_domain = \"example.org\"\nhostname = \"hc1-a\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.program, Program::Msmtp);
+        apply(&mut t, &c, &ctx).unwrap();
+        let want = format!(
+            "# Written by hc1img: relay outgoing mail through the cluster's smarthost (msmtp(1)).\n\
+             # /usr/bin/sendmail is msmtp (msmtp-mta). Root-only: it may hold the relay password.\n\
+             defaults\naliases /etc/aliases\nsyslog LOG_MAIL\ntimeout 30\nallow_from_override on\n\
+             domain hc1-a\n\naccount default\nhost smtp.example.org\nport 587\n\
+             from %U@example.org\ntls on\ntls_starttls on\nauth on\nuser hc1@example.org\n\
+             password \"{SMTP_PASS}\"\n"
+        );
+        assert_file(&t, MSMTPRC, want.as_bytes(), 0o600, 0, 0);
+        assert_file(
+            &t,
+            ALIASES,
+            b"# aliases\nroot: ops@example.org\n",
+            0o644,
+            0,
+            0,
+        );
+        assert!(t.lookup(b"etc/ssmtp").is_none());
+    }
+
+    #[test]
+    fn msmtp_tls_modes_card_password_and_quoting() {
+        let (mut t, secrets) = arch_tree();
+        let mut ctx = EditContext::new(TS, &secrets);
+        ctx.card_secrets.insert("smtp-pass".into());
+        apply(&mut t, &msmtp_cfg(), &ctx).unwrap();
+        let rc = text(&t, MSMTPRC);
+        assert!(
+            rc.ends_with("from %U@%H\ntls on\ntls_starttls on\nauth off\n"),
+            "{rc}"
+        );
+        assert_eq!(
+            ctx.card_actions.borrow().as_slice(),
+            [(
+                "smtp-pass".to_string(),
+                "msmtp-auth hc1@example.org".to_string()
+            )]
+        );
+
+        let c = Config {
+            use_tls: true,
+            use_starttls: false,
+            auth_user: None,
+            auth_pass_secret: None,
+            from_line_override: false,
+            ..msmtp_cfg()
+        };
+        let ctx = EditContext::new(TS, &secrets);
+        apply(&mut t, &c, &ctx).unwrap();
+        let rc = text(&t, MSMTPRC);
+        assert!(rc.contains("allow_from_override off\n"), "{rc}");
+        assert!(rc.ends_with("tls on\ntls_starttls off\nauth off\n"), "{rc}");
+        let c = Config {
+            use_tls: false,
+            use_starttls: false,
+            ..c
+        };
+        apply(&mut t, &c, &ctx).unwrap();
+        assert!(text(&t, MSMTPRC).ends_with("tls off\ntls_starttls off\nauth off\n"));
+
+        assert_eq!(msmtp_quote(r#"a b"c\d"#), r#""a b\"c\\d""#);
+        let e = apply(
+            &mut t,
+            &Config {
+                mailhub: Some("relay.lan".into()),
+                ..msmtp_cfg()
+            },
+            &ctx,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("mail.mailhub = \"relay.lan\" must be HOST:PORT"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_program_not_in_the_image_names_the_package() {
+        let (mut t, secrets) = arch_tree();
+        let ctx = EditContext::new(TS, &secrets);
+        remove(&mut t, &ctx, "usr/bin/sendmail").unwrap();
+        let e = apply(&mut t, &msmtp_cfg(), &ctx).unwrap_err().to_string();
+        assert!(
+            e.contains("has no sendmail (/usr/bin/sendmail), so no mail would leave the node")
+                && e.contains("add \"msmtp-mta\" (it depends on msmtp) to [packages] install"),
+            "{e}"
+        );
+        assert!(t.lookup(MSMTPRC.as_bytes()).is_none());
+        let (mut t, _) = arch_tree();
+        let e = apply(&mut t, &cfg(), &ctx).unwrap_err().to_string();
+        assert!(
+            e.starts_with("mail.program = \"ssmtp\": the image (tarball plus [packages]) has no /usr/bin/ssmtp"),
+            "{e}"
+        );
+        // Nothing is checked without a relay.
+        apply(&mut t, &Config::default(), &ctx).unwrap();
+    }
+
     #[test]
     fn writes_ssmtp_files_and_alias() {
-        let (mut t, secrets) = arch_tree();
+        let (mut t, secrets) = ssmtp_tree();
         bytes(
             &mut t,
             ALIASES,
@@ -254,11 +547,11 @@ mod tests {
     #[test]
     fn aliases_and_rewrite_domain() {
         let c: Config = toml::from_str(
-            "mailhub = \"relay.lan:465\"\nroot = \"ops@example.org\"\ntls = true\n\
+            "program = \"ssmtp\"\nmailhub = \"relay.lan:465\"\nroot = \"ops@example.org\"\ntls = true\n\
              starttls = false\nrewrite_domain = \"example.org\"\n",
         )
         .unwrap();
-        let (mut t, secrets) = arch_tree();
+        let (mut t, secrets) = ssmtp_tree();
         let ctx = EditContext::new(TS, &secrets);
         apply(&mut t, &c, &ctx).unwrap();
         assert_eq!(
@@ -271,7 +564,7 @@ mod tests {
 
     #[test]
     fn nothing_without_mailhub_and_clear_errors() {
-        let (mut t, secrets) = arch_tree();
+        let (mut t, secrets) = ssmtp_tree();
         let ctx = EditContext::new(TS, &secrets);
         apply(&mut t, &Config::default(), &ctx).unwrap();
         assert!(t.lookup(b"etc/ssmtp").is_none());
@@ -282,7 +575,7 @@ mod tests {
         let e = apply(&mut t, &cfg(), &ctx).unwrap_err().to_string();
         assert!(e.contains("`mail` group"), "{e}");
 
-        let (mut t, _) = arch_tree();
+        let (mut t, _) = ssmtp_tree();
         let c = Config {
             auth_pass_secret: Some("nope".into()),
             ..cfg()

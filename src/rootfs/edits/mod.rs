@@ -875,7 +875,15 @@ mod tests {
         fstab::apply(&mut t, &fstab::Config::default(), &ctx, 0xabcd_1234, false).unwrap();
 
         // Secrets are only where they belong, with restrictive modes.
-        assert_eq!(files_containing(&t, SMTP_PASS), ["etc/ssmtp/ssmtp.conf"]);
+        assert_eq!(files_containing(&t, SMTP_PASS), ["etc/msmtprc"]);
+        assert_file(
+            &t,
+            "etc/msmtprc",
+            text(&t, "etc/msmtprc").as_bytes(),
+            0o600,
+            0,
+            0,
+        );
         assert_eq!(files_containing(&t, ADMIN_HASH), ["etc/shadow"]);
         let notes = ctx.take_notes();
         let dbg = format!("{ctx:?} {u:?} {m:?} {notes:?}");
@@ -937,6 +945,7 @@ mod tests {
             advertise_addr: None,
             token_secret: Some("tok".into()),
             wait_for_time_sync: true,
+            labels: Default::default(),
         };
         swarm::apply(&mut t, Some(&sw), &ctx).unwrap();
         firstboot::write_card_secrets(&mut t, &fb, &ctx).unwrap();
@@ -967,10 +976,10 @@ mod tests {
                 "{user} is not locked: {line}"
             );
         }
-        let ssmtp = text(&t, "etc/ssmtp/ssmtp.conf");
+        let msmtprc = text(&t, "etc/msmtprc");
         assert!(
-            !ssmtp.contains("AuthUser") && !ssmtp.contains("AuthPass"),
-            "{ssmtp}"
+            msmtprc.ends_with("\nauth off\n") && !msmtprc.contains("\npassword "),
+            "{msmtprc}"
         );
         assert!(lookup(&t, swarm::TOKEN).is_none());
         assert!(lookup(&t, backup::SSH_KEY).is_none());
@@ -980,7 +989,7 @@ mod tests {
              # NAME ACTION ARGS (see /usr/lib/hc1img/hc1-card-secrets --help)\n\
              yes-hash password root\n\
              admin-hash password admin\n\
-             smtp-pass ssmtp-auth hc1@example.org\n\
+             smtp-pass msmtp-auth hc1@example.org\n\
              plain file /etc/hc1/backup-ssh-key 0600\n\
              plain file /etc/hc1/buildx-ssh-key 0600\n\
              tok swarm-token\n"
@@ -1048,6 +1057,9 @@ mod tests {
         let (mut t, secrets) = arch_tree();
         let ctx = EditContext::new(TS, &secrets);
         let (mut u, _, _, mut m, _) = node_config();
+        // ssmtp.conf cannot hold a space (msmtprc quotes it).
+        testutil::stored(&mut t, "usr/bin/ssmtp");
+        m.program = mail::Program::Ssmtp;
         m.auth_pass_secret = Some("smtp-spaced".into());
         let e = format!("{:#} {:?}", mail::apply(&mut t, &m, &ctx).unwrap_err(), ctx);
         assert!(e.contains("\"smtp-spaced\""), "{e}");

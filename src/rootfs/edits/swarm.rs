@@ -13,6 +13,11 @@
 //! `systemd.special(7)`); it is idempotent (the script checks `docker info` first, both units
 //! have a done-file condition, the token is deleted after a join) and retries with
 //! `Restart=on-failure`. `docker swarm join` and `init` follow Docker's CLI reference.
+//!
+//! `labels` become the engine's labels: a `labels` list of `key=value` strings in
+//! `/etc/docker/daemon.json` (dockerd(8), "Daemon configuration file"; Docker's "Object
+//! labels" for the key format), kept with any `[docker.daemon] labels`. A card's
+//! `hc1img seed --label` adds to or overrides them at first boot (`hc1-firstboot`).
 
 use anyhow::{Result, bail};
 
@@ -61,6 +66,93 @@ Unit=hc1-swarm-join.service
 WantedBy=paths.target
 ";
 
+/// Check one engine label: Docker's key format (lower-case letters and digits, with single
+/// inner `.` or `-`; not in the reserved `com.docker.`, `io.docker.`, `org.dockerproject.`
+/// namespaces) and a value of 1-255 printable characters without `"`, `\\`, `'` or `=` at the
+/// start (the node's first boot writes it into JSON with a shell script).
+pub fn check_label(key: &str, value: &str) -> std::result::Result<(), String> {
+    let b = key.as_bytes();
+    let key_ok = !b.is_empty()
+        && b.len() <= 128
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !b
+            .windows(2)
+            .any(|w| !w[0].is_ascii_alphanumeric() && !w[1].is_ascii_alphanumeric());
+    if !key_ok {
+        return Err(format!(
+            "label key {key:?}: use lower-case letters and digits with single inner `.` or `-` \
+             (e.g. \"hc1.disk\")"
+        ));
+    }
+    if ["com.docker.", "io.docker.", "org.dockerproject."]
+        .iter()
+        .any(|p| key.starts_with(p))
+    {
+        return Err(format!(
+            "label key {key:?} is in a namespace Docker reserves; use your own prefix"
+        ));
+    }
+    let value_ok = !value.is_empty()
+        && value.len() <= 255
+        && !value.starts_with(char::is_whitespace)
+        && !value.ends_with(char::is_whitespace)
+        && value
+            .chars()
+            .all(|c| !c.is_control() && !matches!(c, '"' | '\\' | '\''));
+    if !value_ok {
+        return Err(format!(
+            "label {key}: value {value:?} must be 1-255 printable characters without quotes, \
+             backslashes or surrounding spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// Add `labels` to `daemon.json`'s `labels` list (written by the `docker` edit).
+fn apply_labels(
+    tree: &mut Tree,
+    labels: &std::collections::BTreeMap<String, String>,
+    ctx: &EditContext,
+) -> Result<()> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    for (k, v) in labels {
+        check_label(k, v).map_err(|e| anyhow::anyhow!("swarm.labels: {e}"))?;
+    }
+    let path = super::docker::DAEMON_JSON;
+    let Some(text) = super::read_text_optional(tree, path)? else {
+        bail!("swarm.labels need the Docker engine ([docker] enable = true): they go to /{path}");
+    };
+    let mut v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("/{path} written by [docker] is not JSON: {e}"))?;
+    let Some(obj) = v.as_object_mut() else {
+        bail!("/{path} written by [docker] is not a JSON object");
+    };
+    let list = obj
+        .entry("labels")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    let Some(list) = list.as_array_mut() else {
+        bail!("docker.daemon.labels must be a list of \"key=value\" strings");
+    };
+    for (k, val) in labels {
+        let taken = list.iter().any(|e| {
+            e.as_str()
+                .is_some_and(|s| s.split_once('=').is_some_and(|(ek, _)| ek == k))
+        });
+        if taken {
+            bail!("swarm.labels: {k:?} is also in [docker.daemon] labels; set it in one place");
+        }
+        list.push(serde_json::Value::String(format!("{k}={val}")));
+    }
+    let mut s = serde_json::to_string_pretty(&v)?;
+    s.push('\n');
+    super::update_file(tree, ctx, path, s)
+}
+
 fn role_name(r: SwarmRole) -> &'static str {
     match r {
         SwarmRole::Init => "init",
@@ -85,6 +177,7 @@ pub fn apply(tree: &mut Tree, swarm: Option<&Swarm>, ctx: &EditContext) -> Resul
     let Some(sw) = swarm else {
         return Ok(());
     };
+    apply_labels(tree, &sw.labels, ctx)?;
     let role = role_name(sw.role);
     let managers: Vec<String> = sw.managers.iter().map(|m| manager_addr(m)).collect();
     for m in &managers {
@@ -186,7 +279,53 @@ mod tests {
             advertise_addr: Some("eth0".into()),
             token_secret: Some(secret.into()),
             wait_for_time_sync: true,
+            labels: Default::default(),
         }
+    }
+
+    #[test]
+    fn labels_join_daemon_json_and_bad_ones_are_named() {
+        let (mut t, secrets) = arch_tree();
+        let mut ctx = EditContext::new(TS, &secrets);
+        ctx.card_secrets.insert("tok".into());
+        let daemon: toml::Table =
+            toml::from_str("storage-driver = \"overlay2\"\nlabels = [\"site=lab\"]\n").unwrap();
+        let docker = super::super::docker::Config {
+            daemon,
+            ..Default::default()
+        };
+        super::super::docker::apply(&mut t, &docker, &ctx).unwrap();
+        let mut sw = worker("tok");
+        sw.labels = [("hc1.disk", "ssd"), ("rack", "a 3")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        apply(&mut t, Some(&sw), &ctx).unwrap();
+        assert_eq!(
+            text(&t, super::super::docker::DAEMON_JSON),
+            "{\n  \"labels\": [\n    \"site=lab\",\n    \"hc1.disk=ssd\",\n    \"rack=a 3\"\n  ],\n  \
+             \"storage-driver\": \"overlay2\"\n}\n"
+        );
+        // The same key in [docker.daemon] and [swarm]: one place only.
+        sw.labels = [("site".to_string(), "x".to_string())].into();
+        let e = apply(&mut t, Some(&sw), &ctx).unwrap_err().to_string();
+        assert!(
+            e.contains("\"site\" is also in [docker.daemon] labels"),
+            "{e}"
+        );
+        for (k, v, want) in [
+            ("Rack", "a", "use lower-case letters"),
+            ("rack..x", "a", "use lower-case letters"),
+            ("io.docker.x", "a", "namespace Docker reserves"),
+            ("rack", "", "must be 1-255 printable"),
+            ("rack", "a\"b", "without quotes"),
+        ] {
+            assert!(check_label(k, v).unwrap_err().contains(want), "{k}={v}");
+        }
+        // Without the engine there is nowhere to put them.
+        let (mut t, _) = arch_tree();
+        sw.labels = [("rack".to_string(), "a".to_string())].into();
+        let e = apply(&mut t, Some(&sw), &ctx).unwrap_err().to_string();
+        assert!(e.contains("need the Docker engine"), "{e}");
     }
 
     #[test]

@@ -186,7 +186,9 @@ pub fn arch_tree() -> (Tree, Secrets) {
     link(&mut t, "bin", "usr/bin");
     link(&mut t, "sbin", "usr/bin");
     link(&mut t, "lib", "usr/lib");
-    for exe in ["usr/bin/bash", "usr/bin/nologin"] {
+    // msmtp-mta's /usr/bin/sendmail is a link to msmtp (what `[mail]` needs by default).
+    link(&mut t, "usr/bin/sendmail", "msmtp");
+    for exe in ["usr/bin/bash", "usr/bin/nologin", "usr/bin/msmtp"] {
         put(
             &mut t,
             exe,

@@ -126,6 +126,9 @@ pub struct Alarm {
     /// sd_fusing.sh SD offsets.
     pub fusing: (u64, u64, u64, u64),
     pub uboot_len: usize,
+    /// Include msmtp and msmtp-mta's `/usr/bin/sendmail` (what the shipped `[mail]` needs when
+    /// `[packages]` are not installed); off for a tarball the packages are installed into.
+    pub msmtp: bool,
 }
 
 impl Default for Alarm {
@@ -134,6 +137,7 @@ impl Default for Alarm {
             omit: None,
             fusing: (1, 31, 63, 2111),
             uboot_len: 600 * 1024,
+            msmtp: true,
         }
     }
 }
@@ -221,6 +225,10 @@ pub fn alarm_tarball(dir: &Path, opts: &Alarm) -> PathBuf {
         E::Symlink("etc/systemd/system/multi-user.target.wants/sshd.service", "/usr/lib/systemd/system/sshd.service"),
         E::Symlink("bin", "usr/bin"),
     ];
+    if opts.msmtp {
+        entries.push(E::File("usr/bin/msmtp", 0o755, noise(200 * 1024, 9)));
+        entries.push(E::Symlink("usr/bin/sendmail", "msmtp"));
+    }
     for (p, data) in &boot {
         if opts.omit != p.strip_prefix("boot/") {
             entries.push(E::File(p, 0o644, data.clone()));
