@@ -513,7 +513,7 @@ mod enable_tests {
             ("system", "etc/locale.conf"),
             ("users", "etc/sudoers.d/wheel"),
             ("ssh", edits::ssh::DROP_IN),
-            ("mail", edits::mail::SSMTP_CONF),
+            ("mail", edits::mail::MSMTPRC),
             ("journald", edits::journald::DROP_IN),
             ("io_scheduler", edits::io_scheduler::RULE),
             ("mirrorlist", edits::mirrorlist::MIRRORLIST),

@@ -54,6 +54,7 @@ pub const EMBEDDED_ASSETS: &[(&str, &str)] = &[
     ("ops/hc1-bake", builds::BAKE_SCRIPT),
     ("ops/hc1-buildx-setup", builds::SETUP_SCRIPT),
     ("ops/hc1-docker-cleanup", cleanup::SCRIPT),
+    ("ops/hc1-health", firstboot::HEALTH_SCRIPT),
     ("ops/hc1-volume-backup", backup::BACKUP_SCRIPT),
     ("ops/hc1-volume-restore", backup::RESTORE_SCRIPT),
 ];
