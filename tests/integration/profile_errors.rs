@@ -335,7 +335,7 @@ fn macaddr_on_a_board_that_cannot_pass_it() {
         ("board.toml", &BOARD.replace(r"{set_macaddr}\n", "")),
         (
             "p.toml",
-            "extends = \"base.toml\"\n[boot]\nmacaddr = \"02:1e:06:aa:bb:cc\"\n",
+            "extends = \"base.toml\"\nname = \"p\"\n[boot]\nmacaddr = \"02:1e:06:aa:bb:cc\"\n",
         ),
     ]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
@@ -351,7 +351,7 @@ fn macaddr_on_a_board_that_cannot_pass_it() {
     // The same profile loads on a board whose boot_txt takes the address.
     let ok = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[boot]\nmacaddr = \"02:1e:06:aa:bb:cc\"\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[boot]\nmacaddr = \"02:1e:06:aa:bb:cc\"\n",
     )]);
     let p = profile::load(&ok.path().join("p.toml"), &Overrides::default()).expect("loads");
     assert!(
@@ -365,7 +365,7 @@ fn macaddr_on_a_board_that_cannot_pass_it() {
 fn bad_swarm_label() {
     let d = fixture(&[(
         "p.toml",
-        "extends = \"base.toml\"\n[swarm]\nrole = \"init\"\nlabels = { \"Disk\" = \"ssd\" }\n",
+        "extends = \"base.toml\"\nname = \"p\"\n[swarm]\nrole = \"init\"\nlabels = { \"Disk\" = \"ssd\" }\n",
     )]);
     let msg = load_err(&d.path().join("p.toml"), &Overrides::default());
     assert!(
