@@ -8,16 +8,29 @@
 //! A small report unit (added through an overlay of the test profile) waits for the boot to
 //! finish, prints `HC1TEST key=value` lines on the serial console and powers off.
 //!
+//! The profile is `qemu-worker.toml` as shipped, its NFS backup share and mail relay included:
+//! neither host is on QEMU's user network. The test runs an SMTP sink on the host's loopback
+//! (the guest reaches it as 10.0.2.2); the report script points the node's `/etc/msmtprc` at
+//! it before the backup run, keeping the rest of the file as built.
+//!
 //! Boots: (1) the built images, with no secret (the images hold none), the SSD enlarged to
 //! twice its size: the node reaches `running` with no failed unit and waits for a join token;
-//! (2) the same disks with a card seeded by `hc1img seed` (token, admin password hash, mail
-//! password): the node takes the secrets (root-only modes), erases them from the card (still
-//! `fsck.fat -n` clean) and joins once with the seeded token; (3) fresh copies of the built
-//! images with another MAC and a card seeded with an address and a token.
+//! `hc1-health` prints every check and reports the NAS unreachable; the backup run fails and
+//! its mail reaches the sink (sender, `[mail] root`, subject); (2) the same disks with a card
+//! seeded by `hc1img seed` (token, admin password hash, mail password): the node takes the
+//! secrets (root-only modes), erases them from the card (still `fsck.fat -n` clean) and joins
+//! once with the seeded token; the NAS is back (a bind mount stands in for the share) and the
+//! backup run succeeds; (3) fresh copies of the built images with another MAC and a card
+//! seeded with an address, a token and an engine label (`--label`, merged into daemon.json).
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::common::{extract, repo, run_ok};
@@ -47,10 +60,15 @@ fn fixture() -> PathBuf {
     p
 }
 
+/// The report script; `{SMTP_PORT}` is the host port of the test's SMTP sink.
 const REPORT: &str = r#"#!/bin/sh
 # hc1img boot test: report the node's state on the console once the boot is over.
 state=$(systemctl is-system-running --wait)
 say() { echo "HC1TEST $*" >/dev/console; }
+mkdir -p /var/lib/hc1img-test
+boots=$(($(cat /var/lib/hc1img-test/boots 2>/dev/null || echo 0) + 1))
+echo "$boots" >/var/lib/hc1img-test/boots
+say "boots=$boots"
 say "state=$state"
 say "failed=$(systemctl list-units --failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
 say "machine-id=$(cat /etc/machine-id)"
@@ -71,15 +89,35 @@ say "msmtp=$(grep -c '^password ' /etc/msmtprc) $(stat -c '%a %U %G' /etc/msmtpr
 say "card-received=$(ls /var/lib/hc1img/card-secrets 2>/dev/null | tr '\n' ' ')"
 say "secrets-dir=$(stat -c '%a %U' /var/lib/hc1img/secrets)"
 say "boot-modes=$(stat -c '%a' /boot/boot.scr) $(stat -c '%a' /boot/hc1img-seed 2>/dev/null)"
+say "engine-labels=$(tr -d ' \n' </etc/docker/daemon.json | grep -o '"labels":\[[^]]*\]')"
 say "timers=$(systemctl is-enabled hc1-volume-backup.timer hc1-docker-cleanup.timer | tr '\n' ' ')"
-systemctl start hc1-volume-backup.service
-say "backup=$? $(systemctl show -p Result --value hc1-volume-backup.service)"
+# What an admin runs after flashing a node (the NAS and the relay are not on this network).
+/usr/local/sbin/hc1-health >/run/hc1img-test-health 2>&1
+say "health-rc=$?"
+while IFS= read -r line; do say "health: $line"; done </run/hc1img-test-health
+if [ "$boots" = 1 ]; then
+    # No NAS: the backup run fails and mails root through the relay of /etc/msmtprc, pointed
+    # at the test's SMTP sink (10.0.2.2 is the host's loopback in QEMU's user network).
+    sed -i -e 's/^host .*/host 10.0.2.2/' -e 's/^port .*/port {SMTP_PORT}/' \
+        -e 's/^tls .*/tls off/' -e 's/^tls_starttls .*/tls_starttls off/' /etc/msmtprc
+    systemctl start hc1-volume-backup.service
+    say "backup=$? $(systemctl show -p Result --value hc1-volume-backup.service)"
+else
+    # The NAS is back: a bind mount of a local directory stands in for the NFS share.
+    mkdir -p /run/systemd/system/mnt-backup.mount.d /var/backups/nas
+    printf '[Mount]\nWhat=/var/backups/nas\nType=none\nOptions=bind\n' \
+        >/run/systemd/system/mnt-backup.mount.d/nas-is-back.conf
+    systemctl daemon-reload
+    systemctl start hc1-volume-backup.service
+    say "backup=$? $(systemctl show -p Result --value hc1-volume-backup.service)"
+    say "backup-mounted-after=$(findmnt -n /mnt/backup >/dev/null && echo yes || echo no)"
+fi
 systemctl start hc1-docker-cleanup.service
 say "cleanup=$? $(systemctl show -p Result --value hc1-docker-cleanup.service)"
 say "failed-after-ops=$(systemctl list-units --failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
 while IFS= read -r line; do say "docker: $line"; done </var/lib/docker-standin/calls.log
 journalctl -b --no-pager -o cat -u hc1-firstboot -u hc1-card-secrets -u hc1-swarm-join -u systemd-repart \
-    -u systemd-growfs-root | sed 's/^/HC1LOG /' >/dev/console
+    -u systemd-growfs-root -u hc1-health -u hc1-volume-backup | sed 's/^/HC1LOG /' >/dev/console
 say "end"
 systemctl poweroff
 "#;
@@ -98,12 +136,18 @@ ExecStart=/usr/bin/systemd-run --no-block --on-active=3 --unit=hc1img-test-repor
 WantedBy=multi-user.target
 ";
 
-/// The test profile: qemu-worker.toml on the Debian fixture, plus the report overlay.
-fn write_profile(dir: &Path) -> PathBuf {
+/// The test profile: qemu-worker.toml as shipped (its NFS backup share and mail relay
+/// included, neither on QEMU's network) on the Debian fixture, plus the report overlay and
+/// what the Debian fixture lacks next to Arch Linux ARM.
+fn write_profile(dir: &Path, smtp_port: u16) -> PathBuf {
     let ov = dir.join("overlay");
     std::fs::create_dir_all(ov.join("usr/local/lib/hc1img-test")).unwrap();
     std::fs::create_dir_all(ov.join("etc/systemd/system/multi-user.target.wants")).unwrap();
-    std::fs::write(ov.join("usr/local/lib/hc1img-test/report"), REPORT).unwrap();
+    std::fs::write(
+        ov.join("usr/local/lib/hc1img-test/report"),
+        REPORT.replace("{SMTP_PORT}", &smtp_port.to_string()),
+    )
+    .unwrap();
     std::fs::write(
         ov.join("etc/systemd/system/hc1img-test-report.service"),
         REPORT_UNIT,
@@ -130,9 +174,6 @@ fn write_profile(dir: &Path) -> PathBuf {
 extends = "{qemu}"
 name = "qemu-boot-test"
 
-[rootfs]
-size = "1GiB"
-
 [users]
 # Debian has no wheel group: make it, as Arch Linux ARM has it.
 create_groups = ["docker", "wheel"]
@@ -140,11 +181,6 @@ create_groups = ["docker", "wheel"]
 [cron]
 # Debian's cron daemon is not in the fixture.
 enable = false
-
-[backup]
-# No NAS in the VM: back up to a local directory.
-target = "local"
-mount_point = "/var/backups/hc1"
 
 [overlays]
 dirs = ["{ov}"]
@@ -249,6 +285,46 @@ fn report(log: &str) -> (BTreeMap<String, String>, Vec<String>) {
     (kv, docker)
 }
 
+/// `hc1-health`'s lines as the report printed them, each `OK|FAIL|SKIP check message`.
+fn health_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| {
+            Some(
+                l[l.find("HC1TEST health: hc1-health: ")? + 28..]
+                    .trim_end()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The mail a failed backup run sends: from root at the relay's domain, to `[mail] root`
+/// (root's alias), naming the node and the failure.
+fn backup_failure_mail(m: &Mail, host: &str) {
+    assert_eq!(m.from, "root@cluster.lan", "envelope sender: {m:#?}");
+    assert_eq!(
+        m.to,
+        ["admin@cluster.lan"],
+        "envelope recipient ([mail] root): {m:#?}"
+    );
+    assert_eq!(
+        m.header("Subject"),
+        Some(format!("[{host}] volume backup FAILED").as_str()),
+        "{m:#?}"
+    );
+    assert!(
+        m.header("From")
+            .is_some_and(|f| f.contains("root@cluster.lan")),
+        "From header: {m:#?}"
+    );
+    assert_eq!(m.header("To"), Some("root"), "{m:#?}");
+    assert!(
+        m.data
+            .contains("cannot mount the backup share (mnt-backup.mount)"),
+        "the mail does not say what failed: {m:#?}"
+    );
+}
+
 fn joins(docker: &[String]) -> Vec<&String> {
     docker
         .iter()
@@ -306,6 +382,152 @@ fn partition1(img: &Path) -> (u64, u64) {
     (first * 512, (last - first + 1) * 512)
 }
 
+/// One message the SMTP sink received: its envelope and its data (headers and body).
+#[derive(Debug, Clone)]
+struct Mail {
+    from: String,
+    to: Vec<String>,
+    data: String,
+}
+
+impl Mail {
+    /// The value of header `name` (case-insensitive), if the message has it.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.data
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+    }
+}
+
+/// A mail sink: the SMTP server side of RFC 5321 that a relay client needs (greeting,
+/// EHLO/HELO, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT), on 127.0.0.1 only,
+/// keeping every message. It stops when dropped.
+struct SmtpSink {
+    port: u16,
+    mails: Arc<Mutex<Vec<Mail>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SmtpSink {
+    fn start() -> SmtpSink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mails = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, st) = (mails.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    if let Err(e) = smtp_session(c, &m) {
+                        eprintln!("smtp sink: session ended: {e}");
+                    }
+                }
+            }
+        });
+        SmtpSink {
+            port,
+            mails,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn mails(&self) -> Vec<Mail> {
+        self.mails.lock().unwrap().clone()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn smtp_session(conn: TcpStream, mails: &Mutex<Vec<Mail>>) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut w = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    w.write_all(b"220 hc1img-test-sink ESMTP\r\n")?;
+    let (mut from, mut to) = (String::new(), Vec::new());
+    let addr = |arg: &str| -> String {
+        let a = arg.trim();
+        let a = a.split_whitespace().next().unwrap_or("");
+        a.trim_start_matches('<').trim_end_matches('>').to_string()
+    };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let cmd = line.trim_end_matches(['\r', '\n']);
+        let verb = cmd.get(..4).unwrap_or(cmd).to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => b"250-hc1img-test-sink\r\n250 8BITMIME\r\n",
+            "HELO" | "NOOP" => b"250 ok\r\n",
+            "RSET" => {
+                (from, to) = (String::new(), Vec::new());
+                b"250 ok\r\n"
+            }
+            "MAIL" => match cmd.split_once(':') {
+                Some((_, a)) => {
+                    (from, to) = (addr(a), Vec::new());
+                    b"250 ok\r\n"
+                }
+                None => b"501 MAIL FROM:<address>\r\n",
+            },
+            "RCPT" => match cmd.split_once(':') {
+                Some((_, a)) => {
+                    to.push(addr(a));
+                    b"250 ok\r\n"
+                }
+                None => b"501 RCPT TO:<address>\r\n",
+            },
+            "DATA" => {
+                w.write_all(b"354 end with <CRLF>.<CRLF>\r\n")?;
+                let mut data = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    let l = line.trim_end_matches(['\r', '\n']);
+                    if l == "." {
+                        break;
+                    }
+                    data.push_str(l.strip_prefix('.').unwrap_or(l));
+                    data.push('\n');
+                }
+                mails.lock().unwrap().push(Mail {
+                    from: std::mem::take(&mut from),
+                    to: std::mem::take(&mut to),
+                    data,
+                });
+                b"250 queued\r\n"
+            }
+            "QUIT" => {
+                w.write_all(b"221 bye\r\n")?;
+                return Ok(());
+            }
+            _ => b"502 not implemented\r\n",
+        };
+        w.write_all(reply)?;
+    }
+}
+
 #[test]
 fn first_boot_in_qemu() {
     let tarball = fixture();
@@ -326,7 +548,8 @@ fn first_boot_in_qemu() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let profile = write_profile(dir);
+    let sink = SmtpSink::start();
+    let profile = write_profile(dir, sink.port);
 
     let out = dir.join("out");
     let built = crate::common::build_command(dir, &profile, &tarball, Some(&out))
@@ -420,27 +643,64 @@ fn first_boot_in_qemu() {
         "{}",
         ctx("/boot is root's alone")
     );
-    // The daily operations ([backup], [cleanup]): timers enabled, one run each succeeds
-    // against the stand-in docker.
+    // The daily operations ([backup], [cleanup]): timers enabled. The NAS is not on this
+    // network: the boot did not wait for it (running, no failed unit, above), hc1-health says
+    // so, and the backup run fails and mails root through the relay.
     assert_eq!(
         r1["timers"],
         "enabled enabled",
         "{}",
         ctx("operations timers")
     );
-    assert_eq!(r1["backup"], "0 success", "{}", ctx("backup service"));
+    let health = health_lines(&log1);
+    for check in [
+        "clock", "root", "docker", "swarm", "backup", "nas", "mail", "space",
+    ] {
+        assert!(
+            health
+                .iter()
+                .any(|l| l.split_whitespace().nth(1) == Some(check)),
+            "{}",
+            ctx(&format!("hc1-health printed no {check} line: {health:#?}"))
+        );
+    }
+    assert!(
+        health
+            .iter()
+            .any(|l| l.starts_with("FAIL nas") && l.contains("nas.cluster.lan:2049 unreachable")),
+        "{}",
+        ctx("hc1-health does not report the NAS unreachable")
+    );
+    for ok in ["OK   root", "OK   docker", "OK   space"] {
+        assert!(
+            health.iter().any(|l| l.starts_with(ok)),
+            "{}",
+            ctx(&format!("hc1-health: no `{ok}`"))
+        );
+    }
+    assert_eq!(r1["health-rc"], "1", "{}", ctx("hc1-health exit status"));
+    assert!(
+        log1.lines()
+            .any(|l| l.contains("HC1LOG hc1-health: FAIL nas")),
+        "{}",
+        ctx("hc1-health.service did not report after the first boot")
+    );
+    assert_eq!(
+        r1["backup"],
+        "1 exit-code",
+        "{}",
+        ctx("backup without its NAS")
+    );
     assert_eq!(r1["cleanup"], "0 success", "{}", ctx("clean-up service"));
     assert_eq!(
         r1["failed-after-ops"],
-        "",
+        "hc1-volume-backup.service",
         "{}",
-        ctx("failed units after the operations")
+        ctx("the failed backup run is the only failed unit (its mount unit is not left failed)")
     );
-    assert!(
-        docker1.iter().any(|c| c.starts_with("volume ls")),
-        "{}",
-        ctx("the backup did not list the volumes")
-    );
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "{}", ctx(&format!("mails: {mails:#?}")));
+    backup_failure_mail(&mails[0], "hc1-123456");
     assert!(
         docker1.iter().any(|c| c.contains("prune")),
         "{}",
@@ -544,6 +804,32 @@ fn first_boot_in_qemu() {
     );
     assert_eq!(r2["seed-left"], "", "{}", ctx2("secrets left on the card"));
     assert_eq!(r2["boot-modes"], "700 700", "{}", ctx2("/boot modes"));
+    // The NAS is back (a bind mount stands in for it): the backup run succeeds, lists the
+    // volumes through the stand-in docker and unmounts the share after it.
+    assert_eq!(
+        r2["backup"],
+        "0 success",
+        "{}",
+        ctx2("backup with its NAS back")
+    );
+    assert_eq!(
+        r2["backup-mounted-after"],
+        "no",
+        "{}",
+        ctx2("share left mounted")
+    );
+    assert_eq!(
+        r2["failed-after-ops"],
+        "",
+        "{}",
+        ctx2("failed units after the operations")
+    );
+    assert!(
+        docker2.iter().any(|c| c.starts_with("volume ls")),
+        "{}",
+        ctx2("the backup did not list the volumes")
+    );
+    assert_eq!(sink.mails().len(), 1, "boot 2 mailed: {:#?}", sink.mails());
     for v in [TOKEN, ADMIN_HASH, MAIL_PW] {
         assert!(
             log2.lines()
@@ -585,6 +871,7 @@ fn first_boot_in_qemu() {
         .arg("--output")
         .arg(&sd3)
         .args(["--address", "10.0.2.99/24", "--gateway", "10.0.2.2"])
+        .args(["--label", "zone=rack-b"])
         .arg("--secret")
         .arg(format!("swarm_worker_token={}", token3.display()))
         .output()
@@ -607,6 +894,13 @@ fn first_boot_in_qemu() {
         "boot 3: {r3:#?}"
     );
     assert_eq!(r3["seed-left"], "", "the seeded token stayed on the card");
+    assert!(
+        r3["engine-labels"].contains("\"zone=rack-b\""),
+        "the card's --label is not an engine label in daemon.json: {r3:#?}"
+    );
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 2, "boot 3: {mails:#?}");
+    backup_failure_mail(&mails[1], "hc1-abcdef");
     let j3 = joins(&docker3);
     assert_eq!(j3.len(), 1, "boot 3: {docker3:#?}");
     assert!(

@@ -115,6 +115,8 @@ DefaultDependencies=no
 Wants=network-pre.target {mount}
 After=local-fs.target systemd-udev-trigger.service {mount}
 Before=network-pre.target systemd-networkd.service systemd-hostnamed.service hc1-swarm-join.service
+# The seed's engine labels go into daemon.json before the engine reads it.
+Before=docker.service
 Conflicts=shutdown.target
 Before=shutdown.target
 ConditionPathExists=!/var/lib/hc1img/firstboot.done
