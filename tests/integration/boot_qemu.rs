@@ -425,10 +425,10 @@ impl SmtpSink {
                 if st.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Ok(c) = conn {
-                    if let Err(e) = smtp_session(c, &m) {
-                        eprintln!("smtp sink: session ended: {e}");
-                    }
+                if let Ok(c) = conn
+                    && let Err(e) = smtp_session(c, &m)
+                {
+                    eprintln!("smtp sink: session ended: {e}");
                 }
             }
         });
