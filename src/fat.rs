@@ -30,7 +30,8 @@ use std::fs::File;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::disk::sparse::{write_at_zeroing, write_nonzero_at};
+use crate::sector::SECTOR;
+use crate::sparse::{write_at_zeroing, write_nonzero_at};
 
 /// What decides the bytes of the volume besides its files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +102,6 @@ pub fn dos_datetime(unix: i64) -> DosDateTime {
     }
 }
 
-const SECTOR: u64 = 512;
 const RESERVED_SECTORS: u32 = 32;
 const NUM_FATS: u32 = 2;
 const FSINFO_SECTOR: u64 = 1;

@@ -9,9 +9,9 @@
 //! value as 64 ASCII `0`), and a `BlockMap` of `Range` elements (`first-last` or a single
 //! block, inclusive) each with the SHA-256 of its bytes (`chksum`). The mapped ranges are
 //! the file's data extents as `lseek(SEEK_DATA / SEEK_HOLE)` reports them, which is why the
-//! writers keep images sparse (see [`super::sparse`]).
+//! writers keep images sparse (see [`crate::sparse`]).
 
-use super::sparse::{data_ranges, for_each_chunk};
+use crate::sparse::{data_ranges, for_each_chunk};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::SECTOR;
 use super::blobs::BlobSlot;
-use super::sparse::read_up_to;
+use crate::sparse::read_up_to;
 
 /// The partition table found in sector 0 (and 1 for GPT).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use super::format::*;
 use super::{Ext4Options, FeatureLevel};
 use crate::tree::BlockRun;
 
-/// The most blocks a filesystem may have: 16 TiB (`crate::profile::size::MAX_FS_SIZE`).
+/// The most blocks a filesystem may have: 16 TiB (the profile's size limit, `profile::size::MAX_FS_SIZE`, refers here).
 pub const MAX_BLOCKS: u64 = 1 << 32;
 
 /// Where one group's metadata lives.

@@ -1,7 +1,7 @@
 //! Sparse image files: create a file of its final length with `set_len` (one hole), then write
 //! only the non-zero parts of each buffer, so untouched and all-zero regions stay holes. The
 //! result reads back identically to a fully written file, takes far less disk space, and lets
-//! [`super::bmap`] find the mapped ranges with `SEEK_DATA`/`SEEK_HOLE`.
+//! `disk::bmap` find the mapped ranges with `SEEK_DATA`/`SEEK_HOLE`.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
