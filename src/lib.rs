@@ -6,7 +6,10 @@
 //!
 //! `unsafe` is denied crate-wide; the system calls std does not wrap (`lseek`
 //! SEEK_DATA/SEEK_HOLE, signal masks and `sigwait`) are allowed where they are made,
-//! each with its SAFETY note.
+//! each with its SAFETY note. The on-disk writers (`ext4`, `fat`, `disk`, `uboot`, `sparse`)
+//! warn on casts that may truncate (`clippy::cast_possible_truncation`, as ext4-view-rs does):
+//! a value that can be out of range is converted with `try_from` and a located error, and
+//! each remaining cast carries an `#[allow]` with the reason it is in range.
 
 #![deny(unsafe_code)]
 

@@ -10,6 +10,8 @@
 //! - [`bmap`]: bmaptool's block map (XML format 2.0) and zstd/xz compression of images.
 //! - [`window`]: the MBR's first entry (where `sd.img`'s FAT partition is).
 
+#![warn(clippy::cast_possible_truncation)]
+
 pub mod blobs;
 pub mod bmap;
 pub mod gpt;

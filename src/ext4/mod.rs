@@ -41,6 +41,8 @@
 //!
 //! Spec: the kernel's Documentation/filesystems/ext4/ and e2fsprogs (mke2fs, lib/ext2fs).
 
+#![warn(clippy::cast_possible_truncation)]
+
 use std::fs::File;
 use std::io::Read;
 
