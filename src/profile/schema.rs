@@ -154,16 +154,8 @@ impl Default for Rootfs {
     }
 }
 
-/// ext4 feature sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Features {
-    /// What current mke2fs writes by default for ext4 (extents, flex_bg, metadata_csum, 64bit…).
-    #[default]
-    Full,
-    /// A smaller set old kernels and tools all understand.
-    Conservative,
-}
+/// ext4 feature sets: the writer's own type (`full`, the default, or `conservative`).
+pub use crate::ext4::FeatureLevel as Features;
 
 /// `[boot]`: kernel command line knobs rendered into `boot.txt`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
