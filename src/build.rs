@@ -6,7 +6,7 @@
 //! files the edits change are held in memory. After the stream, the profile's pinned packages
 //! are streamed in the same way ([`crate::packages::install`]); then the edits run on the tree,
 //! the ext4 metadata is written, the GPT around it, then `sd.img` (MBR, bootloader blobs, FAT
-//! with `boot.txt`/`boot.scr`), after the hardware lints of [`crate::disk::lint`] (warnings
+//! with `boot.txt`/`boot.scr`), after the hardware lints of [`crate::lint`] (warnings
 //! only). Everything the build decides is a function of
 //! [`BuildInputs`], so the same inputs give the same bytes.
 
@@ -23,6 +23,7 @@ use crate::progress::Reporter;
 use crate::rootfs::fanout::Tap;
 use crate::rootfs::import::{self, ImportReport};
 use crate::rootfs::input::{self, Inflated};
+use crate::sector::SECTOR;
 use crate::tree::{Meta, Timestamp, Tree};
 
 /// Everything a build reads besides the profile: the verified tarball and the derivation.
@@ -59,8 +60,6 @@ pub struct BuildReport {
     /// `ssd.img` and `sd.img`: size and sha256, hashed as soon as each was complete.
     pub images: BTreeMap<String, crate::manifest::OutputFile>,
 }
-
-const SECTOR: u64 = 512;
 
 /// A build's tar stream: a pass over the tarball of its own, or its share of a pass.
 enum Stream {
@@ -444,7 +443,7 @@ fn build_sized(
         .map(|(k, v)| (k.clone(), v.data.as_slice()))
         .collect();
     let root = p.boot.root.as_deref().unwrap_or(&p.board.root_device);
-    for w in crate::disk::lint::lint_boot(&p.board, root, &boot_files) {
+    for w in crate::lint::lint_boot(&p.board, root, &boot_files) {
         rep.warn(w);
     }
 

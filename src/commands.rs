@@ -12,6 +12,7 @@ use crate::profile::{self, Overrides, Profile};
 use crate::progress::{Reporter, Verbosity};
 use crate::source::{self, Cache, FetchOptions, Keyring, Mirrors, SignatureSpec};
 use crate::store::OutDir;
+pub use crate::store::SHA256SUMS;
 
 /// Flags shared by commands that resolve a profile.
 #[derive(Clone, Debug)]
@@ -231,9 +232,6 @@ impl Compress {
     }
 }
 
-/// The checksum list `--compress` writes (GNU `sha256sum` format).
-pub const SHA256SUMS: &str = "SHA256SUMS";
-
 /// Whether `dir` lacks any file `compress` adds or its manifest does not list them.
 fn missing_extras(dir: &Path, compress: Compress) -> bool {
     let extras = compress.extra_outputs();
@@ -316,7 +314,7 @@ fn write_compressed(
             rep.step(format!("mapping {img}"));
             let f = std::fs::File::open(&image)
                 .with_context(|| format!("{}: cannot open", image.display()))?;
-            let mapped: u64 = crate::disk::sparse::data_ranges(&f, size)?
+            let mapped: u64 = crate::sparse::data_ranges(&f, size)?
                 .iter()
                 .map(|(a, b)| b - a)
                 .sum();

@@ -25,12 +25,15 @@
 //! writes a seeded card by reading the built one and writing it again with the seed's files
 //! added, and `hc1img diff` compares boot files with it.
 
+#![warn(clippy::cast_possible_truncation)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::disk::sparse::{write_at_zeroing, write_nonzero_at};
+use crate::sector::SECTOR;
+use crate::sparse::{write_at_zeroing, write_nonzero_at};
 
 /// What decides the bytes of the volume besides its files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,8 +75,14 @@ impl DosDateTime {
     }
 }
 
+/// `n` bytes as a buffer length, or an error naming `what` (more than this host can address).
+fn buf_len(n: u64, what: &str) -> Result<usize> {
+    usize::try_from(n).with_context(|| format!("{what}: {n} bytes do not fit in memory here"))
+}
+
 /// Convert Unix seconds to a DOS date-time (UTC), clamped to the DOS range; seconds are
 /// rounded down to even.
+#[allow(clippy::cast_possible_truncation)] // t is clamped to 1980..=2107: each field fits its u16
 pub fn dos_datetime(unix: i64) -> DosDateTime {
     // 1980-01-01 00:00:00 and 2107-12-31 23:59:58 in Unix seconds.
     const MIN: i64 = 315_532_800;
@@ -101,7 +110,6 @@ pub fn dos_datetime(unix: i64) -> DosDateTime {
     }
 }
 
-const SECTOR: u64 = 512;
 const RESERVED_SECTORS: u32 = 32;
 const NUM_FATS: u32 = 2;
 const FSINFO_SECTOR: u64 = 1;
@@ -287,6 +295,7 @@ fn lfn_checksum(short: &[u8; 11]) -> u8 {
 
 /// Directory entries (32 bytes each) for one name: long-name entries (last part first),
 /// then the short entry.
+#[allow(clippy::cast_possible_truncation)] // components are <= 255 UTF-16 units (check_path): <= 20 parts
 fn name_entries(
     name: &str,
     short: [u8; 11],
@@ -330,6 +339,7 @@ fn name_entries(
     out
 }
 
+#[allow(clippy::cast_possible_truncation)] // the cluster number is stored as two 16-bit halves
 fn short_entry(short: [u8; 11], attr: u8, cluster: u32, size: u32, when: DosDateTime) -> [u8; 32] {
     let mut e = [0u8; 32];
     e[0..11].copy_from_slice(&short);
@@ -362,6 +372,10 @@ struct Child {
 /// 65525 clusters: about 33 MiB). The range must read as zeros beforehand (a fresh sparse
 /// image); the file is extended to `offset + size` if shorter. The boot sector's hidden
 /// sector count is `offset / 512`, the partition start when `file` is a whole disk image.
+// Sector and cluster counts are checked against 2^32 sectors and MAX_CLUSTERS (< 2^28)
+// below, so cluster numbers fit u32 and the FAT (4 bytes a cluster) fits usize; the BPB
+// constants are small.
+#[allow(clippy::cast_possible_truncation)]
 pub fn write_fat32(
     file: &File,
     offset: u64,
@@ -795,7 +809,7 @@ pub fn read_fat32(file: &File, offset: u64, size: u64, what: &str) -> Result<Fat
     }
     // The first FAT, as far as it covers clusters that exist.
     let fat_len = ((clusters + 2) * 4).min(fat_sectors * bps);
-    let mut fat = vec![0u8; fat_len as usize];
+    let mut fat = vec![0u8; buf_len(fat_len, what)?];
     read(reserved * bps, &mut fat)?;
     let next_of = |c: u32| -> u32 {
         let i = c as usize * 4;
@@ -822,12 +836,13 @@ pub fn read_fat32(file: &File, offset: u64, size: u64, what: &str) -> Result<Fat
         Ok(out)
     };
     let cluster_at = |c: u32| data_start + (u64::from(c) - 2) * cluster;
+    let cluster_len = buf_len(cluster, what)?;
     let read_chain = |first: u32, limit: u64, name: &str| -> Result<Vec<u8>> {
         let cs = chain(first, limit, name)?;
-        let mut buf = vec![0u8; cs.len() * cluster as usize];
+        let mut buf = vec![0u8; cs.len() * cluster_len];
         for (i, &c) in cs.iter().enumerate() {
-            let at = i * cluster as usize;
-            read(cluster_at(c), &mut buf[at..at + cluster as usize])?;
+            let at = i * cluster_len;
+            read(cluster_at(c), &mut buf[at..at + cluster_len])?;
         }
         Ok(buf)
     };
@@ -908,6 +923,7 @@ pub fn read_fat32(file: &File, offset: u64, size: u64, what: &str) -> Result<Fat
                     "{what}: boot:{path}: {len} bytes, but its clusters hold only {}",
                     d.len()
                 );
+                #[allow(clippy::cast_possible_truncation)] // len <= d.len(), checked above
                 d.truncate(len as usize);
                 d
             };
@@ -986,7 +1002,7 @@ pub fn metadata_ranges(file: &File, offset: u64, len: u64) -> Result<Vec<(u64, u
     let clusters = (len - data_start) / cluster_bytes;
     let mut out = vec![(0, data_start)];
     // The first FAT, read once (at most 4 bytes per cluster of the volume).
-    let mut fat = vec![0u8; fat_bytes.min((clusters + 2) * 4) as usize];
+    let mut fat = vec![0u8; buf_len(fat_bytes.min((clusters + 2) * 4), "FAT volume")?];
     read(reserved * bps, &mut fat)?;
     let next = |c: u32| -> Option<u32> {
         let i = c as usize * 4;
@@ -995,7 +1011,7 @@ pub fn metadata_ranges(file: &File, offset: u64, len: u64) -> Result<Vec<(u64, u
     };
     let mut todo = vec![root];
     let mut seen = BTreeSet::new();
-    let mut cluster = vec![0u8; cluster_bytes as usize];
+    let mut cluster = vec![0u8; buf_len(cluster_bytes, "FAT volume")?];
     while let Some(first) = todo.pop() {
         let mut c = first;
         // A chain ends at an end-of-chain mark; a loop or an out-of-range cluster ends it too.
@@ -1011,7 +1027,8 @@ pub fn metadata_ranges(file: &File, offset: u64, len: u64) -> Result<Vec<(u64, u
                 if e[0] == 0xE5 || attr & 0x0F == 0x0F || attr & 0x10 == 0 || e[0] == b'.' {
                     continue;
                 }
-                let sub = (u16_at(e, 20) << 16 | u16_at(e, 26)) as u32;
+                let sub = u32::from(u16::from_le_bytes([e[20], e[21]])) << 16
+                    | u32::from(u16::from_le_bytes([e[26], e[27]]));
                 todo.push(sub);
             }
             match next(c) {

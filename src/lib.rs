@@ -6,7 +6,10 @@
 //!
 //! `unsafe` is denied crate-wide; the system calls std does not wrap (`lseek`
 //! SEEK_DATA/SEEK_HOLE, signal masks and `sigwait`) are allowed where they are made,
-//! each with its SAFETY note.
+//! each with its SAFETY note. The on-disk writers (`ext4`, `fat`, `disk`, `uboot`, `sparse`)
+//! warn on casts that may truncate (`clippy::cast_possible_truncation`, as ext4-view-rs does):
+//! a value that can be out of range is converted with `try_from` and a located error, and
+//! each remaining cast carries an `#[allow]` with the reason it is in range.
 
 #![deny(unsafe_code)]
 
@@ -17,14 +20,17 @@ pub mod disk;
 pub mod ext4;
 pub mod fat;
 pub mod ids;
+pub mod lint;
 pub mod manifest;
 pub mod packages;
 pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod rootfs;
+pub mod sector;
 pub mod seed;
 pub mod source;
+pub mod sparse;
 pub mod store;
 pub mod tree;
 pub mod uboot;

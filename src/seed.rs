@@ -225,13 +225,13 @@ pub fn write_seed(sd_img: &Path, out: &Path, seed: &Seed) -> Result<()> {
     let tmp = with_prefix(out, ".tmp-");
     let tmp_bmap = bmap_out.as_ref().map(|b| with_prefix(b, ".tmp-"));
     let r = (|| -> Result<()> {
-        let f = crate::disk::sparse::create_sparse(&tmp, len)?;
+        let f = crate::sparse::create_sparse(&tmp, len)?;
         // It holds secrets: the owner's alone.
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("{}: cannot make it private (chmod 600)", tmp.display()))?;
         // Everything outside the FAT partition as it is, mapped bytes and holes alike.
         let mut buf = vec![0u8; 1 << 20];
-        for (a, b) in crate::disk::sparse::data_ranges(&input, len)? {
+        for (a, b) in crate::sparse::data_ranges(&input, len)? {
             for (lo, hi) in [(a, b.min(start)), (a.max(start + size), b)] {
                 let mut at = lo;
                 while at < hi {

@@ -44,6 +44,8 @@ pub const STAGING_PREFIX: &str = ".hc1img-staging-";
 pub const REPLACING: &str = ".hc1img-replacing";
 
 const MANIFEST: &str = "manifest.json";
+/// The checksum list `build --compress` writes (GNU `sha256sum` format).
+pub const SHA256SUMS: &str = "SHA256SUMS";
 /// Hidden, so the `SHA256SUMS` of a build (every file not starting with `.`) never lists it.
 const LOCK: &str = ".hc1img-lock";
 
@@ -382,7 +384,7 @@ fn owned_by(m: &Manifest) -> BTreeSet<String> {
     let mut s: BTreeSet<String> = m.outputs.keys().cloned().collect();
     s.insert(MANIFEST.into());
     if m.outputs.keys().any(|k| k.ends_with(".bmap")) {
-        s.insert(crate::commands::SHA256SUMS.into());
+        s.insert(SHA256SUMS.into());
     }
     s
 }

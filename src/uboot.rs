@@ -17,6 +17,8 @@
 //! The CRCs are the zlib CRC32 (`crc32fast`). `mkimage` refuses an empty input file; a script
 //! with no bytes is still encoded here, but callers should never need that.
 
+#![warn(clippy::cast_possible_truncation)]
+
 /// `IH_MAGIC` from U-Boot's `include/image.h`.
 pub const IH_MAGIC: u32 = 0x2705_1956;
 /// `IH_OS_LINUX`.

@@ -16,7 +16,7 @@ use std::fs::File;
 use anyhow::{Context, Result, bail, ensure};
 
 use super::SECTOR;
-use super::sparse::write_at_zeroing;
+use crate::sparse::write_at_zeroing;
 
 /// Where one blob goes on the card.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -9,9 +9,9 @@
 //! value as 64 ASCII `0`), and a `BlockMap` of `Range` elements (`first-last` or a single
 //! block, inclusive) each with the SHA-256 of its bytes (`chksum`). The mapped ranges are
 //! the file's data extents as `lseek(SEEK_DATA / SEEK_HOLE)` reports them, which is why the
-//! writers keep images sparse (see [`super::sparse`]).
+//! writers keep images sparse (see [`crate::sparse`]).
 
-use super::sparse::{data_ranges, for_each_chunk};
+use crate::sparse::{data_ranges, for_each_chunk};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -56,7 +56,9 @@ pub fn write_bmap(image: &Path, out: &Path, progress: &dyn Fn(u64)) -> Result<()
         let mut h = Sha256::new();
         let (mut pos, end) = (first * BLOCK, ((last + 1) * BLOCK).min(size));
         while pos < end {
-            let n = ((end - pos) as usize).min(buf.len());
+            let n = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
             file.read_exact_at(&mut buf[..n], pos)
                 .with_context(|| format!("cannot read {} at {pos}", image.display()))?;
             h.update(&buf[..n]);
@@ -105,10 +107,8 @@ pub fn write_bmap(image: &Path, out: &Path, progress: &dyn Fn(u64)) -> Result<()
 /// [`MAX_COMPRESS_THREADS`] (each zstd worker holds about 4× the window, each xz thread about
 /// 3× the block plus its encoder, ~100 MiB at preset 6). The output does not depend on it.
 pub fn compress_threads() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(MAX_COMPRESS_THREADS as usize) as u32
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u32::try_from(n).map_or(MAX_COMPRESS_THREADS, |n| n.min(MAX_COMPRESS_THREADS))
 }
 
 /// The most threads [`compress_threads`] uses.

@@ -106,6 +106,7 @@ pub fn write_gpt(file: &File, disk_size: u64, disk_guid: Uuid, part: &GptPartiti
     }
 
     // Partition entry array (same bytes for primary and backup).
+    #[allow(clippy::cast_possible_truncation)] // 128 entries of 128 bytes
     let mut array = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
     array[0..16].copy_from_slice(&part.type_guid.to_bytes_le());
     array[16..32].copy_from_slice(&part.part_guid.to_bytes_le());
@@ -117,6 +118,7 @@ pub fn write_gpt(file: &File, disk_size: u64, disk_guid: Uuid, part: &GptPartiti
     }
     let array_crc = crc32fast::hash(&array);
 
+    #[allow(clippy::cast_possible_truncation)] // SECTOR (512), ENTRIES and ENTRY_SIZE (128)
     let header = |my_lba: u64, alt_lba: u64, array_lba: u64| -> [u8; SECTOR as usize] {
         let mut h = [0u8; SECTOR as usize];
         h[0..8].copy_from_slice(b"EFI PART");
@@ -141,6 +143,7 @@ pub fn write_gpt(file: &File, disk_size: u64, disk_guid: Uuid, part: &GptPartiti
     let backup = header(last, 1, last - ARRAY_SECTORS);
 
     // Protective MBR, as sgdisk writes it: one 0xEE entry from LBA 1 over the whole disk.
+    #[allow(clippy::cast_possible_truncation)] // 512
     let mut mbr = [0u8; SECTOR as usize];
     let pe = &mut mbr[446..462];
     pe[1..4].copy_from_slice(&chs(1));

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::SECTOR;
 use super::blobs::BlobSlot;
-use super::sparse::read_up_to;
+use crate::sparse::read_up_to;
 
 /// The partition table found in sector 0 (and 1 for GPT).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +108,7 @@ fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>> {
     if offset >= size {
         return Ok(Vec::new());
     }
-    let len = len.min((size - offset).min(usize::MAX as u64) as usize);
+    let len = len.min(usize::try_from(size - offset).unwrap_or(usize::MAX));
     let mut buf = vec![0u8; len];
     let n = read_up_to(file, offset, &mut buf)?;
     buf.truncate(n);
@@ -238,7 +238,7 @@ pub fn inspect(path: &Path, slots: &[BlobSlot]) -> Result<Report> {
                 continue;
             }
             report.partitions.push(PartitionInfo {
-                number: i as u32 + 1,
+                number: u32::try_from(i + 1).context("partition number")?,
                 start,
                 sectors,
                 kind: format!("{:#04x}", e[4]),
@@ -269,7 +269,7 @@ pub fn inspect(path: &Path, slots: &[BlobSlot]) -> Result<Report> {
             let data = read_at(
                 &file,
                 s.sector.saturating_mul(SECTOR),
-                (region * SECTOR) as usize,
+                usize::try_from(region * SECTOR).context("blob region")?,
             )?;
             let used = data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
             report.blobs.push(BlobInfo {
@@ -343,7 +343,7 @@ fn read_gpt(file: &File, report: &mut Report) -> Result<()> {
             .take_while(|&u| u != 0)
             .collect();
         report.partitions.push(PartitionInfo {
-            number: i as u32 + 1,
+            number: u32::try_from(i + 1).context("partition number")?,
             start: first,
             sectors: last.saturating_sub(first).saturating_add(1),
             kind: guid_le(&e[..16]).to_string(),
@@ -468,7 +468,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                *b = x as u8;
+                *b = x.to_le_bytes()[0];
             }
             data[510] = 0x55;
             data[511] = 0xAA;

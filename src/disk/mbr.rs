@@ -30,6 +30,7 @@ pub struct MbrPartition {
 
 /// CHS triple for `lba` as (head, sector | cylinder high bits, cylinder low) bytes, with
 /// geometry 255/63; `FE FF FF` when the cylinder does not fit in 10 bits.
+#[allow(clippy::cast_possible_truncation)] // head < 255, sector <= 63
 pub fn chs(lba: u64) -> [u8; 3] {
     const HEADS: u64 = 255;
     const SPT: u64 = 63;

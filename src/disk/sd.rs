@@ -16,8 +16,8 @@ use anyhow::{Context, Result, ensure};
 use super::SECTOR;
 use super::blobs::{BlobSlot, check_layout, write_blobs};
 use super::mbr::{FAT32_LBA, MbrPartition, write_mbr};
-use super::sparse::{create_sparse, materialize};
 use crate::fat::{FatOptions, write_fat32};
+use crate::sparse::{create_sparse, materialize};
 
 /// Everything that decides the bytes of `sd.img`.
 #[derive(Clone, Debug)]

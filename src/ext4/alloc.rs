@@ -15,6 +15,7 @@ pub struct Bitmap {
 }
 
 impl Bitmap {
+    #[allow(clippy::cast_possible_truncation)] // len is a group's or filesystem's block count (<= 2^32): its words fit usize
     pub fn new(len: u64) -> Self {
         Bitmap {
             words: vec![0; len.div_ceil(64) as usize],
@@ -93,6 +94,7 @@ impl Allocator {
     }
 
     /// Next contiguous run of at most `max` blocks, or `None` when the filesystem is full.
+    #[allow(clippy::cast_possible_truncation)] // a run lies inside one bitmap of at most 2^32 blocks
     pub fn alloc_run(&mut self, max: u64) -> Option<BlockRun> {
         let start = self.taken.next_clear(self.cursor)?;
         let len = self.taken.clear_run(start, max.min(u64::from(u32::MAX)));

@@ -49,6 +49,7 @@ impl Packer {
         self.pos + rec_len(e.name.len()) <= usable(self.csum.is_some())
     }
 
+    #[allow(clippy::cast_possible_truncation)] // rec_len <= the block size (4096); names are <= 255 bytes (checked by the writer)
     fn add(&mut self, e: &DirEntry<'_>) {
         let r = rec_len(e.name.len());
         let p = self.pos;
@@ -62,6 +63,7 @@ impl Packer {
     }
 
     /// Close the current block (an empty block gets one unused entry spanning it).
+    #[allow(clippy::cast_possible_truncation)] // offsets inside one 4096-byte block
     fn flush(&mut self) {
         let end = usable(self.csum.is_some());
         let mut b = std::mem::replace(&mut self.cur, vec![0u8; BLOCK_SIZE]);

@@ -4,7 +4,7 @@
 //!
 //! Spec: Documentation/filesystems/ext4/ifork.rst ("Extent Tree").
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::csum::crc32c_raw;
 use super::format::*;
@@ -36,7 +36,8 @@ fn extents(runs: &[BlockRun]) -> Result<Vec<Entry>> {
                 bail!("ext4: file too large for 32-bit logical block numbers");
             }
             out.push(Entry {
-                lblk: lblk as u32,
+                lblk: u32::try_from(lblk)
+                    .context("ext4: file too large for 32-bit logical block numbers")?,
                 phys,
                 len: n as u16, // 32768 is stored as 0x8000, the kernel's max initialized length
             });
@@ -48,6 +49,7 @@ fn extents(runs: &[BlockRun]) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+#[allow(clippy::cast_possible_truncation)] // entries <= max <= 340 (a 4096-byte block of 12-byte entries)
 fn header(buf: &mut [u8], entries: usize, max: usize, depth: u16) {
     put_u16(buf, 0, MAGIC);
     put_u16(buf, 2, entries as u16);
@@ -56,6 +58,7 @@ fn header(buf: &mut [u8], entries: usize, max: usize, depth: u16) {
     put_u32(buf, 8, 0);
 }
 
+#[allow(clippy::cast_possible_truncation)] // a 48-bit block number stored as its low 32 and high 16 bits
 fn put_entry(buf: &mut [u8], i: usize, e: &Entry, leaf: bool) {
     let o = 12 + i * 12;
     put_u32(buf, o, e.lblk);

@@ -9,6 +9,7 @@ pub const LOG_BLOCK_SIZE: u32 = 2; // 1024 << 2
 pub const BLOCKS_PER_GROUP: u64 = 32768;
 pub const INODE_SIZE: usize = 256;
 pub const EXTRA_ISIZE: u16 = 32;
+#[allow(clippy::cast_possible_truncation)] // 4096 / 256 = 16
 pub const INODES_PER_BLOCK: u32 = (BLOCK_SIZE / INODE_SIZE) as u32;
 pub const FLEX_BG_SIZE: u32 = 16;
 pub const LOG_GROUPS_PER_FLEX: u8 = 4;
@@ -115,6 +116,7 @@ pub const TIME_MAX: i64 = i32::MAX as i64 + (3 << 32);
 /// Split a signed time into ext4's 32-bit seconds field and the `_extra` field (two epoch
 /// bits + nanoseconds << 2). Times outside [`TIME_MIN`]..=[`TIME_MAX`] are clamped (with
 /// nanoseconds 0), as the kernel's `timestamp_truncate` does, instead of wrapping.
+#[allow(clippy::cast_possible_truncation)] // the low 32 bits of the seconds, by design (the high bits go to the extra field)
 pub fn encode_time(sec: i64, nsec: u32) -> (u32, u32) {
     let (sec, nsec) = if sec <= TIME_MIN || sec >= TIME_MAX {
         (sec.clamp(TIME_MIN, TIME_MAX), 0)

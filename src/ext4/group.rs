@@ -19,6 +19,7 @@ use super::layout::Geometry;
 
 /// Write inode tables and bitmaps through `write(block, bytes)`; returns the descriptor
 /// table (GDT, padded to whole blocks) and the total of free blocks.
+#[allow(clippy::cast_possible_truncation)] // descriptor fields are lo/hi halves by design; counts are per group (<= 32768 blocks, <= 2^32 inodes checked by the layout)
 pub fn write_groups(
     geo: &Geometry,
     used: &Bitmap,

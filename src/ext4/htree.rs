@@ -17,6 +17,7 @@ use super::csum::crc32c_raw;
 use super::dir::{DirEntry, leaf_blocks_sorted};
 use super::format::*;
 
+#[allow(clippy::cast_possible_truncation)] // as fs/ext4/hash.c: the pad is the length's low byte, repeated
 fn str2hashbuf(msg: &[u8], len: usize, out: &mut [u32; 8], unsigned: bool) {
     let mut pad = (len as u32) | ((len as u32) << 8);
     pad |= pad << 16;
@@ -132,6 +133,7 @@ fn limit(count_off: usize, csum: bool) -> usize {
     (BLOCK_SIZE - count_off - if csum { 8 } else { 0 }) / 8
 }
 
+#[allow(clippy::cast_possible_truncation)] // limit and count of one 4096-byte index block (< 512 entries)
 fn write_index(
     buf: &mut [u8],
     count_off: usize,
@@ -156,6 +158,7 @@ fn write_index(
 
 /// All blocks (logical order) of an indexed directory with these entries (without `.`/`..`).
 /// `seed`: the directory inode's checksum seed when metadata_csum is on.
+#[allow(clippy::cast_possible_truncation)] // block numbers inside one directory of at most 2^32 blocks; BLOCK_SIZE is 4096
 pub fn build(
     self_ino: u32,
     parent_ino: u32,

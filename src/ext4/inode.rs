@@ -29,6 +29,7 @@ impl Inode {
         put_u16(&mut self.raw, 0x0, mode);
     }
 
+    #[allow(clippy::cast_possible_truncation)] // the low 16 bits here, the high 16 bits in the osd2 fields, by design
     pub fn set_owner(&mut self, uid: u32, gid: u32) {
         put_u16(&mut self.raw, 0x2, uid as u16);
         put_u16(&mut self.raw, 0x78, (uid >> 16) as u16);
@@ -36,6 +37,7 @@ impl Inode {
         put_u16(&mut self.raw, 0x7A, (gid >> 16) as u16);
     }
 
+    #[allow(clippy::cast_possible_truncation)] // i_size_lo: the low 32 bits, by design (i_size_high holds the rest)
     pub fn set_size(&mut self, size: u64) {
         put_u32(&mut self.raw, 0x4, size as u32);
         put_u32(&mut self.raw, 0x6C, (size >> 32) as u32);
@@ -66,6 +68,7 @@ impl Inode {
     }
 
     /// Number of 4 KiB blocks charged to the inode (stored in 512-byte units).
+    #[allow(clippy::cast_possible_truncation)] // i_blocks_lo and the high 16 bits, by design
     pub fn set_blocks(&mut self, fs_blocks: u64) {
         let sectors = fs_blocks * (BLOCK_SIZE_U64 / 512);
         put_u32(&mut self.raw, 0x1C, sectors as u32);
@@ -80,12 +83,14 @@ impl Inode {
         self.raw[I_BLOCK..I_BLOCK + data.len()].copy_from_slice(data);
     }
 
+    #[allow(clippy::cast_possible_truncation)] // i_file_acl_lo and the high 16 bits, by design
     pub fn set_file_acl(&mut self, block: u64) {
         put_u32(&mut self.raw, 0x68, block as u32);
         put_u16(&mut self.raw, 0x76, (block >> 32) as u16);
     }
 
     /// Fill in the checksum (metadata_csum only).
+    #[allow(clippy::cast_possible_truncation)] // the crc32c's low 16 bits go to l_i_checksum_lo, by design
     pub fn finish_csum(&mut self, csum_seed: u32, ino: u32) {
         put_u16(&mut self.raw, 0x7C, 0);
         put_u16(&mut self.raw, 0x82, 0);

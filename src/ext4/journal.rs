@@ -15,6 +15,7 @@ const SUPERBLOCK_V2: u32 = 4;
 const INCOMPAT_CSUM_V3: u32 = 0x10;
 const CRC32C_CHKSUM: u8 = 4;
 
+#[allow(clippy::cast_possible_truncation)] // BLOCK_SIZE is 4096
 pub fn superblock(blocks: u32, uuid: &[u8; 16], csum: bool) -> Vec<u8> {
     let mut b = vec![0u8; BLOCK_SIZE];
     put_be32(&mut b, 0x0, JBD2_MAGIC);

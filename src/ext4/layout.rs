@@ -12,14 +12,14 @@
 //!
 //! Spec: Documentation/filesystems/ext4/overview.rst ("Layout", "Flexible Block Groups").
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::alloc::{Bitmap, push_run};
 use super::format::*;
 use super::{Ext4Options, FeatureLevel};
 use crate::tree::BlockRun;
 
-/// The most blocks a filesystem may have: 16 TiB (`crate::profile::size::MAX_FS_SIZE`).
+/// The most blocks a filesystem may have: 16 TiB (the profile's size limit, `profile::size::MAX_FS_SIZE`, refers here).
 pub const MAX_BLOCKS: u64 = 1 << 32;
 
 /// Where one group's metadata lives.
@@ -139,8 +139,10 @@ impl Geometry {
             if ipg * groups > u64::from(u32::MAX) {
                 bail!("ext4: {} inodes exceed the 2^32 limit", ipg * groups);
             }
-            let itable_blocks = (ipg / u64::from(INODES_PER_BLOCK)) as u32;
-            let gdt_blocks = (groups * desc_size as u64).div_ceil(BLOCK_SIZE_U64) as u32;
+            let itable_blocks = u32::try_from(ipg / u64::from(INODES_PER_BLOCK))
+                .context("ext4: inode table blocks per group exceed 2^32")?;
+            let gdt_blocks = u32::try_from((groups * desc_size as u64).div_ceil(BLOCK_SIZE_U64))
+                .context("ext4: group descriptor blocks exceed 2^32")?;
             // mke2fs drops a last group that cannot hold its overhead plus 50 blocks.
             let last = groups32 - 1;
             let rem = blocks - u64::from(last) * BLOCKS_PER_GROUP;
@@ -155,7 +157,8 @@ impl Geometry {
             let mut geo = Geometry {
                 blocks,
                 groups: groups32,
-                inodes_per_group: ipg as u32,
+                inodes_per_group: u32::try_from(ipg)
+                    .context("ext4: inodes per group exceed 2^32")?,
                 itable_blocks,
                 desc_size,
                 gdt_blocks,
@@ -257,7 +260,7 @@ impl Geometry {
                 &mut runs,
                 BlockRun {
                     start: s,
-                    len: len as u32,
+                    len: u32::try_from(len).context("ext4: journal run longer than 2^32 blocks")?,
                 },
             );
             left -= len;

@@ -41,6 +41,8 @@
 //!
 //! Spec: the kernel's Documentation/filesystems/ext4/ and e2fsprogs (mke2fs, lib/ext2fs).
 
+#![warn(clippy::cast_possible_truncation)]
+
 use std::fs::File;
 use std::io::Read;
 
@@ -82,11 +84,13 @@ pub fn clamp_time(t: crate::tree::Timestamp) -> crate::tree::Timestamp {
 }
 
 /// Which on-disk feature set to write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// It is also the profile's `[rootfs] features` (`"full"`, `"conservative"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FeatureLevel {
     /// `has_journal ext_attr dir_index filetype extent 64bit flex_bg sparse_super large_file
-    /// huge_file dir_nlink extra_isize metadata_csum`.
+    /// huge_file dir_nlink extra_isize metadata_csum`. The default.
+    #[default]
     Full,
     /// The same without `64bit` and `metadata_csum`, for old kernels and tools.
     Conservative,

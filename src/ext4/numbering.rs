@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::format::{FIRST_INO, ROOT_INO};
 use crate::tree::{NodeId, Tree, display};
@@ -71,6 +71,6 @@ pub fn number(tree: &Tree, inodes_count: u32) -> Result<Numbering> {
             "ext4: the tree needs {last} inodes but the filesystem has {inodes_count}; raise the rootfs size or lower bytes_per_inode"
         ))));
     }
-    n.last_ino = last as u32;
+    n.last_ino = u32::try_from(last).context("ext4: inode numbers exceed 2^32")?;
     Ok(n)
 }

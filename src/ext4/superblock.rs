@@ -11,6 +11,7 @@ use super::csum::crc32c_raw;
 use super::format::*;
 use super::layout::Geometry;
 
+#[allow(clippy::cast_possible_truncation)] // fields are lo halves by design (s_*_hi hold the rest); the layout keeps blocks <= 2^32 and the constants are small
 pub fn build(
     geo: &Geometry,
     o: &Ext4Options,
@@ -100,6 +101,7 @@ pub fn build(
 }
 
 /// Write the primary superblock and every backup, each followed by the GDT.
+#[allow(clippy::cast_possible_truncation)] // group numbers < 2^32 / 32768 fit s_block_group_nr's 16 bits
 pub fn write_all(
     geo: &Geometry,
     mut sb: Vec<u8>,

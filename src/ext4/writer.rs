@@ -96,6 +96,7 @@ impl Writer {
         self.opts.timestamp = timestamp;
     }
 
+    #[allow(clippy::cast_possible_truncation)] // a chunk is CHUNK_BLOCKS blocks of 4096 bytes; span and bytes <= one chunk
     pub fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
         let nblocks = len.div_ceil(BLOCK_SIZE_U64);
         if nblocks > self.alloc.free() {
@@ -288,6 +289,7 @@ impl Writer {
                 fs_blocks += blocks.len() as u64 + tb;
                 inode.set_size(blocks.len() as u64 * BLOCK_SIZE_U64);
                 let links = 2 + subdirs;
+                #[allow(clippy::cast_possible_truncation)] // links <= 65000 in this branch
                 inode.set_links(if links > 65000 { 1 } else { links as u16 });
             }
             NodeKind::File(data) => {
@@ -433,6 +435,8 @@ impl Writer {
             self.write_at(jruns[0].start, &sb)?;
             jnl_backup[..60].copy_from_slice(&ib);
             put_u32(&mut jnl_backup, 60, (size >> 32) as u32);
+            #[allow(clippy::cast_possible_truncation)]
+            // the low 32 bits, by design (the high ones at 60)
             put_u32(&mut jnl_backup, 64, size as u32);
         }
 
@@ -442,7 +446,7 @@ impl Writer {
         bad.set_times(ts, ts, ts, Timestamp::default());
         inodes[(BAD_INO - 1) as usize] = bad;
         for (i, inode) in inodes.iter_mut().enumerate() {
-            let ino = i as u32 + 1;
+            let ino = u32::try_from(i + 1).context("ext4: inode numbers exceed 2^32")?;
             let reserved_unused = ino < FIRST_INO
                 && ino != BAD_INO
                 && ino != ROOT_INO
@@ -474,6 +478,7 @@ impl Writer {
         let sb = superblock::build(&self.geo, &self.opts, free_blocks, free_inodes, &jnl_backup);
         superblock::write_all(&self.geo, sb, &gdt, &mut write)?;
         Ok(Ext4Stats {
+            #[allow(clippy::cast_possible_truncation)] // 4096
             block_size: BLOCK_SIZE as u32,
             blocks_total: self.geo.blocks,
             blocks_free: free_blocks,

@@ -115,6 +115,8 @@ pub fn prepare(xattrs: &BTreeMap<Vec<u8>, Vec<u8>>, path: &str) -> Result<Vec<At
 
 /// Write entries into `region` (entries from `entries_at`, values at the end of the region,
 /// offsets relative to `value_base`).
+#[allow(clippy::cast_possible_truncation)] // names are <= 255 bytes (checked when read); offsets and lengths lie inside one block or
+// the inode's in-inode area
 fn lay_out(region: &mut [u8], entries_at: usize, value_base: usize, attrs: &[Attr]) -> Vec<u32> {
     let mut pos = entries_at;
     let mut vend = region.len();

@@ -9,9 +9,6 @@ use std::collections::BTreeMap;
 use super::schema::Board;
 use crate::disk::blobs;
 
-/// Bytes per sector on the card.
-pub const SECTOR: u64 = 512;
-
 impl Board {
     /// Check that the blobs, with their real lengths in bytes (by file name), stay clear of the
     /// MBR, each other, the U-Boot environment area and the boot partition. A blob missing

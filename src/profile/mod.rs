@@ -14,7 +14,7 @@
 //! edits' own `Config` types, gathered in [`crate::rootfs::edits::Sections`] as
 //! [`Profile::node`], which is exactly what [`crate::rootfs::edits::apply_all`] consumes.
 //! The result, [`Profile`], is plain typed data (serde `Serialize`); the derivation hash over it
-//! is in [`crate::plan`].
+//! is in `plan` (a module above this one).
 
 mod board;
 mod layers;
@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use board::SECTOR;
 pub use load::{LOCK_FILE_NAME, is_sha256_hex, load, read_lock, write_lock};
 pub use schema::{
     Blob, Board, Boot, Features, LockFile, Pin, Rootfs, SdLayout, SectorRange, Swarm, SwarmRole,

@@ -154,16 +154,8 @@ impl Default for Rootfs {
     }
 }
 
-/// ext4 feature sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Features {
-    /// What current mke2fs writes by default for ext4 (extents, flex_bg, metadata_csum, 64bit…).
-    #[default]
-    Full,
-    /// A smaller set old kernels and tools all understand.
-    Conservative,
-}
+/// ext4 feature sets: the writer's own type (`full`, the default, or `conservative`).
+pub use crate::ext4::FeatureLevel as Features;
 
 /// `[boot]`: kernel command line knobs rendered into `boot.txt`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,45 +206,8 @@ impl Default for Boot {
     }
 }
 
-/// `[swarm]`: how the node joins the Docker swarm at first boot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Swarm {
-    pub role: SwarmRole,
-    /// Managers to join, `host` or `host:port` (port 2377 by default).
-    #[serde(default)]
-    pub managers: Vec<String>,
-    /// `--advertise-addr` (an address or an interface name such as `eth0`).
-    #[serde(default)]
-    pub advertise_addr: Option<String>,
-    /// Name of the secret holding the join token (required for `manager` and `worker`).
-    #[serde(default)]
-    pub token_secret: Option<String>,
-    /// Wait for a synchronised clock before joining (`systemd-time-wait-sync.service`): the
-    /// HC1 has no RTC and swarm's mutual TLS fails with a clock in 1970. Default true.
-    #[serde(default = "default_true")]
-    pub wait_for_time_sync: bool,
-    /// Docker engine labels (`daemon.json` `labels`, `key=value`), for placement constraints
-    /// (`node.labels` is manager-side; these are `engine.labels`). A card's
-    /// `hc1img seed --label` adds to or overrides them at first boot.
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SwarmRole {
-    /// `docker swarm init`: the first manager.
-    Init,
-    /// Join as a manager.
-    Manager,
-    /// Join as a worker.
-    Worker,
-}
+/// `[swarm]`'s types live with the edit that consumes them.
+pub use crate::rootfs::edits::swarm::{Swarm, SwarmRole};
 
 /// The board file (`profiles/boards/*.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::disk::sparse::for_each_chunk;
+use crate::sparse::for_each_chunk;
 
 /// The SHA-256 of the file at `path`, as 64 lowercase hex digits. Streams; any size works.
 pub fn sha256_file(path: &Path) -> Result<String> {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::disk_common::{pseudo_random, run, run_status};
 use hc1img::disk::bmap::{compress_zstd, write_bmap};
-use hc1img::disk::sparse::{create_sparse, write_nonzero_at};
+use hc1img::sparse::{create_sparse, write_nonzero_at};
 
 /// The machine-readable values of a bmap file.
 fn values(path: &Path) -> (BTreeMap<String, String>, Vec<(String, String)>) {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::disk_common::{assert_same_bytes, read_range, run, run_status, stdout};
 use hc1img::disk::gpt::{ARM32_ROOT, GptPartition, layout, write_gpt};
-use hc1img::disk::sparse::create_sparse;
+use hc1img::sparse::create_sparse;
 use uuid::{Uuid, uuid};
 
 const DISK_GUID: Uuid = uuid!("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");

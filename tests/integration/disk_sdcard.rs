@@ -15,8 +15,8 @@ use hc1img::disk::blobs::{BlobSlot, check_layout, write_blobs};
 use hc1img::disk::inspect::{Table, inspect};
 use hc1img::disk::mbr::{FAT32_LBA, MbrPartition, write_mbr};
 use hc1img::disk::sd::{SdImage, write_sd_image};
-use hc1img::disk::sparse::{create_sparse, write_nonzero_at};
 use hc1img::fat::{FatOptions, write_fat32};
+use hc1img::sparse::{create_sparse, write_nonzero_at};
 
 const PART_START: u64 = 8192;
 const FAT_BYTES: u64 = 256 * 1024 * 1024;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::disk_common::{pseudo_random, run, run_env, sha256_hex, stdout};
-use hc1img::disk::sparse::create_sparse;
 use hc1img::fat::{FatOptions, write_fat32};
+use hc1img::sparse::create_sparse;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -1,6 +1,6 @@
 //! The hardware lints against archives made by the real tools: initramfs images written by
 //! GNU `cpio -o -H newc` and compressed by `gzip`, `zstd` and `xz`, read by
-//! `hc1img::disk::lint`; then through `hc1img build`'s stderr with an initramfs that has the
+//! `hc1img::lint`; then through `hc1img build`'s stderr with an initramfs that has the
 //! SSD modules and one that lacks them; and the blob/environment lint on the HC1 board file.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common::*;
-use hc1img::disk::lint;
+use hc1img::lint;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

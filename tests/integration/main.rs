@@ -31,6 +31,7 @@ mod flake;
 mod flash_bmap;
 mod hostile_tar;
 mod lint_initramfs;
+mod module_graph;
 mod offline_mirror;
 mod ops_scripts;
 mod overlays_e2e;

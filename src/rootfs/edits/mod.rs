@@ -44,7 +44,7 @@ pub mod templates;
 pub mod users;
 
 /// Every file of the repository's `assets/` that the edits embed into images, by its path
-/// under `assets/`. The derivation hashes them ([`crate::plan`]): editing a script changes the
+/// under `assets/`. The derivation hashes them (`plan`, above this module): editing a script changes the
 /// image, so it changes the hash too.
 pub const EMBEDDED_ASSETS: &[(&str, &str)] = &[
     ("firstboot/hc1-card-secrets", firstboot::CARD_SECRETS_SCRIPT),
@@ -111,7 +111,7 @@ pub struct BuildInputs<'a> {
     /// Template variables for overlay files marked as templates.
     pub vars: &'a BTreeMap<String, String>,
     /// The profile's `[swarm]`, for the first-boot join unit.
-    pub swarm: Option<&'a crate::profile::Swarm>,
+    pub swarm: Option<&'a swarm::Swarm>,
 }
 
 /// Apply every section in [`APPLY_ORDER`]. The first failing edit's error names its section.
@@ -160,7 +160,7 @@ pub struct EditContext<'a> {
     pub notes: RefCell<Vec<String>>,
     /// Warnings for the build report (always shown; never contain secret values).
     pub warnings: RefCell<Vec<String>>,
-    /// Secrets that are not baked into the image ([`crate::profile::SecretSource::Card`]):
+    /// Secrets that are not baked into the image (the profile's `SecretSource::Card`):
     /// edits leave their values out and say, with [`EditContext::on_card`], where the node
     /// puts them when its card brings them.
     pub card_secrets: std::collections::BTreeSet<String>,
@@ -940,8 +940,8 @@ mod tests {
         builds::apply(&mut t, &bl, &d, &ctx).unwrap();
         let fb = firstboot::Config::default();
         firstboot::apply(&mut t, &fb, &s, &ctx).unwrap();
-        let sw = crate::profile::Swarm {
-            role: crate::profile::SwarmRole::Worker,
+        let sw = swarm::Swarm {
+            role: swarm::SwarmRole::Worker,
             managers: vec!["m1.lan".into()],
             advertise_addr: None,
             token_secret: Some("tok".into()),
@@ -996,10 +996,12 @@ mod tests {
              tok swarm-token\n"
         );
         assert_eq!(
-            crate::seed::card_list(&ctx)
-                .unwrap()
-                .lines()
-                .filter(|l| !l.starts_with('#'))
+            ctx.card_actions
+                .borrow()
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
                 .collect::<Vec<_>>(),
             ["admin-hash", "plain", "smtp-pass", "tok", "yes-hash"]
         );

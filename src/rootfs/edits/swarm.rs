@@ -18,13 +18,56 @@
 //! `/etc/docker/daemon.json` (dockerd(8), "Daemon configuration file"; Docker's "Object
 //! labels" for the key format), kept with any `[docker.daemon] labels`. A card's
 //! `hc1img seed --label` adds to or overrides them at first boot (`hc1-firstboot`).
+//!
+//! The section's types, [`Swarm`] and [`SwarmRole`], live here with the edit that consumes
+//! them (the profile re-exports them), so the edits need nothing from `profile`.
 
 use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
 
 use super::firstboot::{LIB_DIR, MULTI_USER};
 use super::{EditContext, LIB_UNITS, check_one_line, install_unit, mkdir_p, write_file};
-use crate::profile::{Swarm, SwarmRole};
 use crate::tree::Tree;
+
+/// `[swarm]`: how the node joins the Docker swarm at first boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swarm {
+    pub role: SwarmRole,
+    /// Managers to join, `host` or `host:port` (port 2377 by default).
+    #[serde(default)]
+    pub managers: Vec<String>,
+    /// `--advertise-addr` (an address or an interface name such as `eth0`).
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    /// Name of the secret holding the join token (required for `manager` and `worker`).
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    /// Wait for a synchronised clock before joining (`systemd-time-wait-sync.service`): the
+    /// HC1 has no RTC and swarm's mutual TLS fails with a clock in 1970. Default true.
+    #[serde(default = "default_true")]
+    pub wait_for_time_sync: bool,
+    /// Docker engine labels (`daemon.json` `labels`, `key=value`), for placement constraints
+    /// (`node.labels` is manager-side; these are `engine.labels`). A card's
+    /// `hc1img seed --label` adds to or overrides them at first boot.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwarmRole {
+    /// `docker swarm init`: the first manager.
+    Init,
+    /// Join as a manager.
+    Manager,
+    /// Join as a worker.
+    Worker,
+}
 
 /// The join script (POSIX sh).
 pub const SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-swarm-join");

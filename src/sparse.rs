@@ -1,7 +1,9 @@
 //! Sparse image files: create a file of its final length with `set_len` (one hole), then write
 //! only the non-zero parts of each buffer, so untouched and all-zero regions stay holes. The
 //! result reads back identically to a fully written file, takes far less disk space, and lets
-//! [`super::bmap`] find the mapped ranges with `SEEK_DATA`/`SEEK_HOLE`.
+//! `disk::bmap` find the mapped ranges with `SEEK_DATA`/`SEEK_HOLE`.
+
+#![warn(clippy::cast_possible_truncation)]
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -12,6 +14,11 @@ use anyhow::{Context, Result};
 
 /// Granularity of the zero check: a chunk of this many bytes that is entirely zero is skipped.
 pub const CHUNK: usize = 4096;
+
+/// `x`, or `max` when it is larger: a byte count that indexes a buffer of `max` bytes.
+fn at_most(x: u64, max: usize) -> usize {
+    usize::try_from(x).map_or(max, |x| x.min(max))
+}
 
 /// Create (or truncate) `path` as a sparse file of exactly `len` bytes, opened read-write.
 pub fn create_sparse(path: &Path, len: u64) -> Result<File> {
@@ -37,7 +44,7 @@ pub fn write_nonzero_at(file: &File, offset: u64, data: &[u8]) -> Result<()> {
     let mut pos = 0usize;
     while pos < data.len() {
         let abs = offset + pos as u64;
-        let to_boundary = CHUNK - (abs % CHUNK as u64) as usize;
+        let to_boundary = CHUNK - at_most(abs % CHUNK as u64, CHUNK);
         let n = to_boundary.min(data.len() - pos);
         let chunk = &data[pos..pos + n];
         if chunk.iter().any(|&b| b != 0) {
@@ -56,7 +63,7 @@ pub fn write_at_zeroing(file: &File, offset: u64, data: &[u8]) -> Result<()> {
     let mut pos = 0usize;
     while pos < data.len() {
         let abs = offset + pos as u64;
-        let to_boundary = CHUNK - (abs % CHUNK as u64) as usize;
+        let to_boundary = CHUNK - at_most(abs % CHUNK as u64, CHUNK);
         let n = to_boundary.min(data.len() - pos);
         let chunk = &data[pos..pos + n];
         let write = if chunk.iter().any(|&b| b != 0) {
@@ -82,7 +89,7 @@ pub fn materialize(file: &File, offset: u64, len: u64) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
     while done < len {
-        let n = (len - done).min(buf.len() as u64) as usize;
+        let n = at_most(len - done, buf.len());
         let at = offset + done;
         let got = read_up_to(file, at, &mut buf[..n])?;
         buf[got..n].fill(0);
@@ -162,12 +169,12 @@ pub fn for_each_chunk(file: &File, len: u64, f: &mut dyn FnMut(&[u8]) -> Result<
         .chain(std::iter::once((len, len)))
     {
         while pos < start {
-            let n = (start - pos).min(CHUNK as u64) as usize;
+            let n = at_most(start - pos, CHUNK);
             f(&zeros[..n])?;
             pos += n as u64;
         }
         while pos < end {
-            let n = (end - pos).min(CHUNK as u64) as usize;
+            let n = at_most(end - pos, CHUNK);
             file.read_exact_at(&mut buf[..n], pos)
                 .with_context(|| format!("cannot read {n} bytes at offset {pos}"))?;
             f(&buf[..n])?;

@@ -1,6 +1,7 @@
 //! Hardware lints of a build: things that make a node fail to boot although every image is
 //! well-formed. They are warnings with the fix, never errors; the build calls [`lint_boot`]
 //! once the tarball's `/boot` is known.
+//! A top-level module above both `disk` and `profile`: it reads the profile's [`Board`].
 //!
 //! - The initramfs must be able to find a root on the HC1's SSD, which sits behind a
 //!   USB-SATA bridge: `usb-storage`, `uas` and `sd_mod` in the initramfs (mkinitcpio's `block`
@@ -19,8 +20,8 @@ use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 
-use super::SECTOR;
 use crate::profile::Board;
+use crate::sector::SECTOR;
 
 /// The kernel modules the SSD root needs, by module name.
 pub const SSD_MODULES: [&str; 3] = ["usb-storage", "uas", "sd_mod"];
