@@ -26,5 +26,7 @@ pub mod rootfs;
 pub mod seed;
 pub mod source;
 pub mod store;
+pub mod template;
 pub mod tree;
 pub mod uboot;
+pub mod values;

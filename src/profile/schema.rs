@@ -221,7 +221,7 @@ pub struct Swarm {
     pub role: SwarmRole,
     /// Managers to join, `host` or `host:port` (port 2377 by default).
     #[serde(default)]
-    pub managers: Vec<String>,
+    pub managers: Vec<crate::values::Endpoint>,
     /// `--advertise-addr` (an address or an interface name such as `eth0`).
     #[serde(default)]
     pub advertise_addr: Option<String>,

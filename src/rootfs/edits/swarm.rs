@@ -275,7 +275,7 @@ mod tests {
     fn worker(secret: &str) -> Swarm {
         Swarm {
             role: SwarmRole::Worker,
-            managers: vec!["m1.lan".into(), "m2.lan:2400".into()],
+            managers: vec!["m1.lan".parse().unwrap(), "m2.lan:2400".parse().unwrap()],
             advertise_addr: Some("eth0".into()),
             token_secret: Some(secret.into()),
             wait_for_time_sync: true,
