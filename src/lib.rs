@@ -32,5 +32,7 @@ pub mod seed;
 pub mod source;
 pub mod sparse;
 pub mod store;
+pub mod template;
 pub mod tree;
 pub mod uboot;
+pub mod values;

@@ -14,9 +14,6 @@ use super::size::Size;
 use super::{InputFiles, Overrides, Profile, Source};
 use crate::rootfs::edits;
 
-/// Placeholders a `system.hostname` template may use (filled in at the node's first boot).
-pub const HOSTNAME_VARS: &[&str] = &["mac6", "mac"];
-
 /// Name of the lock file kept next to the profile file that declares `[source]`.
 pub const LOCK_FILE_NAME: &str = "hc1img.lock";
 
@@ -296,7 +293,7 @@ pub(crate) fn render_template(
     tpl: &str,
     value: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<String> {
-    crate::rootfs::edits::templates::render_with(tpl, value, BOOT_TXT_VARS)
+    crate::template::render_with(tpl, value, BOOT_TXT_VARS)
 }
 
 /// Whether a board's `boot_txt` (already checked to render) uses the placeholder `{name}`.
@@ -368,18 +365,6 @@ fn is_macaddr(s: &str) -> bool {
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
         && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
-}
-
-fn is_host_port(s: &str) -> bool {
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h, Some(p)),
-        _ => (s, None),
-    };
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0))
 }
 
 impl Validator<'_> {
@@ -574,14 +559,6 @@ impl Validator<'_> {
                     return Err(self.err(&["swarm", "labels"], e));
                 }
             }
-            for m in &sw.managers {
-                if !is_host_port(m) {
-                    return Err(self.err(
-                        &["swarm", "managers"],
-                        format!("{m:?}: expected HOST or HOST:PORT"),
-                    ));
-                }
-            }
             if let Some(a) = &sw.advertise_addr
                 && !is_word(a)
             {
@@ -606,13 +583,10 @@ impl Validator<'_> {
 
         // The node sections (the edits' own config types), checked before anything is fetched.
         let mut node = raw.take_sections();
-        self.system(&node.system)?;
         self.users(&node.users, &secret_sources)?;
         self.ssh(&node.ssh)?;
         self.mail(&node.mail, &secret_sources)?;
-        self.journald(&node.journald)?;
         self.io_scheduler(&node.io_scheduler)?;
-        self.mirrorlist(&node.mirrorlist)?;
         self.docker(&node.docker)?;
         self.cron(&node.cron)?;
         // [backup], [cleanup], [builds]: the edits' own checks, and their secrets declared.
@@ -697,74 +671,6 @@ impl Validator<'_> {
     ) -> anyhow::Error {
         let l = self.item_loc(paths, i, key);
         anyhow::anyhow!("{}: {shown}[{i}].{key}: {msg}", self.sources.where_(l))
-    }
-
-    fn system(&self, s: &edits::system::Config) -> R {
-        if let Some(h) = &s.hostname {
-            let placeholders = edits::templates::placeholders(h)
-                .map_err(|e| self.err(&["system", "hostname"], format!("{h:?}: {e}")))?;
-            for p in &placeholders {
-                if !HOSTNAME_VARS.contains(&p.as_str()) {
-                    return Err(self.err(
-                        &["system", "hostname"],
-                        format!(
-                            "{h:?}: unknown placeholder {{{p}}} (known: {})",
-                            HOSTNAME_VARS
-                                .iter()
-                                .map(|v| format!("{{{v}}}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                }
-            }
-            let vars = HOSTNAME_VARS
-                .iter()
-                .map(|v| (v.to_string(), "a0b1c2".to_string()))
-                .collect();
-            let sample = edits::templates::render(h, &vars)
-                .map_err(|e| self.err(&["system", "hostname"], format!("{h:?}: {e}")))?;
-            if edits::system::check_hostname("x", &sample).is_err() {
-                return Err(self.err(
-                    &["system", "hostname"],
-                    format!("{h:?}: a host name is dot-separated labels of letters, digits and '-' (not at a label's start or end), at most 64 characters"),
-                ));
-            }
-        }
-        let tz = &s.timezone;
-        let tz_ok = !tz.is_empty()
-            && !tz.starts_with('/')
-            && !tz.split('/').any(|c| c.is_empty() || c.starts_with('.'))
-            && tz
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"/_+-".contains(&c));
-        if !tz_ok {
-            return Err(self.err(
-                &["system", "timezone"],
-                format!("{tz:?}: expected a zoneinfo name like \"Europe/Paris\" or \"UTC\""),
-            ));
-        }
-        let word = |v: &str, extra: &[u8]| {
-            !v.is_empty()
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
-        };
-        if !word(&s.locale, b"_.@-") {
-            return Err(self.err(
-                &["system", "locale"],
-                format!(
-                    "{:?}: expected a locale like \"C.UTF-8\" or \"en_US.UTF-8\"",
-                    s.locale
-                ),
-            ));
-        }
-        if !word(&s.keymap, b"_.-") {
-            return Err(self.err(
-                &["system", "keymap"],
-                format!("{:?}: expected a keymap like \"us\"", s.keymap),
-            ));
-        }
-        Ok(())
     }
 
     fn users(&self, u: &edits::users::Config, secrets: &BTreeMap<String, SecretSource>) -> R {
@@ -910,14 +816,8 @@ impl Validator<'_> {
             return Err(self.err(&["mail", pass], "needs `auth_user` (the relay account)"));
         }
         declared(&["mail", pass], &m.auth_pass_secret)?;
-        let Some(hub) = &m.mailhub else {
+        if m.mailhub.is_none() {
             return Ok(());
-        };
-        if !is_host_port(hub) || !hub.contains(':') {
-            return Err(self.err(
-                &["mail", "mailhub"],
-                format!("{hub:?}: expected HOST:PORT, like \"smtp.example.org:587\""),
-            ));
         }
         if !m.root.contains('@') || !value(&m.root) {
             return Err(self.err(
@@ -962,78 +862,11 @@ impl Validator<'_> {
                     ));
                 }
             }
-            if let Some(h) = &r.mailhub
-                && (!is_host_port(h) || !h.contains(':'))
-            {
-                return Err(self.item_err(
-                    paths,
-                    "mail.revaliases",
-                    i,
-                    "mailhub",
-                    format!("{h:?}: expected HOST:PORT"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn journald(&self, j: &edits::journald::Config) -> R {
-        const STORAGE: &[&str] = &["volatile", "persistent", "auto", "none"];
-        if !STORAGE.contains(&j.storage.as_str()) {
-            let hint = node::did_you_mean(&j.storage, STORAGE)
-                .map(|x| format!("; did you mean {x:?}?"))
-                .unwrap_or_default();
-            return Err(self.err(
-                &["journald", "storage"],
-                format!(
-                    "expected \"volatile\" or \"persistent\" or \"auto\" or \"none\", found {:?}{hint}",
-                    j.storage
-                ),
-            ));
-        }
-        for (k, v) in [
-            ("runtime_max_use", Some(&j.runtime_max_use)),
-            ("system_max_use", j.system_max_use.as_ref()),
-        ] {
-            if let Some(v) = v {
-                let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'P', 'E']);
-                let ok = !digits.is_empty()
-                    && digits.len() + 1 >= v.len()
-                    && digits.bytes().all(|c| c.is_ascii_digit());
-                if !ok {
-                    return Err(self.err(
-                        &["journald", k],
-                        format!("{v:?}: expected journald's size syntax, like \"50M\""),
-                    ));
-                }
-            }
         }
         Ok(())
     }
 
     fn io_scheduler(&self, io: &edits::io_scheduler::Config) -> R {
-        const KNOWN: &[&str] = &[
-            "mq-deadline",
-            "bfq",
-            "kyber",
-            "none",
-            "deadline",
-            "noop",
-            "cfq",
-        ];
-        if !KNOWN.contains(&io.scheduler.as_str()) {
-            let hint = node::did_you_mean(&io.scheduler, KNOWN)
-                .map(|s| format!("; did you mean {s:?}?"))
-                .unwrap_or_default();
-            return Err(self.err(
-                &["io_scheduler", "scheduler"],
-                format!(
-                    "{:?}: expected one of {}{hint}",
-                    io.scheduler,
-                    KNOWN.join(", ")
-                ),
-            ));
-        }
         let glob = |d: &str| {
             !d.is_empty()
                 && d.bytes()
@@ -1056,35 +889,7 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn mirrorlist(&self, ml: &edits::mirrorlist::Config) -> R {
-        for (i, sv) in ml.servers.iter().enumerate() {
-            let scheme = ["http://", "https://", "file://"]
-                .iter()
-                .any(|p| sv.len() > p.len() && sv.starts_with(p));
-            if !scheme || !is_word(sv) {
-                return Err(self.err(
-                    &["mirrorlist", "servers"],
-                    format!("[{i}] {sv:?}: expected an http(s):// or file:// URL like \"http://mirror.archlinuxarm.org/$arch/$repo\""),
-                ));
-            }
-            if !sv.contains("$repo") {
-                return Err(self.err(
-                    &["mirrorlist", "servers"],
-                    format!(
-                        "[{i}] {sv:?}: lacks `$repo` (Arch Linux ARM mirrors end in /$arch/$repo)"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     fn docker(&self, d: &edits::docker::Config) -> R {
-        for (k, v) in [("unit", &d.unit), ("wanted_by", &d.wanted_by)] {
-            if let Err(e) = edits::check_unit_name(k, v) {
-                return Err(self.err(&["docker", k], e));
-            }
-        }
         if let Err(e) = edits::docker::daemon_json(d) {
             let msg = e.to_string();
             let msg = msg.strip_prefix("docker.daemon.").unwrap_or(&msg);
@@ -1102,11 +907,6 @@ impl Validator<'_> {
     }
 
     fn cron(&self, c: &edits::cron::Config) -> R {
-        for (k, v) in [("unit", &c.unit), ("wanted_by", &c.wanted_by)] {
-            if let Err(e) = edits::check_unit_name(k, v) {
-                return Err(self.err(&["cron", k], e));
-            }
-        }
         let key = self.key_as_written(&["cron"], &["job", "jobs"]);
         let shown = format!("cron.{key}");
         let paths: &[&[&str]] = &[&["cron", "job"], &["cron", "jobs"]];
@@ -1114,9 +914,9 @@ impl Validator<'_> {
         for (i, j) in c.jobs.iter().enumerate() {
             let here = |k: &str, msg: String| self.item_err(paths, &shown, i, k, msg);
             for (k, v) in [
-                ("name", &j.name),
-                ("schedule", &j.schedule),
-                ("command", &j.command),
+                ("name", j.name.as_str()),
+                ("schedule", j.schedule.as_deref().unwrap_or("")),
+                ("command", j.command.as_str()),
             ] {
                 if v.trim().is_empty() {
                     return Err(here(k, format!("missing required key `{k}`")));
@@ -1133,15 +933,6 @@ impl Validator<'_> {
             }
             if !seen.insert(j.name.clone()) {
                 return Err(here("name", format!("job {:?} is defined twice", j.name)));
-            }
-            if edits::cron::check_schedule("schedule", &j.schedule).is_err() {
-                return Err(here(
-                    "schedule",
-                    format!(
-                        "{:?}: expected five cron fields like \"30 3 * * *\" or @hourly/@daily/@weekly/@monthly/@yearly/@reboot",
-                        j.schedule
-                    ),
-                ));
             }
             if let Some(u) = &j.user
                 && !is_user_name(u)
@@ -1263,7 +1054,7 @@ impl Validator<'_> {
                 };
                 let text = String::from_utf8(text)
                     .map_err(|_| here("template", format!("{} is not UTF-8 text", c.display())))?;
-                let names = edits::templates::placeholders(&text)
+                let names = crate::template::placeholders(&text)
                     .map_err(|err| here("template", format!("{}: {err}", c.display())))?;
                 if let Some(n) = names.iter().find(|n| !vars.contains_key(n.as_str())) {
                     let known: Vec<&str> = vars.keys().map(String::as_str).collect();
@@ -1274,17 +1065,6 @@ impl Validator<'_> {
                             c.display(),
                             known.join(", ")
                         ),
-                    ));
-                }
-            }
-            if let Some(m) = &e.mode {
-                let ok = m.len() <= 5
-                    && !m.is_empty()
-                    && u16::from_str_radix(m, 8).is_ok_and(|v| v <= 0o7777);
-                if !ok {
-                    return Err(here(
-                        "mode",
-                        format!("{m:?}: expected an octal mode like \"0755\""),
                     ));
                 }
             }

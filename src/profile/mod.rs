@@ -181,9 +181,9 @@ pub(crate) fn template_vars(
             SwarmRole::Manager => "manager",
             SwarmRole::Worker => "worker",
         };
-        let with_port = |m: &String| {
+        let with_port = |m: &crate::values::Endpoint| {
             if m.contains(':') {
-                m.clone()
+                m.to_string()
             } else {
                 format!("{m}:2377")
             }

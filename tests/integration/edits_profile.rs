@@ -155,7 +155,7 @@ fn a_profile_with_every_section_builds_a_node_tree() {
     let p = profile::load(&pdir.path().join("node.toml"), &Overrides::default())
         .unwrap_or_else(|e| panic!("{e:#}"));
     let sections = p.node.clone();
-    assert_eq!(sections.journald.storage, "volatile");
+    assert_eq!(sections.journald.storage.as_str(), "volatile");
     assert_eq!(sections.fstab.root_device, "/dev/sda1");
     assert_eq!(sections.users.add[0].groups, ["wheel", "docker"]);
     assert_eq!(sections.overlays.dirs, [pdir.path().join("site")]);

@@ -666,7 +666,7 @@ fn node_sections_are_checked_at_load_time() {
         ),
         (
             "[io_scheduler]\nscheduler = \"deadlin\"\n",
-            "P:4: io_scheduler.scheduler: \"deadlin\": expected one of",
+            "P:4: io_scheduler.scheduler: expected \"mq-deadline\" or \"bfq\" or \"kyber\" or \"none\" or \"deadline\" or \"noop\" or \"cfq\", found \"deadlin\"; did you mean \"deadline\"?",
         ),
         (
             "[io_scheduler]\ndevices = [\"sd a\"]\n",
@@ -694,15 +694,15 @@ fn node_sections_are_checked_at_load_time() {
         ),
         (
             "[mirrorlist]\nservers = [\"ftp://m/$arch/$repo\"]\n",
-            "P:4: mirrorlist.servers: [0] \"ftp://m/$arch/$repo\": expected an http(s):// or file:// URL",
+            "P:4: mirrorlist.servers[0]: \"ftp://m/$arch/$repo\": expected an http(s):// or file:// URL",
         ),
         (
             "[mirrorlist]\nservers = [\"http://m/$arch\"]\n",
-            "P:4: mirrorlist.servers: [0] \"http://m/$arch\": lacks `$repo`",
+            "P:4: mirrorlist.servers[0]: \"http://m/$arch\": lacks `$repo`",
         ),
         (
             "[docker]\nunit = \"docker\"\n",
-            "P:4: docker.unit: unit = \"docker\" is not a systemd unit name",
+            "P:4: docker.unit: \"docker\" is not a systemd unit name",
         ),
         (
             "[docker.daemon]\nlimits = { cpu = nan }\n",
@@ -710,7 +710,7 @@ fn node_sections_are_checked_at_load_time() {
         ),
         (
             "[[cron.jobs]]\nname = \"x\"\nschedule = \"daily\"\ncommand = \"true\"\n",
-            "P:5: cron.jobs[0].schedule: \"daily\": expected five cron fields",
+            "P:5: cron.jobs[0].schedule: \"daily\" is not a cron schedule: give five fields",
         ),
         (
             "[[cron.job]]\nname = \"a.b\"\nschedule = \"@daily\"\ncommand = \"true\"\n",
@@ -759,6 +759,103 @@ fn node_sections_are_checked_at_load_time() {
             msg.starts_with(want),
             "profile:\n{body}\nwant prefix: {want}\ngot:         {msg}"
         );
+    }
+}
+
+/// Each validated value type (`hc1img::values`) refuses a wrong value with the file, line and
+/// key of the value, before anything is fetched: one case per type.
+#[test]
+fn every_value_type_refuses_a_wrong_value_where_it_is_written() {
+    let cases: &[(&str, &str)] = &[
+        // HostnameTemplate
+        (
+            "[system]\nhostname = \"hc1-{ip}\"\n",
+            "P:4: system.hostname: \"hc1-{ip}\": unknown placeholder {ip}",
+        ),
+        // TimeZone
+        (
+            "[system]\ntimezone = \"Europe//Paris\"\n",
+            "P:4: system.timezone: \"Europe//Paris\": expected a zoneinfo name",
+        ),
+        // Locale, Keymap
+        (
+            "[system]\nlocale = \"C UTF-8\"\n",
+            "P:4: system.locale: \"C UTF-8\": expected a locale",
+        ),
+        (
+            "[system]\nkeymap = \"us;de\"\n",
+            "P:4: system.keymap: \"us;de\": expected a keymap",
+        ),
+        // UnitName
+        (
+            "[cron]\nwanted_by = \"multi-user\"\n",
+            "P:4: cron.wanted_by: \"multi-user\" is not a systemd unit name",
+        ),
+        // HostPort
+        (
+            "[mail]\nmailhub = \"smtp.lan:99999\"\n",
+            "P:4: mail.mailhub: \"smtp.lan:99999\": expected HOST:PORT",
+        ),
+        // Endpoint
+        (
+            "[swarm]\nmanagers = [\"m1:2377\", \"m 2\"]\n",
+            "P:4: swarm.managers[1]: \"m 2\": expected HOST or HOST:PORT",
+        ),
+        // Mode
+        (
+            "[overlays]\ndirs = [\"ov\"]\n[[overlays.entry]]\npath = \"/etc/motd\"\nmode = \"17777\"\n",
+            "P:7: overlays.entry[0].mode: \"17777\": expected an octal mode",
+        ),
+        // CalendarSpec, TimeSpan
+        (
+            "[backup]\nschedule = \"daily; reboot\"\n",
+            "P:4: backup.schedule: \"daily; reboot\" is not a systemd calendar expression",
+        ),
+        (
+            "[cleanup]\nrandomized_delay = \"a while\"\n",
+            "P:4: cleanup.randomized_delay: \"a while\" is not a systemd time span",
+        ),
+        // AbsPath
+        (
+            "[backup]\nmount_point = \"/mnt/../etc\"\n",
+            "P:4: backup.mount_point: \"/mnt/../etc\" must be an absolute path",
+        ),
+        (
+            "[firstboot]\nseed_dir = \"boot/seed\"\n",
+            "P:4: firstboot.seed_dir: \"boot/seed\" must be an absolute path",
+        ),
+        // CronSchedule
+        (
+            "[[cron.job]]\nname = \"x\"\nschedule = \"@often\"\ncommand = \"true\"\n",
+            "P:5: cron.job[0].schedule: \"@often\" is not a cron schedule",
+        ),
+        // JournaldSize, JournaldStorage
+        (
+            "[journald]\nsystem_max_use = \"1 G\"\n",
+            "P:4: journald.system_max_use: \"1 G\": expected journald's size syntax",
+        ),
+        (
+            "[journald]\nstorage = \"disk\"\n",
+            "P:4: journald.storage: expected \"volatile\" or \"persistent\" or \"auto\" or \"none\", found \"disk\"",
+        ),
+        // MirrorUrl
+        (
+            "[mirrorlist]\nservers = [\"http://m/$arch/$repo\", \"http://m/$arch\"]\n",
+            "P:4: mirrorlist.servers[1]: \"http://m/$arch\": lacks `$repo`",
+        ),
+        // IoScheduler
+        (
+            "[io_scheduler]\nscheduler = \"fifo\"\n",
+            "P:4: io_scheduler.scheduler: expected \"mq-deadline\"",
+        ),
+    ];
+    for (body, want) in cases {
+        let msg = node_err(body);
+        assert!(
+            msg.starts_with(want),
+            "profile:\n{body}\nwant prefix: {want}\ngot:         {msg}"
+        );
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
     }
 }
 
@@ -814,8 +911,8 @@ fn node_defaults_when_sections_are_absent() {
     assert_eq!(n.system.timezone, "UTC");
     assert!(n.system.hostname.is_none());
     assert!(n.mail.use_starttls && !n.mail.use_tls && n.mail.mailhub.is_none());
-    assert_eq!(n.journald.storage, "volatile");
-    assert_eq!(n.io_scheduler.scheduler, "mq-deadline");
+    assert_eq!(n.journald.storage.as_str(), "volatile");
+    assert_eq!(n.io_scheduler.scheduler.as_str(), "mq-deadline");
     assert_eq!(
         n.docker
             .daemon

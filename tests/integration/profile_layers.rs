@@ -155,14 +155,14 @@ fn arrays_of_tables_merge_by_name() {
     assert_eq!(admin.uid, 1000, "the parent's other keys stay");
     assert_eq!(admin.groups, ["wheel", "docker"], "lists inside append too");
     assert_eq!(p.node.cron.jobs.len(), 1);
-    assert_eq!(p.node.cron.jobs[0].schedule, "@hourly");
+    assert_eq!(p.node.cron.jobs[0].schedule.as_deref(), Some("@hourly"));
     assert_eq!(p.node.cron.jobs[0].command, "true");
     // The alias `[[cron.jobs]]` meets the parent's `[[cron.job]]`.
     let p = load(&child(
         "[[cron.jobs]]\nname = \"tidy\"\nschedule = \"@weekly\"\n",
     ));
     assert_eq!(p.node.cron.jobs.len(), 1);
-    assert_eq!(p.node.cron.jobs[0].schedule, "@weekly");
+    assert_eq!(p.node.cron.jobs[0].schedule.as_deref(), Some("@weekly"));
     // `"!NAME"` in an inline array of tables drops by name too.
     let p = load(&child("[users]\nadd = [\"!bob\"]\n"));
     let users: Vec<_> = p.node.users.add.iter().map(|u| u.name.as_str()).collect();

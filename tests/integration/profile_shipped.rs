@@ -96,7 +96,7 @@ fn check_common(p: &Profile) {
     assert!(n.ssh.enable);
     assert_eq!(n.ssh.permit_root_login, "no");
     assert_eq!(n.journald.runtime_max_use, "50M");
-    assert_eq!(n.journald.storage, "volatile");
+    assert_eq!(n.journald.storage.as_str(), "volatile");
     let daemon = &n.docker.daemon;
     assert_eq!(
         daemon.get("storage-driver").and_then(|v| v.as_str()),
@@ -110,7 +110,7 @@ fn check_common(p: &Profile) {
                 .iter()
                 .any(|r| r.as_str() == Some("registry.cluster.lan:5000")))
     );
-    assert_eq!(n.io_scheduler.scheduler, "mq-deadline");
+    assert_eq!(n.io_scheduler.scheduler.as_str(), "mq-deadline");
     assert!(
         n.io_scheduler
             .devices

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ETC_UNITS, EditContext, check_one_line, install_unit, mkdir_p, write_file};
 use crate::tree::Tree;
+use crate::values::{AbsPath, CalendarSpec, TimeSpan};
 
 /// The backup script, as shipped in the image.
 pub const BACKUP_SCRIPT: &str = include_str!("../../../assets/ops/hc1-volume-backup");
@@ -62,7 +63,7 @@ pub struct Config {
     /// The share: `host:/export` (NFS) or `//host/share` (CIFS). Required for those.
     pub share: Option<String>,
     /// Where the share is mounted. Default `/mnt/backup`.
-    pub mount_point: String,
+    pub mount_point: AbsPath,
     /// Extra mount options (one option per element). Default none.
     pub mount_options: Vec<String>,
     /// CIFS account (with `cifs_password_secret`); unset = guest.
@@ -76,9 +77,9 @@ pub struct Config {
     /// SSH port for `rsync`. Default 22.
     pub ssh_port: u16,
     /// `OnCalendar=` of the timer. Default `daily`.
-    pub schedule: String,
+    pub schedule: CalendarSpec,
     /// `RandomizedDelaySec=` of the timer (spreads the nodes' load). Default `1h`.
-    pub randomized_delay: String,
+    pub randomized_delay: TimeSpan,
     /// Dated directories of this host older than this many days are deleted after a good run.
     /// Default 14.
     pub keep_days: u32,
@@ -91,15 +92,15 @@ impl Default for Config {
         Config {
             target: Target::None,
             share: None,
-            mount_point: "/mnt/backup".into(),
+            mount_point: AbsPath::known("/mnt/backup"),
             mount_options: Vec::new(),
             cifs_user: None,
             cifs_password_secret: None,
             rsync_dest: None,
             ssh_key_secret: None,
             ssh_port: 22,
-            schedule: "daily".into(),
-            randomized_delay: "1h".into(),
+            schedule: CalendarSpec::known("daily"),
+            randomized_delay: TimeSpan::known("1h"),
             keep_days: 14,
             mysql: true,
         }
@@ -111,15 +112,12 @@ pub fn check(cfg: &Config) -> Result<()> {
     if cfg.target == Target::None {
         return Ok(());
     }
-    check_calendar("backup.schedule", &cfg.schedule)?;
-    check_timespan("backup.randomized_delay", &cfg.randomized_delay)?;
     if cfg.keep_days == 0 {
         bail!("backup.keep_days must be at least 1");
     }
     match cfg.target {
         Target::None => {}
         Target::Nfs | Target::Cifs => {
-            check_abs_path("backup.mount_point", &cfg.mount_point)?;
             let Some(share) = &cfg.share else {
                 bail!(
                     "backup.share is required with target = \"{}\" (like {})",
@@ -172,7 +170,6 @@ pub fn check(cfg: &Config) -> Result<()> {
         Target::Local => {
             // Only mount_point counts; share/cifs_*/rsync_* inherited through `extends` from a
             // profile with a network target are ignored (a profile cannot unset a key).
-            check_abs_path("backup.mount_point", &cfg.mount_point)?;
         }
         Target::Rsync => {
             let Some(d) = &cfg.rsync_dest else {
@@ -270,7 +267,7 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
         Target::Nfs | Target::Cifs => {
             let share = cfg.share.as_deref().unwrap_or_default();
             vars.push(("HC1_BACKUP_MODE", "mount".into()));
-            vars.push(("HC1_BACKUP_DIR", cfg.mount_point.clone()));
+            vars.push(("HC1_BACKUP_DIR", cfg.mount_point.to_string()));
             let mut opts: Vec<String> = Vec::new();
             let fstype = if cfg.target == Target::Nfs {
                 "nfs"
@@ -318,7 +315,7 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
         }
         Target::Local => {
             vars.push(("HC1_BACKUP_MODE", "mount".into()));
-            vars.push(("HC1_BACKUP_DIR", cfg.mount_point.clone()));
+            vars.push(("HC1_BACKUP_DIR", cfg.mount_point.to_string()));
             vars.push(("HC1_BACKUP_REQUIRE_MOUNT", "0".into()));
             mkdir_p(tree, ctx, &cfg.mount_point, 0o700, 0, 0, false)?;
             unit_deps.push_str(&format!("RequiresMountsFor={}\n", cfg.mount_point));
@@ -394,47 +391,11 @@ pub(crate) fn shell_conf(source: &str, vars: &[(&str, String)]) -> Result<String
     Ok(s)
 }
 
-/// A systemd calendar expression (`OnCalendar=`): `daily`, `*-*-* 04:00:00`, `Mon..Fri 02:30`.
-/// The characters are checked here; systemd itself parses it on the node.
-pub(crate) fn check_calendar(field: &str, v: &str) -> Result<()> {
-    let ok = !v.trim().is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b" *:,./~-+".contains(&b));
-    if !ok {
-        bail!(
-            "{field} = {v:?} is not a systemd calendar expression like \"daily\" or \"*-*-* 04:00:00\""
-        );
-    }
-    Ok(())
-}
-
-/// A systemd time span (`RandomizedDelaySec=`): `0`, `30min`, `1h 30min`.
-pub(crate) fn check_timespan(field: &str, v: &str) -> Result<()> {
-    let ok = !v.trim().is_empty()
-        && v.bytes().next().is_some_and(|b| b.is_ascii_digit())
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b' ');
-    if !ok {
-        bail!("{field} = {v:?} is not a systemd time span like \"30min\" or \"1h\"");
-    }
-    Ok(())
-}
-
-/// An absolute path of plain components (letters, digits, `_`, `-`, `.`; no `..`), not `/`.
+/// Check an absolute path on the node (see [`AbsPath`]).
 pub(crate) fn check_abs_path(field: &str, p: &str) -> Result<()> {
-    let ok = p.starts_with('/')
-        && p.len() > 1
-        && p.trim_matches('/').split('/').all(|c| {
-            !c.is_empty()
-                && c != "."
-                && c != ".."
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-        });
-    if !ok {
-        bail!("{field} = {p:?} must be an absolute path of letters, digits, `_`, `-`, `.`");
-    }
-    Ok(())
+    AbsPath::new(p)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{field}: {e}"))
 }
 
 /// One word: no whitespace, control characters, quotes or backslashes.
@@ -609,9 +570,13 @@ mod tests {
             "target = \"rsync\"\nrsync_dest = \"nas:relative\"\nssh_key_secret = \"plain\"",
             "target = \"rsync\"\nrsync_dest = \"u@nas:/x'y\"\nssh_key_secret = \"plain\"",
         ];
+        // Refused when read (a value's type) or by the section's check.
         for b in bad {
-            let cfg: Config = toml::from_str(b).unwrap();
-            assert!(check(&cfg).is_err(), "accepted: {b}");
+            let refused = match toml::from_str::<Config>(b) {
+                Ok(cfg) => check(&cfg).is_err(),
+                Err(_) => true,
+            };
+            assert!(refused, "accepted: {b}");
         }
         let cfg: Config =
             toml::from_str("target = \"cifs\"\nshare = \"//nas/x\"\ncifs_user = \"u\"\ncifs_password_secret = \"nope\"").unwrap();

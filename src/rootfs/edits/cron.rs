@@ -9,11 +9,9 @@
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    EditContext, check_file_name, check_one_line, check_unit_name, enable_unit, passwd_user,
-    write_file,
-};
+use super::{EditContext, check_file_name, check_one_line, enable_unit, passwd_user, write_file};
 use crate::tree::Tree;
+use crate::values::{CronSchedule, UnitName};
 
 /// The `[cron]` profile section.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -22,9 +20,9 @@ pub struct Config {
     /// Enable the cron unit. Default true.
     pub enable: bool,
     /// The cron daemon's unit. Default `cronie.service`.
-    pub unit: String,
+    pub unit: UnitName,
     /// Target whose `.wants/` gets the unit. Default `multi-user.target`.
-    pub wanted_by: String,
+    pub wanted_by: UnitName,
     /// Jobs, one `/etc/cron.d/NAME` file each (`[[cron.job]]`, alias `[[cron.jobs]]`).
     #[serde(rename = "job", alias = "jobs")]
     pub jobs: Vec<Job>,
@@ -36,8 +34,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             enable: true,
-            unit: "cronie.service".into(),
-            wanted_by: "multi-user.target".into(),
+            unit: UnitName::known("cronie.service"),
+            wanted_by: UnitName::known("multi-user.target"),
             jobs: Vec::new(),
             logrotate: Vec::new(),
         }
@@ -51,7 +49,7 @@ pub struct Job {
     /// File name in `/etc/cron.d/` (letters, digits, `_`, `-`). Required.
     pub name: String,
     /// Five cron time fields (`30 3 * * *`) or a nickname (`@daily`). Required.
-    pub schedule: String,
+    pub schedule: Option<CronSchedule>,
     /// User the command runs as; must exist in the rootfs. Default `root`.
     pub user: Option<String>,
     /// The command (one line; write `\%` for a literal `%`). Required.
@@ -66,40 +64,6 @@ pub struct Logrotate {
     pub name: String,
     /// The drop-in's text. Required.
     pub content: String,
-}
-
-const NICKNAMES: &[&str] = &[
-    "@reboot",
-    "@yearly",
-    "@annually",
-    "@monthly",
-    "@weekly",
-    "@daily",
-    "@midnight",
-    "@hourly",
-];
-
-/// Check a cron schedule: a nickname or five fields of digits, `*`, `,`, `-`, `/` and
-/// month/day names.
-pub fn check_schedule(field: &str, s: &str) -> Result<()> {
-    let s = s.trim();
-    if NICKNAMES.contains(&s) {
-        return Ok(());
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    let ok = fields.len() == 5
-        && fields.iter().all(|f| {
-            f.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"*,-/".contains(&b))
-        });
-    if !ok {
-        bail!(
-            "{field} = {s:?} is not a cron schedule: give five fields like \"30 3 * * *\" or \
-             one of {}",
-            NICKNAMES.join(", ")
-        );
-    }
-    Ok(())
 }
 
 /// Check a cron command: one line, not empty, every `%` escaped as `\%`.
@@ -119,21 +83,18 @@ pub fn check_command(field: &str, c: &str) -> Result<()> {
 
 /// Apply the `[cron]` section.
 pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
-    if cfg.enable {
-        check_unit_name("cron.unit", &cfg.unit)?;
-        if !enable_unit(tree, ctx, &cfg.unit, &cfg.wanted_by)? {
-            if cfg.jobs.is_empty() {
-                ctx.note(format!(
-                    "cron.unit {:?} is not installed in the rootfs; cron not enabled",
-                    cfg.unit
-                ));
-            } else {
-                bail!(
-                    "cron.unit {:?} is not installed in the rootfs, so the profile's cron jobs \
-                     would never run; add cronie to the rootfs or name the right unit",
-                    cfg.unit
-                );
-            }
+    if cfg.enable && !enable_unit(tree, ctx, &cfg.unit, &cfg.wanted_by)? {
+        if cfg.jobs.is_empty() {
+            ctx.note(format!(
+                "cron.unit {:?} is not installed in the rootfs; cron not enabled",
+                cfg.unit
+            ));
+        } else {
+            bail!(
+                "cron.unit {:?} is not installed in the rootfs, so the profile's cron jobs \
+                 would never run; add cronie to the rootfs or name the right unit",
+                cfg.unit
+            );
         }
     }
     let mut names = std::collections::BTreeSet::new();
@@ -143,7 +104,9 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
         if !names.insert(j.name.as_str()) {
             bail!("{f}: listed twice");
         }
-        check_schedule(&format!("{f}: schedule"), &j.schedule)?;
+        let Some(schedule) = &j.schedule else {
+            bail!("{f}: missing required key `schedule`");
+        };
         check_command(&format!("{f}: command"), &j.command)?;
         let user = j.user.as_deref().unwrap_or("root");
         if passwd_user(tree, user)
@@ -156,7 +119,7 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
             "# Written by hc1img: cron job {:?}.\nSHELL=/bin/bash\n\
              PATH=/usr/local/sbin:/usr/local/bin:/usr/bin\n{} {user} {}\n",
             j.name,
-            j.schedule.split_whitespace().collect::<Vec<_>>().join(" "),
+            schedule.split_whitespace().collect::<Vec<_>>().join(" "),
             j.command.trim()
         );
         write_file(
@@ -199,7 +162,7 @@ mod tests {
     fn job() -> Job {
         Job {
             name: "docker-cleanup".into(),
-            schedule: "30  3 * * *".into(),
+            schedule: Some("30  3 * * *".parse().unwrap()),
             user: None,
             command: "/usr/local/bin/docker-cleanup > /dev/null 2>&1".into(),
         }
@@ -214,7 +177,7 @@ mod tests {
                 job(),
                 Job {
                     name: "stamp".into(),
-                    schedule: "@daily".into(),
+                    schedule: Some("@daily".parse().unwrap()),
                     user: Some("http".into()),
                     command: "date +\\%F > /tmp/stamp".into(),
                 },
@@ -257,10 +220,10 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/bin\n\
         let bad = [
             (
                 Job {
-                    schedule: "* * *".into(),
+                    schedule: None,
                     ..job()
                 },
-                "not a cron schedule",
+                "missing required key `schedule`",
             ),
             (
                 Job {

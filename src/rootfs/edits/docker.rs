@@ -8,8 +8,9 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, check_unit_name, enable_unit, mkdir_p, write_file};
+use super::{EditContext, enable_unit, mkdir_p, write_file};
 use crate::tree::Tree;
+use crate::values::UnitName;
 
 /// Path of the file this edit writes.
 pub const DAEMON_JSON: &str = "etc/docker/daemon.json";
@@ -24,9 +25,9 @@ pub struct Config {
     /// profile it replaces the default as a whole. Default `{ "storage-driver" = "overlay2" }`.
     pub daemon: toml::Table,
     /// Unit to enable. Default `docker.service`.
-    pub unit: String,
+    pub unit: UnitName,
     /// Target whose `.wants/` gets the unit. Default `multi-user.target`.
-    pub wanted_by: String,
+    pub wanted_by: UnitName,
 }
 
 impl Default for Config {
@@ -39,8 +40,8 @@ impl Default for Config {
         Config {
             enable: true,
             daemon,
-            unit: "docker.service".into(),
-            wanted_by: "multi-user.target".into(),
+            unit: UnitName::known("docker.service"),
+            wanted_by: UnitName::known("multi-user.target"),
         }
     }
 }
@@ -97,8 +98,6 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     if !cfg.enable {
         return Ok(());
     }
-    check_unit_name("docker.unit", &cfg.unit)?;
-    check_unit_name("docker.wanted_by", &cfg.wanted_by)?;
     if super::find_unit(tree, &cfg.unit).is_none() {
         bail!(
             "docker.unit {:?} is not installed in the rootfs (no usr/lib/systemd/system/{0}); \

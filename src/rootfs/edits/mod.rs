@@ -40,7 +40,6 @@ pub mod overlays;
 pub mod ssh;
 pub mod swarm;
 pub mod system;
-pub mod templates;
 pub mod users;
 
 /// Every file of the repository's `assets/` that the edits embed into images, by its path
@@ -567,18 +566,7 @@ pub fn find_unit(tree: &Tree, unit: &str) -> Option<String> {
 
 /// Check a unit name is one plain file name with a unit suffix.
 pub fn check_unit_name(field: &str, unit: &str) -> Result<()> {
-    let ok_suffix = [
-        ".service", ".socket", ".timer", ".target", ".path", ".mount",
-    ]
-    .iter()
-    .any(|s| unit.ends_with(s) && unit.len() > s.len());
-    let ok_chars = unit
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b));
-    if !ok_suffix || !ok_chars {
-        bail!("{field} = {unit:?} is not a systemd unit name (like `docker.service`)");
-    }
-    Ok(())
+    crate::values::unit_name(unit).map_err(|e| anyhow::anyhow!("{field}: {e}"))
 }
 
 /// Enable `unit` the way `systemctl enable` does for `WantedBy=target`: a symlink
@@ -841,11 +829,11 @@ mod tests {
         )
         .unwrap();
         let s = system::Config {
-            hostname: Some("hc1-{mac6}".into()),
+            hostname: Some("hc1-{mac6}".parse().unwrap()),
             ..system::Config::default()
         };
         let m = mail::Config {
-            mailhub: Some("smtp.example.org:587".into()),
+            mailhub: Some("smtp.example.org:587".parse().unwrap()),
             root: "ops@example.org".into(),
             auth_user: Some("hc1@example.org".into()),
             auth_pass_secret: Some("smtp-pass".into()),
@@ -942,7 +930,7 @@ mod tests {
         firstboot::apply(&mut t, &fb, &s, &ctx).unwrap();
         let sw = swarm::Swarm {
             role: swarm::SwarmRole::Worker,
-            managers: vec!["m1.lan".into()],
+            managers: vec!["m1.lan".parse().unwrap()],
             advertise_addr: None,
             token_secret: Some("tok".into()),
             wait_for_time_sync: true,

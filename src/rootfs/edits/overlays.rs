@@ -7,7 +7,7 @@
 //! 0644 for files (0755 when the host file has an execute bit, which git records), unless a
 //! `[[overlays.entry]]` sets `mode`/`owner` for a path. An existing directory keeps its mode
 //! and owner unless an entry says otherwise. Files marked `template` are rendered with
-//! [`super::templates::render`].
+//! [`crate::template::render`].
 //!
 //! A destination that passes through a symlink in the rootfs (e.g. `lib/…` where Arch has
 //! `lib -> usr/lib`) is refused: the overlay must use the real path, otherwise the copy would
@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, check_no_symlink_parent, group_gid, passwd_user, rel, templates};
+use super::{EditContext, check_no_symlink_parent, group_gid, passwd_user, rel};
+use crate::template as templates;
 use crate::tree::{NodeKind, Tree};
+use crate::values::Mode;
 
 /// The `[overlays]` profile section.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -45,7 +47,7 @@ pub struct Entry {
     /// Absolute path in the rootfs, e.g. `/usr/local/bin/backup-volumes`. Required.
     pub path: String,
     /// Octal mode as a string, e.g. `"0750"`.
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     /// `user:group` or `user` (its primary group), names from the rootfs or numeric ids.
     pub owner: Option<String>,
     /// Render the file as a template (`{swarm.manager}` …). Default false.
@@ -57,15 +59,6 @@ struct Settings {
     owner: Option<(u32, u32)>,
     template: bool,
     used: bool,
-}
-
-fn parse_mode(path: &str, m: &str) -> Result<u16> {
-    let v = u16::from_str_radix(m, 8)
-        .ok()
-        .filter(|v| *v <= 0o7777 && m.len() <= 5);
-    v.with_context(|| {
-        format!("overlays.entry {path:?}: mode {m:?} is not an octal mode like \"0755\"")
-    })
 }
 
 fn parse_owner(tree: &Tree, path: &str, o: &str) -> Result<(u32, u32)> {
@@ -163,11 +156,7 @@ pub fn apply(
     for e in &cfg.entries {
         let p = rel(&e.path).with_context(|| format!("overlays.entry {:?}", e.path))?;
         let s = Settings {
-            mode: e
-                .mode
-                .as_deref()
-                .map(|m| parse_mode(&e.path, m))
-                .transpose()?,
+            mode: e.mode.as_ref().map(Mode::bits),
             owner: e
                 .owner
                 .as_deref()
@@ -396,19 +385,11 @@ mod tests {
             (
                 Entry {
                     path: "/etc/a".into(),
-                    mode: Some("755".into()),
+                    mode: Some("755".parse().unwrap()),
                     owner: Some("nobody-here".into()),
                     ..Entry::default()
                 },
                 "\"nobody-here\" does not exist",
-            ),
-            (
-                Entry {
-                    path: "/etc/a".into(),
-                    mode: Some("0999".into()),
-                    ..Entry::default()
-                },
-                "not an octal mode",
             ),
         ] {
             let cfg = Config {

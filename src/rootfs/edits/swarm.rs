@@ -36,7 +36,7 @@ pub struct Swarm {
     pub role: SwarmRole,
     /// Managers to join, `host` or `host:port` (port 2377 by default).
     #[serde(default)]
-    pub managers: Vec<String>,
+    pub managers: Vec<crate::values::Endpoint>,
     /// `--advertise-addr` (an address or an interface name such as `eth0`).
     #[serde(default)]
     pub advertise_addr: Option<String>,
@@ -318,7 +318,7 @@ mod tests {
     fn worker(secret: &str) -> Swarm {
         Swarm {
             role: SwarmRole::Worker,
-            managers: vec!["m1.lan".into(), "m2.lan:2400".into()],
+            managers: vec!["m1.lan".parse().unwrap(), "m2.lan:2400".parse().unwrap()],
             advertise_addr: Some("eth0".into()),
             token_secret: Some(secret.into()),
             wait_for_time_sync: true,
