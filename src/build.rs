@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
@@ -332,8 +333,20 @@ fn build_sized(
             crate::rootfs::route(p, &captured)
         }
     };
-    let mut report = import::import(&mut stream, &mut tree, &mut writer, &route, &dir_meta)
-        .with_context(|| format!("{}: import failed", inp.tarball.display()))?;
+    let share = match &stream {
+        Stream::Shared(t) => t.boot_share(),
+        Stream::Own(_) => Default::default(),
+    };
+    let mut report = import::import_shared(
+        &mut stream,
+        &mut tree,
+        &mut writer,
+        &route,
+        &dir_meta,
+        &share,
+    )
+    .with_context(|| format!("{}: import failed", inp.tarball.display()))?;
+    drop(share);
     let (sha, _) = stream.finish()?;
     bar.finish_and_clear();
     if sha != inp.tarball_sha256 {
@@ -440,7 +453,7 @@ fn build_sized(
     let boot_files: BTreeMap<String, &[u8]> = report
         .boot
         .iter()
-        .map(|(k, v)| (k.clone(), v.data.as_slice()))
+        .map(|(k, v)| (k.clone(), &v.data[..]))
         .collect();
     let root = p.boot.root.as_deref().unwrap_or(&p.board.root_device);
     for w in crate::lint::lint_boot(&p.board, root, &boot_files) {
@@ -574,7 +587,8 @@ fn write_sd(
         };
         board.check_fusing_script(&String::from_utf8_lossy(&f.data))?;
     }
-    let blobs: BTreeMap<String, Vec<u8>> = sd
+    // The contents are the import's own (shared) copies, not copied again.
+    let blobs: BTreeMap<String, Arc<[u8]>> = sd
         .blobs
         .iter()
         .filter_map(|b| {
@@ -584,21 +598,22 @@ fn write_sd(
                 .map(|f| (b.file.clone(), f.data.clone()))
         })
         .collect();
-    let mut files: BTreeMap<String, Vec<u8>> = report
+    let mut files: BTreeMap<String, Arc<[u8]>> = report
         .boot
         .iter()
         .map(|(k, v)| (k.clone(), v.data.clone()))
         .collect();
     let boot_txt = inp.profile.boot_txt(Some(&env.root_partuuid))?;
     let ts = u32::try_from(env.timestamp.max(0)).unwrap_or(u32::MAX);
-    files.insert("boot.txt".into(), boot_txt.clone().into_bytes());
+    files.insert("boot.txt".into(), Arc::from(boot_txt.as_bytes()));
     files.insert(
         "boot.scr".into(),
-        crate::uboot::script_image(boot_txt.as_bytes(), crate::uboot::DEFAULT_SCRIPT_NAME, ts),
+        crate::uboot::script_image(boot_txt.as_bytes(), crate::uboot::DEFAULT_SCRIPT_NAME, ts)
+            .into(),
     );
-    files.insert("mkscr".into(), MKSCR.to_vec());
+    files.insert("mkscr".into(), Arc::from(MKSCR));
     if let Some(list) = card_list {
-        files.insert(crate::seed::CARD_LIST.into(), list.into_bytes());
+        files.insert(crate::seed::CARD_LIST.into(), Arc::from(list.into_bytes()));
     }
     crate::disk::sd::write_sd_image(
         path,

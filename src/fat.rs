@@ -376,12 +376,12 @@ struct Child {
 // below, so cluster numbers fit u32 and the FAT (4 bytes a cluster) fits usize; the BPB
 // constants are small.
 #[allow(clippy::cast_possible_truncation)]
-pub fn write_fat32(
+pub fn write_fat32<D: AsRef<[u8]>>(
     file: &File,
     offset: u64,
     size: u64,
     opts: &FatOptions,
-    files: &BTreeMap<String, Vec<u8>>,
+    files: &BTreeMap<String, D>,
 ) -> Result<()> {
     ensure!(
         offset.is_multiple_of(SECTOR) && size.is_multiple_of(SECTOR),
@@ -526,14 +526,14 @@ pub fn write_fat32(
         next += n;
     }
     for (p, data) in files {
-        let n = (data.len() as u64).div_ceil(cluster);
+        let n = (data.as_ref().len() as u64).div_ceil(cluster);
         let first = if n == 0 { 0 } else { next as u32 };
         alloc.insert(p.clone(), (first, n));
         next += n;
     }
     let used = next - u64::from(ROOT_CLUSTER);
     if used > clusters {
-        let total: u64 = files.values().map(|d| d.len() as u64).sum();
+        let total: u64 = files.values().map(|d| d.as_ref().len() as u64).sum();
         bail!(
             "FAT volume of {} MiB is too small for {} files of {total} bytes in total ({used} \
              clusters of {cluster} bytes needed, {clusters} available); enlarge the boot partition",
@@ -668,7 +668,7 @@ pub fn write_fat32(
             let (attr, sz) = if c.is_dir {
                 (ATTR_DIRECTORY, 0)
             } else {
-                let len = files.get(&c.path).map_or(0, Vec::len);
+                let len = files.get(&c.path).map_or(0, |d| d.as_ref().len());
                 let len = u32::try_from(len).with_context(|| {
                     format!("{} is larger than 4 GiB, which FAT cannot hold", c.path)
                 })?;
@@ -691,7 +691,7 @@ pub fn write_fat32(
     for (p, data) in files {
         let (first, n) = alloc.get(p).copied().unwrap_or((0, 0));
         if n > 0 {
-            write_nonzero_at(file, offset + cluster_pos(first), data)
+            write_nonzero_at(file, offset + cluster_pos(first), data.as_ref())
                 .with_context(|| format!("cannot write {p} into the FAT volume"))?;
         }
     }

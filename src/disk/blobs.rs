@@ -129,21 +129,21 @@ pub fn check_layout(
 
 /// Write each slot's blob at its sector. Checks the slots among themselves and against the
 /// MBR first (the partition and environment checks need [`check_layout`]).
-pub fn write_blobs(
+pub fn write_blobs<D: AsRef<[u8]>>(
     file: &File,
     slots: &[BlobSlot],
-    blobs: &BTreeMap<String, Vec<u8>>,
+    blobs: &BTreeMap<String, D>,
 ) -> Result<()> {
     let sizes: BTreeMap<String, u64> = blobs
         .iter()
-        .map(|(k, v)| (k.clone(), v.len() as u64))
+        .map(|(k, v)| (k.clone(), v.as_ref().len() as u64))
         .collect();
     check_layout(slots, &sizes, u64::MAX, None)?;
     for s in slots {
         let data = blobs
             .get(&s.file)
             .with_context(|| format!("blob {} is missing", s.file))?;
-        write_at_zeroing(file, s.sector * SECTOR, data)
+        write_at_zeroing(file, s.sector * SECTOR, data.as_ref())
             .with_context(|| format!("cannot write blob {} at sector {}", s.file, s.sector))?;
     }
     Ok(())

@@ -19,9 +19,10 @@ use super::mbr::{FAT32_LBA, MbrPartition, write_mbr};
 use crate::fat::{FatOptions, write_fat32};
 use crate::sparse::{create_sparse, materialize};
 
-/// Everything that decides the bytes of `sd.img`.
+/// Everything that decides the bytes of `sd.img`. `D` holds file contents: owned (`Vec<u8>`)
+/// or shared with the import (`Arc<[u8]>`, as a build passes them, without copying).
 #[derive(Clone, Debug)]
-pub struct SdImage<'a> {
+pub struct SdImage<'a, D: AsRef<[u8]> = Vec<u8>> {
     /// MBR disk signature.
     pub disk_signature: u32,
     /// First sector of the FAT partition (8192 on the HC1: past U-Boot's environment).
@@ -33,14 +34,14 @@ pub struct SdImage<'a> {
     /// Where the blobs go.
     pub slots: &'a [BlobSlot],
     /// Blob contents by file name.
-    pub blobs: &'a BTreeMap<String, Vec<u8>>,
+    pub blobs: &'a BTreeMap<String, D>,
     /// FAT volume label, ID and timestamp.
     pub fat: &'a FatOptions,
     /// Files of the FAT volume by path.
-    pub files: &'a BTreeMap<String, Vec<u8>>,
+    pub files: &'a BTreeMap<String, D>,
 }
 
-impl SdImage<'_> {
+impl<D: AsRef<[u8]>> SdImage<'_, D> {
     /// Length of the image file in bytes.
     pub fn len(&self) -> u64 {
         self.first_partition_sector * SECTOR + self.fat_bytes
@@ -53,11 +54,11 @@ impl SdImage<'_> {
 }
 
 /// Write `sd.img` at `path` (created or truncated). Same inputs, same bytes.
-pub fn write_sd_image(path: &Path, sd: &SdImage<'_>) -> Result<()> {
+pub fn write_sd_image<D: AsRef<[u8]>>(path: &Path, sd: &SdImage<'_, D>) -> Result<()> {
     let sizes: BTreeMap<String, u64> = sd
         .blobs
         .iter()
-        .map(|(k, v)| (k.clone(), v.len() as u64))
+        .map(|(k, v)| (k.clone(), v.as_ref().len() as u64))
         .collect();
     check_layout(sd.slots, &sizes, sd.first_partition_sector, sd.env_area)?;
     ensure!(

@@ -2,13 +2,17 @@
 //! profiles of the same source): the tarball is read, hashed and inflated once
 //! ([`Inflated`]), and a fan-out thread hands every chunk of the tar stream to each build's
 //! [`Tap`] through its own bounded channel, so each build parses the same bytes it would have
-//! read from a pass of its own, and memory stays flat (at most [`DEPTH`] chunks of 1 MiB per
-//! build in flight, shared between the builds, whatever the tarball's size).
+//! read from a pass of its own, and memory stays flat (at most [`DEPTH`] chunks of up to 1 MiB
+//! per build in flight, the decoder's own, shared between the builds, whatever the tarball's
+//! size).
 //!
 //! The slowest build sets the pace: a chunk is handed to every tap before the next is read.
 //! A build that stops (an error) drops its tap and the others go on. [`Tap::finish`] returns
 //! the tarball's sha256 and size once the whole stream has been read, as
 //! [`Inflated::finish`] does for a single build.
+//!
+//! The taps of one pass also share a [`BootShare`]: the builds read the same `/boot` files,
+//! and each is held once for all of them, not once per build.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -17,11 +21,11 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use anyhow::{Result, anyhow};
 
-use super::input::{Inflated, read_full};
+use super::import::BootShare;
+use super::input::Inflated;
 
 /// Chunks queued per tap.
 pub const DEPTH: usize = 8;
-const CHUNK: usize = 1 << 20;
 
 type Chunk = io::Result<Arc<Vec<u8>>>;
 /// The pass's outcome as every tap receives it: sha256 and size, or the error as text.
@@ -34,6 +38,7 @@ pub struct Tap {
     pos: usize,
     outcome: Receiver<Outcome>,
     path: PathBuf,
+    share: Arc<BootShare>,
 }
 
 impl Read for Tap {
@@ -56,6 +61,11 @@ impl Read for Tap {
 }
 
 impl Tap {
+    /// The `/boot` files held for every build of this pass.
+    pub fn boot_share(&self) -> Arc<BootShare> {
+        self.share.clone()
+    }
+
     /// Read what the tar parser left and wait for the end of the pass: the compressed
     /// tarball's sha256 (hex) and size, as [`Inflated::finish`] gives them.
     pub fn finish(mut self) -> Result<(String, u64)> {
@@ -76,6 +86,7 @@ pub fn split(mut stream: Inflated, path: &Path, n: usize) -> Vec<Tap> {
     let mut txs = Vec::with_capacity(n);
     let mut outs = Vec::with_capacity(n);
     let mut taps = Vec::with_capacity(n);
+    let share = Arc::new(BootShare::default());
     for _ in 0..n {
         let (tx, rx) = sync_channel::<Chunk>(DEPTH);
         let (otx, orx) = sync_channel::<Outcome>(1);
@@ -87,17 +98,17 @@ pub fn split(mut stream: Inflated, path: &Path, n: usize) -> Vec<Tap> {
             pos: 0,
             outcome: orx,
             path: path.to_path_buf(),
+            share: share.clone(),
         });
     }
     let path = path.to_path_buf();
     std::thread::spawn(move || {
         let mut failed = None;
         loop {
-            let mut buf = vec![0u8; CHUNK];
-            match read_full(&mut stream, &mut buf) {
-                Ok(0) => break,
-                Ok(k) => {
-                    buf.truncate(k);
+            // The decoder's own chunks, passed on without a copy.
+            match stream.next_chunk() {
+                Ok(None) => break,
+                Ok(Some(buf)) => {
                     let c = Arc::new(buf);
                     txs.retain(|tx| tx.send(Ok(c.clone())).is_ok());
                     if txs.is_empty() {

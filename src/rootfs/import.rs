@@ -17,9 +17,16 @@
 //! give them its timestamp.
 //! Extended attributes come from pax `SCHILY.xattr.NAME` and `LIBARCHIVE.xattr.NAME` (the
 //! latter base64-encoded) records; sub-second mtimes from the pax `mtime` record.
+//!
+//! `/boot` files are held once, at their exact size ([`BootFile::data`] is shared): the builds
+//! of one pass over a tarball (`hc1img build A B C`, [`crate::rootfs::fanout`]) import the
+//! same bytes, so a [`BootShare`] lets each build keep a reference to the copy another build
+//! already holds, compared byte for byte as the entry streams (design.md, "Every role from one
+//! pass"; issue 19: memory stays near one build's whatever the number of profiles).
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -59,7 +66,8 @@ pub enum Route {
 /// A file destined for the FAT boot partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootFile {
-    pub data: Vec<u8>,
+    /// The contents, shared with the other builds of a pass that read the same bytes.
+    pub data: Arc<[u8]>,
     pub mtime: Timestamp,
 }
 
@@ -130,6 +138,89 @@ fn read_held(
     Ok(data)
 }
 
+/// `/boot` file contents already held by the builds of one pass over a tarball, by path below
+/// the boot directory. A build that reads a file whose bytes equal a held copy keeps that copy
+/// (an [`Arc`] clone) instead of its own, so the builds of one pass hold each `/boot` file
+/// once. Only equal bytes are shared: the comparison is the oracle, not the path.
+#[derive(Debug, Default)]
+pub struct BootShare {
+    held: Mutex<BTreeMap<String, Vec<Arc<[u8]>>>>,
+}
+
+impl BootShare {
+    /// The held copy of `rel` of `size` bytes, if any (the one added last).
+    fn candidate(&self, rel: &str, size: u64) -> Option<Arc<[u8]>> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(rel)?
+            .iter()
+            .rev()
+            .find(|d| d.len() as u64 == size)
+            .cloned()
+    }
+
+    /// Keep `data` for `rel`: a held copy with the same bytes if there is one (another build
+    /// read it meanwhile), else `data` itself, at its exact size, now held.
+    fn keep(&self, rel: &str, data: Vec<u8>) -> Arc<[u8]> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let list = held.entry(rel.to_string()).or_default();
+        if let Some(d) = list.iter().find(|d| ***d == *data) {
+            return d.clone();
+        }
+        let d: Arc<[u8]> = Arc::from(data);
+        list.push(d.clone());
+        d
+    }
+}
+
+/// Read exactly `size` bytes of the `/boot` entry `rel` (after the limit check of
+/// [`read_held`]): while they equal the copy `share` holds, nothing is allocated and that
+/// copy is returned; from the first difference on (or without a copy), the bytes are read
+/// into a buffer of their own that grows as they arrive, then held in `share`.
+fn read_boot(
+    entry: &mut dyn Read,
+    size: u64,
+    limit: u64,
+    shown: &str,
+    rel: &str,
+    share: &BootShare,
+) -> Result<Arc<[u8]>> {
+    if size > limit {
+        bail!(
+            "{shown}: {size} bytes, but the /boot files together are held in memory and may hold at most {limit} bytes; repack the tarball without it"
+        );
+    }
+    let cand = share.candidate(rel, size);
+    let mut own: Option<Vec<u8>> = cand.is_none().then(Vec::new);
+    let mut buf = vec![0u8; (64 << 10).min(size as usize)];
+    let mut pos = 0usize;
+    while (pos as u64) < size {
+        let want = buf.len().min((size - pos as u64) as usize);
+        let n = match entry.read(&mut buf[..want]) {
+            Ok(0) => bail!("{shown}: truncated file data ({pos} of {size} bytes)"),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => bail!(
+                "{shown}: cannot read file data: {}",
+                tree::escaped_str(&e.to_string())
+            ),
+        };
+        match (&mut own, &cand) {
+            (Some(v), _) => v.extend_from_slice(&buf[..n]),
+            (None, Some(c)) if c[pos..pos + n] == buf[..n] => {}
+            (None, c) => {
+                let mut v = c.as_ref().map_or_else(Vec::new, |c| c[..pos].to_vec());
+                v.extend_from_slice(&buf[..n]);
+                own = Some(v);
+            }
+        }
+        pos += n;
+    }
+    Ok(match (own, cand) {
+        (None, Some(c)) => c,
+        (own, _) => share.keep(rel, own.unwrap_or_default()),
+    })
+}
+
 /// The tar crate's error messages may quote raw header bytes: escape them.
 fn tar_error(what: &str, e: &std::io::Error) -> anyhow::Error {
     anyhow!("{what}: {}", tree::escaped_str(&e.to_string()))
@@ -195,6 +286,26 @@ pub fn import(
     sink: &mut dyn DataSink,
     route: &dyn Fn(&[u8]) -> Route,
     default_meta: &Meta,
+) -> Result<ImportReport> {
+    import_shared(
+        input,
+        tree,
+        sink,
+        route,
+        default_meta,
+        &BootShare::default(),
+    )
+}
+
+/// [`import`], keeping the `/boot` files in `share`, which the other builds of the same pass
+/// over the tarball use too (each `/boot` file is then held once for all of them).
+pub fn import_shared(
+    input: &mut dyn Read,
+    tree: &mut Tree,
+    sink: &mut dyn DataSink,
+    route: &dyn Fn(&[u8]) -> Route,
+    default_meta: &Meta,
+    share: &BootShare,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     report.implied_dirs.insert(Tree::ROOT);
@@ -365,12 +476,13 @@ pub fn import(
                 };
                 let size = entry.size();
                 let old = report.boot.get(&rel).map_or(0, |b| b.data.len() as u64);
-                let data = read_held(
+                let data = read_boot(
                     &mut entry,
                     size,
                     (MAX_BOOT_BYTES - boot_bytes + old).min(MAX_BOOT_BYTES),
                     &shown,
-                    "the /boot files together",
+                    &rel,
+                    share,
                 )?;
                 boot_bytes = boot_bytes - old + size;
                 let replaced = report.boot.insert(
@@ -710,7 +822,7 @@ mod tests {
         assert_eq!(sink.files, vec![b"hello".to_vec()]);
         let pw = tree.node(tree.lookup(b"etc/passwd").unwrap());
         assert_eq!(pw.kind, NodeKind::File(FileData::Bytes(b"abc".to_vec())));
-        assert_eq!(rep.boot["dtbs/a.dtb"].data, b"dt");
+        assert_eq!(&rep.boot["dtbs/a.dtb"].data[..], b"dt");
         assert!(tree.lookup(b"boot/dtbs").is_none());
         assert!(
             rep.warnings.iter().any(|w| w.contains("lib/escape")),

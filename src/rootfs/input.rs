@@ -104,6 +104,33 @@ impl ChunkReader {
     }
 }
 
+impl ChunkReader {
+    /// The rest of the stream's current chunk, or the next chunk, whole (no copy when nothing
+    /// of it was read); `None` at the end of the stream.
+    fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.pos < self.cur.len() {
+            let c = std::mem::take(&mut self.cur);
+            let pos = std::mem::replace(&mut self.pos, 0);
+            return Ok(Some(if pos == 0 { c } else { c[pos..].to_vec() }));
+        }
+        loop {
+            let t = Instant::now();
+            let got = self.rx.recv();
+            self.waited += t.elapsed();
+            match got {
+                Ok(Ok(c)) if c.is_empty() => {}
+                Ok(Ok(c)) => {
+                    self.cur = Vec::new();
+                    self.pos = 0;
+                    return Ok(Some(c));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {
@@ -147,6 +174,13 @@ impl Read for Inflated {
 pub type ProgressFn = Box<dyn Fn(u64) + Send>;
 
 impl Inflated {
+    /// The next piece of the tar stream as the decoder produced it (up to 1 MiB), handed over
+    /// without a copy, after what [`Read::read`] returned; `None` at the end. For
+    /// [`crate::rootfs::fanout`], which passes the pieces on to several builds.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.chunks.next_chunk()
+    }
+
     /// Start reading, hashing and inflating `path`. `progress` is called with the number of
     /// compressed bytes read so far.
     pub fn open(path: &Path, progress: Option<ProgressFn>) -> Result<Inflated> {

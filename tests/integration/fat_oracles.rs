@@ -172,7 +172,7 @@ fn errors_are_clear() {
     assert!(err.contains("enlarge the boot partition"), "{err}");
     let err = format!(
         "{:#}",
-        write_fat32(&f, 0, 8 * MIB, &opts(), &BTreeMap::new()).unwrap_err()
+        write_fat32(&f, 0, 8 * MIB, &opts(), &BTreeMap::<String, Vec<u8>>::new()).unwrap_err()
     );
     assert!(err.contains("enlarge the boot partition"), "{err}");
     let bad = FatOptions {
@@ -181,7 +181,7 @@ fn errors_are_clear() {
     };
     let err = format!(
         "{:#}",
-        write_fat32(&f, 0, 64 * MIB, &bad, &BTreeMap::new()).unwrap_err()
+        write_fat32(&f, 0, 64 * MIB, &bad, &BTreeMap::<String, Vec<u8>>::new()).unwrap_err()
     );
     assert!(err.contains("upper-case"), "{err}");
     let mut clash = BTreeMap::new();
