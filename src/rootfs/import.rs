@@ -729,6 +729,54 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// A reader that hands out at most `step` bytes a call (as a tar entry may).
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(self.1);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn boot_share_keeps_one_copy_of_equal_bytes_only() {
+        let share = BootShare::default();
+        let a: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let read = |data: &[u8], step| {
+            read_boot(
+                &mut Trickle(data, step),
+                data.len() as u64,
+                1 << 20,
+                "boot/zImage",
+                "zImage",
+                &share,
+            )
+            .unwrap()
+        };
+        let first = read(&a, 70_000);
+        let again = read(&a, 4096);
+        assert!(Arc::ptr_eq(&first, &again), "equal bytes are held once");
+        // A difference past the first chunk: a copy of its own, with the right bytes.
+        let mut b = a.clone();
+        b[150_000] ^= 1;
+        let other = read(&b, 65_536);
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(&other[..], &b[..]);
+        assert_eq!(&first[..], &a[..]);
+        // Both are held now: a third read of either shares.
+        assert!(Arc::ptr_eq(&read(&b, 1000), &other));
+        // Same path, other size: never compared with the held ones.
+        let short = read(&a[..1000], 512);
+        assert_eq!(&short[..], &a[..1000]);
+        // Truncated data is an error, not a short file.
+        let e = read_boot(&mut Trickle(&a[..10], 10), 20, 1 << 20, "boot/x", "x", &share)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+
     /// Stores data in memory: enough to test the import's bookkeeping without ext4.
     #[derive(Default)]
     struct MemSink {
