@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::ext4::{Ext4Options, Ext4Stats, Ext4Writer, FeatureLevel};
+use crate::ext4::{Ext4Options, Ext4Stats, Ext4Writer};
 use crate::ids;
-use crate::profile::{Features, Profile, Size};
+use crate::profile::{Profile, Size};
 use crate::progress::Reporter;
 use crate::rootfs::fanout::Tap;
 use crate::rootfs::import::{self, ImportReport};
@@ -286,10 +286,7 @@ fn build_sized(
         size: fs_size,
         bytes_per_inode: u64::from(p.rootfs.bytes_per_inode),
         min_inodes,
-        features: match p.rootfs.features {
-            Features::Full => FeatureLevel::Full,
-            Features::Conservative => FeatureLevel::Conservative,
-        },
+        features: p.rootfs.features,
         uuid: *fs_uuid.as_bytes(),
         hash_seed: *ids::uuid(d, "ssd.root.hash-seed").as_bytes(),
         label: p.rootfs.label.clone(),
@@ -397,7 +394,7 @@ fn build_sized(
         &mut tree,
         &p.node,
         &ctx,
-        &crate::rootfs::edits::BuildInputs {
+        &crate::rootfs::edits::EditInputs {
             boot_volume_id,
             overlays_dir: Path::new("."),
             vars: &vars,

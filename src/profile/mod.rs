@@ -204,7 +204,7 @@ pub(crate) fn template_vars(
 }
 
 impl Profile {
-    /// The template variables for overlay files (pass as `edits::BuildInputs::vars`):
+    /// The template variables for overlay files (pass as `edits::EditInputs::vars`):
     /// `name`, `board`, `arch`, and with `[swarm]` `swarm.role`, `swarm.manager`,
     /// `swarm.managers`, `swarm.advertise_addr` (see `docs/profiles.md`).
     pub fn template_vars(&self) -> BTreeMap<String, String> {
@@ -352,7 +352,7 @@ mod tests {
         let ctx = EditContext::new(testutil::TS, &secrets).with_card_secrets(card);
         let vars = p.template_vars();
         let elsewhere = tempfile::tempdir().unwrap();
-        let inputs = edits::BuildInputs {
+        let inputs = edits::EditInputs {
             boot_volume_id: 0x1234_abcd,
             overlays_dir: elsewhere.path(),
             vars: &vars,
@@ -483,7 +483,7 @@ mod enable_tests {
         let card = p.secrets.keys().cloned();
         let ctx = EditContext::new(testutil::TS, &secrets).with_card_secrets(card);
         let vars = p.template_vars();
-        let inputs = edits::BuildInputs {
+        let inputs = edits::EditInputs {
             boot_volume_id: 0x1234_abcd,
             overlays_dir: Path::new("/"),
             vars: &vars,

@@ -771,9 +771,16 @@ mod tests {
         let short = read(&a[..1000], 512);
         assert_eq!(&short[..], &a[..1000]);
         // Truncated data is an error, not a short file.
-        let e = read_boot(&mut Trickle(&a[..10], 10), 20, 1 << 20, "boot/x", "x", &share)
-            .unwrap_err()
-            .to_string();
+        let e = read_boot(
+            &mut Trickle(&a[..10], 10),
+            20,
+            1 << 20,
+            "boot/x",
+            "x",
+            &share,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("truncated"), "{e}");
     }
 

@@ -202,7 +202,7 @@ fn imported_alarm_tree_becomes_a_node() {
     let sections: edits::Sections = toml::from_str(PROFILE).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
-    let inputs = edits::BuildInputs {
+    let inputs = edits::EditInputs {
         boot_volume_id: 0xDEAD_BEEF,
         overlays_dir: dir.path(),
         vars: &vars,

@@ -173,7 +173,7 @@ fn a_profile_with_every_section_builds_a_node_tree() {
     // The build may pass any overlays_dir: the loaded dirs are absolute.
     let elsewhere = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
-    let inputs = edits::BuildInputs {
+    let inputs = edits::EditInputs {
         boot_volume_id: 0x0102_0304,
         overlays_dir: elsewhere.path(),
         vars: &vars,
@@ -264,7 +264,7 @@ fn apply_all_names_the_failing_section() {
         toml::from_str("[system]\ntimezone = \"Europe/Nowhere\"\n").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
-    let inputs = edits::BuildInputs {
+    let inputs = edits::EditInputs {
         boot_volume_id: 0,
         overlays_dir: dir.path(),
         vars: &vars,

@@ -58,7 +58,8 @@ pub const EMBEDDED_ASSETS: &[(&str, &str)] = &[
     ("ops/hc1-volume-restore", backup::RESTORE_SCRIPT),
 ];
 
-/// The order the edits should run in (module names).
+/// The order the edits run in (module names; [`apply_all`] follows it, and docs/profiles.md's
+/// sentence on the order is checked against it).
 pub const APPLY_ORDER: &[&str] = &[
     "system",
     "users",
@@ -102,7 +103,7 @@ pub struct Sections {
 
 /// Inputs of [`apply_all`] that come from the build rather than the profile sections.
 #[derive(Clone, Debug)]
-pub struct BuildInputs<'a> {
+pub struct EditInputs<'a> {
     /// FAT volume id of the boot partition (for `/etc/fstab`).
     pub boot_volume_id: u32,
     /// Directory holding the named overlay directories (the profile's `overlays/`).
@@ -113,33 +114,54 @@ pub struct BuildInputs<'a> {
     pub swarm: Option<&'a swarm::Swarm>,
 }
 
-/// Apply every section in [`APPLY_ORDER`]. The first failing edit's error names its section.
+/// Apply every section in [`APPLY_ORDER`] (the one list of the order). The first failing
+/// edit's error names its section.
 pub fn apply_all(
     tree: &mut Tree,
     cfg: &Sections,
     ctx: &EditContext,
-    inputs: &BuildInputs,
+    inputs: &EditInputs,
 ) -> Result<()> {
-    system::apply(tree, &cfg.system, ctx).context("[system]")?;
-    users::apply(tree, &cfg.users, ctx).context("[users]")?;
-    ssh::apply(tree, &cfg.ssh, ctx).context("[ssh]")?;
-    mail::apply(tree, &cfg.mail, ctx).context("[mail]")?;
-    journald::apply(tree, &cfg.journald, ctx).context("[journald]")?;
-    io_scheduler::apply(tree, &cfg.io_scheduler, ctx).context("[io_scheduler]")?;
-    mirrorlist::apply(tree, &cfg.mirrorlist, ctx).context("[mirrorlist]")?;
-    docker::apply(tree, &cfg.docker, ctx).context("[docker]")?;
-    cron::apply(tree, &cfg.cron, ctx).context("[cron]")?;
-    backup::apply(tree, &cfg.backup, ctx).context("[backup]")?;
-    cleanup::apply(tree, &cfg.cleanup, ctx).context("[cleanup]")?;
-    builds::apply(tree, &cfg.builds, &cfg.docker, ctx).context("[builds]")?;
-    firstboot::apply(tree, &cfg.firstboot, &cfg.system, ctx).context("[firstboot]")?;
-    swarm::apply(tree, inputs.swarm, ctx).context("[swarm]")?;
-    firstboot::write_card_secrets(tree, &cfg.firstboot, ctx).context("[firstboot]")?;
-    let grow_root = cfg.firstboot.enable && cfg.firstboot.grow_root;
-    fstab::apply(tree, &cfg.fstab, ctx, inputs.boot_volume_id, grow_root).context("[fstab]")?;
-    overlays::apply(tree, &cfg.overlays, ctx, inputs.overlays_dir, inputs.vars)
-        .context("[overlays]")?;
+    for name in APPLY_ORDER {
+        apply_section(name, tree, cfg, ctx, inputs).with_context(|| format!("[{name}]"))?;
+    }
     Ok(())
+}
+
+/// Apply section `name` (one of [`APPLY_ORDER`]).
+fn apply_section(
+    name: &str,
+    tree: &mut Tree,
+    cfg: &Sections,
+    ctx: &EditContext,
+    inputs: &EditInputs,
+) -> Result<()> {
+    match name {
+        "system" => system::apply(tree, &cfg.system, ctx),
+        "users" => users::apply(tree, &cfg.users, ctx),
+        "ssh" => ssh::apply(tree, &cfg.ssh, ctx),
+        "mail" => mail::apply(tree, &cfg.mail, ctx),
+        "journald" => journald::apply(tree, &cfg.journald, ctx),
+        "io_scheduler" => io_scheduler::apply(tree, &cfg.io_scheduler, ctx),
+        "mirrorlist" => mirrorlist::apply(tree, &cfg.mirrorlist, ctx),
+        "docker" => docker::apply(tree, &cfg.docker, ctx),
+        "cron" => cron::apply(tree, &cfg.cron, ctx),
+        "backup" => backup::apply(tree, &cfg.backup, ctx),
+        "cleanup" => cleanup::apply(tree, &cfg.cleanup, ctx),
+        "builds" => builds::apply(tree, &cfg.builds, &cfg.docker, ctx),
+        "firstboot" => firstboot::apply(tree, &cfg.firstboot, &cfg.system, ctx),
+        // The card-secrets list is complete once every section that takes a secret from the
+        // card (mail, backup, swarm, users) has run.
+        "swarm" => swarm::apply(tree, inputs.swarm, ctx).and_then(|()| {
+            firstboot::write_card_secrets(tree, &cfg.firstboot, ctx).context("[firstboot]")
+        }),
+        "fstab" => {
+            let grow_root = cfg.firstboot.enable && cfg.firstboot.grow_root;
+            fstab::apply(tree, &cfg.fstab, ctx, inputs.boot_volume_id, grow_root)
+        }
+        "overlays" => overlays::apply(tree, &cfg.overlays, ctx, inputs.overlays_dir, inputs.vars),
+        other => bail!("internal: {other:?} in APPLY_ORDER is no section"),
+    }
 }
 
 /// `serde(skip_serializing_if)` for an `enable` that was added after images were first
@@ -762,6 +784,36 @@ mod tests {
         assert_dir(&t, "srv/a", 0o755, 0, 0);
         let id = t.lookup(b"srv").unwrap();
         assert_eq!(t.node(id).meta.mtime.sec, TS);
+    }
+
+    #[test]
+    fn apply_order_names_every_section_once_and_the_docs_agree() {
+        // Every table of `Sections` (its serialised keys) and `[swarm]` (the profile's own),
+        // each once, and nothing else.
+        let keys = match serde_json::to_value(Sections::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect::<Vec<_>>(),
+            other => panic!("Sections does not serialise to a table: {other:?}"),
+        };
+        let mut want: Vec<String> = keys.into_iter().chain(["swarm".to_string()]).collect();
+        want.sort();
+        let mut have: Vec<String> = APPLY_ORDER.iter().map(|s| s.to_string()).collect();
+        have.sort();
+        assert_eq!(have, want, "APPLY_ORDER against the sections");
+        // docs/profiles.md says the order in one sentence: it must be this one.
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/profiles.md"))
+                .unwrap();
+        let flat = docs.split_whitespace().collect::<Vec<_>>().join(" ");
+        let listed = APPLY_ORDER
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let said = format!("They are applied in this order: {listed}");
+        assert!(
+            flat.contains(&format!("{said}.")) || flat.contains(&format!("{said} (")),
+            "docs/profiles.md must say: They are applied in this order: {listed}."
+        );
     }
 
     #[test]
