@@ -283,11 +283,6 @@ checked_string!(
     check_unit_name
 );
 
-/// Check a systemd unit name (for names the program builds, e.g. from a mount point).
-pub fn unit_name(unit: &str) -> Result<(), String> {
-    check_unit_name(unit)
-}
-
 /// Split `HOST[:PORT]`; the host is letters, digits, `.`, `-`, `_`, the port 1–65535.
 fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = match s.rsplit_once(':') {

@@ -588,7 +588,9 @@ pub fn find_unit(tree: &Tree, unit: &str) -> Option<String> {
 
 /// Check a unit name is one plain file name with a unit suffix.
 pub fn check_unit_name(field: &str, unit: &str) -> Result<()> {
-    crate::values::unit_name(unit).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+    crate::values::UnitName::new(unit)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{field}: {e}"))
 }
 
 /// Enable `unit` the way `systemctl enable` does for `WantedBy=target`: a symlink
