@@ -316,7 +316,7 @@ fn build_sized(
     };
     let dir_meta = Meta::new(0o755, 0, 0, Timestamp::from_secs(provisional_ts));
     let mut tree = Tree::new(dir_meta.clone());
-    let captured = crate::rootfs::edits::captured_paths();
+    let captured = crate::sections::captured_paths();
     // The packages' metadata first: their backup files and the local database are captured.
     let prepared = inp
         .packages
@@ -388,17 +388,16 @@ fn build_sized(
         .iter()
         .filter(|(_, src)| **src == crate::profile::SecretSource::Card)
         .map(|(name, _)| name.clone());
-    let ctx = crate::rootfs::edits::EditContext::new(timestamp, &secrets).with_card_secrets(card);
+    let ctx = crate::edit::EditContext::new(timestamp, &secrets).with_card_secrets(card);
     let vars = p.template_vars();
-    crate::rootfs::edits::apply_all(
+    crate::sections::apply_all(
         &mut tree,
         &p.node,
         &ctx,
-        &crate::rootfs::edits::EditInputs {
+        &crate::sections::EditInputs {
             boot_volume_id,
             overlays_dir: Path::new("."),
             vars: &vars,
-            swarm: p.swarm.as_ref(),
         },
     )?;
     for n in ctx.take_notes() {
@@ -522,7 +521,7 @@ fn install_packages(
     }
     report.boot.extend(r.boot);
     let no_secrets = |_: &str| -> Result<Vec<u8>> { bail!("no secrets here") };
-    let ctx = crate::rootfs::edits::EditContext::new(timestamp, &no_secrets);
+    let ctx = crate::edit::EditContext::new(timestamp, &no_secrets);
     let sysusers: Vec<String> = prepared
         .iter()
         .flat_map(|p| &p.entries)

@@ -3,7 +3,7 @@
 //!
 //! Inputs, each reduced to a digest (see [`InputKind`]):
 //! - `format`: [`FORMAT_VERSION`] and the digest of the embedded `assets/` scripts
-//!   ([`crate::rootfs::edits::EMBEDDED_ASSETS`]); the version is bumped whenever hc1img writes different bytes for the same
+//!   ([`crate::sections::embedded_assets`]); the version is bumped whenever hc1img writes different bytes for the same
 //!   inputs;
 //! - `source`: the pinned sha256 of the root tarball (URLs, mirrors and signatures only say
 //!   where the same bytes come from, so they stay out);
@@ -97,7 +97,7 @@ pub fn derivation_with(
 
     // The scripts and templates the edits embed into the image (assets/).
     let mut assets = Sha256::new();
-    for (name, text) in crate::rootfs::edits::EMBEDDED_ASSETS {
+    for (name, text) in crate::sections::embedded_assets() {
         assets.update(format!("{name}\0{}\0", text.len()));
         assets.update(text.as_bytes());
     }
@@ -199,6 +199,13 @@ pub fn derivation_with(
             })
             .collect();
         m.insert("secrets".to_string(), Value::Object(secrets));
+        // `[swarm]` at the top, where it was before it joined the sections' registry (so the
+        // hash of a profile did not change with that refactor).
+        let swarm = match m.get_mut("node") {
+            Some(Value::Object(n)) => n.remove("swarm"),
+            _ => None,
+        };
+        m.insert("swarm".to_string(), swarm.unwrap_or(Value::Null));
         // The overlay directories by content digest, not by path.
         match m.get_mut("node").and_then(|n| n.get_mut("overlays")) {
             Some(Value::Object(o)) => {

@@ -11,7 +11,7 @@
 //!
 //! The card accepts the secrets listed in its `hc1img-secrets.txt` ([`CARD_LIST`]): the
 //! ones its profile does not bake, which the node's boot puts in place
-//! (`hc1-card-secrets`, see [`crate::rootfs::edits::firstboot`]) and erases from the card.
+//! (`hc1-card-secrets`, see [`crate::sections::firstboot`]) and erases from the card.
 //! A seeded copy holds secrets: it is written mode 0600, through a temporary name renamed
 //! into place.
 
@@ -110,7 +110,7 @@ pub fn seed_conf(seed: &Seed) -> Result<String> {
         let Some((k, v)) = l.split_once('=') else {
             bail!("--label {l:?}: expected KEY=VALUE, e.g. --label hc1.disk=ssd");
         };
-        crate::rootfs::edits::swarm::check_label(k, v)
+        crate::sections::swarm::check_label(k, v)
             .map_err(|e| anyhow::anyhow!("--label {l:?}: {e}"))?;
         if !keys.insert(k) {
             bail!("--label {l:?}: {k} is given twice");
@@ -125,7 +125,7 @@ pub const CARD_LIST: &str = "hc1img-secrets.txt";
 
 /// The text of [`CARD_LIST`] for the secrets the edits said the node takes from its card
 /// (`None` when there are none).
-pub fn card_list(ctx: &crate::rootfs::edits::EditContext) -> Option<String> {
+pub fn card_list(ctx: &crate::edit::EditContext) -> Option<String> {
     let names: std::collections::BTreeSet<String> = ctx
         .card_actions
         .borrow()

@@ -453,6 +453,14 @@ fn check_journald_size(v: &str) -> Result<(), String> {
     }
 }
 
+/// A portable user or group name (`useradd(8)`'s rule): `[a-z_][a-z0-9_-]*`, at most 32.
+pub fn is_user_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c == b'_')
+        && s.len() <= 32
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
 checked_string!(
     /// A journald size (`SystemMaxUse=`): digits with an optional `K`, `M`, `G`, `T`, `P` or
     /// `E` (powers of 1024).
@@ -460,8 +468,9 @@ checked_string!(
     check_journald_size
 );
 
-/// One word: no whitespace, control characters, quotes or backslashes.
-fn is_word(s: &str) -> bool {
+/// One word: no whitespace, control characters, quotes or backslashes (a value that goes into
+/// a kernel command line, a `KEY=value` line or a unit file as one token).
+pub fn is_word(s: &str) -> bool {
     !s.is_empty()
         && !s
             .chars()
@@ -551,6 +560,36 @@ impl fmt::Display for IoScheduler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The closest candidate by edit distance, when it is close enough to be a plausible typo.
+pub fn did_you_mean<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let d = levenshtein(key, c);
+        if best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    let (d, c) = best?;
+    let limit = (key.chars().count().max(c.chars().count()) / 3).max(2);
+    (d <= limit).then_some(c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
 }
 
 #[cfg(test)]

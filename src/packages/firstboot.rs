@@ -28,7 +28,9 @@
 
 use anyhow::{Context, Result, bail};
 
-use crate::rootfs::edits::{self, EditContext, format_colon_file, parse_colon_file};
+use crate::edit;
+use crate::edit::EditContext;
+use crate::edit::accounts::{format_colon_file, parse_colon_file};
 use crate::tree::{FileData, NodeKind, Tree};
 
 /// Where packages put their `sysusers.d` files (relative to the root).
@@ -133,11 +135,11 @@ pub fn write_deferred(
     allow: &[&str],
 ) -> Result<Vec<String>> {
     let (script, skipped) = script_text(installed, modules, allow);
-    edits::write_file(tree, ctx, SCRIPT_PATH, script, 0o755, 0, 0)?;
-    edits::install_unit(
+    edit::write_file(tree, ctx, SCRIPT_PATH, script, 0o755, 0, 0)?;
+    edit::units::install_unit(
         tree,
         ctx,
-        edits::ETC_UNITS,
+        edit::units::ETC_UNITS,
         UNIT,
         unit_text(),
         Some("sysinit.target"),
@@ -146,7 +148,7 @@ pub fn write_deferred(
         .iter()
         .map(|p| format!("{}-{}\n", p.name, p.version))
         .collect();
-    edits::write_file(tree, ctx, MARKER, listing, 0o644, 0, 0)?;
+    edit::write_file(tree, ctx, MARKER, listing, 0o644, 0, 0)?;
     Ok(skipped)
 }
 
@@ -160,7 +162,7 @@ pub fn apply_sysusers(tree: &mut Tree, ctx: &EditContext, paths: &[String]) -> R
     let files = ["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow"];
     let mut db = Vec::new();
     for f in files {
-        db.push(parse_colon_file(&edits::read_text(tree, f)?));
+        db.push(parse_colon_file(&edit::read_text(tree, f)?));
     }
     let days = (ctx.timestamp.max(0) / 86_400).to_string();
     for path in paths {
@@ -282,7 +284,7 @@ pub fn apply_sysusers(tree: &mut Tree, ctx: &EditContext, paths: &[String]) -> R
         }
     }
     for (f, lines) in files.iter().zip(&db) {
-        edits::update_file(tree, ctx, f, format_colon_file(lines))?;
+        edit::update_file(tree, ctx, f, format_colon_file(lines))?;
     }
     Ok(notes)
 }

@@ -43,7 +43,8 @@ use md5::{Digest, Md5};
 
 use super::Fetched;
 use super::db::{Desc, LOCAL_DB};
-use crate::rootfs::edits::{self, EditContext};
+use crate::edit;
+use crate::edit::EditContext;
 use crate::rootfs::import::{self, BootFile, DataSink, Route};
 use crate::rootfs::input::Inflated;
 use crate::tree::{self, FileData, Meta, Node, NodeKind, Timestamp, Tree};
@@ -290,7 +291,7 @@ pub struct InstallReport {
 /// The `%FILES%`/`%BACKUP%` of an installed package, from the tree's local database.
 fn local_files(tree: &Tree, dir: &str) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     let path = format!("{LOCAL_DB}{dir}/files");
-    let Some(text) = edits::read_text_optional(tree, &path)? else {
+    let Some(text) = edit::read_text_optional(tree, &path)? else {
         return Ok((Vec::new(), BTreeMap::new()));
     };
     let d = Desc::parse(&text, &format!("/{path}"))?;
@@ -344,8 +345,8 @@ pub fn install_all(
         install_one(tree, sink, p, captured, &ctx, &mut rep)
             .with_context(|| format!("installing {}", p.dir_name()))?;
     }
-    if !edits::exists(tree, &format!("{LOCAL_DB}ALPM_DB_VERSION")) {
-        edits::write_file(
+    if !edit::exists(tree, &format!("{LOCAL_DB}ALPM_DB_VERSION")) {
+        edit::write_file(
             tree,
             &ctx,
             &format!("{LOCAL_DB}ALPM_DB_VERSION"),
@@ -422,10 +423,10 @@ fn install_one(
         let new: BTreeSet<&str> = p.files.iter().map(String::as_str).collect();
         for f in old_files.iter().filter(|f| !f.ends_with('/')) {
             if !new.contains(f.as_str()) {
-                edits::remove(tree, ctx, f)?;
+                edit::remove(tree, ctx, f)?;
             }
         }
-        edits::remove(tree, ctx, &format!("{LOCAL_DB}{}-{v}", pin.name))?;
+        edit::remove(tree, ctx, &format!("{LOCAL_DB}{}-{v}", pin.name))?;
     }
 
     // Stream the archive into the tree.
@@ -484,8 +485,8 @@ fn install_one(
 
     // The local database entry.
     let dir = format!("{LOCAL_DB}{}", p.dir_name());
-    edits::mkdir_p(tree, ctx, &dir, 0o755, 0, 0, true)?;
-    edits::write_file(
+    edit::mkdir_p(tree, ctx, &dir, 0o755, 0, 0, true)?;
+    edit::write_file(
         tree,
         ctx,
         &format!("{dir}/desc"),
@@ -494,7 +495,7 @@ fn install_one(
         0,
         0,
     )?;
-    edits::write_file(
+    edit::write_file(
         tree,
         ctx,
         &format!("{dir}/files"),
@@ -504,11 +505,11 @@ fn install_one(
         0,
     )?;
     if let Some(m) = &p.mtree {
-        edits::write_file(tree, ctx, &format!("{dir}/mtree"), m.clone(), 0o644, 0, 0)?;
+        edit::write_file(tree, ctx, &format!("{dir}/mtree"), m.clone(), 0o644, 0, 0)?;
     }
     if let Some((s, mtime)) = &p.scriptlet {
         let path = format!("{dir}/install");
-        edits::write_file(tree, ctx, &path, s.clone(), 0o644, 0, 0)?;
+        edit::write_file(tree, ctx, &path, s.clone(), 0o644, 0, 0)?;
         if let Some(id) = tree.lookup(path.as_bytes()) {
             tree.node_mut(id).meta.mtime = Timestamp::from_secs(*mtime);
         }
@@ -751,7 +752,7 @@ mod tests {
         assert_eq!(bytes_at(&t, b"etc/a.conf").unwrap(), b"v2\n");
         assert!(t.lookup(b"usr/share/old").is_none());
         assert!(t.lookup(b"var/lib/pacman/local/a-1-1").is_none());
-        let files = edits::read_text(&t, "var/lib/pacman/local/a-2-1/files").unwrap();
+        let files = edit::read_text(&t, "var/lib/pacman/local/a-2-1/files").unwrap();
         assert_eq!(
             files,
             format!(
@@ -759,13 +760,13 @@ mod tests {
                 md5_hex(b"v2\n")
             )
         );
-        let desc = edits::read_text(&t, "var/lib/pacman/local/a-2-1/desc").unwrap();
+        let desc = edit::read_text(&t, "var/lib/pacman/local/a-2-1/desc").unwrap();
         assert_eq!(
             desc,
             "%NAME%\na\n\n%VERSION%\n2-1\n\n%ARCH%\narmv7h\n\n%INSTALLDATE%\n5000\n\n%SIZE%\n3\n\n%VALIDATION%\nsha256\n\n"
         );
         assert_eq!(
-            edits::read_text(&t, "var/lib/pacman/local/ALPM_DB_VERSION").unwrap(),
+            edit::read_text(&t, "var/lib/pacman/local/ALPM_DB_VERSION").unwrap(),
             "9\n"
         );
     }

@@ -161,7 +161,7 @@ impl Layer<'_> {
                     if kept.len() == before {
                         let names: Vec<&str> =
                             kept.iter().filter_map(|n| ident(n, id_key)).collect();
-                        let hint = node::did_you_mean(x, &names)
+                        let hint = crate::values::did_you_mean(x, &names)
                             .map(|c| format!("; did you mean \"!{c}\"?"))
                             .unwrap_or_default();
                         return Err(self.err(

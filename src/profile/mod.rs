@@ -9,17 +9,21 @@
 //! every value before anything is fetched. Errors are one line, `FILE:LINE: key.path: what`.
 //!
 //! The file format is documented in `docs/profiles.md`. The image-level schema types live in
-//! [`schema`]; the node sections (`[system]`, `[users]`, `[ssh]`, `[mail]`, `[journald]`,
-//! `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`, `[fstab]`, `[overlays]`) are the
-//! edits' own `Config` types, gathered in [`crate::rootfs::edits::Sections`] as
-//! [`Profile::node`], which is exactly what [`crate::rootfs::edits::apply_all`] consumes.
+//! [`schema`]; the node's sections are the `Config` types of [`crate::sections`] (its registry
+//! lists them), gathered in [`crate::sections::Sections`] as [`Profile::node`], which is
+//! exactly what [`crate::sections::apply_all`] consumes; their checks run here, through the
+//! [`crate::sections::Locator`] this module implements.
 //! The result, [`Profile`], is plain typed data (serde `Serialize`); the derivation hash over it
 //! is in `plan` (a module above this one).
 
 mod board;
+mod check;
+mod image;
 mod layers;
 mod load;
+mod lock;
 pub(crate) mod node;
+mod pins;
 pub mod schema;
 pub mod secrets;
 pub mod size;
@@ -29,10 +33,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use load::{LOCK_FILE_NAME, is_sha256_hex, load, read_lock, write_lock};
-pub use schema::{
-    Blob, Board, Boot, Features, LockFile, Pin, Rootfs, SdLayout, SectorRange, Swarm, SwarmRole,
-};
+use crate::sections::swarm::{Swarm, SwarmRole};
+
+pub use load::load;
+pub use lock::{LOCK_FILE_NAME, is_sha256_hex, read_lock, write_lock};
+pub use schema::{Blob, Board, Boot, Features, LockFile, Pin, Rootfs, SdLayout, SectorRange};
 pub use secrets::{Secret, SecretSource};
 pub use size::{Bytes, Size};
 
@@ -65,14 +70,11 @@ pub struct Profile {
     pub boot: Boot,
     /// Declared secrets and where their values come from (after overrides).
     pub secrets: BTreeMap<String, SecretSource>,
-    /// `[swarm]`: how the node joins the Docker swarm at first boot.
-    pub swarm: Option<Swarm>,
     /// `[packages]` with its pins from the lock file (none with `--no-packages`).
     pub packages: Option<crate::packages::Packages>,
-    /// The node configuration (`[system]`, `[users]`, `[ssh]`, `[mail]`, `[journald]`,
-    /// `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`, `[fstab]`, `[overlays]`), as
-    /// [`crate::rootfs::edits::apply_all`] consumes it. `overlays.dirs` are absolute paths.
-    pub node: crate::rootfs::edits::Sections,
+    /// The node's sections, as [`crate::sections::apply_all`] consumes them. `overlays.dirs`
+    /// are absolute paths.
+    pub node: crate::sections::Sections,
     /// Every file the profile was made from.
     pub files: InputFiles,
     /// Every value of the merged profile files as a dotted key path with the `FILE:LINE` that
@@ -204,11 +206,16 @@ pub(crate) fn template_vars(
 }
 
 impl Profile {
-    /// The template variables for overlay files (pass as `edits::EditInputs::vars`):
+    /// The template variables for overlay files (pass as `sections::EditInputs::vars`):
     /// `name`, `board`, `arch`, and with `[swarm]` `swarm.role`, `swarm.manager`,
     /// `swarm.managers`, `swarm.advertise_addr` (see `docs/profiles.md`).
     pub fn template_vars(&self) -> BTreeMap<String, String> {
-        template_vars(&self.name, &self.board, self.swarm.as_ref())
+        template_vars(&self.name, &self.board, self.swarm())
+    }
+
+    /// `[swarm]`: how the node joins the Docker swarm at first boot (none without the table).
+    pub fn swarm(&self) -> Option<&Swarm> {
+        self.node.swarm.as_ref()
     }
 
     /// The source tarball to fetch, if any.
@@ -233,7 +240,7 @@ impl Profile {
             Some(src) => secrets::read(name, src),
             None => {
                 let names: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
-                let hint = node::did_you_mean(name, &names)
+                let hint = crate::values::did_you_mean(name, &names)
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
                 anyhow::bail!(
@@ -298,7 +305,7 @@ impl Profile {
             Some(m) => format!("setenv macaddr \"{m}\""),
             None => "# macaddr: taken from the card's saved U-Boot environment, if any".to_string(),
         };
-        load::render_template(&self.board.boot_txt, &|name| match name {
+        board::render_template(&self.board.boot_txt, &|name| match name {
             "bootargs" => Some(bootargs.clone()),
             "set_macaddr" => Some(set_mac.clone()),
             "name" => Some(self.name.clone()),
@@ -313,7 +320,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
-    use crate::rootfs::edits::{self, EditContext, testutil};
+    use crate::edit::{EditContext, testutil};
+    use crate::sections;
     use crate::tree::NodeKind;
 
     /// The shipped worker profile, with its secrets from private temp files.
@@ -333,7 +341,7 @@ mod tests {
         load(&path, &ov).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// The shipped node template, applied by `edits::apply_all` to an Arch-like tree, gives a
+    /// The shipped node template, applied by `sections::apply_all` to an Arch-like tree, gives a
     /// consistent node: every section finds what it needs (groups, units, the overlay's
     /// operations scripts and timers), secrets land only where they belong, and shadow-utils'
     /// own checkers accept the account files.
@@ -352,13 +360,12 @@ mod tests {
         let ctx = EditContext::new(testutil::TS, &secrets).with_card_secrets(card);
         let vars = p.template_vars();
         let elsewhere = tempfile::tempdir().unwrap();
-        let inputs = edits::EditInputs {
+        let inputs = sections::EditInputs {
             boot_volume_id: 0x1234_abcd,
             overlays_dir: elsewhere.path(),
             vars: &vars,
-            swarm: p.swarm.as_ref(),
         };
-        edits::apply_all(&mut t, &p.node, &ctx, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
+        sections::apply_all(&mut t, &p.node, &ctx, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
 
         let text = |path: &str| testutil::text(&t, path);
         assert!(!text("etc/passwd").contains("alarm"));
@@ -451,7 +458,8 @@ mod enable_tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
-    use crate::rootfs::edits::{self, EditContext, testutil};
+    use crate::edit::{EditContext, testutil};
+    use crate::sections;
     use crate::tree::{FileData, NodeKind, Tree};
 
     /// `profiles/manager.toml` (every node section on, `[builds]` too) extended by `body`,
@@ -483,13 +491,12 @@ mod enable_tests {
         let card = p.secrets.keys().cloned();
         let ctx = EditContext::new(testutil::TS, &secrets).with_card_secrets(card);
         let vars = p.template_vars();
-        let inputs = edits::EditInputs {
+        let inputs = sections::EditInputs {
             boot_volume_id: 0x1234_abcd,
             overlays_dir: Path::new("/"),
             vars: &vars,
-            swarm: p.swarm.as_ref(),
         };
-        edits::apply_all(&mut t, &p.node, &ctx, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
+        sections::apply_all(&mut t, &p.node, &ctx, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
         t
     }
 
@@ -511,22 +518,22 @@ mod enable_tests {
         let marks: &[(&str, &str)] = &[
             ("system", "etc/locale.conf"),
             ("users", "etc/sudoers.d/wheel"),
-            ("ssh", edits::ssh::DROP_IN),
-            ("mail", edits::mail::MSMTPRC),
-            ("journald", edits::journald::DROP_IN),
-            ("io_scheduler", edits::io_scheduler::RULE),
-            ("mirrorlist", edits::mirrorlist::MIRRORLIST),
-            ("docker", edits::docker::DAEMON_JSON),
+            ("ssh", sections::ssh::DROP_IN),
+            ("mail", sections::mail::MSMTPRC),
+            ("journald", sections::journald::DROP_IN),
+            ("io_scheduler", sections::io_scheduler::RULE),
+            ("mirrorlist", sections::mirrorlist::MIRRORLIST),
+            ("docker", sections::docker::DAEMON_JSON),
             (
                 "cron",
                 "etc/systemd/system/multi-user.target.wants/cronie.service",
             ),
-            ("backup", edits::backup::BACKUP_BIN),
-            ("cleanup", edits::cleanup::BIN),
-            ("builds", edits::builds::BAKE_BIN),
+            ("backup", sections::backup::BACKUP_BIN),
+            ("cleanup", sections::cleanup::BIN),
+            ("builds", sections::builds::BAKE_BIN),
             ("firstboot", "usr/lib/hc1img/hc1-firstboot"),
-            ("swarm", edits::swarm::CONF),
-            ("fstab", edits::fstab::FSTAB),
+            ("swarm", sections::swarm::CONF),
+            ("fstab", sections::fstab::FSTAB),
             ("overlays", "etc/sysctl.d/90-hc1-site.conf"),
         ];
         for (section, path) in marks {

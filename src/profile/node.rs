@@ -6,6 +6,7 @@
 //! spans); this module only adds provenance, so an error in a merged profile still points at
 //! the file that wrote the offending value.
 
+use crate::values::did_you_mean;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
@@ -311,36 +312,6 @@ pub(crate) fn join_path(path: &[String]) -> String {
         }
     }
     out
-}
-
-/// The closest candidate by edit distance, when it is close enough to be a plausible typo.
-pub(crate) fn did_you_mean<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let mut best: Option<(usize, &str)> = None;
-    for c in candidates {
-        let d = levenshtein(key, c);
-        if best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, c));
-        }
-    }
-    let (d, c) = best?;
-    let limit = (key.chars().count().max(c.chars().count()) / 3).max(2);
-    (d <= limit).then_some(c)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for i in 1..=a.len() {
-        cur[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 impl fmt::Display for DeError {

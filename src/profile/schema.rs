@@ -1,11 +1,10 @@
 //! The typed profile, board and lock-file schemas (serde), with their defaults.
 //!
-//! Every table denies unknown keys. The node-configuration sections (`[system]`, `[users]`,
-//! `[ssh]`, `[mail]`, `[journald]`, `[io_scheduler]`, `[mirrorlist]`, `[docker]`, `[cron]`,
-//! `[backup]`, `[cleanup]`, `[builds]`, `[fstab]`, `[overlays]`) are not defined here: their schema is the `Config` struct of the
-//! edit that consumes them ([`crate::rootfs::edits`]), so there is one definition of each
-//! field and its default. This file holds the image-level sections (`[source]`, `[rootfs]`,
-//! `[boot]`, `[secrets]`, `[swarm]`), the board file and the lock file.
+//! Every table denies unknown keys. The node's sections (`[system]`, `[users]`, … `[swarm]`,
+//! `[overlays]`) are not defined here: each is the `Config` type of its module in
+//! [`crate::sections`], whose registry lists them, so there is one definition of each field and
+//! its default. This file holds the image-level tables (`name`, `board`, `[source]`,
+//! `[rootfs]`, `[boot]`, `[secrets]`, `[packages]`), the board file and the lock file.
 //! The user-facing description is `docs/profiles.md`; keep both in step.
 
 use std::collections::BTreeMap;
@@ -14,10 +13,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::size::{Bytes, Size};
-use crate::rootfs::edits;
 
-/// A profile file as written (one file, or the merge of an `extends` chain). Relative paths have
-/// already been resolved against the file that declared them.
+/// The image-level part of a profile as written (one file, or the merge of an `extends`
+/// chain; the loader takes the sections' tables out first, into [`crate::sections::Sections`]).
+/// Relative paths have already been resolved against the file that declared them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProfile {
@@ -31,65 +30,9 @@ pub(crate) struct RawProfile {
     pub boot: Boot,
     #[serde(default)]
     pub secrets: BTreeMap<String, RawSecret>,
-    #[serde(default)]
-    pub swarm: Option<Swarm>,
     /// `[packages]`: extra packages installed at build time ([`crate::packages::Config`]).
     #[serde(default)]
     pub packages: Option<crate::packages::Config>,
-    // The node-configuration sections: the edits' own `Config` types are the schema.
-    #[serde(default)]
-    pub system: edits::system::Config,
-    #[serde(default)]
-    pub users: edits::users::Config,
-    #[serde(default)]
-    pub ssh: edits::ssh::Config,
-    #[serde(default)]
-    pub mail: edits::mail::Config,
-    #[serde(default)]
-    pub journald: edits::journald::Config,
-    #[serde(default)]
-    pub io_scheduler: edits::io_scheduler::Config,
-    #[serde(default)]
-    pub mirrorlist: edits::mirrorlist::Config,
-    #[serde(default)]
-    pub docker: edits::docker::Config,
-    #[serde(default)]
-    pub cron: edits::cron::Config,
-    #[serde(default)]
-    pub firstboot: edits::firstboot::Config,
-    #[serde(default)]
-    pub backup: edits::backup::Config,
-    #[serde(default)]
-    pub cleanup: edits::cleanup::Config,
-    #[serde(default)]
-    pub builds: edits::builds::Config,
-    #[serde(default)]
-    pub fstab: edits::fstab::Config,
-    #[serde(default)]
-    pub overlays: edits::overlays::Config,
-}
-
-impl RawProfile {
-    /// The node sections as [`edits::Sections`] (moved out; the rest of `self` stays usable).
-    pub fn take_sections(&mut self) -> edits::Sections {
-        edits::Sections {
-            system: std::mem::take(&mut self.system),
-            users: std::mem::take(&mut self.users),
-            ssh: std::mem::take(&mut self.ssh),
-            mail: std::mem::take(&mut self.mail),
-            journald: std::mem::take(&mut self.journald),
-            io_scheduler: std::mem::take(&mut self.io_scheduler),
-            mirrorlist: std::mem::take(&mut self.mirrorlist),
-            docker: std::mem::take(&mut self.docker),
-            cron: std::mem::take(&mut self.cron),
-            firstboot: std::mem::take(&mut self.firstboot),
-            backup: std::mem::take(&mut self.backup),
-            cleanup: std::mem::take(&mut self.cleanup),
-            builds: std::mem::take(&mut self.builds),
-            fstab: std::mem::take(&mut self.fstab),
-            overlays: std::mem::take(&mut self.overlays),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,9 +148,6 @@ impl Default for Boot {
         }
     }
 }
-
-/// `[swarm]`'s types live with the edit that consumes them.
-pub use crate::rootfs::edits::swarm::{Swarm, SwarmRole};
 
 /// The board file (`profiles/boards/*.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

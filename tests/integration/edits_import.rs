@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::Command;
 
-use hc1img::rootfs::edits::{self, EditContext};
+use hc1img::edit::EditContext;
 use hc1img::rootfs::import::{DataSink, import};
+use hc1img::sections;
 use hc1img::tree::{BlockRun, DataRef, FileData, Meta, NodeKind, Timestamp, Tree};
 
 struct CountingSink(u64);
@@ -183,7 +184,7 @@ fn bytes_of(t: &Tree, p: &str) -> Vec<u8> {
 
 #[test]
 fn imported_alarm_tree_becomes_a_node() {
-    let captured = edits::captured_paths();
+    let captured = sections::captured_paths();
     let route = |p: &[u8]| hc1img::rootfs::route(p, &captured);
     let m = Meta::new(0o755, 0, 0, Timestamp::from_secs(0));
     let mut tree = Tree::new(m.clone());
@@ -199,16 +200,15 @@ fn imported_alarm_tree_becomes_a_node() {
         }
     };
     let ctx = EditContext::new(rep.newest_mtime, &secrets);
-    let sections: edits::Sections = toml::from_str(PROFILE).unwrap();
+    let sections: sections::Sections = toml::from_str(PROFILE).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
-    let inputs = edits::EditInputs {
+    let inputs = sections::EditInputs {
         boot_volume_id: 0xDEAD_BEEF,
         overlays_dir: dir.path(),
         vars: &vars,
-        swarm: None,
     };
-    edits::apply_all(&mut tree, &sections, &ctx, &inputs).unwrap();
+    sections::apply_all(&mut tree, &sections, &ctx, &inputs).unwrap();
 
     let s = |p: &str| String::from_utf8(bytes_of(&tree, p)).unwrap();
     assert_eq!(

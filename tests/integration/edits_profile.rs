@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use hc1img::edit::EditContext;
 use hc1img::profile::{self, Overrides};
-use hc1img::rootfs::edits::{self, EditContext, users};
+use hc1img::sections::{self, users};
 use hc1img::tree::{FileData, Meta, Node, NodeKind, Timestamp, Tree};
 
 const BOARD: &str = r#"
@@ -161,11 +162,11 @@ fn a_profile_with_every_section_builds_a_node_tree() {
     assert_eq!(sections.overlays.dirs, [pdir.path().join("site")]);
     // Plain serde over the same text gives the same sections, but for the overlay dirs, which
     // only the loader resolves (against the profile file).
-    let mut plain: edits::Sections = toml::from_str(PROFILE).unwrap();
+    let mut plain: sections::Sections = toml::from_str(PROFILE).unwrap();
     assert_eq!(plain.overlays.dirs, [std::path::PathBuf::from("site")]);
     plain.overlays.dirs = sections.overlays.dirs.clone();
     assert_eq!(plain, sections);
-    assert!(toml::from_str::<edits::Sections>("[journald]\nstorage_typo = 1\n").is_err());
+    assert!(toml::from_str::<sections::Sections>("[journald]\nstorage_typo = 1\n").is_err());
 
     let mut t = minimal_tree();
     let secrets = |name: &str| -> anyhow::Result<Vec<u8>> { anyhow::bail!("no secret {name}") };
@@ -173,13 +174,12 @@ fn a_profile_with_every_section_builds_a_node_tree() {
     // The build may pass any overlays_dir: the loaded dirs are absolute.
     let elsewhere = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
-    let inputs = edits::EditInputs {
+    let inputs = sections::EditInputs {
         boot_volume_id: 0x0102_0304,
         overlays_dir: elsewhere.path(),
         vars: &vars,
-        swarm: None,
     };
-    edits::apply_all(&mut t, &sections, &ctx, &inputs).unwrap();
+    sections::apply_all(&mut t, &sections, &ctx, &inputs).unwrap();
 
     assert_eq!(content(&t, "etc/hostname"), "hc1-worker1\n");
     assert_eq!(
@@ -234,7 +234,7 @@ fn a_profile_with_every_section_builds_a_node_tree() {
 
 #[test]
 fn captured_paths_are_what_the_edits_read() {
-    let p = edits::captured_paths();
+    let p = sections::captured_paths();
     assert!(p.contains(&"etc/shadow") && p.contains(&"etc/ssh/sshd_config"));
     // An edit that needs an uncaptured file says so.
     let mut t = minimal_tree();
@@ -260,19 +260,18 @@ fn apply_all_names_the_failing_section() {
     let mut t = minimal_tree();
     let secrets = |_: &str| -> anyhow::Result<Vec<u8>> { anyhow::bail!("none") };
     let ctx = EditContext::new(0, &secrets);
-    let sections: edits::Sections =
+    let sections: sections::Sections =
         toml::from_str("[system]\ntimezone = \"Europe/Nowhere\"\n").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
-    let inputs = edits::EditInputs {
+    let inputs = sections::EditInputs {
         boot_volume_id: 0,
         overlays_dir: dir.path(),
         vars: &vars,
-        swarm: None,
     };
     let e = format!(
         "{:#}",
-        edits::apply_all(&mut t, &sections, &ctx, &inputs).unwrap_err()
+        sections::apply_all(&mut t, &sections, &ctx, &inputs).unwrap_err()
     );
     assert!(
         e.starts_with("[system]: ") && e.contains("Europe/Nowhere"),

@@ -15,6 +15,7 @@ mod diff_e2e;
 mod disk_bmap;
 mod disk_gpt;
 mod disk_sdcard;
+mod docs_reference;
 mod edits_import;
 mod edits_profile;
 mod ext4_extents;

@@ -229,3 +229,45 @@ fn the_checker_finds_references_and_cycles() {
         Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
     );
 }
+
+/// README.md's "Repository layout" table names every top-level module of `src/` in its first
+/// column (`src/NAME.rs` or `src/NAME/`), and every path that column names exists.
+#[test]
+fn readme_layout_table_names_every_top_level_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let table = readme
+        .split("## Repository layout")
+        .nth(1)
+        .expect("README.md has a \"## Repository layout\" section");
+    let mut listed = Vec::new();
+    for line in table.lines().skip_while(|l| !l.starts_with('|')) {
+        if !line.starts_with('|') {
+            break;
+        }
+        let first = line.split('|').nth(1).unwrap_or("");
+        listed.extend(first.split('`').skip(1).step_by(2).map(str::to_string));
+    }
+    for p in &listed {
+        let path = p.split_whitespace().next().unwrap_or(p);
+        assert!(
+            root.join(path.trim_end_matches('/')).exists(),
+            "README.md's layout table names {p}, which does not exist"
+        );
+    }
+    let mut missing = Vec::new();
+    for name in top_modules(&root.join("src")).into_keys() {
+        let want = if root.join("src").join(&name).is_dir() {
+            format!("src/{name}/")
+        } else {
+            format!("src/{name}.rs")
+        };
+        if !listed.iter().any(|l| *l == want) {
+            missing.push(want);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md's layout table does not name {missing:?}"
+    );
+}

@@ -3,7 +3,8 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use hc1img::profile::{self, Overrides, Profile, SwarmRole};
+use hc1img::profile::{self, Overrides, Profile};
+use hc1img::sections::swarm::SwarmRole;
 
 fn profiles_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")
@@ -124,7 +125,7 @@ fn check_common(p: &Profile) {
     assert!(!n.mirrorlist.servers.is_empty());
     // cron stays for the site's own jobs; the daily operations are the timer modules.
     assert!(n.cron.enable && n.cron.jobs.is_empty());
-    assert_eq!(n.backup.target, hc1img::rootfs::edits::backup::Target::Nfs);
+    assert_eq!(n.backup.target, hc1img::sections::backup::Target::Nfs);
     assert_eq!(n.backup.mount_point, "/mnt/backup");
     assert!(n.cleanup.enable);
     assert_eq!(
@@ -177,7 +178,7 @@ fn worker_loads() {
     let p = load("worker.toml", d.path());
     assert_eq!(p.name, "worker");
     check_common(&p);
-    let sw = p.swarm.as_ref().expect("swarm");
+    let sw = p.swarm().expect("swarm");
     assert_eq!(sw.role, SwarmRole::Worker);
     assert_eq!(sw.token_secret.as_deref(), Some("swarm_worker_token"));
     assert!(!sw.managers.is_empty());
@@ -197,7 +198,7 @@ fn manager_loads() {
     let p = load("manager.toml", d.path());
     assert_eq!(p.name, "manager");
     check_common(&p);
-    assert_eq!(p.swarm.as_ref().map(|s| s.role), Some(SwarmRole::Manager));
+    assert_eq!(p.swarm().map(|s| s.role), Some(SwarmRole::Manager));
     assert!(p.node.builds.enable, "managers run the image builds");
 }
 
@@ -207,7 +208,7 @@ fn leader_loads() {
     let p = load("leader.toml", d.path());
     assert_eq!(p.name, "leader");
     check_common(&p);
-    assert_eq!(p.swarm.as_ref().map(|s| s.role), Some(SwarmRole::Init));
+    assert_eq!(p.swarm().map(|s| s.role), Some(SwarmRole::Init));
     assert!(p.node.builds.enable, "managers run the image builds");
 }
 

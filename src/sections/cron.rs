@@ -9,9 +9,14 @@
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, check_file_name, check_one_line, enable_unit, passwd_user, write_file};
+use crate::edit::{EditContext, check_file_name, check_one_line, write_file};
+use crate::edit::accounts::passwd_user;
+use crate::edit::units::enable_unit;
 use crate::tree::Tree;
 use crate::values::{CronSchedule, UnitName};
+use std::collections::BTreeSet;
+use super::{EditInputs, Locator, Section, Sections};
+use crate::values::is_user_name;
 
 /// The `[cron]` profile section.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -154,9 +159,75 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     Ok(())
 }
 
+impl Section for Config {
+    const NAME: &'static str = "cron";
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        let paths: &[&[&str]] = &[&["cron", "job"], &["cron", "jobs"]];
+        let mut seen = BTreeSet::new();
+        for (i, j) in self.jobs.iter().enumerate() {
+            let here = |k: &str, msg: String| at.item_err(paths, i, k, &msg);
+            for (k, v) in [
+                ("name", j.name.as_str()),
+                ("schedule", j.schedule.as_deref().unwrap_or("")),
+                ("command", j.command.as_str()),
+            ] {
+                if v.trim().is_empty() {
+                    return Err(here(k, format!("missing required key `{k}`")));
+                }
+            }
+            if check_file_name("name", &j.name, false).is_err() {
+                return Err(here(
+                    "name",
+                    format!(
+                        "{:?}: cron.d file names use letters, digits, '_' and '-' only",
+                        j.name
+                    ),
+                ));
+            }
+            if !seen.insert(j.name.clone()) {
+                return Err(here("name", format!("job {:?} is defined twice", j.name)));
+            }
+            if let Some(u) = &j.user
+                && !is_user_name(u)
+            {
+                return Err(here("user", format!("{u:?}: not a user name")));
+            }
+            if let Err(e) = check_command("command", &j.command) {
+                return Err(here("command", format!("{e}")));
+            }
+        }
+        let paths: &[&[&str]] = &[&["cron", "logrotate"]];
+        let mut seen = BTreeSet::new();
+        for (i, l) in self.logrotate.iter().enumerate() {
+            let here = |k: &str, msg: String| at.item_err(paths, i, k, &msg);
+            if check_file_name("name", &l.name, true).is_err() {
+                return Err(here(
+                    "name",
+                    format!(
+                        "{:?}: a file name of letters, digits, '_', '-', '.'",
+                        l.name
+                    ),
+                ));
+            }
+            if !seen.insert(l.name.clone()) {
+                return Err(here("name", format!("{:?} is defined twice", l.name)));
+            }
+            if l.content.trim().is_empty() {
+                return Err(here("content", "missing or empty".to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     fn job() -> Job {

@@ -11,12 +11,14 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::backup::{shell_conf, timer_unit};
-use super::{ETC_UNITS, EditContext, install_unit, mkdir_p, write_file};
+use crate::edit::{EditContext, mkdir_p, write_file};
+use crate::edit::units::{ETC_UNITS, install_unit};
 use crate::tree::Tree;
 use crate::values::{CalendarSpec, TimeSpan};
+use super::{EditInputs, Locator, Section, Sections};
 
 /// The clean-up script, as shipped in the image.
-pub const SCRIPT: &str = include_str!("../../../assets/ops/hc1-docker-cleanup");
+pub const SCRIPT: &str = include_str!("../../assets/ops/hc1-docker-cleanup");
 
 pub const BIN: &str = "usr/local/sbin/hc1-docker-cleanup";
 pub const CONF: &str = "etc/hc1/cleanup.conf";
@@ -120,9 +122,22 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     Ok(())
 }
 
+impl Section for Config {
+    const NAME: &'static str = "cleanup";
+    const ASSETS: &'static [(&'static str, &'static str)] = &[("ops/hc1-docker-cleanup", SCRIPT)];
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        check(self).map_err(|e| at.err(&["cleanup"], &e))
+    }
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     #[test]

@@ -37,24 +37,25 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    EditContext, LIB_UNITS, enable_unit, exists, install_unit, mkdir_p, system, write_file,
-};
+use super::system;
+use crate::edit::{EditContext, exists, mkdir_p, write_file};
+use crate::edit::units::{LIB_UNITS, enable_unit, install_unit};
 use crate::tree::Tree;
 use crate::values::AbsPath;
+use super::{EditInputs, Section, Sections};
 
 /// Where the scripts go.
 pub const LIB_DIR: &str = "usr/lib/hc1img";
 /// The settings file the first-boot script reads.
 pub const FIRSTBOOT_CONF: &str = "etc/hc1img/firstboot.conf";
 /// The first-boot script (POSIX sh).
-pub const FIRSTBOOT_SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-firstboot");
+pub const FIRSTBOOT_SCRIPT: &str = include_str!("../../assets/firstboot/hc1-firstboot");
 /// The card-secrets script (POSIX sh).
-pub const CARD_SECRETS_SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-card-secrets");
+pub const CARD_SECRETS_SCRIPT: &str = include_str!("../../assets/firstboot/hc1-card-secrets");
 /// What the card-secrets script does with each secret (`NAME ACTION ARGS…` lines).
 pub const CARD_SECRETS_CONF: &str = "etc/hc1img/card-secrets.conf";
 /// The health report (bash), as shipped in the image.
-pub const HEALTH_SCRIPT: &str = include_str!("../../../assets/ops/hc1-health");
+pub const HEALTH_SCRIPT: &str = include_str!("../../assets/ops/hc1-health");
 pub const HEALTH_BIN: &str = "usr/local/sbin/hc1-health";
 /// Every first-boot unit is wanted by `multi-user.target`.
 pub(crate) const MULTI_USER: Option<&str> = Some("multi-user.target");
@@ -261,7 +262,7 @@ pub fn apply(
     )?;
 
     if exists(tree, "usr/bin/ssh-keygen") {
-        if super::find_unit(tree, "sshdgenkeys.service").is_some() {
+        if crate::edit::units::find_unit(tree, "sshdgenkeys.service").is_some() {
             ctx.note("firstboot: the rootfs generates SSH host keys itself (sshdgenkeys.service)");
         } else {
             install_unit(
@@ -285,7 +286,7 @@ pub fn apply(
         )?;
     }
     if cfg.grow_root {
-        if super::find_unit(tree, "systemd-repart.service").is_none() {
+        if crate::edit::units::find_unit(tree, "systemd-repart.service").is_none() {
             bail!(
                 "firstboot.grow_root needs systemd-repart, which the rootfs lacks \
                  (no systemd-repart.service); set firstboot.grow_root = false"
@@ -332,7 +333,7 @@ pub fn write_card_secrets(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> R
          # NAME ACTION ARGS (see /usr/lib/hc1img/hc1-card-secrets --help)\n",
     );
     for (name, action) in &actions {
-        super::check_one_line("card secret", action)?;
+        crate::edit::check_one_line("card secret", action)?;
         conf.push_str(&format!("{name} {action}\n"));
     }
     mkdir_p(tree, ctx, "etc/hc1img", 0o755, 0, 0, false)?;
@@ -369,9 +370,22 @@ pub fn write_card_secrets(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> R
     Ok(())
 }
 
+impl Section for Config {
+    const NAME: &'static str = "firstboot";
+    const ASSETS: &'static [(&'static str, &'static str)] = &[
+        ("firstboot/hc1-card-secrets", CARD_SECRETS_SCRIPT),
+        ("firstboot/hc1-firstboot", FIRSTBOOT_SCRIPT),
+        ("ops/hc1-health", HEALTH_SCRIPT),
+    ];
+
+    fn apply(&self, tree: &mut Tree, all: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, &all.system, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     fn template_system() -> system::Config {

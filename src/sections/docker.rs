@@ -8,9 +8,11 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, enable_unit, mkdir_p, write_file};
+use crate::edit::{EditContext, mkdir_p, write_file};
+use crate::edit::units::enable_unit;
 use crate::tree::Tree;
 use crate::values::UnitName;
+use super::{EditInputs, Locator, Section, Sections};
 
 /// Path of the file this edit writes.
 pub const DAEMON_JSON: &str = "etc/docker/daemon.json";
@@ -98,7 +100,7 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     if !cfg.enable {
         return Ok(());
     }
-    if super::find_unit(tree, &cfg.unit).is_none() {
+    if crate::edit::units::find_unit(tree, &cfg.unit).is_none() {
         bail!(
             "docker.unit {:?} is not installed in the rootfs (no usr/lib/systemd/system/{0}); \
              add the docker package to the rootfs or set docker.enable = false",
@@ -112,9 +114,31 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     Ok(())
 }
 
+impl Section for Config {
+    const NAME: &'static str = "docker";
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        if let Err(e) = daemon_json(self) {
+            let msg = e.to_string();
+            let msg = msg.strip_prefix("docker.daemon.").unwrap_or(&msg);
+            // Point at the offending key: the message starts with its dotted path.
+            let key = msg.split(": ").next().unwrap_or("");
+            let mut path = vec!["docker", "daemon"];
+            path.extend(key.split('.').map(|k| k.split('[').next().unwrap_or(k)));
+            // The error shows `docker.daemon: ` and the message (which names the key itself).
+            return Err(at.err_shown(&path, "docker.daemon", &msg));
+        }
+        Ok(())
+    }
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     #[test]

@@ -10,8 +10,10 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, check_one_line, mkdir_p, write_file};
+use crate::edit::{EditContext, check_one_line, mkdir_p, write_file};
 use crate::tree::Tree;
+use super::{EditInputs, Locator, Section, Sections};
+use crate::values::is_word;
 
 pub const FSTAB: &str = "etc/fstab";
 
@@ -130,6 +132,35 @@ pub fn apply(
     Ok(())
 }
 
+impl Section for Config {
+    const NAME: &'static str = "fstab";
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        for (k, v) in [
+            ("root_device", &self.root_device),
+            ("root_options", &self.root_options),
+            ("boot_options", &self.boot_options),
+        ] {
+            if !is_word(v) || v.contains('#') {
+                let msg = format!("{v:?}: one word without spaces or '#'");
+                return Err(at.err(&["fstab", k], &msg));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        all: &Sections,
+        ctx: &EditContext,
+        inputs: &EditInputs,
+    ) -> Result<()> {
+        let grow_root = all.firstboot.enable && all.firstboot.grow_root;
+        apply(tree, self, ctx, inputs.boot_volume_id, grow_root)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -146,7 +177,7 @@ mod tests {
         assert!(!super::private_masks("rw"));
     }
 
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     #[test]

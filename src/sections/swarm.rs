@@ -26,13 +26,19 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::firstboot::{LIB_DIR, MULTI_USER};
-use super::{EditContext, LIB_UNITS, check_one_line, install_unit, mkdir_p, write_file};
+use crate::edit::{EditContext, check_one_line, mkdir_p, write_file};
+use crate::edit::units::{LIB_UNITS, install_unit};
 use crate::tree::Tree;
+use anyhow::Context as _;
+use super::{EditInputs, Locator, Section, Sections};
+use crate::values::is_word;
 
 /// `[swarm]`: how the node joins the Docker swarm at first boot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Swarm {
+    /// `init`: the first manager runs `docker swarm init`; `manager` and `worker` join.
+    /// Required.
     pub role: SwarmRole,
     /// Managers to join, `host` or `host:port` (port 2377 by default).
     #[serde(default)]
@@ -70,7 +76,7 @@ pub enum SwarmRole {
 }
 
 /// The join script (POSIX sh).
-pub const SCRIPT: &str = include_str!("../../../assets/firstboot/hc1-swarm-join");
+pub const SCRIPT: &str = include_str!("../../assets/firstboot/hc1-swarm-join");
 pub const CONF: &str = "etc/hc1img/swarm.conf";
 pub const TOKEN: &str = "var/lib/hc1img/secrets/swarm-token";
 
@@ -167,7 +173,7 @@ fn apply_labels(
         check_label(k, v).map_err(|e| anyhow::anyhow!("swarm.labels: {e}"))?;
     }
     let path = super::docker::DAEMON_JSON;
-    let Some(text) = super::read_text_optional(tree, path)? else {
+    let Some(text) = crate::edit::read_text_optional(tree, path)? else {
         bail!("swarm.labels need the Docker engine ([docker] enable = true): they go to /{path}");
     };
     let mut v: serde_json::Value = serde_json::from_str(&text)
@@ -193,7 +199,7 @@ fn apply_labels(
     }
     let mut s = serde_json::to_string_pretty(&v)?;
     s.push('\n');
-    super::update_file(tree, ctx, path, s)
+    crate::edit::update_file(tree, ctx, path, s)
 }
 
 fn role_name(r: SwarmRole) -> &'static str {
@@ -310,9 +316,56 @@ pub fn apply(tree: &mut Tree, swarm: Option<&Swarm>, ctx: &EditContext) -> Resul
     Ok(())
 }
 
+/// The `[swarm]` section: absent, the node joins no swarm.
+pub type Config = Option<Swarm>;
+
+impl Section for Config {
+    const NAME: &'static str = "swarm";
+    const ASSETS: &'static [(&'static str, &'static str)] = &[("firstboot/hc1-swarm-join", SCRIPT)];
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        let Some(sw) = self else {
+            return Ok(());
+        };
+        for (k, v) in &sw.labels {
+            if let Err(e) = check_label(k, v) {
+                return Err(at.err(&["swarm", "labels"], &e));
+            }
+        }
+        if let Some(a) = &sw.advertise_addr
+            && !is_word(a)
+        {
+            let msg = format!("{a:?}: expected an address or interface name");
+            return Err(at.err(&["swarm", "advertise_addr"], &msg));
+        }
+        if sw.role != SwarmRole::Init {
+            if sw.managers.is_empty() {
+                return Err(at.err(
+                    &["swarm", "managers"],
+                    &"a joining node needs at least one manager address",
+                ));
+            }
+            if sw.token_secret.is_none() {
+                return Err(at.err(
+                    &["swarm"],
+                    &"a joining node needs `token_secret` (the name of the secret holding the join token)",
+                ));
+            }
+        }
+        at.declared(&["swarm", "token_secret"], &sw.token_secret)
+    }
+
+    /// The join unit, then the card-secrets list: it is complete once every section that takes
+    /// a secret from the card (mail, backup, swarm, users) has run.
+    fn apply(&self, tree: &mut Tree, all: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self.as_ref(), ctx)?;
+        super::firstboot::write_card_secrets(tree, &all.firstboot, ctx).context("[firstboot]")
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     fn worker(secret: &str) -> Swarm {

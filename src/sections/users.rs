@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::{Context, Result, bail};
 
-use super::{
-    EditContext, format_colon_file, mkdir_p, parse_colon_file, read_text, rel, update_file,
-    write_file,
-};
+use crate::edit::{EditContext, mkdir_p, read_text, rel, update_file, write_file};
+use crate::edit::accounts::{format_colon_file, parse_colon_file};
 use crate::tree::{NodeKind, Tree};
+use std::collections::BTreeSet;
+use super::{EditInputs, Locator, Section, Sections};
+use crate::values::{is_user_name, is_word};
 
 /// Paths this edit reads.
 pub const CAPTURED: &[&str] = &["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow"];
@@ -234,11 +235,7 @@ fn without_member(list: &str, user: &str) -> String {
 
 /// Check `name` is a portable login/group name.
 pub fn check_name(field: &str, name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        && name.len() <= 32;
-    if !ok {
+    if !is_user_name(name) {
         bail!(
             "{field} = {name:?} is not a valid name (lower-case letters, digits, `_`, `-`, \
              starting with a letter or `_`, at most 32 characters)"
@@ -319,7 +316,7 @@ fn remove_user(tree: &mut Tree, ctx: &EditContext, db: &mut Db, name: &str) -> R
     if let Some(home) = home {
         match tree.lookup(home.as_bytes()) {
             Some(id) if tree.node(id).kind.is_dir() && tree.node(id).meta.uid == uid => {
-                super::remove(tree, ctx, &home)?;
+                crate::edit::remove(tree, ctx, &home)?;
             }
             Some(_) => ctx.note(format!(
                 "users.remove: /{home} of {name:?} is not a directory owned by it; left alone"
@@ -327,7 +324,7 @@ fn remove_user(tree: &mut Tree, ctx: &EditContext, db: &mut Db, name: &str) -> R
             None => {}
         }
     }
-    super::remove(tree, ctx, &format!("var/spool/mail/{name}"))?;
+    crate::edit::remove(tree, ctx, &format!("var/spool/mail/{name}"))?;
     Ok(())
 }
 
@@ -534,9 +531,112 @@ pub fn any_authorized_keys(tree: &Tree) -> Result<bool> {
     Ok(false)
 }
 
+impl Section for Config {
+    const NAME: &'static str = "users";
+    const CAPTURED: &'static [&'static str] = CAPTURED;
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        for (i, r) in self.remove.iter().enumerate() {
+            if !is_user_name(r) || r == "root" {
+                let msg = format!("[{i}] {r:?}: not a removable user name");
+                return Err(at.err(&["users", "remove"], &msg));
+            }
+        }
+        at.declared(&["users", "root_password_secret"], &self.root_password_secret)?;
+        for (i, g) in self.create_groups.iter().enumerate() {
+            if !is_user_name(g) {
+                let msg = format!("[{i}] {g:?}: group names are [a-z_][a-z0-9_-]* (at most 32)");
+                return Err(at.err(&["users", "create_groups"], &msg));
+            }
+        }
+        let paths: &[&[&str]] = &[&["users", "add"]];
+        let mut names = BTreeSet::new();
+        let mut uids = BTreeSet::new();
+        for (i, a) in self.add.iter().enumerate() {
+            let here = |k: &str, msg: String| at.item_err(paths, i, k, &msg);
+            if a.name.is_empty() {
+                return Err(here("name", "missing required key `name`".to_string()));
+            }
+            if !is_user_name(&a.name) || a.name == "root" {
+                return Err(here(
+                    "name",
+                    format!(
+                        "{:?}: user names are [a-z_][a-z0-9_-]* (at most 32), not root",
+                        a.name
+                    ),
+                ));
+            }
+            if !names.insert(a.name.clone()) {
+                return Err(here("name", format!("user {:?} is added twice", a.name)));
+            }
+            if self.remove.contains(&a.name) {
+                return Err(here(
+                    "name",
+                    format!("user {:?} is also in users.remove", a.name),
+                ));
+            }
+            if a.uid == 0 || a.uid >= 60000 {
+                return Err(here("uid", format!("{}: use 1..59999", a.uid)));
+            }
+            if !uids.insert(a.uid) {
+                return Err(here("uid", format!("uid {} is used twice", a.uid)));
+            }
+            if let Some(g) = a.gid
+                && (g == 0 || g >= 60000)
+            {
+                return Err(here("gid", format!("{g}: use 1..59999")));
+            }
+            for g in &a.groups {
+                if !is_user_name(g) {
+                    return Err(here("groups", format!("{g:?}: not a group name")));
+                }
+            }
+            if a.comment.contains([':', '\n', '\r']) {
+                return Err(here(
+                    "comment",
+                    "one line without ':' (it goes into /etc/passwd)".to_string(),
+                ));
+            }
+            if !a.shell.starts_with('/') || !is_word(&a.shell) || a.shell.contains(':') {
+                return Err(here(
+                    "shell",
+                    format!("{:?}: expected an absolute path", a.shell),
+                ));
+            }
+            if let Some(h) = &a.home
+                && (!h.starts_with('/') || !is_word(h) || h.contains(':') || h.contains("/.."))
+            {
+                return Err(here("home", format!("{h:?}: expected an absolute path")));
+            }
+            if let Some(msg) = a
+                .password_secret
+                .as_deref()
+                .and_then(|n| at.undeclared_secret(n))
+            {
+                return Err(here("password_secret", msg));
+            }
+            for k in &a.authorized_keys {
+                let ok = k.starts_with("ssh-") || k.starts_with("ecdsa-") || k.starts_with("sk-");
+                if !ok || k.contains(['\n', '\r']) {
+                    return Err(here(
+                        "authorized_keys",
+                        "each element is one public key line (\"ssh-ed25519 AAAA… comment\")"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     fn admin() -> User {

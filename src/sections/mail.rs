@@ -18,11 +18,12 @@
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    EditContext, check_one_line, group_gid, mkdir_p, read_text_optional, update_file, write_file,
-};
+use crate::edit::{EditContext, check_one_line, mkdir_p, read_text_optional, update_file, write_file};
+use crate::edit::accounts::group_gid;
 use crate::tree::Tree;
 use crate::values::HostPort;
+use super::{EditInputs, Locator, Section, Sections};
+use crate::values::is_word;
 
 /// Paths this edit reads.
 pub const CAPTURED: &[&str] = &["etc/aliases"];
@@ -36,30 +37,41 @@ pub const ALIASES: &str = "etc/aliases";
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The program that sends: msmtp (default) or ssmtp.
+    /// The program that sends: msmtp (with msmtp-mta's `sendmail`; the default) or ssmtp (only
+    /// for a tarball that already has it). The build checks the image has it.
     pub program: Program,
     /// The relay, `host:port` (e.g. `smtp.example.org:587`). Unset: no mail configuration.
     pub mailhub: Option<HostPort>,
-    /// Address that receives mail for root and system users. Required with `mailhub`.
+    /// Address that receives mail for root and system users (`root:` in `/etc/aliases`).
+    /// Required with `mailhub`.
     pub root: String,
-    /// `hostname=` (the name ssmtp says it is). Default: not written.
+    /// The name the node says it is (msmtp `domain`, the EHLO name; ssmtp `hostname=`). Unset:
+    /// not written.
     pub hostname: Option<String>,
-    /// `UseTLS=` (TLS from the start, port 465). Default false. Alias `tls`.
+    /// Implicit TLS from the start (port 465): msmtp `tls on`, `tls_starttls off`; ssmtp
+    /// `UseTLS=`. Excludes `use_starttls`.
     #[serde(alias = "tls")]
     pub use_tls: bool,
-    /// `UseSTARTTLS=` (upgrade with STARTTLS, port 587). Default true. Alias `starttls`.
+    /// Upgrade with STARTTLS (port 587): msmtp `tls on`, `tls_starttls on`; ssmtp
+    /// `UseSTARTTLS=`. Both false: no TLS.
     #[serde(alias = "starttls")]
     pub use_starttls: bool,
-    /// `AuthUser=`. Default: not written.
+    /// The relay account (msmtp `auth on`, `user`; ssmtp `AuthUser=`). Unset: no
+    /// authentication.
     pub auth_user: Option<String>,
-    /// Secret holding `AuthPass=`. Default: not written. Alias `password_secret`.
+    /// Secret holding the relay password (msmtp `password`; ssmtp `AuthPass=`); needs
+    /// `auth_user`. From the card unless baked; until it arrives mail goes out
+    /// unauthenticated.
     #[serde(alias = "password_secret")]
     pub auth_pass_secret: Option<String>,
-    /// `RewriteDomain=`: the domain mail appears to come from. Default: not written.
+    /// The domain mail appears to come from (msmtp `from %U@DOMAIN`, else `%U@hostname`;
+    /// ssmtp `RewriteDomain=`).
     pub rewrite_domain: Option<String>,
-    /// `FromLineOverride=YES`: let programs set the From address. Default true.
+    /// Let programs set the From address (msmtp `allow_from_override`; ssmtp
+    /// `FromLineOverride=`).
     pub from_line_override: bool,
-    /// `/etc/ssmtp/revaliases` lines. Default: one line mapping root to `root` via `mailhub`.
+    /// ssmtp's `/etc/ssmtp/revaliases` lines (msmtp ignores them, with a warning). Default: one
+    /// line mapping root to `root` via `mailhub`.
     pub revaliases: Vec<Revalias>,
 }
 
@@ -106,8 +118,11 @@ impl Program {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Revalias {
+    /// The local user. Required.
     pub local: String,
+    /// The address its mail is sent as. Required.
     pub from: String,
+    /// The relay for this user's mail. Unset: the section's `mailhub`.
     pub mailhub: Option<HostPort>,
 }
 
@@ -353,10 +368,68 @@ fn apply_ssmtp(tree: &mut Tree, cfg: &Config, hub: &HostPort, ctx: &EditContext)
     write_file(tree, ctx, REVALIASES, rev, 0o644, 0, 0)
 }
 
+impl Section for Config {
+    const NAME: &'static str = "mail";
+    const CAPTURED: &'static [&'static str] = CAPTURED;
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        // A value of ssmtp.conf: one word, no comment sign, no ':'.
+        let value = |v: &str| is_word(v) && !v.contains(['#', ':']);
+        let pass = at.key_as_written(&["mail"], &["auth_pass_secret", "password_secret"]);
+        if self.auth_pass_secret.is_some() && self.auth_user.is_none() {
+            return Err(at.err(&["mail", pass], &"needs `auth_user` (the relay account)"));
+        }
+        at.declared(&["mail", pass], &self.auth_pass_secret)?;
+        if self.mailhub.is_none() {
+            return Ok(());
+        }
+        if !self.root.contains('@') || !value(&self.root) {
+            let msg = format!(
+                "{:?}: expected the mail address that receives root's mail",
+                self.root
+            );
+            return Err(at.err(&["mail", "root"], &msg));
+        }
+        for (k, v) in [
+            ("hostname", &self.hostname),
+            ("auth_user", &self.auth_user),
+            ("rewrite_domain", &self.rewrite_domain),
+        ] {
+            if let Some(v) = v
+                && !value(v)
+            {
+                let msg = format!("{v:?}: one word without spaces, '#' or ':'");
+                return Err(at.err(&["mail", k], &msg));
+            }
+        }
+        if self.use_tls && self.use_starttls {
+            let tls = at.key_as_written(&["mail"], &["use_tls", "tls"]);
+            return Err(at.err(
+                &["mail", tls],
+                &"implicit TLS and STARTTLS exclude each other; set one of them to false",
+            ));
+        }
+        let paths: &[&[&str]] = &[&["mail", "revaliases"]];
+        for (i, r) in self.revaliases.iter().enumerate() {
+            for (k, v) in [("local", &r.local), ("from", &r.from)] {
+                if !value(v) {
+                    let msg = format!("{v:?}: one word without spaces, '#' or ':'");
+                    return Err(at.item_err(paths, i, k, &msg));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::remove;
-    use super::super::testutil::*;
+    use crate::edit::remove;
+    use crate::edit::testutil::*;
     use super::*;
 
     fn cfg() -> Config {

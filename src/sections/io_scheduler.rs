@@ -7,9 +7,10 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, write_file};
+use crate::edit::{EditContext, write_file};
 use crate::tree::Tree;
 use crate::values::IoScheduler;
+use super::{EditInputs, Locator, Section, Sections};
 
 /// Path of the rule this edit writes.
 pub const RULE: &str = "etc/udev/rules.d/60-ioscheduler.rules";
@@ -63,9 +64,38 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     write_file(tree, ctx, RULE, rule, 0o644, 0, 0)
 }
 
+impl Section for Config {
+    const NAME: &'static str = "io_scheduler";
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        let glob = |d: &str| {
+            !d.is_empty()
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"[]*?-_|".contains(&b))
+        };
+        if self.devices.is_empty() {
+            return Err(at.err(
+                &["io_scheduler", "devices"],
+                &"expected a non-empty list of kernel name globs like \"sd[a-z]*\"",
+            ));
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            if !glob(d) {
+                let msg = format!("[{i}] {d:?}: expected a kernel name glob like \"sd[a-z]*\" (letters, digits, []*?-_|)");
+                return Err(at.err(&["io_scheduler", "devices"], &msg));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     #[test]

@@ -6,9 +6,10 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, write_file};
+use crate::edit::{EditContext, write_file};
 use crate::tree::Tree;
 use crate::values::{JournaldSize, JournaldStorage};
+use super::{EditInputs, Section, Sections};
 
 /// Path of the drop-in this edit writes.
 pub const DROP_IN: &str = "etc/systemd/journald.conf.d/hc1img.conf";
@@ -55,9 +56,17 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     write_file(tree, ctx, DROP_IN, s, 0o644, 0, 0)
 }
 
+impl Section for Config {
+    const NAME: &'static str = "journald";
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     #[test]

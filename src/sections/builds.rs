@@ -17,14 +17,17 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::backup::{check_abs_path, is_plain_word, shell_conf};
-use super::{ETC_UNITS, EditContext, docker, install_unit, mkdir_p, write_file};
+use super::docker;
+use crate::edit::{EditContext, mkdir_p, write_file};
+use crate::edit::units::{ETC_UNITS, install_unit};
 use crate::tree::Tree;
+use super::{EditInputs, Locator, Section, Sections};
 
-pub const SETUP_SCRIPT: &str = include_str!("../../../assets/ops/hc1-buildx-setup");
-pub const BAKE_SCRIPT: &str = include_str!("../../../assets/ops/hc1-bake");
+pub const SETUP_SCRIPT: &str = include_str!("../../assets/ops/hc1-buildx-setup");
+pub const BAKE_SCRIPT: &str = include_str!("../../assets/ops/hc1-bake");
 /// The bake file's fixed part; `@NAME@` placeholders are filled and the image targets
 /// appended by [`bake_file`].
-pub const BAKE_TEMPLATE: &str = include_str!("../../../assets/ops/docker-bake.hcl");
+pub const BAKE_TEMPLATE: &str = include_str!("../../assets/ops/docker-bake.hcl");
 
 pub const SETUP_BIN: &str = "usr/local/sbin/hc1-buildx-setup";
 /// In sbin, run as root: buildx keeps its builders per user (`~/.docker/buildx`), and the
@@ -314,9 +317,28 @@ pub fn apply(
     Ok(())
 }
 
+impl Section for Config {
+    const NAME: &'static str = "builds";
+    const ASSETS: &'static [(&'static str, &'static str)] = &[
+        ("ops/docker-bake.hcl", BAKE_TEMPLATE),
+        ("ops/hc1-bake", BAKE_SCRIPT),
+        ("ops/hc1-buildx-setup", SETUP_SCRIPT),
+    ];
+
+    fn check(&self, all: &Sections, at: &dyn Locator) -> Result<()> {
+        check(self).map_err(|e| at.err(&["builds"], &e))?;
+        check_trust(self, &all.docker).map_err(|e| at.err(&["builds", "registry"], &e))?;
+        at.declared(&["builds", "ssh_key_secret"], &self.ssh_key_secret)
+    }
+
+    fn apply(&self, tree: &mut Tree, all: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, &all.docker, ctx)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     pub(crate) fn cfg() -> Config {

@@ -19,14 +19,16 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{ETC_UNITS, EditContext, check_one_line, install_unit, mkdir_p, write_file};
+use crate::edit::{EditContext, check_one_line, mkdir_p, write_file};
+use crate::edit::units::{ETC_UNITS, install_unit};
 use crate::tree::Tree;
 use crate::values::{AbsPath, CalendarSpec, TimeSpan};
+use super::{EditInputs, Locator, Section, Sections};
 
 /// The backup script, as shipped in the image.
-pub const BACKUP_SCRIPT: &str = include_str!("../../../assets/ops/hc1-volume-backup");
+pub const BACKUP_SCRIPT: &str = include_str!("../../assets/ops/hc1-volume-backup");
 /// The restore script, as shipped in the image.
-pub const RESTORE_SCRIPT: &str = include_str!("../../../assets/ops/hc1-volume-restore");
+pub const RESTORE_SCRIPT: &str = include_str!("../../assets/ops/hc1-volume-restore");
 
 pub const BACKUP_BIN: &str = "usr/local/sbin/hc1-volume-backup";
 pub const RESTORE_BIN: &str = "usr/local/bin/hc1-volume-restore";
@@ -406,9 +408,27 @@ pub(crate) fn is_plain_word(s: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || "'\"\\`$".contains(c))
 }
 
+impl Section for Config {
+    const NAME: &'static str = "backup";
+    const ASSETS: &'static [(&'static str, &'static str)] = &[
+        ("ops/hc1-volume-backup", BACKUP_SCRIPT),
+        ("ops/hc1-volume-restore", RESTORE_SCRIPT),
+    ];
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        check(self).map_err(|e| at.err(&["backup"], &e))?;
+        at.declared(&["backup", "cifs_password_secret"], &self.cifs_password_secret)?;
+        at.declared(&["backup", "ssh_key_secret"], &self.ssh_key_secret)
+    }
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     fn nfs() -> Config {

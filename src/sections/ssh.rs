@@ -9,8 +9,9 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, check_one_line, mkdir_p, read_text_optional, update_file, write_file};
+use crate::edit::{EditContext, check_one_line, mkdir_p, read_text_optional, update_file, write_file};
 use crate::tree::Tree;
+use super::{EditInputs, Locator, Section, Sections};
 
 /// Paths this edit reads.
 pub const CAPTURED: &[&str] = &["etc/ssh/sshd_config"];
@@ -115,9 +116,39 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     Ok(())
 }
 
+impl Section for Config {
+    const NAME: &'static str = "ssh";
+    const CAPTURED: &'static [&'static str] = CAPTURED;
+
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        const PRL: &[&str] = &["no", "yes", "prohibit-password", "forced-commands-only"];
+        if !PRL.contains(&self.permit_root_login.as_str()) {
+            let hint = crate::values::did_you_mean(&self.permit_root_login, PRL)
+                .map(|x| format!("; did you mean {x:?}?"))
+                .unwrap_or_default();
+            let msg = format!(
+                "{:?}: expected \"no\", \"yes\", \"prohibit-password\" or \"forced-commands-only\"{hint}",
+                self.permit_root_login
+            );
+            return Err(at.err(&["ssh", "permit_root_login"], &msg));
+        }
+        for (i, l) in self.extra.iter().enumerate() {
+            if l.trim().is_empty() || l.chars().any(char::is_control) {
+                let msg = format!("[{i}] {l:?}: one `Keyword value` line per element");
+                return Err(at.err(&["ssh", "extra"], &msg));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     #[test]

@@ -21,10 +21,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, check_no_symlink_parent, group_gid, passwd_user, rel};
+use crate::edit::{EditContext, check_no_symlink_parent, rel};
+use crate::edit::accounts::{group_gid, passwd_user};
 use crate::template as templates;
 use crate::tree::{NodeKind, Tree};
 use crate::values::Mode;
+use std::collections::BTreeSet;
+use super::{EditInputs, Locator, Section, Sections};
+use crate::values::is_user_name;
 
 /// The `[overlays]` profile section.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -217,7 +221,7 @@ pub fn apply(
                         crate::tree::display(&t)
                     ),
                     Some(_) => bail!("{shown}: the rootfs has a non-directory there"),
-                    None => super::mkdir_p(tree, ctx, &p, mode.unwrap_or(0o755), uid, gid, true)?,
+                    None => crate::edit::mkdir_p(tree, ctx, &p, mode.unwrap_or(0o755), uid, gid, true)?,
                 },
                 HostKind::File(data, exec) => {
                     if matches!(existing, Some((_, NodeKind::Dir(_)))) {
@@ -239,7 +243,7 @@ pub fn apply(
                         data
                     };
                     let default = if exec { 0o755 } else { 0o644 };
-                    super::write_file(tree, ctx, &p, data, mode.unwrap_or(default), uid, gid)?;
+                    crate::edit::write_file(tree, ctx, &p, data, mode.unwrap_or(default), uid, gid)?;
                 }
                 HostKind::Symlink(target) => {
                     if let Some((_, NodeKind::Dir(c))) = &existing
@@ -248,9 +252,9 @@ pub fn apply(
                         bail!("{shown}: the rootfs has a non-empty directory there");
                     }
                     if let Some((_, NodeKind::Dir(_))) = existing {
-                        super::remove(tree, ctx, &p)?;
+                        crate::edit::remove(tree, ctx, &p)?;
                     }
-                    super::symlink(tree, ctx, &p, &target)?;
+                    crate::edit::symlink(tree, ctx, &p, &target)?;
                     // A symlink's mode means nothing on Linux; only its owner is kept.
                     if owner.is_some()
                         && let Some(id) = tree.lookup(p.as_bytes())
@@ -278,11 +282,117 @@ pub fn apply(
     Ok(())
 }
 
+impl Section for Config {
+    const NAME: &'static str = "overlays";
+
+    /// The overlay directories exist (the loader made them absolute), and each per-path entry
+    /// names something they copy; a template's placeholders are all known.
+    fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
+        let dirs_key = at.key_as_written(&["overlays"], &["dirs", "names"]);
+        for (i, d) in self.dirs.iter().enumerate() {
+            if !d.is_dir() {
+                let msg = format!("[{i}] {} is not a directory", d.display());
+                return Err(at.err(&["overlays", dirs_key], &msg));
+            }
+        }
+        let vars = at.template_vars();
+        let paths: &[&[&str]] = &[&["overlays", "entry"]];
+        let mut seen = BTreeSet::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            let here = |k: &str, msg: String| at.item_err(paths, i, k, &msg);
+            if e.path.is_empty() {
+                return Err(here("path", "missing required key `path`".to_string()));
+            }
+            let r = match rel(&e.path) {
+                Ok(r) if e.path.starts_with('/') && !r.is_empty() => r,
+                _ => {
+                    return Err(here(
+                        "path",
+                        format!(
+                            "{:?}: expected an absolute path in the rootfs, without `..`",
+                            e.path
+                        ),
+                    ));
+                }
+            };
+            if !seen.insert(r.clone()) {
+                return Err(here("path", format!("{:?} is listed twice", e.path)));
+            }
+            // It must match something an overlay copies; a template must be a regular file
+            // whose placeholders are all known.
+            let copies: Vec<PathBuf> = self
+                .dirs
+                .iter()
+                .map(|d| d.join(&r))
+                .filter(|p| std::fs::symlink_metadata(p).is_ok())
+                .collect();
+            if copies.is_empty() {
+                return Err(here(
+                    "path",
+                    format!("{:?} matches no file in the overlay dirs", e.path),
+                ));
+            }
+            for c in copies.iter().filter(|_| e.template) {
+                let text = match std::fs::symlink_metadata(c) {
+                    Ok(m) if m.is_file() => std::fs::read(c).map_err(|err| {
+                        here("template", format!("{}: cannot be read: {err}", c.display()))
+                    })?,
+                    _ => {
+                        return Err(here(
+                            "template",
+                            format!("{} is not a regular file", c.display()),
+                        ));
+                    }
+                };
+                let text = String::from_utf8(text)
+                    .map_err(|_| here("template", format!("{} is not UTF-8 text", c.display())))?;
+                let names = templates::placeholders(&text)
+                    .map_err(|err| here("template", format!("{}: {err}", c.display())))?;
+                if let Some(n) = names.iter().find(|n| !vars.contains_key(n.as_str())) {
+                    let known: Vec<&str> = vars.keys().map(String::as_str).collect();
+                    return Err(here(
+                        "template",
+                        format!(
+                            "{}: unknown variable {{{n}}} (known: {})",
+                            c.display(),
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if let Some(ow) = &e.owner {
+                let part = |s: &str| s.parse::<u32>().is_ok() || is_user_name(s);
+                let ok = match ow.split_once(':') {
+                    Some((u, g)) => part(u) && part(g),
+                    None => part(ow),
+                };
+                if !ok {
+                    return Err(here(
+                        "owner",
+                        format!("{ow:?}: expected \"user\", \"user:group\" or numeric ids"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        inputs: &EditInputs,
+    ) -> Result<()> {
+        apply(tree, self, ctx, inputs.overlays_dir, inputs.vars)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;
 
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     fn write(root: &Path, p: &str, data: &str, mode: u32) {

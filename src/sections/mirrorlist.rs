@@ -6,9 +6,10 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{EditContext, write_file};
+use crate::edit::{EditContext, write_file};
 use crate::tree::Tree;
 use crate::values::MirrorUrl;
+use super::{EditInputs, Section, Sections};
 
 pub const MIRRORLIST: &str = "etc/pacman.d/mirrorlist";
 
@@ -40,9 +41,17 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
     write_file(tree, ctx, MIRRORLIST, s, 0o644, 0, 0)
 }
 
+impl Section for Config {
+    const NAME: &'static str = "mirrorlist";
+
+    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+        apply(tree, self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
+    use crate::edit::testutil::*;
     use super::*;
 
     #[test]
