@@ -117,20 +117,15 @@ fn fetch_options(rep: &Reporter) -> FetchOptions {
 /// the profile's URLs; the signature pinned in the lock file (else `<URL>.sig`) when the profile
 /// names a `signature` or the pin carries one.
 fn source_spec(p: &Profile, trust: &Trust) -> Result<source::SourceSpec> {
-    let Some(spec) = p.source_spec() else {
+    let Some(spec) = p.source.as_ref() else {
         bail!(
             "profile {} names no [source]; add one or pass --source-url and --source-sha256",
             p.name
         );
     };
     let sha256 = spec.require_sha256()?.to_string();
-    let src = p.source.as_ref();
-    let name = src
-        .map(|s| source::mirror::file_name(&s.url))
-        .unwrap_or_default();
-    let pin = src
-        .and_then(|s| locked_pin(p, &s.url))
-        .filter(|pin| pin.sha256 == sha256);
+    let name = source::mirror::file_name(&spec.url);
+    let pin = locked_pin(p, &spec.url).filter(|pin| pin.sha256 == sha256);
     let inline = match pin.as_ref().and_then(|pin| pin.signature.as_deref()) {
         Some(b) => Some(decode_signature(b, p)?),
         None => None,
@@ -147,7 +142,7 @@ fn source_spec(p: &Profile, trust: &Trust) -> Result<source::SourceSpec> {
         }),
     };
     Ok(source::SourceSpec {
-        urls: source::mirror::prepend(trust.mirrors.tarball(name), &spec.urls),
+        urls: source::mirror::prepend(trust.mirrors.tarball(name), &spec.fetch_urls),
         sha256,
         size: spec.size,
         signature,

@@ -107,8 +107,8 @@ pub fn derivation_with(
         digest: hex::encode(assets.finalize()),
     });
 
-    let sha = match profile.source_spec() {
-        Some(spec) => Some(spec.require_sha256()?.to_string()),
+    let sha = match &profile.source {
+        Some(src) => Some(src.require_sha256()?.to_string()),
         None => None,
     };
     if let Some(sha) = &sha {

@@ -104,24 +104,13 @@ pub struct Source {
     pub size: Option<u64>,
 }
 
-/// What the fetcher needs: where to get the tarball and what it must hash to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SourceSpec {
-    /// `url` then the mirrors, in order. Each is `http://`, `https://`, `file://` or a path.
-    pub urls: Vec<String>,
-    pub sha256: Option<String>,
-    pub size: Option<u64>,
-    pub signature: Option<String>,
-    pub keyring: Option<PathBuf>,
-}
-
-impl SourceSpec {
+impl Source {
     /// The pinned sha256, or an error telling how to pin.
     pub fn require_sha256(&self) -> anyhow::Result<&str> {
         self.sha256.as_deref().ok_or_else(|| {
             anyhow::anyhow!(
                 "source {} is not pinned: run `hc1img lock` or pass --source-sha256",
-                self.urls.first().map(String::as_str).unwrap_or("?")
+                self.fetch_urls.first().unwrap_or(&self.url)
             )
         })
     }
@@ -216,17 +205,6 @@ impl Profile {
     /// `[swarm]`: how the node joins the Docker swarm at first boot (none without the table).
     pub fn swarm(&self) -> Option<&Swarm> {
         self.node.swarm.as_ref()
-    }
-
-    /// The source tarball to fetch, if any.
-    pub fn source_spec(&self) -> Option<SourceSpec> {
-        self.source.as_ref().map(|s| SourceSpec {
-            urls: s.fetch_urls.clone(),
-            sha256: s.sha256.clone(),
-            size: s.size,
-            signature: s.signature.clone(),
-            keyring: s.keyring.clone(),
-        })
     }
 
     /// The lock file path (`hc1img lock` writes here).

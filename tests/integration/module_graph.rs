@@ -262,7 +262,7 @@ fn readme_layout_table_names_every_top_level_module() {
         } else {
             format!("src/{name}.rs")
         };
-        if !listed.iter().any(|l| *l == want) {
+        if !listed.contains(&want) {
             missing.push(want);
         }
     }

@@ -564,7 +564,7 @@ fn derived_values_win_and_lists_append() {
     );
     assert!(cmd.ends_with(" a=1 b=2 c=3"), "{cmd}");
     assert!(p.kernel_cmdline(None).is_err());
-    assert!(p.source_spec().is_some_and(|s| s.sha256.is_none()));
+    assert!(p.source.clone().is_some_and(|s| s.sha256.is_none()));
 }
 
 #[test]
@@ -582,9 +582,9 @@ fn plain_path_source_is_relative_to_its_profile_and_pinned_as_written() {
         ("p.toml", "extends = \"lib/base.toml\"\nname = \"p\"\n"),
     ]);
     let p = profile::load(&d.path().join("p.toml"), &Overrides::default()).expect("load");
-    let spec = p.source_spec().expect("source");
+    let spec = p.source.clone().expect("source");
     assert_eq!(
-        spec.urls,
+        spec.fetch_urls,
         vec![
             file(d.path(), "lib/tarballs/root.tar.gz"),
             "/srv/abs.tar.gz".to_string(),

@@ -63,9 +63,9 @@ fn check_common(p: &Profile) {
     assert_eq!((env.sector, env.sectors), (6272, 32));
     assert!(env.sector + env.sectors <= b.sd.first_sector);
 
-    let src = p.source_spec().expect("source");
+    let src = p.source.clone().expect("source");
     assert_eq!(
-        src.urls[0],
+        src.fetch_urls[0],
         "http://os.archlinuxarm.org/os/ArchLinuxARM-odroid-xu3-latest.tar.gz"
     );
     assert_eq!(
@@ -266,8 +266,8 @@ fn lock_roundtrip_and_override_pin() {
     let mut ov = ov;
     ov.secrets.remove("swarm_manager_token");
     let p = profile::load(&profiles_dir().join("worker.toml"), &ov).expect("load");
-    let spec = p.source_spec().expect("spec");
-    assert_eq!(spec.urls, vec!["file:///srv/root.tar.gz".to_string()]);
+    let spec = p.source.clone().expect("spec");
+    assert_eq!(spec.fetch_urls, vec!["file:///srv/root.tar.gz".to_string()]);
     assert_eq!(spec.sha256.as_deref(), Some("cd".repeat(32).as_str()));
     assert_eq!(spec.size, None);
     assert_eq!(spec.require_sha256().expect("pinned"), "cd".repeat(32));
