@@ -209,6 +209,7 @@ fn type_words(ty: &syn::Type, local: &Items, values: &Items) -> String {
         ("bool", _) => "bool".to_string(),
         ("u8" | "u16" | "u32" | "u64" | "i32" | "i64" | "usize", _) => "integer".to_string(),
         ("PathBuf", _) => "path".to_string(),
+        ("Table", _) => "table".to_string(),
         ("Option", [t]) => type_words(t, local, values),
         ("Vec", [t]) => match segment(t) {
             Some((n, _)) if local.structs.contains_key(&n) => "tables".to_string(),
@@ -241,7 +242,19 @@ fn toml_words(v: &Value) -> String {
             format!("`[{}]`", inner.join(", "))
         }
         Value::Object(o) if o.is_empty() => "`{}`".to_string(),
-        Value::Object(_) => "a table (below)".to_string(),
+        Value::Object(o) => {
+            let inner: Vec<String> = o
+                .iter()
+                .map(|(k, x)| {
+                    let bare = k
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    let key = if bare { k.clone() } else { format!("{k:?}") };
+                    format!("{key} = {}", toml_words(x).trim_matches('`'))
+                })
+                .collect();
+            format!("`{{ {} }}`", inner.join(", "))
+        }
     }
 }
 
