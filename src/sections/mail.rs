@@ -25,9 +25,6 @@ use crate::values::HostPort;
 use super::{EditInputs, Locator, Section, Sections};
 use crate::values::is_word;
 
-/// Paths this edit reads.
-pub const CAPTURED: &[&str] = &["etc/aliases"];
-
 pub const MSMTPRC: &str = "etc/msmtprc";
 pub const SSMTP_CONF: &str = "etc/ssmtp/ssmtp.conf";
 pub const REVALIASES: &str = "etc/ssmtp/revaliases";
@@ -370,7 +367,7 @@ fn apply_ssmtp(tree: &mut Tree, cfg: &Config, hub: &HostPort, ctx: &EditContext)
 
 impl Section for Config {
     const NAME: &'static str = "mail";
-    const CAPTURED: &'static [&'static str] = CAPTURED;
+    const CAPTURED: &'static [&'static str] = &["etc/aliases"];
 
     fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
         // A value of ssmtp.conf: one word, no comment sign, no ':'.

@@ -13,9 +13,6 @@ use crate::edit::{EditContext, check_one_line, mkdir_p, read_text_optional, upda
 use crate::tree::Tree;
 use super::{EditInputs, Locator, Section, Sections};
 
-/// Paths this edit reads.
-pub const CAPTURED: &[&str] = &["etc/ssh/sshd_config"];
-
 pub const MAIN: &str = "etc/ssh/sshd_config";
 pub const DROP_IN: &str = "etc/ssh/sshd_config.d/10-hc1img.conf";
 const INCLUDE: &str = "Include /etc/ssh/sshd_config.d/*.conf";
@@ -118,7 +115,7 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
 
 impl Section for Config {
     const NAME: &'static str = "ssh";
-    const CAPTURED: &'static [&'static str] = CAPTURED;
+    const CAPTURED: &'static [&'static str] = &["etc/ssh/sshd_config"];
 
     fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
         const PRL: &[&str] = &["no", "yes", "prohibit-password", "forced-commands-only"];

@@ -17,9 +17,6 @@ use std::collections::BTreeSet;
 use super::{EditInputs, Locator, Section, Sections};
 use crate::values::{is_user_name, is_word};
 
-/// Paths this edit reads.
-pub const CAPTURED: &[&str] = &["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow"];
-
 /// The `[users]` profile section.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -533,7 +530,7 @@ pub fn any_authorized_keys(tree: &Tree) -> Result<bool> {
 
 impl Section for Config {
     const NAME: &'static str = "users";
-    const CAPTURED: &'static [&'static str] = CAPTURED;
+    const CAPTURED: &'static [&'static str] = &["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow"];
 
     fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
         for (i, r) in self.remove.iter().enumerate() {
