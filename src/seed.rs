@@ -7,7 +7,9 @@
 //! `hc1img-seed/` added: `seed.conf` (`key=value` lines: `hostname`, `address`, `gateway`,
 //! `dns`, and one `label=KEY=VALUE` per engine label) and `secrets/NAME` files. Everything outside the partition (MBR, bootloader blobs,
 //! the U-Boot environment area) is copied as it is, holes stay holes, and when the input has
-//! a block map (`sd.img.bmap`) the copy gets its own ([`crate::disk::bmap`]).
+//! a block map (`sd.img.bmap`) the copy gets its own ([`crate::disk::bmap`]), covering what
+//! `sd.img`'s covers: the FAT metadata is mapped in full by the same
+//! [`crate::disk::sd::map_boot_partition`], so the seeded card flashes onto used media.
 //!
 //! The card accepts the secrets listed in its `hc1img-secrets.txt` ([`CARD_LIST`]): the
 //! ones its profile does not bake, which the node's boot puts in place
@@ -253,6 +255,9 @@ pub fn write_seed(sd_img: &Path, out: &Path, seed: &Seed) -> Result<()> {
         crate::fat::write_fat32(&f, start, size, &opts, &files).with_context(|| {
             format!("{}: cannot write the seeded boot partition", tmp.display())
         })?;
+        // The card's map plus the seed's changes: the volume's metadata mapped as `sd.img`'s is.
+        crate::disk::sd::map_boot_partition(&f, start, size)
+            .with_context(|| format!("{}: cannot map the seeded boot partition", tmp.display()))?;
         f.sync_all()
             .with_context(|| format!("{}: cannot flush", tmp.display()))?;
         if let Some(tb) = &tmp_bmap {

@@ -9,6 +9,7 @@
 //! ([`crate::fat::metadata_ranges`]) and the U-Boot environment area, deliberately zeroed.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
@@ -101,16 +102,24 @@ pub fn write_sd_image<D: AsRef<[u8]>>(path: &Path, sd: &SdImage<'_, D>) -> Resul
     // What must read as written on a card full of old data, zeros included, is data in the
     // file, so the block map maps it: the FAT metadata and the U-Boot environment (zeroed on
     // purpose: U-Boot finds no valid environment there and uses its built-in one).
-    let base = sd.first_partition_sector * SECTOR;
-    for (s, e) in crate::fat::metadata_ranges(&file, base, sd.fat_bytes)
-        .with_context(|| format!("cannot map the boot partition of {}", path.display()))?
-    {
-        materialize(&file, base + s, e - s)?;
-    }
+    map_boot_partition(&file, sd.first_partition_sector * SECTOR, sd.fat_bytes)
+        .with_context(|| format!("cannot map the boot partition of {}", path.display()))?;
     if let Some((first, sectors)) = sd.env_area {
         materialize(&file, first * SECTOR, sectors * SECTOR)?;
     }
     file.sync_all()
         .with_context(|| format!("cannot flush {}", path.display()))?;
+    Ok(())
+}
+
+/// Make every byte of the FAT32 volume at `base` (`len` bytes) that must read as written on a
+/// card full of old data ([`crate::fat::metadata_ranges`]: reserved sectors, both FATs in full,
+/// directory clusters) data in the sparse `file`, so its block map maps it. The one place that
+/// decides what a card's map covers in its boot partition: `sd.img` ([`write_sd_image`]) and a
+/// seeded copy ([`crate::seed::write_seed`]) both call it after writing the volume.
+pub fn map_boot_partition(file: &File, base: u64, len: u64) -> Result<()> {
+    for (s, e) in crate::fat::metadata_ranges(file, base, len)? {
+        materialize(file, base + s, e - s)?;
+    }
     Ok(())
 }

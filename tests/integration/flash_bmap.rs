@@ -1,9 +1,9 @@
 //! Flashing through the block maps onto used media: `bmaptool copy` of `sd.img`/`ssd.img`
-//! (and their `.zst`) onto a loop device whose backing file is full of random bytes, as an
-//! old microSD card or SSD is. `bmaptool` writes only the mapped blocks, so whatever the image
-//! needs there — FAT tables, directories, the zeroed U-Boot environment, both GPTs, ext4
-//! metadata — must be mapped. Checked with `fsck.fat -n`, `e2fsck -fn` and `sgdisk -v`.
-
+//! (and their `.zst`, and a card seeded by `hc1img seed`, through its own map) onto a loop
+//! device whose backing file is full of random bytes, as an old microSD card or SSD is.
+//! `bmaptool` writes only the mapped blocks, so whatever the image needs there — FAT tables,
+//! directories, the zeroed U-Boot environment, both GPTs, ext4 metadata — must be mapped.
+//! Checked with `fsck.fat -n`, `e2fsck -fn` and `sgdisk -v`.
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -99,10 +99,26 @@ fn flashing_through_the_bmaps_onto_used_media_gives_valid_disks() {
     );
     let boot_at = 8192 * 512;
 
-    for source in ["sd.img", "sd.img.zst"] {
+    // A seeded card, flashed through its own map: the card's map plus the seed's changes.
+    let seeded = tmp.path().join("sd-node.img");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hc1img"))
+        .args(["seed", sd.to_str().unwrap(), "--hostname", "hc1-node", "-o"])
+        .arg(&seeded)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let seeded_bmap = tmp.path().join("sd-node.img.bmap");
+
+    for (source, bmap) in [
+        (out.join("sd.img"), out.join("sd.img.bmap")),
+        (out.join("sd.img.zst"), out.join("sd.img.bmap")),
+        (seeded.clone(), seeded_bmap),
+    ] {
+        let image = source;
+        let source = image.file_name().unwrap().to_str().unwrap().to_string();
         let card = tmp.path().join("card");
         used_media(&card, sd_len);
-        flash(&out.join(source), &out.join("sd.img.bmap"), &card);
+        flash(&image, &bmap, &card);
         let got = std::fs::read(&card).unwrap();
         assert!(
             got[env_at as usize..(env_at + env_len) as usize]
@@ -119,6 +135,13 @@ fn flashing_through_the_bmaps_onto_used_media_gives_valid_disks() {
             listing.contains("zImage") && listing.contains("boot"),
             "{listing}"
         );
+        if image == seeded {
+            let conf = run_ok(
+                "mtype",
+                &["-i", fat.to_str().unwrap(), "::hc1img-seed/seed.conf"],
+            );
+            assert!(conf.contains("hostname=hc1-node"), "{conf}");
+        }
         let zimage = tmp.path().join("zImage");
         run_ok(
             "mcopy",
