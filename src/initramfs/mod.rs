@@ -13,7 +13,8 @@
 //! many bytes it took, and the next segment starts there), and what it unpacks to is one or
 //! more archives with NULs between them, ending with a `TRAILER!!!`. Later segments unpack
 //! over earlier ones (Debian puts its CPU microcode in a plain first segment). Optionally,
-//! all of it sits inside a legacy U-Boot ramdisk image (`uInitrd`, [`uimage`]).
+//! all of it sits inside a legacy U-Boot ramdisk image (`uInitrd`, read and written in
+//! `uimage.rs`).
 //!
 //! # Model
 //!
