@@ -50,7 +50,8 @@ impl Format {
 /// CM=deflate (RFC 1952 2.3.1); xz: the Stream Header magic; zstd: the frame magic
 /// 0xFD2FB528 (RFC 8878 3.1.1); LZMA-alone: the properties byte lc=3 lp=0 pb=2 (0x5d) every
 /// `lzma`/`xz --format=lzma` preset writes, then a little-endian dictionary size whose two
-/// low bytes are zero (every preset's is a multiple of 64 KiB); bzip2: `BZh`; lzop: `\x89LZO\0`; LZ4 legacy: 0x184C2102 little-endian.
+/// low bytes are zero (every preset's is a multiple of 64 KiB); bzip2: `BZh`; lzop:
+/// `\x89LZO\0`; LZ4 legacy: 0x184C2102 little-endian.
 pub const SIGNATURES: [(Format, &[u8]); 7] = [
     (Format::Gzip, &[0x1f, 0x8b, 0x08]),
     (Format::Xz, &[0xfd, b'7', b'z', b'X', b'Z', 0x00]),

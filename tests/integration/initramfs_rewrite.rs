@@ -57,7 +57,8 @@ fn lines(b: Vec<u8>) -> Vec<String> {
         .collect()
 }
 
-/// Kernel A's initramfs tree in `root`, packed by GNU cpio (names as `find .` lists them, sorted; GNU cpio drops the `./`).
+/// Kernel A's initramfs tree in `root`, packed by GNU cpio (names as `find .` lists them,
+/// sorted; GNU cpio drops the `./`).
 fn initramfs_of(root: &Path, kver: &str, kroot: &Path) -> Vec<u8> {
     let m = root.join(format!("usr/lib/modules/{kver}"));
     let from = kroot.join(format!("usr/lib/modules/{kver}"));
