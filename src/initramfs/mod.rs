@@ -72,9 +72,6 @@ pub const MAX_UNPACKED: u64 = 512 << 20;
 /// Most entries an initramfs may have (real ones have a few thousand).
 pub const MAX_ENTRIES: usize = 1 << 20;
 
-/// The parents of a kernel's module directory `<parent>/<version>/`.
-pub const MODULE_PARENTS: [&str; 2] = ["usr/lib/modules", "lib/modules"];
-
 /// Suffixes of kernel module files.
 const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
 
