@@ -21,6 +21,8 @@ pub mod edit;
 pub mod ext4;
 pub mod fat;
 pub mod ids;
+pub mod initramfs;
+pub mod kernel_image;
 pub mod lint;
 pub mod manifest;
 pub mod packages;

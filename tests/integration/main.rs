@@ -31,6 +31,8 @@ mod fixtures_rootfs;
 mod flake;
 mod flash_bmap;
 mod hostile_tar;
+mod initramfs_rewrite;
+mod kernel_image;
 mod lint_initramfs;
 mod module_graph;
 mod offline_mirror;
