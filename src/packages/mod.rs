@@ -64,6 +64,10 @@ pub struct Config {
     /// `false` keeps the tarball's versions (only what `install` needs is added).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub upgrade: bool,
+    /// Packages kept at the tarball's version, like pacman's `IgnorePkg`: `upgrade` passes them
+    /// by, and an `install` that needs one of them newer is refused, naming it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hold: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -102,6 +106,11 @@ impl Config {
                         "{t:?}: expected a package name, optionally with a version constraint like \"docker>=1:26\""
                     ),
                 ));
+            }
+        }
+        for h in &self.hold {
+            if !word(h) {
+                return Err(("hold", format!("{h:?}: expected a package name")));
             }
         }
         if self.repositories.is_empty() {
@@ -164,6 +173,9 @@ impl Config {
         );
         if !self.upgrade {
             s.push_str("upgrade=false\n");
+        }
+        if !self.hold.is_empty() {
+            s.push_str(&format!("hold={:?}\n", self.hold));
         }
         hex::encode(Sha256::digest(s.as_bytes()))
     }
@@ -366,17 +378,28 @@ pub fn pin(
 ) -> Result<(LockedSet, Vec<Pinned>)> {
     // Upgrades first, so the targets' dependencies see the upgraded versions.
     let upgrades = if cfg.upgrade {
-        resolve::upgrades(repos, installed)
+        resolve::upgrades(repos, installed, &cfg.hold)
     } else {
         Vec::new()
     };
+    for i in installed.iter().filter(|i| cfg.hold.contains(&i.name)) {
+        let newer = resolve::upgrades(repos, std::slice::from_ref(i), &[]);
+        if let Some(t) = newer.first() {
+            rep.warn(format!(
+                "{}: held at {} ([packages] hold); the repositories have {}",
+                i.name,
+                i.version,
+                version::Dep::parse(t).version
+            ));
+        }
+    }
     let targets: Vec<String> = upgrades.iter().chain(&cfg.install).cloned().collect();
     let explicit: Vec<String> = cfg
         .install
         .iter()
         .map(|t| version::Dep::parse(t).name)
         .collect();
-    let mut chosen = resolve::resolve(&targets, repos, installed)?;
+    let mut chosen = resolve::resolve(&targets, repos, installed, &cfg.hold)?;
     // An upgrade keeps the installed package's reason, as pacman does.
     for c in &mut chosen {
         if c.reason == resolve::Reason::Explicit && !explicit.contains(&c.pkg.name) {

@@ -48,9 +48,14 @@ pub struct Chosen {
 /// order) holding a package of that name, when its version is newer; as `NAME>=VERSION`
 /// targets for [`resolve`] (so the new versions' dependencies are resolved too), sorted by
 /// name.
-pub fn upgrades(repos: &[(String, Vec<Package>)], installed: &[Package]) -> Vec<String> {
+/// Packages named in `hold` are left at their installed version (pacman's `IgnorePkg`).
+pub fn upgrades(
+    repos: &[(String, Vec<Package>)],
+    installed: &[Package],
+    hold: &[String],
+) -> Vec<String> {
     let mut out = Vec::new();
-    for p in installed {
+    for p in installed.iter().filter(|p| !hold.contains(&p.name)) {
         let newer = repos
             .iter()
             .find_map(|(_, pkgs)| pkgs.iter().find(|q| q.name == p.name))
@@ -63,15 +68,20 @@ pub fn upgrades(repos: &[(String, Vec<Package>)], installed: &[Package]) -> Vec<
     out
 }
 
-/// Resolve `targets` against `repos` (in order) with `installed` kept when possible.
+/// Resolve `targets` against `repos` (in order) with `installed` kept when possible. An
+/// installed package named in `hold` is never replaced: a target or dependency that needs it
+/// newer is an error naming it (pacman asks before it ignores an `IgnorePkg` upgrade; with
+/// `--noconfirm` it skips the package and then fails on the dependency).
 pub fn resolve(
     targets: &[String],
     repos: &[(String, Vec<Package>)],
     installed: &[Package],
+    hold: &[String],
 ) -> Result<Vec<Chosen>> {
     let repo_names: Vec<&str> = repos.iter().map(|(n, _)| n.as_str()).collect();
     let mut r = Resolver {
         repos,
+        hold,
         repo_names,
         installed: installed.iter().map(|p| (p.name.clone(), p)).collect(),
         chosen: BTreeMap::new(),
@@ -93,6 +103,7 @@ pub fn resolve(
         let Some(p) = r.find(&dep) else {
             bail!("{t}: not found in {}", r.repo_names.join(", "));
         };
+        r.check_hold(&p, t)?;
         r.add(p, Reason::Explicit, &mut vec![t.clone()])?;
     }
     r.check_conflicts()?;
@@ -107,6 +118,8 @@ pub fn resolve(
 
 struct Resolver<'a> {
     repos: &'a [(String, Vec<Package>)],
+    /// Installed packages that stay at their version (`[packages] hold`).
+    hold: &'a [String],
     repo_names: Vec<&'a str>,
     installed: BTreeMap<String, &'a Package>,
     chosen: BTreeMap<String, Chosen>,
@@ -115,6 +128,21 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// Refuse to replace an installed package that is held; `why` is the chain that wants it.
+    fn check_hold(&self, p: &Package, why: &str) -> Result<()> {
+        if let Some(i) = self.installed.get(&p.name)
+            && self.hold.contains(&p.name)
+        {
+            bail!(
+                "{why}: needs {} newer than the held {} ([packages] hold): remove it from hold, \
+                 or drop what needs it",
+                p.name,
+                i.dir_name()
+            );
+        }
+        Ok(())
+    }
+
     /// `_alpm_resolvedep`: a literal match in repository order, else the first provider.
     fn find(&self, dep: &Dep) -> Option<Package> {
         for (_, pkgs) in self.repos {
@@ -186,6 +214,7 @@ impl Resolver<'_> {
                     self.chosen[&p.name].pkg.dir_name()
                 );
             }
+            self.check_hold(&p, &format!("{} -> {dep}", chain.join(" -> ")))?;
             chain.push(p.name.clone());
             self.add(p, Reason::Dependency, chain)?;
             chain.pop();
@@ -306,11 +335,50 @@ mod tests {
             pkg("local", "gone", "1-1", &[], &[]),
         ];
         // The first repository holding the name decides (core's 1.1, not extra's 9).
-        let up = upgrades(&repos, &installed);
+        let up = upgrades(&repos, &installed, &[]);
         assert_eq!(up, ["libfoo>=1.1-1"]);
-        let chosen = resolve(&up, &repos, &installed)?;
+        let chosen = resolve(&up, &repos, &installed, &[])?;
         assert_eq!(names(&chosen), ["libbar-2-1", "libfoo-1.1-1"]);
         assert_eq!(chosen[1].upgrades.as_deref(), Some("1.0-1"));
+        Ok(())
+    }
+
+    #[test]
+    fn held_packages_stay_and_what_needs_them_newer_is_refused() -> Result<()> {
+        let repos = vec![(
+            "core".into(),
+            vec![
+                pkg("core", "linux-odroid-xu3", "6.6.143-1", &[], &[]),
+                pkg("core", "libfoo", "2-1", &[], &[]),
+                pkg("core", "module-pkg", "1-1", &["linux-odroid-xu3>=6.6.140"], &[]),
+                pkg("core", "tool", "1-1", &["libfoo"], &[]),
+            ],
+        )];
+        let installed = [
+            pkg("local", "linux-odroid-xu3", "6.6.138-1", &[], &[]),
+            pkg("local", "libfoo", "1-1", &[], &[]),
+        ];
+        let hold = vec!["linux-odroid-xu3".to_string()];
+        let up = upgrades(&repos, &installed, &hold);
+        assert_eq!(up, ["libfoo>=2-1"]);
+        // What the held version satisfies installs.
+        let chosen = resolve(&t(&["tool"]), &repos, &installed, &hold)?;
+        assert_eq!(names(&chosen), ["tool-1-1"]);
+        // A dependency on a newer one names the held package and the way out.
+        let e = resolve(&t(&["module-pkg"]), &repos, &installed, &hold)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("module-pkg -> linux-odroid-xu3>=6.6.140")
+                && e.contains("held linux-odroid-xu3-6.6.138-1")
+                && e.contains("[packages] hold"),
+            "{e}"
+        );
+        // So does an explicit target.
+        let e = resolve(&t(&["linux-odroid-xu3>=6.6.143"]), &repos, &installed, &hold)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("linux-odroid-xu3>=6.6.143: needs"), "{e}");
         Ok(())
     }
 
@@ -343,7 +411,7 @@ mod tests {
         ];
         // containerd takes core's runc (first repository, any version) before docker's
         // runc>=1.2 is looked at: a clash, reported with the chain.
-        let e = resolve(&t(&["docker"]), &repos, &[])
+        let e = resolve(&t(&["docker"]), &repos, &[], &[])
             .unwrap_err()
             .to_string();
         assert!(
@@ -367,7 +435,7 @@ mod tests {
                 ],
             ),
         ];
-        let r = resolve(&t(&["docker"]), &repos2, &[]).unwrap();
+        let r = resolve(&t(&["docker"]), &repos2, &[], &[]).unwrap();
         assert_eq!(
             names(&r),
             ["runc-1.2.1-1", "containerd-1.7-1", "docker-1:26.0-1"]
@@ -393,10 +461,10 @@ mod tests {
                 vec![pkg("alarm", "bash", "5-1", &[], &["sh"])],
             ),
         ];
-        let r = resolve(&t(&["app"]), &repos, &[]).unwrap();
+        let r = resolve(&t(&["app"]), &repos, &[], &[]).unwrap();
         assert_eq!(names(&r), ["dash-1-1", "app-1-1"]);
         let installed = [pkg("local", "bash", "5-1", &[], &["sh"])];
-        let r = resolve(&t(&["app"]), &repos, &installed).unwrap();
+        let r = resolve(&t(&["app"]), &repos, &installed, &[]).unwrap();
         assert_eq!(names(&r), ["app-1-1"], "an installed provider satisfies it");
         // Versioned provides.
         let repos = vec![(
@@ -407,7 +475,7 @@ mod tests {
                 pkg("core", "foo2", "2-1", &[], &["libfoo.so=2"]),
             ],
         )];
-        let r = resolve(&t(&["app"]), &repos, &[]).unwrap();
+        let r = resolve(&t(&["app"]), &repos, &[], &[]).unwrap();
         assert_eq!(names(&r), ["foo2-2-1", "app-1-1"]);
     }
 
@@ -421,22 +489,22 @@ mod tests {
                 pkg("core", "c", "3-1", &[], &[]),
             ],
         )];
-        let r = resolve(&t(&["a"]), &repos, &[]).unwrap();
+        let r = resolve(&t(&["a"]), &repos, &[], &[]).unwrap();
         assert_eq!(names(&r), ["c-3-1", "b-1-1", "a-1-1"]);
         let installed = [pkg("local", "c", "2.5-1", &[], &[])];
-        let r = resolve(&t(&["a"]), &repos, &installed).unwrap();
+        let r = resolve(&t(&["a"]), &repos, &installed, &[]).unwrap();
         assert_eq!(
             names(&r),
             ["b-1-1", "a-1-1"],
             "installed c 2.5 satisfies c>=2"
         );
         let installed = [pkg("local", "c", "1-1", &[], &[])];
-        let r = resolve(&t(&["a"]), &repos, &installed).unwrap();
+        let r = resolve(&t(&["a"]), &repos, &installed, &[]).unwrap();
         assert_eq!(names(&r), ["c-3-1", "b-1-1", "a-1-1"]);
         assert_eq!(r[0].upgrades.as_deref(), Some("1-1"));
         // An installed explicit target is kept.
         let installed = [pkg("local", "a", "0.9-1", &[], &[])];
-        assert!(resolve(&t(&["a"]), &repos, &installed).unwrap().is_empty());
+        assert!(resolve(&t(&["a"]), &repos, &installed, &[]).unwrap().is_empty());
     }
 
     #[test]
@@ -452,14 +520,14 @@ mod tests {
             ),
             ("alarm".into(), vec![]),
         ];
-        let e = resolve(&t(&["docker"]), &repos, &[])
+        let e = resolve(&t(&["docker"]), &repos, &[], &[])
             .unwrap_err()
             .to_string();
         assert_eq!(
             e,
             "docker -> containerd -> runc>=1.2: not found in core, extra, alarm"
         );
-        let e = resolve(&t(&["nope"]), &repos, &[]).unwrap_err().to_string();
+        let e = resolve(&t(&["nope"]), &repos, &[], &[]).unwrap_err().to_string();
         assert_eq!(e, "nope: not found in core, extra, alarm");
     }
 
@@ -469,7 +537,7 @@ mod tests {
         cronie.conflicts = vec![Dep::parse("cron")];
         let fcron = pkg("local", "fcron", "3-1", &[], &["cron"]);
         let repos = vec![("core".into(), vec![cronie.clone()])];
-        let e = resolve(&t(&["cronie"]), &repos, std::slice::from_ref(&fcron))
+        let e = resolve(&t(&["cronie"]), &repos, std::slice::from_ref(&fcron), &[])
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -479,7 +547,7 @@ mod tests {
         let mut fc = fcron.clone();
         fc.repo = "extra".into();
         let repos = vec![("core".into(), vec![cronie]), ("extra".into(), vec![fc])];
-        let e = resolve(&t(&["cronie", "fcron"]), &repos, &[])
+        let e = resolve(&t(&["cronie", "fcron"]), &repos, &[], &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("conflicts with fcron-3-1"), "{e}");
