@@ -21,6 +21,7 @@ pub mod edit;
 pub mod ext4;
 pub mod fat;
 pub mod ids;
+pub mod kmod;
 pub mod lint;
 pub mod manifest;
 pub mod packages;
