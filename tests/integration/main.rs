@@ -31,6 +31,7 @@ mod fixtures_rootfs;
 mod flake;
 mod flash_bmap;
 mod hostile_tar;
+mod kmod_depmod;
 mod lint_initramfs;
 mod module_graph;
 mod offline_mirror;
