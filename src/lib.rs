@@ -23,6 +23,7 @@ pub mod fat;
 pub mod ids;
 pub mod initramfs;
 pub mod kernel_image;
+pub mod kmod;
 pub mod lint;
 pub mod manifest;
 pub mod packages;

@@ -33,6 +33,7 @@ mod flash_bmap;
 mod hostile_tar;
 mod initramfs_rewrite;
 mod kernel_image;
+mod kmod_depmod;
 mod lint_initramfs;
 mod module_graph;
 mod offline_mirror;
