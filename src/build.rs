@@ -1,14 +1,15 @@
 //! The build engine: one streaming pass from the verified tarball to `ssd.img` and `sd.img`.
 //!
-//! Data flow (design.md): the tarball is hashed and inflated on other threads
-//! ([`crate::rootfs::input`]); each tar entry becomes a tree node while its bytes go straight
-//! into the ext4 data area of `ssd.img` at the root partition's offset; `/boot` files and the
-//! files the edits change are held in memory. After the stream, the profile's pinned packages
-//! are streamed in the same way ([`crate::packages::install`]); then the edits run on the tree,
+//! Data flow: the tarball is hashed and inflated on other threads ([`crate::rootfs::input`]);
+//! each tar entry becomes a tree node while its bytes go straight into the ext4 data area of
+//! `ssd.img` at the root partition's offset; `/boot` files and the files the edits change are
+//! held in memory. After the stream, the profile's pinned packages are streamed in the same
+//! way ([`crate::packages::install`]); the kernel step indexes the module trees and fits the
+//! card's initramfs to the card's kernel ([`crate::kernel`]); then the edits run on the tree,
 //! the ext4 metadata is written, the GPT around it, then `sd.img` (MBR, bootloader blobs, FAT
-//! with `boot.txt`/`boot.scr`), after the hardware lints of [`crate::lint`] (warnings
-//! only). Everything the build decides is a function of
-//! [`BuildInputs`], so the same inputs give the same bytes.
+//! with `boot.txt`/`boot.scr`), after the hardware lints of [`crate::lint`] (warnings only),
+//! and the card's kernel and initramfs are read back and checked. Everything the build
+//! decides is a function of [`BuildInputs`], so the same inputs give the same bytes.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -381,6 +382,15 @@ fn build_sized(
             rep,
         )?;
     }
+    let kernels = kernel_step(
+        &mut tree,
+        &writer,
+        &prepared,
+        &p.board.root_modules,
+        timestamp,
+        &mut report,
+        rep,
+    )?;
     rep.step("configuring the node");
     let secrets = |name: &str| p.secret(name).map(|s| s.bytes().to_vec());
     let card = p
@@ -446,9 +456,12 @@ fn build_sized(
         .with_context(|| format!("{}: cannot flush", ssd_path.display()))?;
 
     rep.detail("checking the boot files (initramfs modules, blob layout, boot.txt)");
+    // With a kernel module tree in the root, the kernel step made the initramfs fit and the
+    // read-back check below decides; the initramfs lint is for roots without one.
     let boot_files: BTreeMap<String, &[u8]> = report
         .boot
         .iter()
+        .filter(|(k, _)| kernels.is_none() || k.as_str() != crate::kernel::INITRAMFS)
         .map(|(k, v)| (k.clone(), &v.data[..]))
         .collect();
     let root = p.boot.root.as_deref().unwrap_or(&p.board.root_device);
@@ -459,6 +472,14 @@ fn build_sized(
     rep.step("writing the boot card");
     let sd_path = dir.join("sd.img");
     let (boot_files, boot_txt) = write_sd(inp, &report, &env, card_list, &sd_path)?;
+    if let Some(kernels) = &kernels {
+        let card = check_written_card(&sd_path, &p.board, kernels)?;
+        rep.detail(format!(
+            "the card: kernel {}, initramfs modules of {}",
+            card.kernel,
+            card.initramfs.join(", ")
+        ));
+    }
     let sd = std::fs::File::open(&sd_path)
         .with_context(|| format!("{}: cannot open to hash it", sd_path.display()))?;
     let sd_hash = spawn_hash(&sd, &sd_path)?;
@@ -541,13 +562,8 @@ fn install_packages(
             has_scriptlet: p.scriptlet.is_some(),
         })
         .collect();
-    let skipped = firstboot::write_deferred(
-        tree,
-        &ctx,
-        &installed,
-        r.modules,
-        firstboot::REVIEWED_SCRIPTLETS,
-    )?;
+    let skipped =
+        firstboot::write_deferred(tree, &ctx, &installed, firstboot::REVIEWED_SCRIPTLETS)?;
     for s in skipped {
         rep.warn(format!(
             "{s}: its .INSTALL scriptlet is not on the reviewed list and will not run (packages::firstboot::REVIEWED_SCRIPTLETS)"
@@ -555,6 +571,80 @@ fn install_packages(
     }
     rep.detail(format!("installed {}", r.installed.join(" ")));
     Ok(())
+}
+
+/// What the kernel hooks would do after the transaction ([`crate::kernel`]): module indexes
+/// for the module trees the packages touched (or that lack them), and an initramfs on the card
+/// for the card's kernel with the root device's modules.
+fn kernel_step(
+    tree: &mut Tree,
+    writer: &Ext4Writer,
+    prepared: &[crate::packages::install::Prepared],
+    root_modules: &[String],
+    timestamp: i64,
+    report: &mut ImportReport,
+    rep: &Reporter,
+) -> Result<Option<BTreeMap<String, crate::kmod::Depmod>>> {
+    use crate::kernel;
+    if kernel::module_trees(tree).is_empty() {
+        return Ok(None);
+    }
+    rep.step("indexing kernel modules");
+    let touched = kernel::touched_releases(
+        prepared
+            .iter()
+            .flat_map(|p| p.entries.iter().filter(|(_, dir)| !dir))
+            .map(|(path, _)| path.as_slice()),
+    );
+    let read = |d: &crate::tree::FileData| writer.read_data(d);
+    let no_secrets = |_: &str| -> Result<Vec<u8>> { bail!("no secrets here") };
+    let ctx = crate::edit::EditContext::new(timestamp, &no_secrets);
+    let indexed = kernel::index_modules(tree, &ctx, &touched, &read)?;
+    for r in &indexed.written {
+        rep.detail(format!(
+            "/{}/{r}/: module indexes written",
+            kernel::MODULES_DIR
+        ));
+    }
+    if let Some(note) = kernel::card_initramfs(
+        &mut report.boot,
+        tree,
+        &indexed.kernels,
+        root_modules,
+        &read,
+    )? {
+        // Seen without -v: the card does not carry the tarball's initramfs as it was.
+        rep.step(note);
+    }
+    Ok(Some(indexed.kernels))
+}
+
+/// [`crate::kernel::check_card`] on the written `sd.img`: its `zImage` and initramfs read
+/// back from the FAT volume.
+fn check_written_card(
+    path: &Path,
+    board: &crate::profile::Board,
+    kernels: &BTreeMap<String, crate::kmod::Depmod>,
+) -> Result<crate::kernel::CardKernel> {
+    use crate::kernel::{INITRAMFS, ZIMAGE, check_card};
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let vol = crate::fat::read_fat32(
+        &file,
+        board.sd.first_sector * SECTOR,
+        board.sd.partition_size.0,
+        &path.display().to_string(),
+    )?;
+    let get = |name: &str| vol.entries.iter().find(|e| !e.is_dir && e.path == name);
+    let Some(zimage) = get(ZIMAGE) else {
+        bail!("{}: the card has no {ZIMAGE}", path.display());
+    };
+    let initramfs = get(INITRAMFS).map(|e| e.data.as_slice());
+    let release = crate::kernel_image::zimage_version(&zimage.data)
+        .with_context(|| format!("{}: /{ZIMAGE}", path.display()))?;
+    let builtin = |m: &str| kernels.get(&release).is_some_and(|d| d.is_builtin(m));
+    check_card(&zimage.data, initramfs, &board.root_modules, &builtin)
+        .with_context(|| format!("{}: the card would not find its root", path.display()))
 }
 
 /// Write `sd.img`: MBR, blobs, FAT with the boot files plus `boot.txt`, `boot.scr` and a

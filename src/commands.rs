@@ -1228,6 +1228,42 @@ pub fn inspect(image: &Path) -> Result<()> {
         .unwrap_or_default();
     let report = crate::disk::inspect::inspect(image, &slots)?;
     print!("{report}");
+    // A card: the kernel it boots and the kernel its initramfs has modules for.
+    let fat = report.partitions.iter().find(|p| {
+        matches!(report.table, crate::disk::inspect::Table::Mbr { .. })
+            && p.fs.version.as_deref() == Some("FAT32")
+    });
+    if let Some(p) = fat {
+        let file = std::fs::File::open(image)
+            .with_context(|| format!("cannot open {}", image.display()))?;
+        let vol = crate::fat::read_fat32(
+            &file,
+            p.start * crate::sector::SECTOR,
+            p.sectors * crate::sector::SECTOR,
+            &image.display().to_string(),
+        )?;
+        let get = |name: &str| {
+            vol.entries
+                .iter()
+                .find(|e| !e.is_dir && e.path == name)
+                .map(|e| e.data.as_slice())
+        };
+        if let Some(z) = get(crate::kernel::ZIMAGE) {
+            match crate::kernel::card_kernel(z, get(crate::kernel::INITRAMFS)) {
+                Ok((k, ird)) => {
+                    println!("kernel on the card: {}", k.kernel);
+                    match (ird, k.initramfs.is_empty()) {
+                        (None, _) => println!("initramfs: none"),
+                        (Some(_), true) => println!("initramfs: no kernel modules"),
+                        (Some(_), false) => {
+                            println!("initramfs: modules of {}", k.initramfs.join(", "))
+                        }
+                    }
+                }
+                Err(e) => println!("kernel on the card: cannot tell ({e:#})"),
+            }
+        }
+    }
     Ok(())
 }
 

@@ -22,6 +22,7 @@ pub mod ext4;
 pub mod fat;
 pub mod ids;
 pub mod initramfs;
+pub mod kernel;
 pub mod kernel_image;
 pub mod kmod;
 pub mod lint;

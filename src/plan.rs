@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use crate::profile::Profile;
 
 /// Version of hc1img's output format; part of every derivation hash.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What an [`Input`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

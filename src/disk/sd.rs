@@ -116,7 +116,7 @@ pub fn write_sd_image<D: AsRef<[u8]>>(path: &Path, sd: &SdImage<'_, D>) -> Resul
 /// card full of old data ([`crate::fat::metadata_ranges`]: reserved sectors, both FATs in full,
 /// directory clusters) data in the sparse `file`, so its block map maps it. The one place that
 /// decides what a card's map covers in its boot partition: `sd.img` ([`write_sd_image`]) and a
-/// seeded copy ([`crate::seed::write_seed`]) both call it after writing the volume.
+/// seeded copy (`hc1img seed`) both call it after writing the volume.
 pub fn map_boot_partition(file: &File, base: u64, len: u64) -> Result<()> {
     for (s, e) in crate::fat::metadata_ranges(file, base, len)? {
         materialize(file, base + s, e - s)?;

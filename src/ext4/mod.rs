@@ -155,6 +155,12 @@ impl Ext4Writer {
         self.inner.write_data(src, len)
     }
 
+    /// A regular file's contents: in memory, or read back from where [`Self::write_data`]
+    /// stored them (at most [`writer::MAX_READ_BACK`] bytes).
+    pub fn read_data(&self, data: &crate::tree::FileData) -> Result<Vec<u8>> {
+        self.inner.read_data(data)
+    }
+
     /// Bytes still free for file data (whole 4 KiB blocks); `finish` needs a little of it
     /// for directories, in-memory files and metadata blocks.
     pub fn free_bytes(&self) -> u64 {

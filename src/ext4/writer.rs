@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use super::alloc::{Allocator, Bitmap, push_run};
 use super::csum::crc32c_raw;
@@ -35,6 +35,9 @@ use crate::tree::{BlockRun, DataRef, FileData, NodeId, NodeKind, Timestamp, Tree
 
 /// Bytes per streaming write.
 const CHUNK_BLOCKS: u64 = 256;
+/// The largest file [`Ext4Writer::read_data`] reads back (kernel modules and their lists are
+/// a few MiB at most).
+pub const MAX_READ_BACK: u64 = 256 << 20;
 const LPF_BLOCKS: usize = 4;
 
 pub struct Writer {
@@ -140,6 +143,40 @@ impl Writer {
             done += bytes as u64;
         }
         Ok(DataRef { size: len, runs })
+    }
+
+    /// The contents of a regular file: held in memory, or read back from the blocks
+    /// [`Self::write_data`] put it in. At most [`MAX_READ_BACK`] bytes.
+    pub fn read_data(&self, data: &FileData) -> Result<Vec<u8>> {
+        let r = match data {
+            FileData::Bytes(b) => return Ok(b.clone()),
+            FileData::Stored(r) => r,
+        };
+        ensure!(
+            r.size <= MAX_READ_BACK,
+            "ext4: a {}-byte file is more than the {MAX_READ_BACK} bytes read back at once",
+            r.size
+        );
+        let mut out = vec![0u8; usize::try_from(r.size).context("ext4: file too large")?];
+        let mut done = 0usize;
+        for run in &r.runs {
+            if done == out.len() {
+                break;
+            }
+            let span = usize::try_from(u64::from(run.len) * BLOCK_SIZE_U64)
+                .context("ext4: extent too large")?;
+            let n = span.min(out.len() - done);
+            let pos = self.offset + run.start * BLOCK_SIZE_U64;
+            self.file
+                .read_exact_at(&mut out[done..done + n], pos)
+                .with_context(|| format!("ext4: reading file data back at image offset {pos}"))?;
+            done += n;
+        }
+        ensure!(
+            done == out.len(),
+            "ext4: a file's extents hold fewer bytes than its size"
+        );
+        Ok(out)
     }
 
     fn alloc_blocks(&mut self, n: u64, used: &mut Bitmap, what: &str) -> Result<Vec<BlockRun>> {

@@ -25,7 +25,7 @@
 //! an untouched initramfs gives the same bytes; a changed segment is written as newc (inode
 //! numbers renumbered deterministically, entries in the model's order) and compressed again
 //! with the same compression ([`compress::encode`]: gzip level 9 with no name and mtime 0,
-//! zstd level 19 with a checksum, xz preset 6 keeping the original stream's integrity check).
+//! zstd level 3 with a checksum, xz preset 6 keeping the original stream's integrity check).
 //!
 //! # Why the module swap rewrites a segment
 //!
@@ -538,6 +538,81 @@ impl Initramfs {
             .get_mut(s)
             .context("internal error: module segment")?;
         let at = insert_at.min(seg.entries.len());
+        seg.entries.splice(at..at, added);
+        Ok(())
+    }
+}
+
+impl Initramfs {
+    /// Add a module directory for kernel `new` holding `files` to an archive that has none
+    /// (an initramfs made without modules, or by `autodetect` on a machine that needed none):
+    /// under `usr/lib/modules` (or `lib/modules` when the archive has a real `lib` directory
+    /// and no `usr/lib`), in the last segment before its `TRAILER!!!`, with the parent
+    /// directories the kernel's unpacker needs (it creates no missing parents), root-owned,
+    /// mode 0755, all with the segment's newest mtime and its header format (070701/070702).
+    ///
+    /// Fails when the archive already has kernel modules (use [`Initramfs::replace_modules`]),
+    /// and on a path or mode in `files` that cannot be written.
+    pub fn add_modules(&mut self, new: &str, files: Vec<NewFile>) -> Result<()> {
+        let versions = self.module_versions();
+        if !versions.is_empty() {
+            bail!(
+                "the initramfs already has kernel modules (for {}): replace them instead",
+                versions.join(", ")
+            );
+        }
+        check_component(new).with_context(|| format!("kernel version {new:?}"))?;
+        check_files(&files)?;
+        let paths = Paths::new(self);
+        let mut dirs: HashSet<String> = HashSet::new();
+        let mut real_lib = false;
+        for e in self.entries() {
+            let Some(r) = paths.resolve(&e.name) else {
+                continue;
+            };
+            if e.is_dir() {
+                dirs.insert(r.join("/"));
+            }
+            if e.is_dir() && r == ["lib"] {
+                real_lib = true;
+            }
+        }
+        drop(paths);
+        let parent = if real_lib && !dirs.contains("usr/lib") {
+            "lib/modules"
+        } else {
+            "usr/lib/modules"
+        };
+        let Some(seg) = self
+            .segments
+            .iter_mut()
+            .rev()
+            .find(|s| s.entries.iter().any(|e| !e.is_trailer()))
+        else {
+            bail!("the initramfs has no archive to add the modules of {new:?} to");
+        };
+        let mtime = seg.entries.iter().map(|e| e.mtime).max().unwrap_or(0);
+        let crc = seg.entries.iter().any(|e| e.crc);
+        let mut added = Vec::new();
+        let comps: Vec<&str> = parent.split('/').collect();
+        for j in 1..=comps.len() {
+            let d = comps.get(..j).unwrap_or_default().join("/");
+            if !dirs.contains(&d) {
+                let mut e = module_dir_entries(&d, Vec::new(), mtime, crc);
+                added.append(&mut e);
+            }
+        }
+        added.extend(module_dir_entries(
+            &format!("{parent}/{new}"),
+            files,
+            mtime,
+            crc,
+        ));
+        let at = seg
+            .entries
+            .iter()
+            .position(Entry::is_trailer)
+            .unwrap_or(seg.entries.len());
         seg.entries.splice(at..at, added);
         Ok(())
     }

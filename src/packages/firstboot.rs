@@ -13,13 +13,13 @@
 //! `sysinit.target`, runs once while the marker `/var/lib/hc1img/pacman-deferred.pending`
 //! (written by the build) exists, before `sysinit.target` ends and so before `docker.service`
 //! and every normal unit. It runs what pacman's hooks would have: `ldconfig`,
-//! `systemd-sysusers`, `systemd-tmpfiles --create`, `depmod -a` when a package shipped kernel
-//! modules, then the `post_install VERSION` function of each installed package whose
+//! `systemd-sysusers`, `systemd-tmpfiles --create`, then the `post_install VERSION` function of each installed package whose
 //! scriptlet is on [`REVIEWED_SCRIPTLETS`]. It removes the marker only when every step
 //! succeeded (a failed step leaves the unit failed and retries at the next boot).
 //! `tmpfiles.d` is left to it and to `systemd-tmpfiles-setup.service`, which runs at every boot
-//! anyway; `systemctl daemon-reload` is moot on a system that has not booted yet; mkinitcpio
-//! presets are not run (the tarball's initramfs is used).
+//! anyway; `systemctl daemon-reload` is moot on a system that has not booted yet. What kmod's
+//! and mkinitcpio's hooks do (module indexes, the initramfs for the new kernel) is done at
+//! build time by [`crate::kernel`], so the first boot's udev coldplug finds every module.
 //!
 //! Scriptlets not on the list are never run; the build reports them. A scriptlet can do
 //! anything as root: the list holds only packages whose `post_install` has been read and found
@@ -83,11 +83,7 @@ pub struct Installed {
 
 /// The deferred script. `allow` is the reviewed list ([`REVIEWED_SCRIPTLETS`] in a build).
 /// Returns the script and the packages whose scriptlet it does not run.
-pub fn script_text(
-    installed: &[Installed],
-    modules: bool,
-    allow: &[&str],
-) -> (String, Vec<String>) {
+pub fn script_text(installed: &[Installed], allow: &[&str]) -> (String, Vec<String>) {
     let mut s = String::from(
         "#!/bin/sh\n\
          # Written by hc1img: what pacman would have run after installing the image's packages.\n\
@@ -98,9 +94,6 @@ pub fn script_text(
          step systemd-sysusers\n\
          step systemd-tmpfiles --create\n",
     );
-    if modules {
-        s.push_str("step depmod -a\n");
-    }
     let mut skipped = Vec::new();
     for p in installed.iter().filter(|p| p.has_scriptlet) {
         let ok = allow.contains(&p.name.as_str()) && !NEVER_RUN.contains(&p.name.as_str());
@@ -131,10 +124,9 @@ pub fn write_deferred(
     tree: &mut Tree,
     ctx: &EditContext,
     installed: &[Installed],
-    modules: bool,
     allow: &[&str],
 ) -> Result<Vec<String>> {
-    let (script, skipped) = script_text(installed, modules, allow);
+    let (script, skipped) = script_text(installed, allow);
     edit::write_file(tree, ctx, SCRIPT_PATH, script, 0o755, 0, 0)?;
     edit::units::install_unit(
         tree,
@@ -359,7 +351,6 @@ mod tests {
         };
         let (s, skipped) = script_text(
             &[pk("hello"), pk("uboot-odroid-xu3"), pk("other")],
-            true,
             &["hello", "uboot-odroid-xu3"],
         );
         assert!(
@@ -367,7 +358,7 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("uboot"), "{s}");
-        assert!(s.contains("step depmod -a"));
+        assert!(!s.contains("depmod"), "{s}");
         assert_eq!(skipped, ["uboot-odroid-xu3-1-1", "other-1-1"]);
     }
 

@@ -280,8 +280,6 @@ pub struct InstallReport {
     pub warnings: Vec<String>,
     /// Installed `NAME-VERSION`s, in install order.
     pub installed: Vec<String>,
-    /// Whether a package shipped kernel modules (`usr/lib/modules/`).
-    pub modules: bool,
     /// `NAME-VERSION`s that have an `.INSTALL` scriptlet.
     pub scriptlets: Vec<String>,
     /// Files written as `.pacnew`.
@@ -514,12 +512,6 @@ fn install_one(
             tree.node_mut(id).meta.mtime = Timestamp::from_secs(*mtime);
         }
         rep.scriptlets.push(p.dir_name());
-    }
-    if p.entries
-        .iter()
-        .any(|(e, d)| !d && e.starts_with(b"usr/lib/modules/"))
-    {
-        rep.modules = true;
     }
     rep.installed.push(p.dir_name());
     Ok(())

@@ -350,7 +350,13 @@ mod tests {
             vec![
                 pkg("core", "linux-odroid-xu3", "6.6.143-1", &[], &[]),
                 pkg("core", "libfoo", "2-1", &[], &[]),
-                pkg("core", "module-pkg", "1-1", &["linux-odroid-xu3>=6.6.140"], &[]),
+                pkg(
+                    "core",
+                    "module-pkg",
+                    "1-1",
+                    &["linux-odroid-xu3>=6.6.140"],
+                    &[],
+                ),
                 pkg("core", "tool", "1-1", &["libfoo"], &[]),
             ],
         )];
@@ -375,9 +381,14 @@ mod tests {
             "{e}"
         );
         // So does an explicit target.
-        let e = resolve(&t(&["linux-odroid-xu3>=6.6.143"]), &repos, &installed, &hold)
-            .unwrap_err()
-            .to_string();
+        let e = resolve(
+            &t(&["linux-odroid-xu3>=6.6.143"]),
+            &repos,
+            &installed,
+            &hold,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("linux-odroid-xu3>=6.6.143: needs"), "{e}");
         Ok(())
     }
@@ -504,7 +515,11 @@ mod tests {
         assert_eq!(r[0].upgrades.as_deref(), Some("1-1"));
         // An installed explicit target is kept.
         let installed = [pkg("local", "a", "0.9-1", &[], &[])];
-        assert!(resolve(&t(&["a"]), &repos, &installed, &[]).unwrap().is_empty());
+        assert!(
+            resolve(&t(&["a"]), &repos, &installed, &[])
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -527,7 +542,9 @@ mod tests {
             e,
             "docker -> containerd -> runc>=1.2: not found in core, extra, alarm"
         );
-        let e = resolve(&t(&["nope"]), &repos, &[], &[]).unwrap_err().to_string();
+        let e = resolve(&t(&["nope"]), &repos, &[], &[])
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "nope: not found in core, extra, alarm");
     }
 

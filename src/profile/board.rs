@@ -116,6 +116,18 @@ impl Validator<'_> {
         if !is_word(&board.root_device) {
             return Err(v.err(&["root_device"], "expected a device like \"/dev/sda1\""));
         }
+        for (i, m) in board.root_modules.iter().enumerate() {
+            if m.is_empty()
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(v.err(
+                    &["root_modules"],
+                    format!("[{i}] {m:?}: expected a kernel module name like \"usb-storage\""),
+                ));
+            }
+        }
         render_template(&board.boot_txt, &|n| {
             if BOOT_TXT_VARS.contains(&n) {
                 Some(String::new())

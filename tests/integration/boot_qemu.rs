@@ -20,8 +20,15 @@
 //! seeded by `hc1img seed` (token, admin password hash, mail password): the node takes the
 //! secrets (root-only modes), erases them from the card (still `fsck.fat -n` clean) and joins
 //! once with the seeded token; the NAS is back (a bind mount stands in for the share) and the
-//! backup run succeeds; (3) fresh copies of the built images with another MAC and a card
-//! seeded with an address, a token and an engine label (`--label`, merged into daemon.json).
+//! backup run succeeds; (3) the kernel upgrade, booted as the HC1 boots: the same profile on
+//! `boards/qemu-virt-usb.toml` (the SSD is USB mass storage behind xHCI, so its drivers must
+//! come from the initramfs) built with `[packages]` on (upgrade = true, the shipped default)
+//! from the fixture with a local database owning kernel A and a signed repository offering
+//! kernel B as Arch Linux ARM packages it (`scripts/fixtures/debian-armhf-kernels.sh`,
+//! `HC1IMG_TEST_KERNELS`), with another MAC and a card seeded with an address, a token and an
+//! engine label (`--label`, merged into daemon.json): the node runs kernel B with no failed
+//! unit, `usb_storage` loaded, and `modprobe --show-depends` of a module outside the
+//! initramfs resolves from the root's build-time indexes.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -79,8 +86,13 @@ say "hostname=$(cat /proc/sys/kernel/hostname)"
 say "cmdline=$(cat /proc/cmdline)"
 src=$(findmnt -no SOURCE /)
 say "root=$src $(findmnt -no FSTYPE /) $(lsblk -dno UUID,PARTUUID "$src" | tr -s ' ')"
-say "disk-sectors=$(cat /sys/block/vdb/size)"
-say "part-sectors=$(cat /sys/class/block/vdb1/size)"
+disk=$(lsblk -no PKNAME "$src")
+say "disk-sectors=$(cat "/sys/block/$disk/size")"
+say "part-sectors=$(cat "/sys/class/block/${src#/dev/}/size")"
+say "kernel=$(uname -r)"
+say "usb-storage=$(lsmod | awk '$1 == "usb_storage" { print "loaded" }')"
+# A module no initramfs holds, resolved from the root's own indexes at the first boot.
+say "modprobe-bridge=$(modprobe --show-depends bridge 2>&1 | sed 's|.*/||' | tr '\n' ' ')"
 say "fs-bytes=$(df -B1 --output=size / | tail -n 1 | tr -d ' ')"
 say "swarm-unit=$(systemctl show -p ActiveState --value hc1-swarm-join.service)"
 say "token-file=$([ -e /var/lib/hc1img/secrets/swarm-token ] && echo present || echo absent)"
@@ -200,15 +212,154 @@ mode = "0755"
     profile
 }
 
+/// What the kernel-upgrade boot builds from: the boot fixture with a local pacman database in
+/// which `linux-odroid-xu3` (kernel A) owns the kernel, its dtbs and its modules, as in Arch
+/// Linux ARM's tarball; and a signed `core` repository whose `linux-odroid-xu3` is kernel B
+/// packaged with the layout of Arch Linux ARM's kernel package (`boot/zImage`, flat
+/// `boot/dtbs/*.dtb`, `usr/lib/modules/<kver>/` without any `modules.dep*`, the dummy
+/// `usr/lib/initcpio/<kver>`). Returns the tarball and the mirror URL; the key is
+/// `dir/keyring.asc`.
+fn kernel_upgrade_inputs(dir: &Path, tarball: &Path) -> (PathBuf, String) {
+    use std::io::Read;
+    let (kdir, a, b) = crate::common::test_kernels();
+    // 1. The tarball, copied entry by entry, plus the local database.
+    let mut owned: Vec<String> = Vec::new();
+    let out = dir.join("alarm-kernel-a.tar.gz");
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&out).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut builder = tar::Builder::new(gz);
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(tarball).unwrap(),
+    ));
+    let mods = format!("usr/lib/modules/{a}/");
+    for e in ar.entries().unwrap().raw(true) {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let path = path.trim_start_matches("./").to_string();
+        let dir_entry = h.entry_type().is_dir();
+        let name = path.trim_end_matches('/');
+        let base = name.rsplit('/').next().unwrap_or("");
+        let kernel_file = name == "boot/zImage"
+            || name.starts_with("boot/dtbs/")
+            || (format!("{name}/").starts_with(&mods)
+                && (!base.starts_with("modules.")
+                    || matches!(
+                        base,
+                        "modules.order" | "modules.builtin" | "modules.builtin.modinfo"
+                    )));
+        if kernel_file && !name.is_empty() {
+            owned.push(if dir_entry {
+                format!("{name}/")
+            } else {
+                name.to_string()
+            });
+        }
+        // Long names come as pax/GNU records in raw mode: keep them as they are.
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        builder.append(&h, &data[..]).unwrap();
+    }
+    assert!(
+        owned.iter().any(|p| p.starts_with(&mods)),
+        "the boot fixture has no {mods}: its kernel is not kernel A of HC1IMG_TEST_KERNELS"
+    );
+    for d in ["usr/", "usr/lib/", "usr/lib/modules/", "boot/"] {
+        owned.push(d.to_string());
+    }
+    owned.sort();
+    owned.dedup();
+    let db = "var/lib/pacman/local/linux-odroid-xu3-6.1.0-1";
+    let desc = format!(
+        "%NAME%\nlinux-odroid-xu3\n\n%VERSION%\n6.1.0-1\n\n%BASE%\nlinux-odroid-xu3\n\n\
+         %DESC%\nstand-in: Debian's {a}\n\n%ARCH%\narmv7h\n\n%BUILDDATE%\n1690000000\n\n\
+         %INSTALLDATE%\n1690000000\n\n%SIZE%\n1\n\n%VALIDATION%\npgp\n\n"
+    );
+    let files = format!("%FILES%\n{}\n\n", owned.join("\n"));
+    crate::common::append(
+        &mut builder,
+        vec![
+            crate::common::E::Dir("var/lib/pacman", 0o755),
+            crate::common::E::Dir("var/lib/pacman/local", 0o755),
+            crate::common::E::File(
+                "var/lib/pacman/local/ALPM_DB_VERSION",
+                0o644,
+                b"9\n".to_vec(),
+            ),
+            crate::common::E::Dir(db, 0o755),
+            crate::common::E::File(&format!("{db}/desc"), 0o644, desc.into_bytes()),
+            crate::common::E::File(&format!("{db}/files"), 0o644, files.into_bytes()),
+        ],
+    );
+    builder.into_inner().unwrap().finish().unwrap();
+
+    // 2. Kernel B as Arch Linux ARM packages its kernel.
+    let pkg = dir.join("pkg-linux");
+    let kb = kdir.join("B");
+    let sh = |cmd: &str| run_ok("sh", &["-euc", cmd]);
+    sh(&format!(
+        "p={p}; k={k}; mkdir -p $p/boot/dtbs $p/usr/lib/modules $p/usr/lib/initcpio
+         cp $k/boot/vmlinuz-{b} $p/boot/zImage
+         cp $k/usr/lib/linux-image-{b}/*.dtb $p/boot/dtbs/
+         cp -a $k/usr/lib/modules/{b} $p/usr/lib/modules/
+         : >$p/usr/lib/initcpio/{b}
+         ! ls $p/usr/lib/modules/{b}/modules.dep* 2>/dev/null",
+        p = pkg.display(),
+        k = kb.display(),
+    ));
+    let size: u64 = sh(&format!(
+        "du -sb --apparent-size {} | cut -f1",
+        pkg.display()
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    std::fs::write(
+        pkg.join(".PKGINFO"),
+        format!(
+            "# Generated by makepkg 6.0.2\npkgname = linux-odroid-xu3\npkgbase = linux-odroid-xu3\n\
+             pkgver = 6.1.1-1\npkgdesc = stand-in: Debian's {b}\nurl = https://www.kernel.org/\n\
+             builddate = 1700000000\npackager = Test Packager <test@example.org>\nsize = {size}\n\
+             arch = armv7h\nlicense = GPL2\n"
+        ),
+    )
+    .unwrap();
+    let core = dir.join("mirror/core");
+    std::fs::create_dir_all(&core).unwrap();
+    let file = core.join("linux-odroid-xu3-6.1.1-1-armv7h.pkg.tar.zst");
+    sh(&format!(
+        "cd {p} && find . -exec touch -h -d @1700000000 {{}} +
+         LANG=C bsdtar -cf - --format=mtree --options='!all,use-set,type,uid,gid,mode,time,size,md5,sha256,link' .PKGINFO boot usr | gzip -c -f -n >.MTREE
+         touch -d @1700000000 .MTREE
+         LANG=C bsdtar -cf {f} --zstd --uid 0 --gid 0 .PKGINFO .MTREE boot usr",
+        p = pkg.display(),
+        f = file.display(),
+    ));
+    std::fs::remove_dir_all(&pkg).unwrap();
+    let gpg = crate::packages_e2e::signer(dir);
+    crate::packages_e2e::sign_all(&gpg, &[&file]);
+    crate::packages_e2e::repo_add(&core, "core", &[file]);
+    (out, format!("file://{}/mirror/$repo", dir.display()))
+}
+
 /// One boot: the card image last (virtio 0 for U-Boot, /dev/vda for Linux), the SSD first.
 /// Returns the serial log; panics with it when the boot does not finish in time.
-fn boot(name: &str, ssd: &Path, sd: &Path, mac: &str, dir: &Path) -> String {
+fn boot(name: &str, ssd: &Path, sd: &Path, mac: &str, dir: &Path, usb: bool) -> String {
     let log = dir.join(format!("{name}.serial.log"));
     let started = Instant::now();
+    // The SSD as a virtio disk, or (`usb`) as the HC1 has it: USB mass storage behind an
+    // xHCI controller (highmem=off: the 32-bit armmp kernel can then claim the PCI window).
+    let ssd_dev: &[&str] = if usb {
+        &["-device", "qemu-xhci", "-device", "usb-storage,drive=ssd"]
+    } else {
+        &["-device", "virtio-blk-device,drive=ssd"]
+    };
     let mut child = Command::new("qemu-system-arm")
         .args([
             "-M",
-            "virt",
+            if usb { "virt,highmem=off" } else { "virt" },
             "-cpu",
             "cortex-a15",
             "-smp",
@@ -223,7 +374,7 @@ fn boot(name: &str, ssd: &Path, sd: &Path, mac: &str, dir: &Path) -> String {
         .arg(format!("file:{}", log.display()))
         .arg("-drive")
         .arg(format!("if=none,id=ssd,format=raw,file={}", ssd.display()))
-        .args(["-device", "virtio-blk-device,drive=ssd"])
+        .args(ssd_dev)
         .arg("-drive")
         .arg(format!("if=none,id=sd,format=raw,file={}", sd.display()))
         .args(["-device", "virtio-blk-device,drive=sd"])
@@ -582,7 +733,7 @@ fn first_boot_in_qemu() {
     let (ssd, sd) = (dir.join("ssd.img"), dir.join("sd.img"));
     copy_image(&out.join("ssd.img"), &ssd, 2);
     copy_image(&out.join("sd.img"), &sd, 1);
-    let log1 = boot("first", &ssd, &sd, "52:54:00:12:34:56", dir);
+    let log1 = boot("first", &ssd, &sd, "52:54:00:12:34:56", dir, false);
     let (r1, docker1) = report(&log1);
     let ctx = |what: &str| format!("{what}; report {r1:#?}\nlog:\n{log1}");
     assert!(
@@ -770,7 +921,7 @@ fn first_boot_in_qemu() {
         "hc1img seed: {}",
         String::from_utf8_lossy(&seeded.stderr)
     );
-    let log2 = boot("second", &ssd, &sd2, "52:54:00:12:34:56", dir);
+    let log2 = boot("second", &ssd, &sd2, "52:54:00:12:34:56", dir, false);
     let (r2, docker2) = report(&log2);
     let ctx2 = |what: &str| format!("{what}; report {r2:#?}\nlog:\n{log2}");
     assert_eq!(r2["state"], "running", "{}", ctx2("system state"));
@@ -863,14 +1014,62 @@ fn first_boot_in_qemu() {
     assert_eq!(left.trim(), "", "secrets left on the card: {left}");
     std::fs::remove_file(&fat).unwrap();
 
-    // --- boot 3: another copy of the same images, another MAC, a seeded card -------------
+    // --- boot 3: the kernel upgrade, booted as the HC1 boots: root on USB storage --------
+    // The same profile on a board whose SSD is USB mass storage, built from a tarball whose
+    // local database owns kernel A and a signed repository offering kernel B, with the
+    // shipped defaults ([packages] upgrade = true): the build installs B, indexes its modules
+    // and gives the card an initramfs for B. Another MAC, a card seeded with an address.
+    let (upgrade_tarball, mirror) = kernel_upgrade_inputs(dir, &tarball);
+    let (_, kernel_a, kernel_b) = crate::common::test_kernels();
+    let usb_profile = dir.join("qemu-usb-test.toml");
+    std::fs::write(
+        &usb_profile,
+        format!(
+            "extends = \"qemu-boot-test.toml\"\nname = \"qemu-usb-test\"\nboard = {board:?}\n\n\
+             [fstab]\nroot_device = \"/dev/sda1\"\n\n\
+             [packages]\ninstall = [\"linux-odroid-xu3\"]\nrepositories = [\"core\"]\n\
+             mirrors = [{mirror:?}]\nkeyring = {key:?}\n",
+            board = repo()
+                .join("profiles/boards/qemu-virt-usb.toml")
+                .display()
+                .to_string(),
+            key = dir.join("keyring.asc").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let usb_out = dir.join("out-usb");
+    let sha = crate::common::sha256_file(&upgrade_tarball);
+    let built = Command::new(env!("CARGO_BIN_EXE_hc1img"))
+        .current_dir(dir)
+        .env("HC1IMG_CACHE", dir.join("cache"))
+        .arg("build")
+        .arg(&usb_profile)
+        .arg("--source-url")
+        .arg(&upgrade_tarball)
+        .args(["--source-sha256", &sha])
+        .args(crate::common::worker_secrets(dir))
+        .arg("--out")
+        .arg(&usb_out)
+        .output()
+        .unwrap();
+    let build_log = String::from_utf8_lossy(&built.stderr).into_owned();
+    assert!(
+        built.status.success(),
+        "kernel-upgrade build failed:\n{build_log}"
+    );
+    assert!(
+        build_log.contains(&format!("modules were for kernel {kernel_a}"))
+            && build_log.contains(&format!("kernel {kernel_b} (the card's zImage)")),
+        "the build does not say it made an initramfs for {kernel_b}:\n{build_log}"
+    );
+    std::fs::remove_file(&upgrade_tarball).unwrap();
     let (ssd3, sd3) = (dir.join("ssd3.img"), dir.join("sd3.img"));
-    copy_image(&out.join("ssd.img"), &ssd3, 1);
+    copy_image(&usb_out.join("ssd.img"), &ssd3, 1);
     let token3 = dir.join("seed-token");
     write_secret(&token3, SEED_TOKEN);
     let seeded = Command::new(env!("CARGO_BIN_EXE_hc1img"))
         .arg("seed")
-        .arg(out.join("sd.img"))
+        .arg(usb_out.join("sd.img"))
         .arg("--output")
         .arg(&sd3)
         .args(["--address", "10.0.2.99/24", "--gateway", "10.0.2.2"])
@@ -884,10 +1083,19 @@ fn first_boot_in_qemu() {
         "hc1img seed: {}",
         String::from_utf8_lossy(&seeded.stderr)
     );
-    let log3 = boot("copy", &ssd3, &sd3, "52:54:00:ab:cd:ef", dir);
+    let log3 = boot("usb-upgrade", &ssd3, &sd3, "52:54:00:ab:cd:ef", dir, true);
     let (r3, docker3) = report(&log3);
     assert_eq!(r3["state"], "running", "boot 3: {r3:#?}\n{log3}");
     assert_eq!(r3["failed"], "", "boot 3: {r3:#?}");
+    // Kernel B booted, its USB storage driver came from the initramfs, and a module no
+    // initramfs holds resolves from the root's indexes written at build time.
+    assert_eq!(r3["kernel"], kernel_b, "boot 3: {r3:#?}");
+    assert_eq!(r3["usb-storage"], "loaded", "boot 3: {r3:#?}");
+    assert!(r3["root"].starts_with("/dev/sda1 ext4 "), "boot 3: {r3:#?}");
+    assert!(
+        r3["modprobe-bridge"].contains("bridge.ko"),
+        "modprobe --show-depends bridge at the first boot: {r3:#?}"
+    );
     assert_ne!(r3["machine-id"], mid1, "two copies share a machine-id");
     assert_eq!(r3["hostname"], "hc1-abcdef");
     assert!(
@@ -911,10 +1119,12 @@ fn first_boot_in_qemu() {
         "boot 3 did not use the seeded token: {j3:?}"
     );
     // The built images are untouched by booting copies of them.
-    let verify = Command::new(env!("CARGO_BIN_EXE_hc1img"))
-        .arg("verify")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{verify:?}");
+    for o in [&out, &usb_out] {
+        let verify = Command::new(env!("CARGO_BIN_EXE_hc1img"))
+            .arg("verify")
+            .arg(o)
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{verify:?}");
+    }
 }

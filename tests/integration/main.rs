@@ -33,6 +33,7 @@ mod flash_bmap;
 mod hostile_tar;
 mod initramfs_rewrite;
 mod kernel_image;
+mod kernel_initramfs;
 mod kmod_depmod;
 mod lint_initramfs;
 mod module_graph;

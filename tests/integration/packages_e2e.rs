@@ -102,7 +102,7 @@ fn build_pkg(work: &Path, repo_dir: &Path, p: &Pkg) -> PathBuf {
 }
 
 /// `repo-add` (Debian's pacman-package-manager) over the package files of one repository.
-fn repo_add(repo_dir: &Path, name: &str, files: &[PathBuf]) {
+pub(crate) fn repo_add(repo_dir: &Path, name: &str, files: &[PathBuf]) {
     let db = repo_dir.join(format!("{name}.db.tar.gz"));
     let mut args = vec!["-q".to_string(), db.display().to_string()];
     args.extend(files.iter().map(|f| f.display().to_string()));
@@ -177,7 +177,7 @@ pub(crate) fn tarball_with_local_db(dir: &Path) -> PathBuf {
 
 /// A signing key for the test repositories; its public half is `dir/keyring.asc`, which
 /// [`hc1img`] passes as `HC1IMG_KEYRING`.
-fn signer(dir: &Path) -> Gpg {
+pub(crate) fn signer(dir: &Path) -> Gpg {
     let gpg = Gpg::new().unwrap();
     gpg.gen_key("Packages Test <pk@example.invalid>", "ed25519", "sign")
         .unwrap();
@@ -186,7 +186,7 @@ fn signer(dir: &Path) -> Gpg {
 }
 
 /// Sign each package (`FILE.sig` beside it, which repo-add puts into the database).
-fn sign_all(gpg: &Gpg, files: &[&PathBuf]) {
+pub(crate) fn sign_all(gpg: &Gpg, files: &[&PathBuf]) {
     for f in files {
         gpg.sign(f, &PathBuf::from(format!("{}.sig", f.display())), false)
             .unwrap();

@@ -567,3 +567,22 @@ pub fn build_command(cwd: &Path, profile: &Path, tarball: &Path, out: Option<&Pa
     }
     cmd
 }
+
+/// The two Debian armmp kernels of `scripts/fixtures/debian-armhf-kernels.sh` (exported by
+/// `scripts/test` as `HC1IMG_TEST_KERNELS`): A is the boot fixture's, B the upgrade.
+pub fn test_kernels() -> (PathBuf, String, String) {
+    let dir = PathBuf::from(std::env::var_os("HC1IMG_TEST_KERNELS").unwrap_or_else(|| {
+        panic!(
+            "HC1IMG_TEST_KERNELS is not set: scripts/test fetches the kernels; by hand: \
+             export HC1IMG_TEST_KERNELS=$(scripts/fixtures/debian-armhf-kernels.sh)"
+        )
+    }));
+    let version = |slot: &str| {
+        std::fs::read_to_string(dir.join(format!("{slot}.version")))
+            .unwrap_or_else(|e| panic!("{}/{slot}.version: {e}", dir.display()))
+            .trim()
+            .to_string()
+    };
+    let (a, b) = (version("A"), version("B"));
+    (dir, a, b)
+}
