@@ -339,7 +339,8 @@ fn kernel_upgrade_inputs(dir: &Path, tarball: &Path) -> (PathBuf, String) {
     ));
     std::fs::remove_dir_all(&pkg).unwrap();
     let gpg = crate::packages_e2e::signer(dir);
-    crate::packages_e2e::sign_all(&gpg, &[&file]);
+    // The tarball too, as Arch Linux ARM signs its tarballs.
+    crate::packages_e2e::sign_all(&gpg, &[&file, &out]);
     crate::packages_e2e::repo_add(&core, "core", &[file]);
     (out, format!("file://{}/mirror/$repo", dir.display()))
 }
@@ -1025,28 +1026,41 @@ fn first_boot_in_qemu() {
     std::fs::write(
         &usb_profile,
         format!(
-            "extends = \"qemu-boot-test.toml\"\nname = \"qemu-usb-test\"\nboard = {board:?}\n\n\
-             [fstab]\nroot_device = \"/dev/sda1\"\n\n\
-             [packages]\ninstall = [\"linux-odroid-xu3\"]\nrepositories = [\"core\"]\n\
-             mirrors = [{mirror:?}]\nkeyring = {key:?}\n",
+            r#"extends = "qemu-boot-test.toml"
+name = "qemu-usb-test"
+board = {board:?}
+
+# Signed like Arch Linux ARM's tarball; pinned on first use into hc1img.lock beside this file.
+[source]
+url = {url:?}
+signature = "{url}.sig"
+mirrors = ["!*"]
+keyring = {key:?}
+
+[fstab]
+root_device = "/dev/sda1"
+
+[packages]
+install = ["!*", "linux-odroid-xu3"]
+repositories = ["!*", "core"]
+mirrors = ["!*", {mirror:?}]
+keyring = {key:?}
+"#,
             board = repo()
                 .join("profiles/boards/qemu-virt-usb.toml")
                 .display()
                 .to_string(),
+            url = upgrade_tarball.display().to_string(),
             key = dir.join("keyring.asc").display().to_string(),
         ),
     )
     .unwrap();
     let usb_out = dir.join("out-usb");
-    let sha = crate::common::sha256_file(&upgrade_tarball);
     let built = Command::new(env!("CARGO_BIN_EXE_hc1img"))
         .current_dir(dir)
         .env("HC1IMG_CACHE", dir.join("cache"))
         .arg("build")
         .arg(&usb_profile)
-        .arg("--source-url")
-        .arg(&upgrade_tarball)
-        .args(["--source-sha256", &sha])
         .args(crate::common::worker_secrets(dir))
         .arg("--out")
         .arg(&usb_out)
@@ -1061,6 +1075,10 @@ fn first_boot_in_qemu() {
         build_log.contains(&format!("modules were for kernel {kernel_a}"))
             && build_log.contains(&format!("kernel {kernel_b} (the card's zImage)")),
         "the build does not say it made an initramfs for {kernel_b}:\n{build_log}"
+    );
+    assert!(
+        dir.join("hc1img.lock").is_file(),
+        "the pins went elsewhere:\n{build_log}"
     );
     std::fs::remove_file(&upgrade_tarball).unwrap();
     let (ssd3, sd3) = (dir.join("ssd3.img"), dir.join("sd3.img"));
