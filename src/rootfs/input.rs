@@ -11,9 +11,11 @@
 //! Formats are recognised by magic bytes: gzip (RFC 1952, multi-member), xz, zstd, or a plain
 //! POSIX tar (`ustar` at offset 257).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -83,6 +85,44 @@ pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> 
         }
     }
     Ok(n)
+}
+
+/// The decompressor for `kind` reading the compressed bytes from `raw`: the project's one
+/// choice per format (gzip: every member, as `gzip -d` reads them, RFC 1952 2.2; xz: every
+/// stream; zstd: every frame).
+pub fn decoder<'a>(kind: Compression, raw: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match kind {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            CHUNK, raw,
+        ))),
+        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(
+            BufReader::with_capacity(CHUNK, raw),
+        )),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
+        Compression::None => Box::new(raw),
+    })
+}
+
+/// Bytes decoded so far from each file (by the path it was opened as), by every decoder this
+/// module hands out: what shows that a build decodes each input once
+/// ([`crate::packages::install`]'s tests).
+static DECODED: Mutex<BTreeMap<PathBuf, u64>> = Mutex::new(BTreeMap::new());
+
+/// Count `n` more bytes decoded from `path`.
+pub fn note_decoded(path: &Path, n: u64) {
+    let mut m = DECODED.lock().unwrap_or_else(|e| e.into_inner());
+    match m.get_mut(path) {
+        Some(v) => *v += n,
+        None => {
+            m.insert(path.to_path_buf(), n);
+        }
+    }
+}
+
+/// How many bytes have been decoded from `path` in this process so far.
+pub fn decoded_bytes(path: &Path) -> u64 {
+    let m = DECODED.lock().unwrap_or_else(|e| e.into_inner());
+    m.get(path).copied().unwrap_or(0)
 }
 
 /// Reads the chunks another thread sends, counting the time spent waiting for them.
@@ -240,18 +280,9 @@ impl Inflated {
             }
             (hex::encode(h.finalize()), size)
         });
+        let counted = path.to_path_buf();
         let inflater = std::thread::spawn(move || -> io::Result<Duration> {
-            let raw = ChunkReader::new(raw_rx);
-            let mut dec: Box<dyn Read> = match kind {
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
-                    BufReader::with_capacity(CHUNK, raw),
-                )),
-                Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(
-                    BufReader::with_capacity(CHUNK, raw),
-                )),
-                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
-                Compression::None => Box::new(raw),
-            };
+            let mut dec = decoder(kind, ChunkReader::new(raw_rx))?;
             let mut busy = Duration::ZERO;
             loop {
                 let mut buf = vec![0u8; CHUNK];
@@ -261,6 +292,7 @@ impl Inflated {
                 match got {
                     Ok(0) => return Ok(busy),
                     Ok(k) => {
+                        note_decoded(&counted, k as u64);
                         buf.truncate(k);
                         if out_tx.send(Ok(buf)).is_err() {
                             return Ok(busy);
