@@ -29,8 +29,9 @@
 //! of an upgrade, against the build's bounded memory. Why not keep the listing in the cache
 //! by sha256: a first build would still decode twice. Here the head read costs the decoding
 //! of the metadata members only, and memory stays what one streaming decoder takes.
-//! Measured (docs/benchmarks.md, "Each package decoded once"): installing that docker package
-//! cost 4.9–5.3 s of CPU with the listing pass, 2.1–2.7 s without; the head read takes 0.04–0.08 s.
+//! Measured (docs/benchmarks.md, "Each package decoded once"): installing that docker
+//! package cost 4.9–5.3 s of CPU with the listing pass, 2.1–2.7 s without; the head read
+//! takes 0.04–0.08 s.
 //!
 //! The images are the ones the listing pass gave, with one exception: the tarball import now
 //! holds in memory every path `.PKGINFO` lists in `backup`, where the listing pass held only
