@@ -319,7 +319,7 @@ fn build_sized(
     let mut tree = Tree::new(dir_meta.clone());
     let captured = crate::sections::captured_paths();
     // The packages' metadata first: their backup files and the local database are captured.
-    let prepared = inp
+    let mut prepared = inp
         .packages
         .iter()
         .map(crate::packages::install::prepare)
@@ -375,7 +375,7 @@ fn build_sized(
         install_packages(
             &mut tree,
             &mut writer,
-            &prepared,
+            &mut prepared,
             &captured,
             timestamp,
             &mut report,
@@ -523,7 +523,7 @@ fn spawn_hash(
 fn install_packages(
     tree: &mut Tree,
     writer: &mut Ext4Writer,
-    prepared: &[crate::packages::install::Prepared],
+    prepared: &mut [crate::packages::install::Prepared],
     captured: &[&str],
     timestamp: i64,
     report: &mut ImportReport,

@@ -242,7 +242,7 @@ pub fn read_text(tree: &Tree, path: &str) -> Result<String> {
 }
 
 /// Set the mtime of the directory holding `path` (its entries changed).
-fn touch_parent(tree: &mut Tree, ctx: &EditContext, path: &str) {
+pub fn touch_parent(tree: &mut Tree, ctx: &EditContext, path: &str) {
     let r = match rel(path) {
         Ok(r) => r,
         Err(_) => return,

@@ -1,18 +1,43 @@
 //! Installing pinned packages into the build's tree, as `pacman -U` would on the node.
 //!
-//! Two passes over each (cached, pinned) `.pkg.tar.zst`/`.pkg.tar.xz`, both through the
-//! project's one decompressor ([`crate::rootfs::input::Inflated`], which also re-checks the
-//! package's sha256 against the pin):
+//! Each (cached, pinned) `.pkg.tar.zst`/`.pkg.tar.xz` is decoded once per build, through the
+//! project's decompressors ([`crate::rootfs::input`]):
 //!
-//! 1. [`prepare`] (before the tarball import) reads the metadata members makepkg writes at the
-//!    top of the archive — `.PKGINFO` (`PKGBUILD(5)` fields as `key = value` lines), `.MTREE`
-//!    (gzip'd mtree, copied verbatim into the local database), `.INSTALL` (the scriptlet, kept
-//!    as the local database's `install`) — and lists the other entries, with the md5 of each
-//!    `backup` file. `.BUILDINFO` and any other top-level dot file are skipped, as libalpm does.
-//! 2. [`install_all`] (after the tarball import, before the edits) streams the archive through
-//!    the tarball's own importer ([`crate::rootfs::import::import`]): file data goes straight
-//!    into the ext4 data area, `/boot` files to the boot partition, the files the edits read
-//!    into memory.
+//! 1. [`prepare`] (before the tarball import) checks the whole file's sha256 against the pin
+//!    and decodes only the archive's head, up to `.PKGINFO` (`PKGBUILD(5)` fields as
+//!    `key = value` lines): makepkg writes the metadata members first (`.BUILDINFO`, `.MTREE`,
+//!    `.PKGINFO`, in `LC_COLLATE=C` order), so this is a few KiB of output — the name and
+//!    version (checked against the pin) and the `backup` list, which the tarball import
+//!    needs to hold the image's copies of those files in memory. (An archive whose `.PKGINFO`
+//!    is not at its head is read on until it is found: slower, same result.)
+//! 2. [`install_all`] (after the tarball import, before the edits) streams each archive once
+//!    through the tarball's own importer ([`crate::rootfs::import::import_with`]): file data
+//!    goes straight into the ext4 data area, `/boot` files to the boot partition, the files
+//!    the edits read into memory. Its [`Hooks`](crate::rootfs::import::Hooks) do, entry by
+//!    entry as the stream arrives, what a separate listing pass used to do before the stream:
+//!    read `.MTREE` (gzip'd mtree, copied verbatim into the local database) and `.INSTALL`
+//!    (the scriptlet, kept as the local database's `install`), list the other entries and
+//!    hash (md5) the `backup` files, and check each entry against the tree as it is when the
+//!    entry arrives (with the paths this package itself created set apart, that is the tree
+//!    the package found). `.BUILDINFO` and any other top-level dot file are skipped, as
+//!    libalpm does.
+//!
+//! Why not list first and stream second: that decodes every package twice, and xz is slow
+//! (Debian's docker as a 28 MB `.pkg.tar.xz` costs 1.4 s of CPU per decode; issue 27).
+//! Why not keep one decoder per package open from the head read until the install: an xz
+//! decoder holds its 8 MiB dictionary (zstd at makepkg's `-20`, 32 MiB), times the packages
+//! of an upgrade, against the build's bounded memory. Why not keep the listing in the cache
+//! by sha256: a first build would still decode twice. Here the head read costs the decoding
+//! of the metadata members only, and memory stays what one streaming decoder takes.
+//! Measured (docs/benchmarks.md, "Each package decoded once"): installing that docker
+//! package cost 4.9–5.3 s of CPU with the listing pass, 2.1–2.7 s without; the head read
+//! takes 0.04–0.08 s.
+//!
+//! The images are the ones the listing pass gave, with one exception: the tarball import now
+//! holds in memory every path `.PKGINFO` lists in `backup`, where the listing pass held only
+//! those the package ships as regular files. A `backup` entry naming a file the package does
+//! not ship (makepkg warns about such) whose path the tarball has thus puts the tarball's
+//! file, unchanged, in other blocks.
 //!
 //! pacman's rules (libalpm `add.c`, `conflict.c`), and what we do:
 //! - A directory that already exists keeps its owner, mode and time (pacman only warns on a
@@ -25,8 +50,11 @@
 //!   (its `%BACKUP%` md5), the package's file is installed. Otherwise the image's file stays:
 //!   the package's goes beside it as `FILE.pacnew` — except on an upgrade whose new file equals
 //!   the old one, where pacman installs nothing. `%BACKUP%` records the md5 of the package's
-//!   file either way, as pacman does.
-//! - On an upgrade the old version's files that the new one does not ship are removed, and its
+//!   file either way, as pacman does. (The decision needs the package file's md5, so it is
+//!   taken when the stream has passed; the image's file is set aside when its entry arrives.)
+//! - On an upgrade the old version's files that the new one does not ship are removed (one
+//!   that stands where the new version has a directory, or above one of its entries, as soon
+//!   as that entry arrives; the rest once the new version's file list is complete), and its
 //!   local database entry replaced.
 //! - The local database entry `var/lib/pacman/local/NAME-VERSION/` gets `desc` (the fields of
 //!   `_alpm_local_db_write`, in its order: `%INSTALLDATE%` is the build's timestamp,
@@ -46,8 +74,8 @@ use super::db::{Desc, LOCAL_DB};
 use crate::edit;
 use crate::edit::EditContext;
 use crate::rootfs::import::{self, BootFile, DataSink, Route};
-use crate::rootfs::input::Inflated;
-use crate::tree::{self, FileData, Meta, Node, NodeKind, Timestamp, Tree};
+use crate::rootfs::input::{self, Inflated};
+use crate::tree::{self, FileData, Meta, Node, NodeId, NodeKind, Timestamp, Tree};
 
 /// `.PKGINFO`: `key = value` lines, in order (keys repeat for lists).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,11 +108,15 @@ impl PkgInfo {
     }
 }
 
-/// One package after the metadata pass.
+/// One package: its head after [`prepare`], the rest once [`install_all`] has streamed it.
 #[derive(Clone, Debug)]
 pub struct Prepared {
     pub fetched: Fetched,
     pub info: PkgInfo,
+    /// The `backup` paths `.PKGINFO` lists.
+    pub backup_paths: BTreeSet<String>,
+    /// The fields below come from the one pass over the archive ([`install_all`]); they are
+    /// empty until then.
     pub mtree: Option<Vec<u8>>,
     /// `.INSTALL` and its mtime.
     pub scriptlet: Option<(Vec<u8>, i64)>,
@@ -110,20 +142,81 @@ fn md5_hex(b: &[u8]) -> String {
     hex::encode(Md5::digest(b))
 }
 
-/// Pass 1: read a package's metadata and entry list, check it is the pinned package.
+/// The most a metadata member (`.PKGINFO`, `.MTREE`, `.INSTALL`) may hold: it is read into
+/// memory (makepkg's are KiBs; a gzip'd `.MTREE` of a large package a few MiB).
+const MAX_METADATA_BYTES: u64 = import::MAX_CAPTURED_BYTES;
+
+/// Read a metadata member, refusing one above [`MAX_METADATA_BYTES`].
+fn read_member(data: &mut dyn Read, what: &str) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    data.take(MAX_METADATA_BYTES + 1)
+        .read_to_end(&mut v)
+        .with_context(|| format!("{what}: truncated"))?;
+    if v.len() as u64 > MAX_METADATA_BYTES {
+        bail!("{what}: larger than {MAX_METADATA_BYTES} bytes; not a package makepkg wrote");
+    }
+    Ok(v)
+}
+
+/// Reads through to `inner`, hashing (sha256) every byte read.
+struct Sha256Reader<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads through to `inner`, counting the bytes as decoded from `path`
+/// ([`crate::rootfs::input::decoded_bytes`]).
+struct Counted<'a, R> {
+    inner: R,
+    path: &'a std::path::Path,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        input::note_decoded(self.path, n as u64);
+        Ok(n)
+    }
+}
+
+/// Read a package's head: check the whole file's sha256 against the pin, decode up to its
+/// `.PKGINFO` (module doc) and check it names the pinned package.
 pub fn prepare(f: &Fetched) -> Result<Prepared> {
     let shown = format!("package {} ({})", f.pin.filename, f.path.display());
-    let mut stream = Inflated::open(&f.path, None).with_context(|| shown.clone())?;
+    let file = std::fs::File::open(&f.path).with_context(|| format!("{shown}: cannot open"))?;
+    let mut src = Sha256Reader {
+        inner: std::io::BufReader::with_capacity(1 << 16, file),
+        hash: <sha2::Sha256 as sha2::Digest>::new(),
+    };
+    let mut head = vec![0u8; 512];
+    let n =
+        input::read_full(&mut src, &mut head).with_context(|| format!("{shown}: cannot read"))?;
+    head.truncate(n);
+    let Some(kind) = input::Compression::sniff(&head) else {
+        bail!(
+            "{shown}: not a tar archive (expected .pkg.tar.zst, .pkg.tar.xz, .pkg.tar.gz or .pkg.tar)"
+        );
+    };
     let mut info = None;
-    let mut mtree = None;
-    let mut scriptlet = None;
-    let mut entries = Vec::new();
-    let mut files = Vec::new();
-    let mut md5s: BTreeMap<String, String> = BTreeMap::new();
     {
-        let mut ar = tar::Archive::new(&mut stream);
-        // Raw mode with the importer's own pax parser, so both passes see the same names
-        // (pax `path` records, GNU long names) whatever binary xattr records precede them.
+        let dec = input::decoder(kind, std::io::Cursor::new(head).chain(&mut src))
+            .with_context(|| format!("{shown}: cannot start decoding"))?;
+        let counted = Counted {
+            inner: dec,
+            path: &f.path,
+        };
+        let mut ar = tar::Archive::new(counted);
+        // Raw mode with the importer's own pax parser, so this sees the names the install
+        // pass sees (pax `path` records, GNU long names) whatever binary xattr records
+        // precede them.
         let mut pax_path: Option<Vec<u8>> = None;
         for e in ar
             .entries()
@@ -133,9 +226,7 @@ pub fn prepare(f: &Fetched) -> Result<Prepared> {
             let mut e = e.with_context(|| format!("{shown}: corrupt archive"))?;
             match e.header().entry_type() {
                 tar::EntryType::XHeader => {
-                    let mut d = Vec::new();
-                    e.read_to_end(&mut d)
-                        .with_context(|| format!("{shown}: truncated pax header"))?;
+                    let d = read_member(&mut e, &format!("{shown}: pax header"))?;
                     pax_path = import::parse_pax(&d)
                         .with_context(|| format!("{shown}: bad pax header"))?
                         .into_iter()
@@ -145,9 +236,7 @@ pub fn prepare(f: &Fetched) -> Result<Prepared> {
                     continue;
                 }
                 tar::EntryType::GNULongName => {
-                    let mut d = Vec::new();
-                    e.read_to_end(&mut d)
-                        .with_context(|| format!("{shown}: truncated long name"))?;
+                    let mut d = read_member(&mut e, &format!("{shown}: long name"))?;
                     while d.last() == Some(&0) {
                         d.pop();
                     }
@@ -160,67 +249,19 @@ pub fn prepare(f: &Fetched) -> Result<Prepared> {
             let raw = pax_path
                 .take()
                 .unwrap_or_else(|| e.path_bytes().into_owned());
-            let name = String::from_utf8_lossy(&raw).into_owned();
-            let mut data = Vec::new();
-            match name.as_str() {
-                ".PKGINFO" | ".MTREE" | ".INSTALL" => {
-                    e.read_to_end(&mut data)
-                        .with_context(|| format!("{shown}: {name}: truncated"))?;
-                }
-                _ => {}
+            if raw == b".PKGINFO" {
+                let data = read_member(&mut e, &format!("{shown}: .PKGINFO"))?;
+                let text = String::from_utf8(data)
+                    .map_err(|_| anyhow::anyhow!("{shown}: .PKGINFO is not UTF-8"))?;
+                info = Some(PkgInfo::parse(&text));
+                break;
             }
-            match name.as_str() {
-                ".PKGINFO" => {
-                    let text = String::from_utf8(data)
-                        .map_err(|_| anyhow::anyhow!("{shown}: .PKGINFO is not UTF-8"))?;
-                    info = Some(PkgInfo::parse(&text));
-                    continue;
-                }
-                ".MTREE" => {
-                    mtree = Some(data);
-                    continue;
-                }
-                ".INSTALL" => {
-                    // pacman extracts it into the local database with the archive's time,
-                    // which `.MTREE` records.
-                    let t = e.header().mtime().unwrap_or(0) as i64;
-                    scriptlet = Some((data, t));
-                    continue;
-                }
-                _ => {}
-            }
-            if name.starts_with('.') {
-                continue; // .BUILDINFO, .CHANGELOG, ... (libalpm ignores them)
-            }
-            let Some(comps) = tree::normalize(&raw) else {
-                bail!("{shown}: entry {name:?} escapes the root");
-            };
-            let path = comps.join(&b'/');
-            let kind = e.header().entry_type();
-            let is_dir = kind.is_dir();
-            if is_dir && !name.ends_with('/') {
-                files.push(format!("{name}/"));
-            } else {
-                files.push(name.clone());
-            }
-            if kind.is_file() {
-                let mut h = Md5::new();
-                let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    let n = e
-                        .read(&mut buf)
-                        .with_context(|| format!("{shown}: {name}: truncated"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-                md5s.insert(tree::display(&path), hex::encode(h.finalize()));
-            }
-            entries.push((path, is_dir));
         }
     }
-    let (sha, _) = stream.finish().with_context(|| shown.clone())?;
+    // The rest of the file, hashed only.
+    std::io::copy(&mut src, &mut std::io::sink())
+        .with_context(|| format!("{shown}: cannot read"))?;
+    let sha = hex::encode(sha2::Digest::finalize(src.hash));
     if sha != f.pin.sha256 {
         bail!(
             "{shown}: sha256 is {sha}, but the lock file pins {}; the build stops (re-pin with `hc1img lock` if the repository changed on purpose)",
@@ -241,21 +282,16 @@ pub fn prepare(f: &Fetched) -> Result<Prepared> {
             f.pin.version
         );
     }
-    let mut backup = BTreeMap::new();
-    for b in info.all("backup") {
-        if let Some(m) = md5s.get(b) {
-            backup.insert(b.to_string(), m.clone());
-        }
-    }
-    files.sort();
+    let backup_paths = info.all("backup").into_iter().map(String::from).collect();
     Ok(Prepared {
         fetched: f.clone(),
         info,
-        mtree,
-        scriptlet,
-        entries,
-        files,
-        backup,
+        backup_paths,
+        mtree: None,
+        scriptlet: None,
+        entries: Vec::new(),
+        files: Vec::new(),
+        backup: BTreeMap::new(),
     })
 }
 
@@ -269,7 +305,7 @@ pub fn captured(path: &[u8], prepared: &[Prepared]) -> bool {
     path.starts_with(super::firstboot::SYSUSERS_DIR.as_bytes())
         || prepared
             .iter()
-            .any(|p| p.backup.contains_key(&tree::display(path)))
+            .any(|p| p.backup_paths.contains(&tree::display(path)))
 }
 
 /// What installing the packages did.
@@ -327,12 +363,13 @@ enum Keep {
     Old(Node),
 }
 
-/// Pass 2: install every prepared package, in order. `captured` are the paths the edits read
-/// (routed to memory); `timestamp` is `%INSTALLDATE%` and the time of what this writes.
+/// Install every prepared package, in order, each in one pass over its archive (which fills in
+/// the [`Prepared`] fields that come from the stream). `captured` are the paths the edits
+/// read (routed to memory); `timestamp` is `%INSTALLDATE%` and the time of what this writes.
 pub fn install_all(
     tree: &mut Tree,
     sink: &mut dyn DataSink,
-    prepared: &[Prepared],
+    prepared: &mut [Prepared],
     captured: &[&str],
     timestamp: i64,
 ) -> Result<InstallReport> {
@@ -340,8 +377,9 @@ pub fn install_all(
     let no_secrets = |_: &str| -> Result<Vec<u8>> { bail!("no secrets here") };
     let ctx = EditContext::new(timestamp, &no_secrets);
     for p in prepared {
+        let dir = p.dir_name();
         install_one(tree, sink, p, captured, &ctx, &mut rep)
-            .with_context(|| format!("installing {}", p.dir_name()))?;
+            .with_context(|| format!("installing {dir}"))?;
     }
     if !edit::exists(tree, &format!("{LOCAL_DB}ALPM_DB_VERSION")) {
         edit::write_file(
@@ -357,56 +395,136 @@ pub fn install_all(
     Ok(rep)
 }
 
-fn install_one(
-    tree: &mut Tree,
-    sink: &mut dyn DataSink,
-    p: &Prepared,
-    captured: &[&str],
-    ctx: &EditContext,
-    rep: &mut InstallReport,
-) -> Result<()> {
-    let pin = &p.fetched.pin;
-    // The version this one replaces.
-    let (old_files, old_backup) = match &pin.upgrades {
-        Some(v) => local_files(tree, &format!("{}-{v}", pin.name))?,
-        None => (Vec::new(), BTreeMap::new()),
-    };
-    let old_set: BTreeSet<&str> = old_files.iter().map(String::as_str).collect();
+/// The one pass over a package's archive ([`import::Hooks`]): pacman's checks on each entry
+/// against the tree as it is when the entry arrives, and what the local database needs.
+struct Unpack<'a> {
+    /// `.PKGINFO` from [`prepare`]: the stream's must be the same.
+    info: &'a PkgInfo,
+    /// `backup` paths.
+    backup_paths: &'a BTreeSet<String>,
+    /// The upgraded version's `%FILES%`.
+    old_set: BTreeSet<&'a str>,
+    /// The upgraded version's files (not directories) on the image, with their nodes.
+    old_ids: &'a BTreeMap<String, NodeId>,
+    captured: &'a [&'a str],
+    /// Paths this package created so far (entries and their missing parents): what is not
+    /// among them and exists is what the package found.
+    created: BTreeSet<Vec<u8>>,
+    /// Directories that existed already: pacman keeps their owner, mode and time.
+    skip_dirs: BTreeSet<Vec<u8>>,
+    /// `backup` files that existed already, as they were, with their md5 when held in memory.
+    existing_backup: BTreeMap<Vec<u8>, (Node, Option<String>)>,
+    /// The entry whose held contents are to be hashed (a `backup` file), and the hashes.
+    md5_for: Option<String>,
+    md5s: BTreeMap<String, String>,
+    mtree: Option<Vec<u8>>,
+    scriptlet: Option<(Vec<u8>, i64)>,
+    entries: Vec<(Vec<u8>, bool)>,
+    files: Vec<String>,
+}
 
-    // Conflicts, existing directories, backup files.
-    let mut skip_dirs: BTreeSet<Vec<u8>> = BTreeSet::new();
-    let mut keep: BTreeMap<Vec<u8>, Keep> = BTreeMap::new();
-    for (path, is_dir) in &p.entries {
-        let Some(id) = tree.lookup(path) else {
-            continue;
-        };
-        let shown = tree::display(path);
-        let existing_dir = tree.node(id).kind.is_dir();
-        if *is_dir {
-            if existing_dir {
-                skip_dirs.insert(path.clone());
+impl Unpack<'_> {
+    /// Remove the upgraded version's file at `path` if it is still there: it stands where the
+    /// new version has a directory (or above one of its entries), and pacman removes the old
+    /// version's files the new one does not ship before extracting.
+    fn clear_old_file(&self, tree: &mut Tree, path: &[u8]) {
+        if let Some(id) = tree.lookup(path)
+            && self.old_ids.get(&tree::display(path)) == Some(&id)
+            && !self.created.contains(path)
+        {
+            tree.remove(path);
+        }
+    }
+}
+
+impl import::Hooks for Unpack<'_> {
+    fn entry(
+        &mut self,
+        tree: &mut Tree,
+        raw: &[u8],
+        kind: tar::EntryType,
+        mtime: u64,
+        data: &mut dyn Read,
+    ) -> Result<()> {
+        self.md5_for = None;
+        let name = String::from_utf8_lossy(raw).into_owned();
+        match name.as_str() {
+            ".PKGINFO" => {
+                let text = String::from_utf8(read_member(data, ".PKGINFO")?)
+                    .map_err(|_| anyhow::anyhow!(".PKGINFO is not UTF-8"))?;
+                if PkgInfo::parse(&text) != *self.info {
+                    bail!("two different .PKGINFO members");
+                }
+                return Ok(());
             }
-            continue;
+            ".MTREE" => {
+                self.mtree = Some(read_member(data, ".MTREE")?);
+                return Ok(());
+            }
+            ".INSTALL" => {
+                // pacman extracts it into the local database with the archive's time,
+                // which `.MTREE` records.
+                self.scriptlet = Some((read_member(data, ".INSTALL")?, mtime as i64));
+                return Ok(());
+            }
+            _ => {}
+        }
+        let comps = tree::normalize(raw);
+        if !self.old_ids.is_empty()
+            && let Some(comps) = &comps
+        {
+            for i in 1..comps.len() {
+                self.clear_old_file(tree, &comps[..i].join(&b'/'));
+            }
+            if kind.is_dir() {
+                self.clear_old_file(tree, &comps.join(&b'/'));
+            }
+        }
+        if name.starts_with('.') {
+            return Ok(()); // .BUILDINFO, .CHANGELOG, ... (libalpm ignores them)
+        }
+        let Some(comps) = comps else {
+            bail!("entry {name:?} escapes the root");
+        };
+        let path = comps.join(&b'/');
+        let shown = tree::display(&path);
+        let is_dir = kind.is_dir();
+        if is_dir && !name.ends_with('/') {
+            self.files.push(format!("{name}/"));
+        } else {
+            self.files.push(name.clone());
+        }
+        self.entries.push((path.clone(), is_dir));
+        let backup = kind.is_file() && self.backup_paths.contains(&shown);
+        if backup {
+            self.md5_for = Some(shown.clone());
+        }
+        // Conflicts, existing directories, backup files: against what the package found.
+        if self.created.contains(&path) {
+            return Ok(());
+        }
+        let Some(id) = tree.lookup(&path) else {
+            return Ok(());
+        };
+        let existing_dir = tree.node(id).kind.is_dir();
+        if is_dir {
+            if existing_dir {
+                self.skip_dirs.insert(path);
+            }
+            return Ok(());
         }
         if existing_dir {
             bail!("/{shown}: the package has a file where the image has a directory");
         }
-        if let Some(new_md5) = p.backup.get(&shown) {
-            let cur = bytes_at(tree, path).map(|b| md5_hex(&b));
-            let orig = old_backup.get(&shown);
+        if backup {
+            // Decided once the package's file is read (its md5): see `install_one`.
+            let cur = bytes_at(tree, &path).map(|b| md5_hex(&b));
             let node = tree.node(id).clone();
-            if cur.as_deref() == Some(new_md5.as_str()) || (orig.is_some() && cur.as_ref() == orig)
-            {
-                // Unchanged from what was shipped: take the package's file.
-            } else if orig == Some(new_md5) {
-                keep.insert(path.clone(), Keep::Old(node));
-            } else {
-                keep.insert(path.clone(), Keep::Pacnew(node));
-            }
-            continue;
+            self.existing_backup.entry(path).or_insert((node, cur));
+            return Ok(());
         }
-        if old_set.contains(shown.as_str()) {
-            continue;
+        if self.old_set.contains(shown.as_str()) {
+            return Ok(());
         }
         let who = owner(tree, &shown)
             .map(|o| format!("owned by {o}"))
@@ -416,36 +534,92 @@ fn install_one(
         );
     }
 
-    // Upgrade: drop the old version's files the new one does not ship, and its db entry.
-    if let Some(v) = &pin.upgrades {
-        let new: BTreeSet<&str> = p.files.iter().map(String::as_str).collect();
-        for f in old_files.iter().filter(|f| !f.ends_with('/')) {
-            if !new.contains(f.as_str()) {
-                edit::remove(tree, ctx, f)?;
-            }
-        }
-        edit::remove(tree, ctx, &format!("{LOCAL_DB}{}-{v}", pin.name))?;
-    }
-
-    // Stream the archive into the tree.
-    let backup_paths: BTreeSet<Vec<u8>> = p.backup.keys().map(|k| k.as_bytes().to_vec()).collect();
-    let route = |path: &[u8]| {
+    fn route(&mut self, tree: &Tree, path: &[u8]) -> Route {
         // Metadata members, and directories that exist already (pacman keeps their owner,
         // mode and time).
-        if (!path.contains(&b'/') && path.starts_with(b".")) || skip_dirs.contains(path) {
-            Route::Drop
-        } else if backup_paths.contains(path)
+        if (!path.contains(&b'/') && path.starts_with(b".")) || self.skip_dirs.contains(path) {
+            return Route::Drop;
+        }
+        let mut end = 0;
+        while end < path.len() {
+            end = path[end..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(path.len(), |i| end + i);
+            let prefix = &path[..end];
+            if tree.lookup(prefix).is_none() {
+                self.created.insert(prefix.to_vec());
+            }
+            end += 1;
+        }
+        if self.backup_paths.contains(&tree::display(path))
             || path.starts_with(super::firstboot::SYSUSERS_DIR.as_bytes())
         {
             Route::Capture
         } else {
-            crate::rootfs::route(path, captured)
+            crate::rootfs::route(path, self.captured)
         }
+    }
+
+    fn held(&mut self, _path: &[u8], data: &[u8]) {
+        if let Some(p) = self.md5_for.take() {
+            self.md5s.insert(p, md5_hex(data));
+        }
+    }
+}
+
+fn install_one(
+    tree: &mut Tree,
+    sink: &mut dyn DataSink,
+    p: &mut Prepared,
+    captured: &[&str],
+    ctx: &EditContext,
+    rep: &mut InstallReport,
+) -> Result<()> {
+    let pin = p.fetched.pin.clone();
+    // The version this one replaces.
+    let (old_files, old_backup) = match &pin.upgrades {
+        Some(v) => local_files(tree, &format!("{}-{v}", pin.name))?,
+        None => (Vec::new(), BTreeMap::new()),
+    };
+    let old_ids: BTreeMap<String, NodeId> = old_files
+        .iter()
+        .filter(|f| !f.ends_with('/'))
+        .filter_map(|f| tree.lookup(f.as_bytes()).map(|id| (f.clone(), id)))
+        .collect();
+    // Upgrade: its database entry goes (its files once the new version's list is known).
+    if let Some(v) = &pin.upgrades {
+        edit::remove(tree, ctx, &format!("{LOCAL_DB}{}-{v}", pin.name))?;
+    }
+
+    // The one pass over the archive.
+    let mut un = Unpack {
+        info: &p.info,
+        backup_paths: &p.backup_paths,
+        old_set: old_files.iter().map(String::as_str).collect(),
+        old_ids: &old_ids,
+        captured,
+        created: BTreeSet::new(),
+        skip_dirs: BTreeSet::new(),
+        existing_backup: BTreeMap::new(),
+        md5_for: None,
+        md5s: BTreeMap::new(),
+        mtree: None,
+        scriptlet: None,
+        entries: Vec::new(),
+        files: Vec::new(),
     };
     let default_meta = Meta::new(0o755, 0, 0, Timestamp::from_secs(ctx.timestamp));
     let mut stream = Inflated::open(&p.fetched.path, None)?;
-    let r = import::import(&mut stream, tree, sink, &route, &default_meta)
-        .with_context(|| format!("{}: cannot unpack", p.fetched.pin.filename))?;
+    let r = import::import_with(
+        &mut stream,
+        tree,
+        sink,
+        &mut un,
+        &default_meta,
+        &import::BootShare::default(),
+    )
+    .with_context(|| format!("{}: cannot unpack", pin.filename))?;
     let (sha, _) = stream.finish()?;
     if sha != pin.sha256 {
         bail!(
@@ -454,6 +628,24 @@ fn install_one(
             pin.sha256
         );
     }
+    let Unpack {
+        created: _,
+        skip_dirs: _,
+        existing_backup,
+        md5s,
+        mtree,
+        scriptlet,
+        entries,
+        mut files,
+        ..
+    } = un;
+    files.sort();
+    let mut backup = BTreeMap::new();
+    for b in p.info.all("backup") {
+        if let Some(m) = md5s.get(b) {
+            backup.insert(b.to_string(), m.clone());
+        }
+    }
     rep.warnings.extend(
         r.warnings
             .into_iter()
@@ -461,7 +653,42 @@ fn install_one(
     );
     rep.boot.extend(r.boot);
 
-    // Backup files kept from the image.
+    // Upgrade: the old version's files the new one does not ship. (Those the stream replaced
+    // or removed were in the way of the new version's entries; their directories are touched
+    // as if they had been removed first, as before a pacman extraction.)
+    if pin.upgrades.is_some() {
+        let new: BTreeSet<&str> = files.iter().map(String::as_str).collect();
+        for f in old_files.iter().filter(|f| !f.ends_with('/')) {
+            if new.contains(f.as_str()) {
+                continue;
+            }
+            edit::rel(f)?;
+            match old_ids.get(f) {
+                Some(&id) if tree.lookup(f.as_bytes()) == Some(id) => {
+                    edit::remove(tree, ctx, f)?;
+                }
+                Some(_) => edit::touch_parent(tree, ctx, f),
+                None => {}
+            }
+        }
+    }
+
+    // Backup files that were on the image (pacman's rule, module doc).
+    let mut keep: BTreeMap<Vec<u8>, Keep> = BTreeMap::new();
+    for (path, (node, cur)) in existing_backup {
+        let shown = tree::display(&path);
+        let Some(new_md5) = backup.get(&shown) else {
+            continue;
+        };
+        let orig = old_backup.get(&shown);
+        if cur.as_deref() == Some(new_md5.as_str()) || (orig.is_some() && cur.as_ref() == orig) {
+            // Unchanged from what was shipped: take the package's file.
+        } else if orig == Some(new_md5) {
+            keep.insert(path, Keep::Old(node));
+        } else {
+            keep.insert(path, Keep::Pacnew(node));
+        }
+    }
     for (path, k) in keep {
         let shown = tree::display(&path);
         match k {
@@ -480,6 +707,11 @@ fn install_one(
             }
         }
     }
+    p.mtree = mtree;
+    p.scriptlet = scriptlet;
+    p.entries = entries;
+    p.files = files;
+    p.backup = backup;
 
     // The local database entry.
     let dir = format!("{LOCAL_DB}{}", p.dir_name());
@@ -628,27 +860,61 @@ mod tests {
         files: &[(&str, &[u8])],
         upgrades: Option<&str>,
     ) -> Fetched {
-        let mut b = tar::Builder::new(Vec::new());
+        let mut entries = vec![pkginfo(name, ver, backup)];
+        for (p, d) in files {
+            entries.push(file(p, d));
+        }
+        archive(dir, name, ver, &entries, upgrades, "zst")
+    }
+
+    /// One archive member: name, type, mode, contents.
+    type Member = (String, tar::EntryType, u32, Vec<u8>);
+
+    fn file(path: &str, data: &[u8]) -> Member {
+        (path.into(), tar::EntryType::Regular, 0o644, data.to_vec())
+    }
+
+    fn pkginfo(name: &str, ver: &str, backup: &[&str]) -> Member {
         let mut info = format!("pkgname = {name}\npkgver = {ver}\narch = armv7h\nsize = 3\n");
         for x in backup {
             info.push_str(&format!("backup = {x}\n"));
         }
-        let mut add = |path: &str, data: &[u8]| {
+        file(".PKGINFO", info.as_bytes())
+    }
+
+    /// A package of `members`, in that order, compressed as `ext` (`zst` or `xz`); returns it
+    /// as fetched and pinned.
+    fn archive(
+        dir: &std::path::Path,
+        name: &str,
+        ver: &str,
+        members: &[Member],
+        upgrades: Option<&str>,
+        ext: &str,
+    ) -> Fetched {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, mode, data) in members {
             let mut h = tar::Header::new_ustar();
-            h.set_mode(0o644);
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
             h.set_uid(0);
             h.set_gid(0);
             h.set_size(data.len() as u64);
             h.set_mtime(1000);
             h.set_cksum();
-            b.append_data(&mut h, path, data).unwrap();
-        };
-        add(".PKGINFO", info.as_bytes());
-        for (p, d) in files {
-            add(p, d);
+            b.append_data(&mut h, path, &data[..]).unwrap();
         }
-        let bytes = zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap();
-        let path = dir.join(format!("{name}-{ver}.pkg.tar.zst"));
+        let tar = b.into_inner().unwrap();
+        let bytes = match ext {
+            "zst" => zstd::encode_all(&tar[..], 3).unwrap(),
+            _ => {
+                let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+                std::io::Write::write_all(&mut e, &tar).unwrap();
+                e.finish().unwrap()
+            }
+        };
+        let filename = format!("{name}-{ver}-armv7h.pkg.tar.{ext}");
+        let path = dir.join(&filename);
         std::fs::write(&path, &bytes).unwrap();
         Fetched {
             pin: PackagePin {
@@ -656,7 +922,7 @@ mod tests {
                 version: ver.into(),
                 reason: "explicit".into(),
                 repo: "core".into(),
-                filename: format!("{name}-{ver}.pkg.tar.zst"),
+                filename,
                 sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
                 size: None,
                 url: String::new(),
@@ -666,6 +932,18 @@ mod tests {
             },
             path,
         }
+    }
+
+    /// `n` bytes that do not compress (xorshift).
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
     }
 
     fn tree_with(files: &[(&str, &[u8])]) -> Tree {
@@ -686,8 +964,8 @@ mod tests {
     }
 
     fn install(t: &mut Tree, f: &[Fetched]) -> Result<InstallReport> {
-        let prepared = f.iter().map(prepare).collect::<Result<Vec<_>>>()?;
-        install_all(t, &mut MemSink::default(), &prepared, &[], 5000)
+        let mut prepared = f.iter().map(prepare).collect::<Result<Vec<_>>>()?;
+        install_all(t, &mut MemSink::default(), &mut prepared, &[], 5000)
     }
 
     #[test]
@@ -770,6 +1048,136 @@ mod tests {
         f.pin.sha256 = "0".repeat(64);
         let e = format!("{:#}", prepare(&f).unwrap_err());
         assert!(e.contains("but the lock file pins 0000"), "{e}");
+    }
+
+    #[test]
+    fn each_package_is_decoded_once() {
+        let d = tempfile::tempdir().unwrap();
+        let big = noise(1 << 20, 7);
+        for ext in ["zst", "xz"] {
+            let members = [
+                pkginfo(ext, "1-1", &["etc/a.conf"]),
+                file(".MTREE", b"mtree"),
+                file("etc/a.conf", b"conf\n"),
+                file("usr/lib/big", &big),
+            ];
+            let f = archive(d.path(), ext, "1-1", &members, None, ext);
+            let raw = std::fs::read(&f.path).unwrap();
+            let mut tar = Vec::new();
+            input::decoder(input::Compression::sniff(&raw).unwrap(), &raw[..])
+                .unwrap()
+                .read_to_end(&mut tar)
+                .unwrap();
+            let before = input::decoded_bytes(&f.path);
+            let mut t = tree_with(&[("etc/a.conf", b"conf\n")]);
+            let r = install(&mut t, std::slice::from_ref(&f)).unwrap();
+            assert!(r.pacnew.is_empty());
+            // The whole archive once, and its head (`.PKGINFO`'s header and data) again.
+            let decoded = input::decoded_bytes(&f.path) - before;
+            assert!(
+                decoded >= tar.len() as u64 && decoded <= tar.len() as u64 + 4096,
+                "{ext}: {decoded} bytes decoded for a {}-byte archive",
+                tar.len()
+            );
+            let files =
+                edit::read_text(&t, &format!("var/lib/pacman/local/{ext}-1-1/files")).unwrap();
+            assert_eq!(
+                files,
+                format!(
+                    "%FILES%\netc/a.conf\nusr/lib/big\n\n%BACKUP%\netc/a.conf\t{}\n\n",
+                    md5_hex(b"conf\n")
+                )
+            );
+            assert_eq!(
+                edit::read_text(&t, &format!("var/lib/pacman/local/{ext}-1-1/mtree")).unwrap(),
+                "mtree"
+            );
+        }
+    }
+
+    #[test]
+    fn pkginfo_after_the_files_is_still_found() {
+        let d = tempfile::tempdir().unwrap();
+        let members = [
+            file("usr/bin/x", b"x"),
+            file(".INSTALL", b"post_install() { :; }\n"),
+            pkginfo("late", "1-1", &[]),
+        ];
+        let f = archive(d.path(), "late", "1-1", &members, None, "zst");
+        let mut t = tree_with(&[]);
+        let r = install(&mut t, &[f]).unwrap();
+        assert_eq!(r.scriptlets, ["late-1-1"]);
+        assert_eq!(bytes_at(&t, b"usr/bin/x"), None);
+        assert!(t.lookup(b"usr/bin/x").is_some());
+    }
+
+    #[test]
+    fn a_package_that_lists_a_file_before_its_directory_and_twice_is_not_in_conflict_with_itself() {
+        let d = tempfile::tempdir().unwrap();
+        let members = [
+            pkginfo("own", "1-1", &[]),
+            file("opt/own/x", b"1"),
+            (
+                "opt/own/".into(),
+                tar::EntryType::Directory,
+                0o700,
+                Vec::new(),
+            ),
+            file("opt/own/x", b"2"),
+        ];
+        let f = archive(d.path(), "own", "1-1", &members, None, "zst");
+        let mut t = tree_with(&[("usr/bin/y", b"y")]);
+        install(&mut t, &[f]).unwrap();
+        let id = t.lookup(b"opt/own").unwrap();
+        assert_eq!(
+            t.node(id).meta.perm,
+            0o700,
+            "the package's directory entry applies"
+        );
+        let files = edit::read_text(&t, "var/lib/pacman/local/own-1-1/files").unwrap();
+        assert_eq!(files, "%FILES%\nopt/own/\nopt/own/x\nopt/own/x\n\n");
+        // A directory that was on the image keeps its metadata.
+        let members = [
+            pkginfo("two", "1-1", &[]),
+            ("usr/".into(), tar::EntryType::Directory, 0o700, Vec::new()),
+            file("usr/bin/z", b"z"),
+        ];
+        let f = archive(d.path(), "two", "1-1", &members, None, "zst");
+        install(&mut t, &[f]).unwrap();
+        let id = t.lookup(b"usr").unwrap();
+        assert_eq!(t.node(id).meta.perm, 0o755);
+    }
+
+    #[test]
+    fn an_upgrade_whose_file_became_a_directory_replaces_it() {
+        let d = tempfile::tempdir().unwrap();
+        let mut t = tree_with(&[
+            ("usr/share/a/thing", b"old file"),
+            ("usr/share/a/gone", b"old"),
+            (
+                "var/lib/pacman/local/a-1-1/files",
+                b"%FILES%\nusr/\nusr/share/\nusr/share/a/\nusr/share/a/gone\nusr/share/a/thing\n\n",
+            ),
+        ]);
+        let members = [
+            pkginfo("a", "2-1", &[]),
+            (
+                "usr/share/a/thing/".into(),
+                tar::EntryType::Directory,
+                0o755,
+                Vec::new(),
+            ),
+            file("usr/share/a/thing/inside", b"new"),
+        ];
+        let f = archive(d.path(), "a", "2-1", &members, Some("1-1"), "zst");
+        let r = install(&mut t, &[f]).unwrap();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert!(t.lookup(b"usr/share/a/thing/inside").is_some());
+        assert!(t.lookup(b"usr/share/a/gone").is_none());
+        // The directory that lost files was touched, as when pacman removes them.
+        let id = t.lookup(b"usr/share/a").unwrap();
+        assert_eq!(t.node(id).meta.mtime, Timestamp::from_secs(5000));
+        assert!(t.lookup(b"var/lib/pacman/local/a-1-1").is_none());
     }
 
     #[test]

@@ -277,6 +277,45 @@ fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// What the import asks its caller about each entry. A plain route function (what the
+/// tarball's import uses) is one; the package installer ([`crate::packages::install`]) is
+/// another: in the one pass over a package it reads the metadata members, checks each entry
+/// against the tree as it is when the entry arrives (pacman's file conflicts) and hashes the
+/// `backup` files.
+pub trait Hooks {
+    /// Called first for every entry other than pax and GNU name records, before the import
+    /// looks at its name: `raw` is the name as archived (pax `path`, else GNU long name, else
+    /// the header's), `kind` and `mtime` the header's, `data` the entry's contents. What the
+    /// hook reads of `data` is not imported (it should route such an entry [`Route::Drop`]).
+    /// It may change the tree; an error stops the import.
+    fn entry(
+        &mut self,
+        _tree: &mut Tree,
+        _raw: &[u8],
+        _kind: tar::EntryType,
+        _mtime: u64,
+        _data: &mut dyn Read,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Where the entry at `path` (normalised, no leading `/`) goes; asked once per entry the
+    /// import goes on with, with the tree as it is before the entry.
+    fn route(&mut self, tree: &Tree, path: &[u8]) -> Route;
+
+    /// The contents of a regular file routed [`Route::Capture`], once read.
+    fn held(&mut self, _path: &[u8], _data: &[u8]) {}
+}
+
+/// A route function as [`Hooks`].
+struct RouteOnly<'a>(&'a dyn Fn(&[u8]) -> Route);
+
+impl Hooks for RouteOnly<'_> {
+    fn route(&mut self, _tree: &Tree, path: &[u8]) -> Route {
+        (self.0)(path)
+    }
+}
+
 /// Import every entry of the tar stream `input`. `route` is asked once per path (normalised,
 /// no leading `/`). `boot_dir` names the directory whose files are routed to the boot
 /// partition (e.g. `boot`); the directory itself stays in the tree as an empty mount point.
@@ -304,6 +343,25 @@ pub fn import_shared(
     tree: &mut Tree,
     sink: &mut dyn DataSink,
     route: &dyn Fn(&[u8]) -> Route,
+    default_meta: &Meta,
+    share: &BootShare,
+) -> Result<ImportReport> {
+    import_with(
+        input,
+        tree,
+        sink,
+        &mut RouteOnly(route),
+        default_meta,
+        share,
+    )
+}
+
+/// [`import_shared`] with [`Hooks`] in place of a route function.
+pub fn import_with(
+    input: &mut dyn Read,
+    tree: &mut Tree,
+    sink: &mut dyn DataSink,
+    hooks: &mut dyn Hooks,
     default_meta: &Meta,
     share: &BootShare,
 ) -> Result<ImportReport> {
@@ -363,6 +421,8 @@ pub fn import_shared(
             .map(<[u8]>::to_vec)
             .or(long_link.take())
             .or_else(|| entry.link_name_bytes().map(|c| c.into_owned()));
+        let mtime = entry.header().mtime().unwrap_or(0);
+        hooks.entry(tree, &raw_path, kind, mtime, &mut entry)?;
         let shown = tree::escaped(&raw_path);
         if kind == tar::EntryType::GNUSparse
             || records.iter().any(|(k, _)| k.starts_with(b"GNU.sparse."))
@@ -463,7 +523,7 @@ pub fn import_shared(
                 .push(format!("{shown}: contains `..`, skipped"));
             continue;
         }
-        let r = route(&path);
+        let r = hooks.route(tree, &path);
         if r == Route::Drop {
             continue;
         }
@@ -515,13 +575,15 @@ pub fn import_shared(
                 let size = entry.size();
                 report.file_bytes += size;
                 let data = if r == Route::Capture {
-                    FileData::Bytes(read_held(
+                    let held = read_held(
                         &mut entry,
                         size,
                         MAX_CAPTURED_BYTES,
                         &shown,
                         "files the node configuration edits",
-                    )?)
+                    )?;
+                    hooks.held(&path, &held);
+                    FileData::Bytes(held)
                 } else {
                     FileData::Stored(
                         sink.write_data(&mut entry, size)
