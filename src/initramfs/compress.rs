@@ -1,4 +1,4 @@
-//! The compressions of an initramfs segment (and of a zImage payload, [`crate::kernel_image`]):
+//! The compressions of an initramfs segment (and of a zImage payload, read by `kernel_image.rs`):
 //! recognising them by magic number, decoding exactly one member/frame/stream out of a byte
 //! slice (reporting how many bytes it took, as the kernel's decompressors report `*pos`), a cap
 //! on what a decoder may produce, and the encoders a rewritten segment uses.
@@ -7,7 +7,7 @@
 //! format the kernel could boot but hc1img cannot read is named in the error rather than
 //! reported as garbage. Formats: gzip (RFC 1952), zstd (RFC 8878), xz (the .xz file format,
 //! tukaani.org/xz/xz-file-format.txt), LZMA-alone (`.lzma`, read for zImages only), and, named
-//! but not read, bzip2, LZO (lzop) and LZ4 (legacy frame). [`crate::rootfs::input`] sniffs
+//! but not read, bzip2, LZO (lzop) and LZ4 (legacy frame). `rootfs::input` sniffs
 //! the tarball's compression itself: its list is a tarball's (it knows `ustar`, not cpio nor
 //! the kernel's other formats), so this one does not reuse it.
 
@@ -46,7 +46,7 @@ impl Format {
 
 /// Magic numbers, longest form: the kernel tells formats apart by their first two bytes
 /// (`compressed_formats[]`); these longer prefixes are what each format always starts with,
-/// which [`crate::kernel_image`] needs when it scans a zImage for its payload. gzip: ID1 ID2
+/// which the zImage reader (`kernel_image.rs`) needs when it scans a zImage for its payload. gzip: ID1 ID2
 /// CM=deflate (RFC 1952 2.3.1); xz: the Stream Header magic; zstd: the frame magic
 /// 0xFD2FB528 (RFC 8878 3.1.1); LZMA-alone: the properties byte lc=3 lp=0 pb=2 (0x5d) every
 /// `lzma`/`xz --format=lzma` preset writes, then a little-endian dictionary size whose two

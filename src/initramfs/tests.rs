@@ -944,12 +944,3 @@ fn decompression_bombs_stop_at_the_cap() {
     // A plain archive counts too.
     assert!(read_capped(&big, 1 << 20).is_err());
 }
-
-#[test]
-fn the_lint_summary_reads_through_the_model() {
-    let s = crate::lint::read_initramfs(&gzip(&newc(&sample(OLD, "./"), false))).unwrap();
-    assert!(s.has_modules());
-    assert!(crate::lint::SSD_MODULES.iter().all(|m| s.has_module(m)));
-    assert!(s.has_module("ehci_hcd"), "modules.builtin: {}", s.builtin);
-    assert!(s.names.contains(&"usr/bin/busybox".to_string()));
-}

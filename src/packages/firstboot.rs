@@ -19,7 +19,7 @@
 //! `tmpfiles.d` is left to it and to `systemd-tmpfiles-setup.service`, which runs at every boot
 //! anyway; `systemctl daemon-reload` is moot on a system that has not booted yet. What kmod's
 //! and mkinitcpio's hooks do (module indexes, the initramfs for the new kernel) is done at
-//! build time by [`crate::kernel`], so the first boot's udev coldplug finds every module.
+//! build time by `src/kernel.rs`, so the first boot's udev coldplug finds every module.
 //!
 //! Scriptlets not on the list are never run; the build reports them. A scriptlet can do
 //! anything as root: the list holds only packages whose `post_install` has been read and found

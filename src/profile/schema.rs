@@ -163,7 +163,7 @@ pub struct Board {
     pub root_device: String,
     /// Kernel modules the root device needs in the initramfs (names as modprobe takes them),
     /// for kernels that build them as modules; the build puts them (and what they depend on)
-    /// into the card's initramfs and refuses a card without them ([`crate::kernel`]).
+    /// into the card's initramfs and refuses a card without them (`src/kernel.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub root_modules: Vec<String>,
     /// U-Boot hush script template; `{bootargs}` is ours, `${…}` is U-Boot's.

@@ -278,7 +278,7 @@ fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// What the import asks its caller about each entry. A plain route function (what the
-/// tarball's import uses) is one; the package installer ([`crate::packages::install`]) is
+/// tarball's import uses) is one; the package installer (`packages::install`) is
 /// another: in the one pass over a package it reads the metadata members, checks each entry
 /// against the tree as it is when the entry arrives (pacman's file conflicts) and hashes the
 /// `backup` files.

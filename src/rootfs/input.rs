@@ -173,7 +173,7 @@ impl<R: io::BufRead> Read for MultiGz<R> {
 
 /// Bytes decoded so far from each file (by the path it was opened as), by every decoder this
 /// module hands out: what shows that a build decodes each input once
-/// ([`crate::packages::install`]'s tests).
+/// (the package installer's tests).
 static DECODED: Mutex<BTreeMap<PathBuf, u64>> = Mutex::new(BTreeMap::new());
 
 /// Count `n` more bytes decoded from `path`.
