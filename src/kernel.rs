@@ -468,7 +468,7 @@ fn check_release(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kmod::{ModuleInfo, Undefined};
+    use crate::kmod::ModuleInfo;
 
     const OLD: &str = "6.6.138-1-ARCH";
     const NEW: &str = "6.6.143-1-ARCH";
@@ -511,23 +511,7 @@ mod tests {
     }
 
     fn module(path: &str, exports: &[&str], undefined: &[&str]) -> ModuleInfo {
-        ModuleInfo {
-            path: path.into(),
-            name: kmod::module_name(path).unwrap_or_default(),
-            aliases: Vec::new(),
-            softdeps: Vec::new(),
-            depends: Vec::new(),
-            modinfo_name: None,
-            vermagic: None,
-            exports: exports.iter().map(|s| s.to_string()).collect(),
-            undefined: undefined
-                .iter()
-                .map(|s| Undefined {
-                    name: s.to_string(),
-                    weak: false,
-                })
-                .collect(),
-        }
+        kmod::module::test_module(path, exports, undefined)
     }
 
     /// Kernel NEW: `ahci` uses `libata`'s symbol, `usb-storage` uses `usbcore`'s, `sd_mod`

@@ -416,27 +416,10 @@ fn describe_cycle<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::elf::Undefined;
     use super::*;
 
     fn m(path: &str, exports: &[&str], undefined: &[&str]) -> ModuleInfo {
-        ModuleInfo {
-            path: path.into(),
-            name: super::super::module::module_name(path).unwrap(),
-            aliases: vec![],
-            softdeps: vec![],
-            depends: vec![],
-            modinfo_name: None,
-            vermagic: None,
-            exports: exports.iter().map(|s| s.to_string()).collect(),
-            undefined: undefined
-                .iter()
-                .map(|s| Undefined {
-                    name: s.to_string(),
-                    weak: false,
-                })
-                .collect(),
-        }
+        super::super::module::test_module(path, exports, undefined)
     }
 
     fn lists(order: &str) -> KernelLists {

@@ -218,6 +218,29 @@ pub(crate) fn scan_u32(s: &str) -> Option<(u32, &str)> {
     Some((low, s.get(digits..)?))
 }
 
+/// A module that exports `exports` and uses `undefined`, with nothing else: for tests of what
+/// is built on [`ModuleInfo`] (dependencies, indexes, the initramfs step).
+#[cfg(test)]
+pub(crate) fn test_module(path: &str, exports: &[&str], undefined: &[&str]) -> ModuleInfo {
+    ModuleInfo {
+        path: path.into(),
+        name: module_name(path).unwrap_or_default(),
+        aliases: Vec::new(),
+        softdeps: Vec::new(),
+        depends: Vec::new(),
+        modinfo_name: None,
+        vermagic: None,
+        exports: exports.iter().map(|s| s.to_string()).collect(),
+        undefined: undefined
+            .iter()
+            .map(|s| super::Undefined {
+                name: s.to_string(),
+                weak: false,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::elf::tests::{Sym, build};
