@@ -476,38 +476,7 @@ mod tests {
     /// A plain newc archive of `(name, mode, data)`, written by hand (the kernel's
     /// buffer-format.rst), ending with `TRAILER!!!`.
     fn newc(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let trailer = [("TRAILER!!!", 0, &b""[..])];
-        for (ino, (name, mode, data)) in entries.iter().chain(&trailer).enumerate() {
-            out.extend_from_slice(
-                format!(
-                    "070701{:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-                    ino + 1,
-                    0,
-                    0,
-                    1,
-                    1_700_000_000u32,
-                    data.len(),
-                    0,
-                    0,
-                    0,
-                    0,
-                    name.len() + 1,
-                    0
-                )
-                .as_bytes(),
-            );
-            out.extend_from_slice(name.as_bytes());
-            out.push(0);
-            while out.len() % 4 != 0 {
-                out.push(0);
-            }
-            out.extend_from_slice(data);
-            while out.len() % 4 != 0 {
-                out.push(0);
-            }
-        }
-        out
+        crate::initramfs::cpio::hand_made(entries)
     }
 
     fn module(path: &str, exports: &[&str], undefined: &[&str]) -> ModuleInfo {

@@ -193,42 +193,7 @@ mod tests {
 
     /// A newc archive of `(name, mode, data)` entries, written by hand.
     fn newc(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let all = entries
-            .iter()
-            .copied()
-            .chain(std::iter::once(("TRAILER!!!", 0, &b""[..])));
-        for (i, (name, mode, data)) in all.enumerate() {
-            let fields = [
-                i as u32 + 1,
-                mode,
-                0,
-                0,
-                1,
-                0,
-                data.len() as u32,
-                0,
-                0,
-                0,
-                0,
-                name.len() as u32 + 1,
-                0,
-            ];
-            out.extend_from_slice(b"070701");
-            for f in fields {
-                out.extend_from_slice(format!("{f:08X}").as_bytes());
-            }
-            out.extend_from_slice(name.as_bytes());
-            out.push(0);
-            while out.len() % 4 != 0 {
-                out.push(0);
-            }
-            out.extend_from_slice(data);
-            while out.len() % 4 != 0 {
-                out.push(0);
-            }
-        }
-        out
+        crate::initramfs::cpio::hand_made(entries)
     }
 
     const KO: &str = "usr/lib/modules/6.6.0-ARCH/kernel/drivers";

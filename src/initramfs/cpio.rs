@@ -336,3 +336,47 @@ pub fn newc_bytes(entries: &[Entry]) -> Result<Vec<u8>> {
     write_newc(entries, &mut out)?;
     Ok(out)
 }
+
+/// A plain newc archive of `(name, mode, data)` entries and its `TRAILER!!!`, written field by
+/// field as buffer-format.rst lays it out (inode numbers from 1, one link, mtime 0): for tests
+/// that need an archive this module's writer did not make.
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test archives are small
+pub(crate) fn hand_made(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let all = entries
+        .iter()
+        .copied()
+        .chain(std::iter::once(("TRAILER!!!", 0, &b""[..])));
+    for (i, (name, mode, data)) in all.enumerate() {
+        let fields = [
+            i as u32 + 1,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+    out
+}
