@@ -540,6 +540,20 @@ fn install_packages(
             "{f}: the image's file differs from the package's; pacman's rule keeps it"
         ));
     }
+    for f in &r.pacsave {
+        rep.warn(format!(
+            "{f}: a changed configuration file the new packages no longer ship, saved as pacman does"
+        ));
+    }
+    if !r.handed.is_empty() {
+        rep.detail(format!(
+            "{} files changed hands between packages (e.g. {} from {} to {})",
+            r.handed.len(),
+            r.handed[0].0,
+            r.handed[0].1,
+            r.handed[0].2
+        ));
+    }
     report.boot.extend(r.boot);
     let no_secrets = |_: &str| -> Result<Vec<u8>> { bail!("no secrets here") };
     let ctx = crate::edit::EditContext::new(timestamp, &no_secrets);

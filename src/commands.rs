@@ -658,12 +658,26 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
             Some((pin.name.clone(), from, pin.version.clone()))
         })
         .collect();
+    // The tarball's packages the pins replace by another name (`%REPLACES%`), as (old, new).
+    let replaces: Vec<(String, String)> = p
+        .packages
+        .iter()
+        .flat_map(|pk| pk.pins.iter().flat_map(|l| &l.package))
+        .flat_map(|pin| {
+            pin.removes
+                .iter()
+                .map(|r| (r.clone(), format!("{}-{}", pin.name, pin.version)))
+        })
+        .collect();
     if json {
         let v = serde_json::json!({
             "derivation": drv.hash,
             "name": p.name,
             "upgrades": upgrades.iter().map(|(n, f, t)| serde_json::json!({
                 "name": n, "from": f, "to": t,
+            })).collect::<Vec<_>>(),
+            "replaces": replaces.iter().map(|(old, new)| serde_json::json!({
+                "old": old, "new": new,
             })).collect::<Vec<_>>(),
             "inputs": drv.inputs.iter().map(|i| serde_json::json!({
                 "kind": format!("{:?}", i.kind).to_lowercase(),
@@ -702,6 +716,14 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
             println!("upgrades of the tarball's packages:");
             for (n, f, t) in &upgrades {
                 println!("  {n} {f} -> {t}");
+            }
+        }
+        if !replaces.is_empty() {
+            println!(
+                "the tarball's packages replaced by another ([packages] upgrade, %REPLACES%):"
+            );
+            for (old, new) in &replaces {
+                println!("  {old} -> {new}");
             }
         }
         println!("resolved profile:");

@@ -44,7 +44,13 @@
 //!   mismatch).
 //! - A non-directory entry over an existing file is a file conflict (pacman: "exists in
 //!   filesystem") and fails the build, unless the file belongs to the installed version this
-//!   package upgrades, or is a `backup` file.
+//!   package upgrades or a package it replaces (`%REPLACES%`), or is a `backup` file — or it
+//!   changes hands (`conflict.c` `_alpm_db_find_fileconflicts`): its owner is an installed
+//!   package this transaction upgrades or removes and has not yet, as when a package is split
+//!   and the new sub-package comes first. The old owner's upgrade or removal then leaves the
+//!   file (pacman's `skip_remove`); should its new version ship the file too, that is a
+//!   conflict between two packages of the transaction. Replacing the old version's files is
+//!   the normal case of an upgrade: no "duplicate entry" warning.
 //! - `backup` files (libalpm `extract_single_file`): when the file on the image has the same
 //!   contents as the package's, or (upgrade) still has the contents the old version shipped
 //!   (its `%BACKUP%` md5), the package's file is installed. Otherwise the image's file stays:
@@ -55,7 +61,10 @@
 //! - On an upgrade the old version's files that the new one does not ship are removed (one
 //!   that stands where the new version has a directory, or above one of its entries, as soon
 //!   as that entry arrives; the rest once the new version's file list is complete), and its
-//!   local database entry replaced.
+//!   local database entry replaced; the packages a replacement removes go the same way
+//!   (`remove.c` `remove_package_files`, `unlink_file`): a `backup` file whose contents
+//!   differ from its `%BACKUP%` md5 is kept as `FILE.pacsave`, a directory goes when it is
+//!   empty and no other installed package lists it.
 //! - The local database entry `var/lib/pacman/local/NAME-VERSION/` gets `desc` (the fields of
 //!   `_alpm_local_db_write`, in its order: `%INSTALLDATE%` is the build's timestamp,
 //!   `%REASON%` 1 for dependencies, `%VALIDATION%` `pgp` when the pin's signature was checked, else `sha256`), `files` (`%FILES%` sorted as
@@ -320,6 +329,26 @@ pub struct InstallReport {
     pub scriptlets: Vec<String>,
     /// Files written as `.pacnew`.
     pub pacnew: Vec<String>,
+    /// Files kept as `.pacsave` (a changed `backup` file of a removed or upgraded package
+    /// that the new version no longer ships).
+    pub pacsave: Vec<String>,
+    /// Files that changed hands: `(path, from NAME-VERSION, to NAME-VERSION)`.
+    pub handed: Vec<(String, String, String)>,
+}
+
+/// The transaction's state across its packages (libalpm `conflict.c`
+/// `_alpm_db_find_fileconflicts`, `trans->skip_remove`; `remove.c`).
+#[derive(Debug, Default)]
+struct Transaction {
+    /// Installed packages (`NAME-VERSION`) the transaction upgrades or removes and has not
+    /// yet: a file one of them owns may change hands to another package of the transaction.
+    pending: BTreeSet<String>,
+    /// Their files (not directories): which pending package owns each path.
+    owners: BTreeMap<String, String>,
+    /// Files that changed hands: path -> the new owner (`NAME-VERSION`). The old owner's
+    /// upgrade or removal leaves them (pacman's `skip_remove`); a second package of the
+    /// transaction shipping one is a file conflict.
+    handed: BTreeMap<String, String>,
 }
 
 /// The `%FILES%`/`%BACKUP%` of an installed package, from the tree's local database.
@@ -376,9 +405,22 @@ pub fn install_all(
     let mut rep = InstallReport::default();
     let no_secrets = |_: &str| -> Result<Vec<u8>> { bail!("no secrets here") };
     let ctx = EditContext::new(timestamp, &no_secrets);
+    let mut tx = Transaction::default();
+    for p in prepared.iter() {
+        let pin = &p.fetched.pin;
+        let old = pin.upgrades.iter().map(|v| format!("{}-{v}", pin.name));
+        for dir in old.chain(pin.removes.iter().cloned()) {
+            for f in local_files(tree, &dir)?.0 {
+                if !f.ends_with('/') {
+                    tx.owners.insert(f, dir.clone());
+                }
+            }
+            tx.pending.insert(dir);
+        }
+    }
     for p in prepared {
         let dir = p.dir_name();
-        install_one(tree, sink, p, captured, &ctx, &mut rep)
+        install_one(tree, sink, p, captured, &ctx, &mut tx, &mut rep)
             .with_context(|| format!("installing {dir}"))?;
     }
     if !edit::exists(tree, &format!("{LOCAL_DB}ALPM_DB_VERSION")) {
@@ -398,13 +440,18 @@ pub fn install_all(
 /// The one pass over a package's archive ([`import::Hooks`]): pacman's checks on each entry
 /// against the tree as it is when the entry arrives, and what the local database needs.
 struct Unpack<'a> {
+    /// `NAME-VERSION` of the package.
+    me: String,
+    tx: &'a mut Transaction,
+    /// Existing paths an entry may replace quietly ([`import::Hooks::replaces`]).
+    expected: BTreeSet<Vec<u8>>,
     /// `.PKGINFO` from [`prepare`]: the stream's must be the same.
     info: &'a PkgInfo,
     /// `backup` paths.
     backup_paths: &'a BTreeSet<String>,
-    /// The upgraded version's `%FILES%`.
+    /// The `%FILES%` of the upgraded version and of the packages this one replaces.
     old_set: BTreeSet<&'a str>,
-    /// The upgraded version's files (not directories) on the image, with their nodes.
+    /// Their files (not directories) on the image, with their nodes.
     old_ids: &'a BTreeMap<String, NodeId>,
     captured: &'a [&'a str],
     /// Paths this package created so far (entries and their missing parents): what is not
@@ -516,14 +563,36 @@ impl import::Hooks for Unpack<'_> {
         if existing_dir {
             bail!("/{shown}: the package has a file where the image has a directory");
         }
+        if let Some(o) = self.tx.handed.get(&shown) {
+            bail!(
+                "/{shown} is in both {o} and {}: a file conflict between two packages of the \
+                 transaction, as pacman would report",
+                self.me
+            );
+        }
+        // A file an installed package leaves in this transaction changes hands (libalpm
+        // `conflict.c`: "file changed packages"); its old owner's upgrade or removal keeps it.
+        let hands_over = !self.old_set.contains(shown.as_str())
+            && self
+                .tx
+                .owners
+                .get(&shown)
+                .is_some_and(|o| self.tx.pending.contains(o));
+        if hands_over {
+            self.tx.handed.insert(shown.clone(), self.me.clone());
+        }
         if backup {
             // Decided once the package's file is read (its md5): see `install_one`.
             let cur = bytes_at(tree, &path).map(|b| md5_hex(&b));
             let node = tree.node(id).clone();
-            self.existing_backup.entry(path).or_insert((node, cur));
+            self.existing_backup
+                .entry(path.clone())
+                .or_insert((node, cur));
+            self.expected.insert(path);
             return Ok(());
         }
-        if self.old_set.contains(shown.as_str()) {
+        if hands_over || self.old_set.contains(shown.as_str()) {
+            self.expected.insert(path);
             return Ok(());
         }
         let who = owner(tree, &shown)
@@ -566,6 +635,29 @@ impl import::Hooks for Unpack<'_> {
             self.md5s.insert(p, md5_hex(data));
         }
     }
+
+    fn replaces(&self, path: &[u8]) -> bool {
+        self.expected.contains(path)
+    }
+}
+
+/// Whether an installed package other than those the transaction just removed lists the
+/// directory `dir` (`path/`) in its `%FILES%` (libalpm `remove.c` `unlink_file`: a directory
+/// another package owns stays).
+fn dir_owned(tree: &Tree, dir: &str) -> Result<bool> {
+    let Some(id) = tree.lookup(LOCAL_DB.as_bytes()) else {
+        return Ok(false);
+    };
+    let dirs: Vec<String> = tree.children(id).map(|(n, _)| tree::display(n)).collect();
+    let line = format!("\n{dir}\n");
+    for d in dirs {
+        if let Some(text) = edit::read_text_optional(tree, &format!("{LOCAL_DB}{d}/files"))?
+            && text.contains(&line)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn install_one(
@@ -574,26 +666,47 @@ fn install_one(
     p: &mut Prepared,
     captured: &[&str],
     ctx: &EditContext,
+    tx: &mut Transaction,
     rep: &mut InstallReport,
 ) -> Result<()> {
     let pin = p.fetched.pin.clone();
-    // The version this one replaces.
-    let (old_files, old_backup) = match &pin.upgrades {
-        Some(v) => local_files(tree, &format!("{}-{v}", pin.name))?,
+    let me = p.dir_name();
+    // The version this one upgrades (its `backup` md5s are pacman's "original" hashes), and
+    // the packages it replaces (`%REPLACES%`): all their files are this package's old files.
+    let upgraded = pin.upgrades.as_ref().map(|v| format!("{}-{v}", pin.name));
+    let (mut old_files, old_backup) = match &upgraded {
+        Some(dir) => local_files(tree, dir)?,
         None => (Vec::new(), BTreeMap::new()),
     };
+    // Every old package's `backup` md5s, for `.pacsave` (libalpm `remove.c` `unlink_file`).
+    let mut saved_md5 = old_backup.clone();
+    for dir in &pin.removes {
+        let (files, backup) = local_files(tree, dir)?;
+        if files.is_empty() && backup.is_empty() {
+            bail!(
+                "the lock file says it replaces {dir}, which the tarball does not have installed: run `hc1img lock` on the profile"
+            );
+        }
+        old_files.extend(files);
+        saved_md5.extend(backup);
+    }
+    old_files.sort();
+    old_files.dedup();
     let old_ids: BTreeMap<String, NodeId> = old_files
         .iter()
         .filter(|f| !f.ends_with('/'))
         .filter_map(|f| tree.lookup(f.as_bytes()).map(|id| (f.clone(), id)))
         .collect();
-    // Upgrade: its database entry goes (its files once the new version's list is known).
-    if let Some(v) = &pin.upgrades {
-        edit::remove(tree, ctx, &format!("{LOCAL_DB}{}-{v}", pin.name))?;
+    // Their database entries go (their files once the new version's list is known).
+    for dir in upgraded.iter().chain(&pin.removes) {
+        edit::remove(tree, ctx, &format!("{LOCAL_DB}{dir}"))?;
     }
 
     // The one pass over the archive.
     let mut un = Unpack {
+        me: me.clone(),
+        tx,
+        expected: BTreeSet::new(),
         info: &p.info,
         backup_paths: &p.backup_paths,
         old_set: old_files.iter().map(String::as_str).collect(),
@@ -629,6 +742,7 @@ fn install_one(
         );
     }
     let Unpack {
+        tx,
         created: _,
         skip_dirs: _,
         existing_backup,
@@ -653,24 +767,61 @@ fn install_one(
     );
     rep.boot.extend(r.boot);
 
-    // Upgrade: the old version's files the new one does not ship. (Those the stream replaced
-    // or removed were in the way of the new version's entries; their directories are touched
-    // as if they had been removed first, as before a pacman extraction.)
-    if pin.upgrades.is_some() {
+    // The old packages' files the new one does not ship (libalpm `remove.c`
+    // `remove_package_files`). Those the stream replaced or removed were in the way of the new
+    // version's entries; their directories are touched as if they had been removed first, as
+    // before a pacman extraction. Files that changed hands to another package stay; a changed
+    // `backup` file is kept as `.pacsave`; a directory goes when it is empty and no other
+    // package lists it (children first: the list is sorted, walked backwards).
+    if !old_files.is_empty() {
         let new: BTreeSet<&str> = files.iter().map(String::as_str).collect();
-        for f in old_files.iter().filter(|f| !f.ends_with('/')) {
-            if new.contains(f.as_str()) {
+        for f in old_files.iter().rev().filter(|f| !new.contains(f.as_str())) {
+            edit::rel(f)?;
+            if let Some(dir) = f.strip_suffix('/') {
+                let empty_dir = tree.lookup(dir.as_bytes()).is_some_and(
+                    |id| matches!(&tree.node(id).kind, NodeKind::Dir(c) if c.is_empty()),
+                );
+                if empty_dir && !dir_owned(tree, f)? {
+                    edit::remove(tree, ctx, dir)?;
+                }
                 continue;
             }
-            edit::rel(f)?;
+            if let Some(to) = tx.handed.get(f) {
+                rep.handed
+                    .push((f.clone(), old_owner(&tx.owners, f), to.clone()));
+                continue;
+            }
             match old_ids.get(f) {
                 Some(&id) if tree.lookup(f.as_bytes()) == Some(id) => {
-                    edit::remove(tree, ctx, f)?;
+                    let changed = match (saved_md5.get(f), &tree.node(id).kind) {
+                        (Some(md5), NodeKind::File(data)) => {
+                            let cur = sink
+                                .read_data(data)
+                                .with_context(|| format!("/{f}: cannot read it back"))?;
+                            md5_hex(&cur) != *md5
+                        }
+                        _ => false,
+                    };
+                    if changed {
+                        let node = tree.node(id).clone();
+                        let pacsave = format!("{f}.pacsave");
+                        tree.insert(pacsave.as_bytes(), node, &default_meta)?;
+                        tree.remove(f.as_bytes());
+                        rep.pacsave.push(format!("/{pacsave}"));
+                    } else {
+                        edit::remove(tree, ctx, f)?;
+                    }
                 }
                 Some(_) => edit::touch_parent(tree, ctx, f),
                 None => {}
             }
         }
+    }
+    if let Some(dir) = &upgraded {
+        tx.pending.remove(dir);
+    }
+    for dir in &pin.removes {
+        tx.pending.remove(dir);
     }
 
     // Backup files that were on the image (pacman's rule, module doc).
@@ -750,6 +901,11 @@ fn install_one(
 }
 
 /// The local `desc`, in `_alpm_local_db_write`'s order.
+/// The installed package that owned `path` before the transaction.
+fn old_owner(owners: &BTreeMap<String, String>, path: &str) -> String {
+    owners.get(path).cloned().unwrap_or_default()
+}
+
 pub fn local_desc(p: &Prepared, installdate: i64) -> String {
     let i = &p.info;
     let mut s = String::new();
@@ -849,6 +1005,13 @@ mod tests {
                 }],
             })
         }
+
+        fn read_data(&self, data: &FileData) -> Result<Vec<u8>> {
+            match data {
+                FileData::Bytes(b) => Ok(b.clone()),
+                FileData::Stored(r) => Ok(self.0[r.runs[0].start as usize - 1].clone()),
+            }
+        }
     }
 
     /// A `.pkg.tar.zst` with `.PKGINFO` and `files`; returns it as fetched and pinned.
@@ -927,6 +1090,7 @@ mod tests {
                 size: None,
                 url: String::new(),
                 upgrades: upgrades.map(String::from),
+                removes: Vec::new(),
                 signature: None,
                 signer: None,
             },
@@ -964,8 +1128,22 @@ mod tests {
     }
 
     fn install(t: &mut Tree, f: &[Fetched]) -> Result<InstallReport> {
+        Ok(install_mem(t, f)?.0)
+    }
+
+    /// [`install`], keeping the data sink to read the files back ([`contents`]).
+    fn install_mem(t: &mut Tree, f: &[Fetched]) -> Result<(InstallReport, MemSink)> {
         let mut prepared = f.iter().map(prepare).collect::<Result<Vec<_>>>()?;
-        install_all(t, &mut MemSink::default(), &mut prepared, &[], 5000)
+        let mut sink = MemSink::default();
+        let r = install_all(t, &mut sink, &mut prepared, &[], 5000)?;
+        Ok((r, sink))
+    }
+
+    fn contents(t: &Tree, sink: &MemSink, path: &str) -> Option<Vec<u8>> {
+        match &t.node(t.lookup(path.as_bytes())?).kind {
+            NodeKind::File(d) => sink.read_data(d).ok(),
+            _ => None,
+        }
     }
 
     #[test]
@@ -1039,6 +1217,163 @@ mod tests {
             edit::read_text(&t, "var/lib/pacman/local/ALPM_DB_VERSION").unwrap(),
             "9\n"
         );
+    }
+
+    /// `NAME-VERSION`'s local database entry with `files` (and `backup` md5s) in `t`.
+    fn installed(t: &mut Tree, dir: &str, files: &[&str], backup: &[(&str, &[u8])]) {
+        let mut text = String::from("%FILES%\n");
+        for f in files {
+            text.push_str(f);
+            text.push('\n');
+        }
+        text.push('\n');
+        if !backup.is_empty() {
+            text.push_str("%BACKUP%\n");
+            for (p, d) in backup {
+                text.push_str(&format!("{p}\t{}\n", md5_hex(d)));
+            }
+            text.push('\n');
+        }
+        let (name, ver) = dir.split_at(dir.find('-').unwrap());
+        let m = Meta::new(0o755, 0, 0, Timestamp::from_secs(1));
+        for (f, d) in [
+            ("files", text),
+            (
+                "desc",
+                format!("%NAME%\n{name}\n\n%VERSION%\n{}\n\n", &ver[1..]),
+            ),
+        ] {
+            let node = Node {
+                meta: Meta::new(0o644, 0, 0, Timestamp::from_secs(1)),
+                kind: NodeKind::File(FileData::Bytes(d.into_bytes())),
+            };
+            t.insert(format!("{LOCAL_DB}{dir}/{f}").as_bytes(), node, &m)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_file_that_changes_hands_in_the_transaction_is_no_conflict() {
+        let d = tempfile::tempdir().unwrap();
+        let tarball = || {
+            let mut t = tree_with(&[("usr/lib/fw/x", b"old x"), ("usr/lib/fw/y", b"old y")]);
+            installed(
+                &mut t,
+                "fw-1-1",
+                &[
+                    "usr/",
+                    "usr/lib/",
+                    "usr/lib/fw/",
+                    "usr/lib/fw/x",
+                    "usr/lib/fw/y",
+                ],
+                &[],
+            );
+            t
+        };
+        let sub = package(
+            d.path(),
+            "fw-x",
+            "2-1",
+            &[],
+            &[("usr/lib/fw/x", b"new x")],
+            None,
+        );
+        let fw = package(
+            d.path(),
+            "fw",
+            "2-1",
+            &[],
+            &[("usr/lib/fw/y", b"new y")],
+            Some("1-1"),
+        );
+        // The new sub-package first (its dependency order), then the split package.
+        for order in [[&sub, &fw], [&fw, &sub]] {
+            let mut t = tarball();
+            let (r, m) = install_mem(&mut t, &[order[0].clone(), order[1].clone()]).unwrap();
+            assert_eq!(contents(&t, &m, "usr/lib/fw/x").unwrap(), b"new x");
+            assert_eq!(contents(&t, &m, "usr/lib/fw/y").unwrap(), b"new y");
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+            let files = edit::read_text(&t, "var/lib/pacman/local/fw-2-1/files").unwrap();
+            assert!(!files.contains("fw/x"), "{files}");
+        }
+        // Both new packages ship it: a conflict, whoever came first.
+        let both = package(
+            d.path(),
+            "fw",
+            "2-1",
+            &[],
+            &[("usr/lib/fw/x", b"x again"), ("usr/lib/fw/y", b"new y")],
+            Some("1-1"),
+        );
+        let mut t = tarball();
+        let e = format!("{:#}", install(&mut t, &[sub.clone(), both]).unwrap_err());
+        assert!(
+            e.contains("/usr/lib/fw/x is in both fw-x-2-1 and fw-2-1"),
+            "{e}"
+        );
+        // Owned by a package the transaction leaves alone: still a conflict.
+        let mut t = tarball();
+        let e = format!("{:#}", install(&mut t, &[sub]).unwrap_err());
+        assert!(e.contains("(owned by fw-1-1)"), "{e}");
+    }
+
+    #[test]
+    fn a_replacement_removes_the_replaced_package_and_keeps_changed_backup_files() {
+        let d = tempfile::tempdir().unwrap();
+        let shipped: &[u8] = b"shipped\n";
+        let mut t = tree_with(&[
+            ("usr/bin/foo", b"foo 1"),
+            ("etc/foo.conf", b"edited\n"),
+            ("etc/foo.d/extra.conf", b"edited too\n"),
+            ("usr/share/foo/data", b"data"),
+        ]);
+        installed(
+            &mut t,
+            "foo-1-1",
+            &[
+                "etc/",
+                "etc/foo.conf",
+                "etc/foo.d/",
+                "etc/foo.d/extra.conf",
+                "usr/",
+                "usr/bin/",
+                "usr/bin/foo",
+                "usr/share/",
+                "usr/share/foo/",
+                "usr/share/foo/data",
+            ],
+            &[("etc/foo.conf", shipped), ("etc/foo.d/extra.conf", shipped)],
+        );
+        // Another package owns usr/share/: it stays when foo's files go.
+        installed(&mut t, "bar-1-1", &["usr/", "usr/share/"], &[]);
+        let mut ng = package(
+            d.path(),
+            "foo-ng",
+            "2-1",
+            &["etc/foo.conf"],
+            &[("usr/bin/foo", b"foo 2"), ("etc/foo.conf", shipped)],
+            None,
+        );
+        ng.pin.removes = vec!["foo-1-1".into()];
+        let (r, m) = install_mem(&mut t, &[ng]).unwrap();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert_eq!(contents(&t, &m, "usr/bin/foo").unwrap(), b"foo 2");
+        // No "original" hash for another package's file: the edited one stays, the new one
+        // goes beside it (libalpm `add.c`).
+        assert_eq!(contents(&t, &m, "etc/foo.conf").unwrap(), b"edited\n");
+        assert_eq!(contents(&t, &m, "etc/foo.conf.pacnew").unwrap(), shipped);
+        // A changed backup file nobody ships any more is saved.
+        assert!(t.lookup(b"etc/foo.d/extra.conf").is_none());
+        assert_eq!(
+            contents(&t, &m, "etc/foo.d/extra.conf.pacsave").unwrap(),
+            b"edited too\n"
+        );
+        assert_eq!(r.pacsave, ["/etc/foo.d/extra.conf.pacsave"]);
+        assert!(t.lookup(b"usr/share/foo").is_none());
+        assert!(t.lookup(b"usr/share").is_some());
+        assert!(t.lookup(b"var/lib/pacman/local/foo-1-1").is_none());
+        assert!(t.lookup(b"var/lib/pacman/local/foo-ng-2-1/desc").is_some());
     }
 
     #[test]

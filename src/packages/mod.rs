@@ -203,6 +203,10 @@ pub struct PackagePin {
     /// The tarball's installed version this package replaces, if any.
     #[serde(default)]
     pub upgrades: Option<String>,
+    /// Other installed packages (`NAME-VERSION`) this one replaces (`%REPLACES%`): the
+    /// install removes them, as `pacman -Syu` does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removes: Vec<String>,
     /// The package file's detached OpenPGP signature, base64 (as `%PGPSIG%`), checked when the
     /// file enters the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,7 +251,13 @@ impl Serialize for Packages {
                 .pins
                 .iter()
                 .flat_map(|l| &l.package)
-                .map(|p| format!("{} {} {} {}", p.name, p.version, p.reason, p.sha256))
+                .map(|p| {
+                    let mut s = format!("{} {} {} {}", p.name, p.version, p.reason, p.sha256);
+                    for r in &p.removes {
+                        s.push_str(&format!(" replaces {r}"));
+                    }
+                    s
+                })
                 .collect(),
         }
         .serialize(s)
@@ -377,13 +387,16 @@ pub fn pin(
     rep: &crate::progress::Reporter,
 ) -> Result<(LockedSet, Vec<Pinned>)> {
     // Upgrades first, so the targets' dependencies see the upgraded versions.
-    let upgrades = if cfg.upgrade {
-        resolve::upgrades(repos, installed, &cfg.hold)
+    let sysupgrade = if cfg.upgrade {
+        resolve::sysupgrade(repos, installed, &cfg.hold)
     } else {
-        Vec::new()
+        resolve::Sysupgrade::default()
     };
+    for w in &sysupgrade.held {
+        rep.warn(w.clone());
+    }
     for i in installed.iter().filter(|i| cfg.hold.contains(&i.name)) {
-        let newer = resolve::upgrades(repos, std::slice::from_ref(i), &[]);
+        let newer = resolve::sysupgrade(repos, std::slice::from_ref(i), &[]).targets;
         if let Some(t) = newer.first() {
             rep.warn(format!(
                 "{}: held at {} ([packages] hold); the repositories have {}",
@@ -393,20 +406,29 @@ pub fn pin(
             ));
         }
     }
-    let targets: Vec<String> = upgrades.iter().chain(&cfg.install).cloned().collect();
+    let targets: Vec<String> = sysupgrade
+        .targets
+        .iter()
+        .chain(&cfg.install)
+        .cloned()
+        .collect();
     let explicit: Vec<String> = cfg
         .install
         .iter()
         .map(|t| version::Dep::parse(t).name)
         .collect();
-    let mut chosen = resolve::resolve(&targets, repos, installed, &cfg.hold)?;
-    // An upgrade keeps the installed package's reason, as pacman does.
+    let mut chosen = resolve::resolve(&targets, repos, installed, &cfg.hold, &sysupgrade.replaces)?;
+    // An upgrade keeps the installed package's reason, as pacman does; a replacement takes
+    // the replaced packages' (explicit when one of them was: `sync.c` `check_replacers`).
     for c in &mut chosen {
         if c.reason == resolve::Reason::Explicit && !explicit.contains(&c.pkg.name) {
-            let was_dep = installed
-                .iter()
-                .any(|i| i.name == c.pkg.name && i.as_dependency);
-            if was_dep {
+            let was_dep = |name: &str| installed.iter().any(|i| i.name == name && i.as_dependency);
+            let replaced = sysupgrade.replaces.get(&c.pkg.name);
+            let dep = match replaced {
+                Some(r) if c.upgrades.is_none() => r.iter().all(|n| was_dep(n)),
+                _ => was_dep(&c.pkg.name),
+            };
+            if dep {
                 c.reason = resolve::Reason::Dependency;
             }
         }
@@ -446,6 +468,7 @@ pub fn pin(
             size: p.csize,
             url,
             upgrades: c.upgrades,
+            removes: c.removes,
             signature: Some(base64::engine::general_purpose::STANDARD.encode(sig)),
             signer: Some(verified.signer.clone()),
         };

@@ -41,11 +41,20 @@ pub const MAX_CAPTURED_BYTES: u64 = 64 << 20;
 pub trait DataSink {
     /// Store exactly `len` bytes read from `src`.
     fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef>;
+
+    /// The contents of a regular file: held in memory, or read back from where
+    /// [`Self::write_data`] stored them (a small file: the package install compares `backup`
+    /// files before it removes them).
+    fn read_data(&self, data: &FileData) -> Result<Vec<u8>>;
 }
 
 impl DataSink for crate::ext4::Ext4Writer {
     fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
         crate::ext4::Ext4Writer::write_data(self, src, len)
+    }
+
+    fn read_data(&self, data: &FileData) -> Result<Vec<u8>> {
+        crate::ext4::Ext4Writer::read_data(self, data)
     }
 }
 
@@ -305,6 +314,13 @@ pub trait Hooks {
 
     /// The contents of a regular file routed [`Route::Capture`], once read.
     fn held(&mut self, _path: &[u8], _data: &[u8]) {}
+
+    /// Whether the entry at `path` (normalised) may replace what the tree has there without
+    /// a warning: a package's new version replacing its old version's file is the normal
+    /// case of an upgrade, where a tarball's duplicate entry is worth a warning.
+    fn replaces(&self, _path: &[u8]) -> bool {
+        false
+    }
 }
 
 /// A route function as [`Hooks`].
@@ -552,7 +568,7 @@ pub fn import_with(
                         mtime: meta.mtime,
                     },
                 );
-                if replaced.is_some() {
+                if replaced.is_some() && !hooks.replaces(&path) {
                     report
                         .warnings
                         .push(format!("{shown}: duplicate entry, the later one wins"));
@@ -607,7 +623,7 @@ pub fn import_with(
                     continue;
                 }
                 note_implied(tree, &comps, missing, &mut report.implied_dirs);
-                if exists {
+                if exists && !hooks.replaces(&path) {
                     report
                         .warnings
                         .push(format!("{shown}: duplicate entry, the later one wins"));
@@ -642,7 +658,7 @@ pub fn import_with(
                 if node_kind.is_dir() {
                     report.implied_dirs.remove(&id);
                 }
-                if exists && !(was_dir && node_kind.is_dir()) {
+                if exists && !(was_dir && node_kind.is_dir()) && !hooks.replaces(&path) {
                     report
                         .warnings
                         .push(format!("{shown}: duplicate entry, the later one wins"));
@@ -865,6 +881,13 @@ mod tests {
                     len: 1,
                 }],
             })
+        }
+
+        fn read_data(&self, data: &FileData) -> Result<Vec<u8>> {
+            match data {
+                FileData::Bytes(b) => Ok(b.clone()),
+                FileData::Stored(r) => Ok(self.files[r.runs[0].start as usize - 1].clone()),
+            }
         }
     }
 

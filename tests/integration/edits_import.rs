@@ -26,6 +26,10 @@ impl DataSink for CountingSink {
             }],
         })
     }
+
+    fn read_data(&self, _data: &FileData) -> anyhow::Result<Vec<u8>> {
+        anyhow::bail!("CountingSink keeps no data")
+    }
 }
 
 const PASSWD: &str = "root:x:0:0::/root:/bin/bash\nbin:x:1:1::/:/usr/bin/nologin\n\
