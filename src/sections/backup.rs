@@ -23,7 +23,7 @@ use crate::edit::{EditContext, check_one_line, mkdir_p, write_file};
 use crate::edit::units::{ETC_UNITS, install_unit};
 use crate::tree::Tree;
 use crate::values::{AbsPath, CalendarSpec, TimeSpan};
-use super::{EditInputs, Locator, Section, Sections};
+use super::{EditInputs, Locator, Need, Section, Sections};
 
 /// The backup script, as shipped in the image.
 pub const BACKUP_SCRIPT: &str = include_str!("../../assets/ops/hc1-volume-backup");
@@ -410,6 +410,31 @@ pub(crate) fn is_plain_word(s: &str) -> bool {
 
 impl Section for Config {
     const NAME: &'static str = "backup";
+
+    /// The mount helper of a share, or rsync and ssh.
+    fn needs(&self, _all: &Sections) -> Vec<Need> {
+        let by = format!("[backup] target = {:?}", target_name(self.target));
+        let need = |paths, package| Need {
+            by: by.clone(),
+            paths,
+            package,
+        };
+        match self.target {
+            Target::Nfs => vec![need(
+                &["usr/bin/mount.nfs", "usr/sbin/mount.nfs"],
+                "nfs-utils",
+            )],
+            Target::Cifs => vec![need(
+                &["usr/bin/mount.cifs", "usr/sbin/mount.cifs"],
+                "cifs-utils",
+            )],
+            Target::Rsync => vec![
+                need(&["usr/bin/rsync"], "rsync"),
+                need(&["usr/bin/ssh"], "openssh"),
+            ],
+            Target::Local | Target::None => Vec::new(),
+        }
+    }
     const ASSETS: &'static [(&'static str, &'static str)] = &[
         ("ops/hc1-volume-backup", BACKUP_SCRIPT),
         ("ops/hc1-volume-restore", RESTORE_SCRIPT),

@@ -21,7 +21,7 @@ use super::docker;
 use crate::edit::{EditContext, mkdir_p, write_file};
 use crate::edit::units::{ETC_UNITS, install_unit};
 use crate::tree::Tree;
-use super::{EditInputs, Locator, Section, Sections};
+use super::{EditInputs, Locator, Need, Section, Sections};
 
 pub const SETUP_SCRIPT: &str = include_str!("../../assets/ops/hc1-buildx-setup");
 pub const BAKE_SCRIPT: &str = include_str!("../../assets/ops/hc1-bake");
@@ -319,6 +319,21 @@ pub fn apply(
 
 impl Section for Config {
     const NAME: &'static str = "builds";
+
+    /// `docker buildx`: only an optional dependency of Arch's `docker`.
+    fn needs(&self, _all: &Sections) -> Vec<Need> {
+        if !self.enable {
+            return Vec::new();
+        }
+        vec![Need {
+            by: "[builds] enable = true".into(),
+            paths: &[
+                "usr/lib/docker/cli-plugins/docker-buildx",
+                "usr/libexec/docker/cli-plugins/docker-buildx",
+            ],
+            package: "docker-buildx",
+        }]
+    }
     const ASSETS: &'static [(&'static str, &'static str)] = &[
         ("ops/docker-bake.hcl", BAKE_TEMPLATE),
         ("ops/hc1-bake", BAKE_SCRIPT),

@@ -11,9 +11,9 @@
 //!   (`ssmtp.conf(5)`: `key=value` lines; 0640 root:mail because it may hold `AuthPass`) and
 //!   `/etc/ssmtp/revaliases` (`local:from-address:mailhub`).
 //!
-//! Both: the `root:` entry of `/etc/aliases` (`aliases(5)`). A `[mail]` section whose program or
-//! `sendmail` is not in the tree (the tarball plus `[packages]`, installed before the edits) is
-//! an error naming the package to add.
+//! Both: the `root:` entry of `/etc/aliases` (`aliases(5)`). The program and `sendmail` are
+//! the section's needs (`Section::needs`): not in the tree (the tarball plus `[packages]`,
+//! installed before the edits), the build stops naming the package to add.
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use crate::edit::{EditContext, check_one_line, mkdir_p, read_text_optional, upda
 use crate::edit::accounts::group_gid;
 use crate::tree::Tree;
 use crate::values::HostPort;
-use super::{EditInputs, Locator, Section, Sections};
+use super::{EditInputs, Locator, Need, Section, Sections};
 use crate::values::is_word;
 
 pub const MSMTPRC: &str = "etc/msmtprc";
@@ -148,7 +148,6 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
         );
     }
     check_value("mail.root", &cfg.root)?;
-    check_program(tree, cfg.program)?;
     match cfg.program {
         Program::Ssmtp => apply_ssmtp(tree, cfg, hub, ctx)?,
         Program::Msmtp => apply_msmtp(tree, cfg, hub, ctx)?,
@@ -166,41 +165,6 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
             update_file(tree, ctx, ALIASES, lines.join("\n") + "\n")?;
         }
         None => write_file(tree, ctx, ALIASES, entry + "\n", 0o644, 0, 0)?,
-    }
-    Ok(())
-}
-
-/// Whether the tree has a file or symlink at `path`.
-fn has(tree: &Tree, path: &str) -> bool {
-    tree.lookup(path.as_bytes()).is_some()
-}
-
-/// The program and a `sendmail` must be in the image (tarball plus `[packages]`).
-fn check_program(tree: &Tree, program: Program) -> Result<()> {
-    let (bins, how): (&[&str], &str) = match program {
-        Program::Msmtp => (
-            &["usr/bin/msmtp"],
-            "add \"msmtp-mta\" (it depends on msmtp) to [packages] install",
-        ),
-        Program::Ssmtp => (
-            &["usr/bin/ssmtp", "usr/sbin/ssmtp"],
-            "ssmtp is only in the AUR: use a tarball that has it, or the default program = \"msmtp\" with \"msmtp-mta\" in [packages] install",
-        ),
-    };
-    let sendmail = ["usr/bin/sendmail", "usr/sbin/sendmail"]
-        .into_iter()
-        .any(|p| has(tree, p));
-    if !bins.iter().any(|p| has(tree, p)) || !sendmail {
-        let missing = if sendmail {
-            format!("/{}", bins[0])
-        } else {
-            "sendmail (/usr/bin/sendmail)".to_string()
-        };
-        bail!(
-            "mail.program = {:?}: the image (tarball plus [packages]) has no {missing}, so no \
-             mail would leave the node; {how}",
-            program.name()
-        );
     }
     Ok(())
 }
@@ -369,6 +333,41 @@ impl Section for Config {
     const NAME: &'static str = "mail";
     const CAPTURED: &'static [&'static str] = &["etc/aliases"];
 
+    /// With a relay: the program and a `sendmail` (cron and the operations scripts mail
+    /// through it).
+    fn needs(&self, _all: &Sections) -> Vec<Need> {
+        if self.mailhub.is_none() {
+            return Vec::new();
+        }
+        let by = format!("[mail] program = {:?}", self.program.name());
+        match self.program {
+            Program::Msmtp => vec![
+                Need {
+                    by: by.clone(),
+                    paths: &["usr/bin/msmtp"],
+                    package: "msmtp-mta, which depends on msmtp",
+                },
+                Need {
+                    by,
+                    paths: &["usr/bin/sendmail", "usr/sbin/sendmail"],
+                    package: "msmtp-mta, which depends on msmtp",
+                },
+            ],
+            Program::Ssmtp => vec![
+                Need {
+                    by: by.clone(),
+                    paths: &["usr/bin/ssmtp", "usr/sbin/ssmtp"],
+                    package: "ssmtp is only in the AUR: use a tarball that has it, or the default program = \"msmtp\" with msmtp-mta",
+                },
+                Need {
+                    by,
+                    paths: &["usr/bin/sendmail", "usr/sbin/sendmail"],
+                    package: "ssmtp's sendmail",
+                },
+            ],
+        }
+    }
+
     fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
         // A value of ssmtp.conf: one word, no comment sign, no ':'.
         let value = |v: &str| is_word(v) && !v.contains(['#', ':']);
@@ -536,21 +535,29 @@ mod tests {
         let (mut t, secrets) = arch_tree();
         let ctx = EditContext::new(TS, &secrets);
         remove(&mut t, &ctx, "usr/bin/sendmail").unwrap();
-        let e = apply(&mut t, &msmtp_cfg(), &ctx).unwrap_err().to_string();
+        let sections = |mail: Config| Sections {
+            mail,
+            ..Sections::default()
+        };
+        let e = super::super::check_needs(&sections(msmtp_cfg()), &t)
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.contains("has no sendmail (/usr/bin/sendmail), so no mail would leave the node")
-                && e.contains("add \"msmtp-mta\" (it depends on msmtp) to [packages] install"),
+            e.contains("[mail] program = \"msmtp\" needs /usr/bin/sendmail (msmtp-mta, which depends on msmtp)")
+                && e.contains("add the packages to [packages] install"),
             "{e}"
         );
-        assert!(t.lookup(MSMTPRC.as_bytes()).is_none());
-        let (mut t, _) = arch_tree();
-        let e = apply(&mut t, &cfg(), &ctx).unwrap_err().to_string();
+        let (t, _) = arch_tree();
+        super::super::check_needs(&sections(msmtp_cfg()), &t).unwrap();
+        let e = super::super::check_needs(&sections(cfg()), &t)
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.starts_with("mail.program = \"ssmtp\": the image (tarball plus [packages]) has no /usr/bin/ssmtp"),
+            e.contains("[mail] program = \"ssmtp\" needs /usr/bin/ssmtp (ssmtp is only in the AUR"),
             "{e}"
         );
-        // Nothing is checked without a relay.
-        apply(&mut t, &Config::default(), &ctx).unwrap();
+        // Nothing is needed without a relay.
+        super::super::check_needs(&sections(Config::default()), &t).unwrap();
     }
 
     #[test]

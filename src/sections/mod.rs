@@ -43,6 +43,14 @@ pub trait Section: Default + Clone + fmt::Debug + PartialEq + Serialize + Deseri
         Ok(())
     }
 
+    /// The programs the section needs from the image, as configured (a `[backup]` with
+    /// `target = "nfs"` needs `mount.nfs`): each is checked after the package transaction,
+    /// before any section applies ([`check_needs`]), so a missing one is a build error naming
+    /// the package to add, not a unit that fails on every node.
+    fn needs(&self, _all: &Sections) -> Vec<Need> {
+        Vec::new()
+    }
+
     /// Edit the tree. `all` is every section (some read another's settings).
     fn apply(
         &self,
@@ -51,6 +59,34 @@ pub trait Section: Default + Clone + fmt::Debug + PartialEq + Serialize + Deseri
         ctx: &EditContext,
         inputs: &EditInputs,
     ) -> Result<()>;
+}
+
+/// A program a section needs from the image (tarball plus `[packages]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Need {
+    /// The setting that needs it, as a profile writes it (`[backup] target = "nfs"`).
+    pub by: String,
+    /// Where the program may be (relative to the root): any one will do.
+    pub paths: &'static [&'static str],
+    /// What to add to `[packages] install` for it (Arch Linux ARM's package), or what to do.
+    pub package: &'static str,
+}
+
+/// The needs ([`Section::needs`]) the tree does not meet, as one error naming each setting,
+/// the program and the package to add.
+pub fn check_needs(cfg: &Sections, tree: &Tree) -> Result<()> {
+    let missing: Vec<String> = needs_all(cfg)
+        .into_iter()
+        .filter(|n| !n.paths.iter().any(|p| tree.lookup(p.as_bytes()).is_some()))
+        .map(|n| format!("{} needs /{} ({})", n.by, n.paths[0], n.package))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "the image (tarball plus [packages]) lacks what the profile's sections run: {}; add the \
+         packages to [packages] install",
+        missing.join("; ")
+    );
+    Ok(())
 }
 
 /// Where a section's check reports an error: the profile reader implements it and adds the
@@ -117,19 +153,27 @@ macro_rules! registry {
         /// the order is checked against it).
         pub const APPLY_ORDER: &[&str] = &[$(stringify!($name)),*];
 
-        /// Apply every section in [`APPLY_ORDER`]. The first failing edit's error names its
-        /// section.
+        /// Apply every section in [`APPLY_ORDER`], after [`check_needs`]. The first failing
+        /// edit's error names its section.
         pub fn apply_all(
             tree: &mut Tree,
             cfg: &Sections,
             ctx: &EditContext,
             inputs: &EditInputs,
         ) -> Result<()> {
+            check_needs(cfg, tree)?;
             $(
                 Section::apply(&cfg.$name, tree, cfg, ctx, inputs)
                     .with_context(|| format!("[{}]", <$ty as Section>::NAME))?;
             )*
             Ok(())
+        }
+
+        /// Every section's [`Section::needs`], in [`APPLY_ORDER`].
+        pub fn needs_all(cfg: &Sections) -> Vec<Need> {
+            let mut v = Vec::new();
+            $(v.extend(Section::needs(&cfg.$name, cfg));)*
+            v
         }
 
         /// Run every section's load-time check, in [`APPLY_ORDER`]; the first error is

@@ -125,9 +125,9 @@ struct Pkg {
     files: &'static [(&'static str, &'static str)],
 }
 
-/// Every package the worker profile installs (docker, cronie, lsof, wget, logrotate, sudo,
-/// msmtp-mta), docker's dependency containerd, msmtp-mta's msmtp, and libfoo 1.1 (newer than
-/// the tarball's 1.0-1).
+/// Every package the shipped profiles install (docker, cronie, lsof, wget, logrotate, sudo,
+/// msmtp-mta, nfs-utils; the managers' docker-buildx), docker's dependency containerd,
+/// msmtp-mta's msmtp, and libfoo 1.1 (newer than the tarball's 1.0-1).
 fn packages(ext: &str) -> Vec<Pkg> {
     let xz = [
         Pkg {
@@ -204,6 +204,20 @@ fn packages(ext: &str) -> Vec<Pkg> {
             repo: "alarm",
             depends: &[],
             files: &[("usr/bin/logrotate", "#!/bin/sh\n")],
+        },
+        Pkg {
+            name: "nfs-utils",
+            ver: "2.8.2-1",
+            repo: "core",
+            depends: &[],
+            files: &[("usr/bin/mount.nfs", "#!/bin/sh\n")],
+        },
+        Pkg {
+            name: "docker-buildx",
+            ver: "0.19.3-1",
+            repo: "extra",
+            depends: &["docker"],
+            files: &[("usr/lib/docker/cli-plugins/docker-buildx", "#!/bin/sh\n")],
         },
     ];
     match ext {

@@ -118,7 +118,7 @@ pub(crate) fn tarball_with_local_db(dir: &Path) -> PathBuf {
     let base = alarm_tarball(
         dir,
         &Alarm {
-            msmtp: false,
+            section_programs: false,
             ..Alarm::default()
         },
     );

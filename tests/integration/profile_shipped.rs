@@ -212,6 +212,43 @@ fn leader_loads() {
     assert!(p.node.builds.enable, "managers run the image builds");
 }
 
+/// What each shipped profile's sections run (`Section::needs`: `[mail]`'s sendmail, `[backup]`'s
+/// `mount.nfs`, `[builds]`' docker-buildx) comes from a package the profile installs: the first
+/// word of each need's package is in `[packages] install`.
+#[test]
+fn shipped_profiles_install_what_their_sections_need() {
+    let d = tempfile::tempdir().unwrap();
+    for name in [
+        "worker.toml",
+        "manager.toml",
+        "leader.toml",
+        "qemu-worker.toml",
+    ] {
+        let p = load(name, d.path());
+        let install = &p.packages.as_ref().expect("[packages]").config.install;
+        let needs = hc1img::sections::needs_all(&p.node);
+        assert!(
+            needs.iter().any(|n| n.by.starts_with("[backup]")),
+            "{name}: {needs:?}"
+        );
+        for n in &needs {
+            let pkg = n.package.split([',', ' ']).next().unwrap();
+            assert!(
+                install.iter().any(|i| i == pkg),
+                "profiles/{name}: {} needs /{} from {pkg}, which [packages] install {install:?} lacks",
+                n.by,
+                n.paths[0]
+            );
+        }
+        let builds = needs.iter().any(|n| n.package == "docker-buildx");
+        assert_eq!(
+            builds,
+            name != "worker.toml" && name != "qemu-worker.toml",
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn shipped_lock_file_parses() {
     let lock = profile::read_lock(&profiles_dir().join("hc1img.lock")).expect("lock");

@@ -126,9 +126,11 @@ pub struct Alarm {
     /// sd_fusing.sh SD offsets.
     pub fusing: (u64, u64, u64, u64),
     pub uboot_len: usize,
-    /// Include msmtp and msmtp-mta's `/usr/bin/sendmail` (what the shipped `[mail]` needs when
-    /// `[packages]` are not installed); off for a tarball the packages are installed into.
-    pub msmtp: bool,
+    /// Include the programs the shipped profiles' sections need (`Section::needs`) when
+    /// `[packages]` are not installed: msmtp and msmtp-mta's `/usr/bin/sendmail` (`[mail]`),
+    /// nfs-utils' `mount.nfs` (`[backup]`), docker-buildx (`[builds]`); off for a tarball the
+    /// packages are installed into.
+    pub section_programs: bool,
 }
 
 impl Default for Alarm {
@@ -137,7 +139,7 @@ impl Default for Alarm {
             omit: None,
             fusing: (1, 31, 63, 2111),
             uboot_len: 600 * 1024,
-            msmtp: true,
+            section_programs: true,
         }
     }
 }
@@ -225,9 +227,15 @@ pub fn alarm_tarball(dir: &Path, opts: &Alarm) -> PathBuf {
         E::Symlink("etc/systemd/system/multi-user.target.wants/sshd.service", "/usr/lib/systemd/system/sshd.service"),
         E::Symlink("bin", "usr/bin"),
     ];
-    if opts.msmtp {
+    if opts.section_programs {
         entries.push(E::File("usr/bin/msmtp", 0o755, noise(200 * 1024, 9)));
         entries.push(E::Symlink("usr/bin/sendmail", "msmtp"));
+        entries.push(E::File("usr/bin/mount.nfs", 0o4755, noise(1024, 10)));
+        entries.push(E::File(
+            "usr/lib/docker/cli-plugins/docker-buildx",
+            0o755,
+            noise(1024, 11),
+        ));
     }
     for (p, data) in &boot {
         if opts.omit != p.strip_prefix("boot/") {
