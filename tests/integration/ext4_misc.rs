@@ -123,19 +123,34 @@ fn full_filesystem_is_a_clean_error() {
     let (_img2, f2) = image(dir.path(), "full2.img", o.size);
     let mut w = Ext4Writer::create(f2, 0, &o).unwrap();
     let mut left = 0u64;
+    let mut stored = Vec::new();
     loop {
         let n = 1u64 << 20;
         match w.write_data(&mut std::io::repeat(2).take(n), n) {
-            Ok(_) => left += n,
+            Ok(r) => {
+                left += n;
+                stored.push(r);
+            }
             Err(_) => break,
         }
     }
-    while w
-        .write_data(&mut std::io::repeat(3).take(4096), 4096)
-        .is_ok()
-    {}
+    while let Ok(r) = w.write_data(&mut std::io::repeat(3).take(4096), 4096) {
+        stored.push(r);
+    }
     assert!(left > 0);
     let mut t = empty_tree();
+    // The data is the tree's (data no node refers to would be free again at finish).
+    for (i, r) in stored.into_iter().enumerate() {
+        t.insert(
+            format!("f{i}").as_bytes(),
+            Node {
+                meta: meta(0o644),
+                kind: NodeKind::File(FileData::Stored(r)),
+            },
+            &meta(0o755),
+        )
+        .unwrap();
+    }
     for i in 0..200 {
         t.insert(
             format!("d{i}/x").as_bytes(),
