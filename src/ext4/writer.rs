@@ -249,7 +249,7 @@ impl Writer {
                         || self.alloc.taken.count_range(x.start, end) != u64::from(x.len)
                     {
                         bad = Some(format!(
-                            "ext4: /{}: data blocks {}..{end} are not handed out (freed already, or not made by this writer)",
+                            "ext4: /{}: data blocks {}..{end} are not handed out: was its DataRef made by this writer, and not freed already?",
                             display(path),
                             x.start
                         ));
