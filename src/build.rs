@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::ext4::{Ext4Options, Ext4Stats, Ext4Writer};
 use crate::ids;
+use crate::packages::install::Prepared;
 use crate::profile::{Profile, Size};
 use crate::progress::Reporter;
 use crate::rootfs::fanout::Tap;
@@ -241,6 +242,9 @@ fn build_again(
     r
 }
 
+/// A job's package heads and its filesystem's size and minimum inode count.
+type Setup = (Vec<Prepared>, (u64, u64));
+
 /// One build of a shared pass: its inputs, its output directory and its reporter (whose
 /// prefix names the profile).
 pub struct Job<'a> {
@@ -269,26 +273,29 @@ pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildRepo
             j.inputs.profile.name
         );
     }
-    let mut sizes = Vec::new();
-    let mut prepared = Vec::new();
-    let mut local: Option<BTreeMap<String, u64>> = None;
-    for j in jobs {
-        let p = prepare_packages(&j.inputs)?;
-        sizes.push(match j.inputs.profile.rootfs.size {
-            Size::Bytes(s) => (s, 0),
-            Size::Auto => {
-                if local.is_none() {
-                    local = Some(local_sizes(tarball, j.inputs.packages)?);
+    // Each job's package heads and size; a job whose packages fail fails alone, as a build
+    // that fails later does.
+    let mut local: Option<Result<BTreeMap<String, u64>, String>> = None;
+    let setups: Vec<Result<Setup>> = jobs
+        .iter()
+        .map(|j| {
+            let p = prepare_packages(&j.inputs)?;
+            let size = match j.inputs.profile.rootfs.size {
+                Size::Bytes(s) => (s, 0),
+                Size::Auto => {
+                    let local = local.get_or_insert_with(|| {
+                        local_sizes(tarball, j.inputs.packages).map_err(|e| format!("{e:#}"))
+                    });
+                    let local = local.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let (size, inodes) = auto_size(tarball, packages_net(&p, local))?;
+                    j.rep
+                        .detail(format!("rootfs size auto: {} MiB", size >> 20));
+                    (size, inodes)
                 }
-                let local = local.as_ref().map_or_else(BTreeMap::new, Clone::clone);
-                let (size, inodes) = auto_size(tarball, packages_net(&p, &local))?;
-                j.rep
-                    .detail(format!("rootfs size auto: {} MiB", size >> 20));
-                (size, inodes)
-            }
-        });
-        prepared.push(p);
-    }
+            };
+            Ok((p, size))
+        })
+        .collect();
     let names: Vec<&str> = jobs
         .iter()
         .map(|j| j.inputs.profile.name.as_str())
@@ -309,11 +316,20 @@ pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildRepo
         let handles: Vec<_> = jobs
             .iter()
             .zip(taps)
-            .zip(&sizes)
-            .zip(&prepared)
-            .map(|(((j, tap), &(size, inodes)), p)| {
-                s.spawn(move || {
-                    build_sized(&j.inputs, j.dir, &j.rep, size, inodes, p.clone(), Some(tap))
+            .zip(&setups)
+            .map(|((j, tap), setup)| {
+                s.spawn(move || match setup {
+                    Ok((p, (size, inodes))) => build_sized(
+                        &j.inputs,
+                        j.dir,
+                        &j.rep,
+                        *size,
+                        *inodes,
+                        p.clone(),
+                        Some(tap),
+                    ),
+                    // Its own error is returned below; its share of the stream is let go.
+                    Err(_) => Err(anyhow::anyhow!("not built")),
                 })
             })
             .collect();
@@ -329,10 +345,13 @@ pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildRepo
     Ok(jobs
         .iter()
         .zip(results)
-        .zip(sizes.into_iter().zip(&prepared))
-        .map(|((j, r), (size, p))| match j.inputs.profile.rootfs.size {
-            Size::Auto => build_again(&j.inputs, j.dir, &j.rep, size, p, r),
-            Size::Bytes(_) => r,
+        .zip(setups)
+        .map(|((j, r), setup)| {
+            let (p, size) = setup?;
+            match j.inputs.profile.rootfs.size {
+                Size::Auto => build_again(&j.inputs, j.dir, &j.rep, size, &p, r),
+                Size::Bytes(_) => r,
+            }
         })
         .collect())
 }
@@ -812,3 +831,83 @@ fn write_sd(
 
 /// `/boot/mkscr` on the card: recompiles boot.scr after an edit of boot.txt on the node.
 const MKSCR: &[u8] = b"#!/bin/sh\n# Recompile boot.scr after editing boot.txt (run in /boot; needs uboot-tools).\ncd \"$(dirname \"$0\")\" && mkimage -A arm -O linux -T script -C none -n \"U-Boot boot script\" -d boot.txt boot.scr\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::install::PkgInfo;
+    use crate::packages::{Fetched, PackagePin};
+
+    fn prepared(name: &str, size: &str, upgrades: Option<&str>) -> Prepared {
+        let pin = PackagePin {
+            name: name.into(),
+            version: "2-1".into(),
+            reason: "explicit".into(),
+            repo: "core".into(),
+            filename: format!("{name}-2-1-armv7h.pkg.tar.zst"),
+            sha256: "0".repeat(64),
+            size: None,
+            url: String::new(),
+            upgrades: upgrades.map(String::from),
+            signature: None,
+            signer: None,
+        };
+        Prepared {
+            fetched: Fetched {
+                pin,
+                path: "/nonexistent".into(),
+            },
+            info: PkgInfo::parse(&format!("pkgname = {name}\npkgver = 2-1\nsize = {size}\n")),
+            backup_paths: Default::default(),
+            mtree: None,
+            scriptlet: None,
+            entries: Vec::new(),
+            files: Vec::new(),
+            backup: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn packages_count_what_they_install_minus_what_they_replace() {
+        let local = BTreeMap::from([("up-1-1".to_string(), 80u64)]);
+        let p = [
+            prepared("new", "100", None),
+            prepared("up", "50", Some("1-1")),
+            // Not in the local database: nothing to subtract; no size: nothing to add.
+            prepared("gone", "7", Some("0-1")),
+            prepared("bad", "lots", None),
+        ];
+        assert_eq!(packages_net(&p, &local), 100 + 50 - 80 + 7);
+        // Upgrades that shrink the root.
+        let local = BTreeMap::from([("up-1-1".to_string(), 500u64)]);
+        assert_eq!(packages_net(&p[1..2], &local), -450);
+    }
+
+    #[test]
+    fn a_retry_grows_by_what_was_missing() {
+        let too_small = |blocks, inodes| {
+            anyhow::Error::new(crate::ext4::TooSmall {
+                message: "short".into(),
+                blocks,
+                inodes,
+            })
+            .context("building")
+        };
+        let mib = 1u64 << 20;
+        // 1000 blocks (3.9 MiB) missing: + 30% and 64 MiB, rounded to 64 MiB.
+        assert_eq!(
+            grown(&too_small(1000, 0), 896 * mib, 5000),
+            Some((1024 * mib, 5000))
+        );
+        // 250 MiB missing: 896 + 325 + 64 = 1285 -> 1344 MiB.
+        assert_eq!(
+            grown(&too_small(64000, 0), 896 * mib, 0),
+            Some((1344 * mib, 0))
+        );
+        // Inodes: those needed + 10% + 4096, and a block for each.
+        let (size, inodes) = grown(&too_small(0, 150_000), 320 * mib, 1000).unwrap();
+        assert_eq!(inodes, 150_000 + 15_000 + 4096);
+        assert!(size >= inodes * 4096 + (256 << 20) && size % (64 * mib) == 0);
+        assert_eq!(grown(&anyhow::anyhow!("other"), 896 * mib, 0), None);
+    }
+}
