@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::ext4::{Ext4Options, Ext4Stats, Ext4Writer};
 use crate::ids;
+use crate::packages::install::Prepared;
 use crate::profile::{Profile, Size};
 use crate::progress::Reporter;
 use crate::rootfs::fanout::Tap;
@@ -93,53 +94,111 @@ fn round_up(v: u64, m: u64) -> u64 {
     v.div_ceil(m) * m
 }
 
-/// Size and minimum inode count for `size = "auto"`: the unpacked tar size plus 30% and
-/// 256 MiB of headroom (journal, metadata, first-boot writes), rounded to 64 MiB; and room
-/// for as many inodes as the tar stream could hold entries (one per 512-byte header), capped
-/// at one inode per two blocks, which is as dense as a tarball of tiny files needs. Without a
-/// cheap size hint, 4 GiB and the profile's inode ratio.
-fn auto_size(tarball: &Path) -> Result<(u64, u64)> {
+/// What the packages add to the root for `size = "auto"`, in bytes: what the transaction
+/// installs (each package's `.PKGINFO` `size`, which the sync database's `%ISIZE%` repeats)
+/// minus what it frees (the installed size, `%SIZE%` in the tarball's local database, of each
+/// version an upgrade replaces). Negative when the upgrades shrink the root. `local` is
+/// `NAME-VERSION` -> `%SIZE%` of the tarball's local database, read only when a pin upgrades.
+fn packages_net(
+    prepared: &[crate::packages::install::Prepared],
+    local: &BTreeMap<String, u64>,
+) -> i64 {
+    let mut net: i64 = 0;
+    for p in prepared {
+        let adds = p
+            .info
+            .get("size")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        net = net.saturating_add(i64::try_from(adds).unwrap_or(i64::MAX));
+        if let Some(v) = &p.fetched.pin.upgrades {
+            let frees = local
+                .get(&format!("{}-{v}", p.fetched.pin.name))
+                .copied()
+                .unwrap_or(0);
+            net = net.saturating_sub(i64::try_from(frees).unwrap_or(i64::MAX));
+        }
+    }
+    net
+}
+
+/// The tarball's local database sizes ([`packages_net`]), when a package upgrades one of its
+/// packages (one more pass over the tarball); empty otherwise.
+fn local_sizes(
+    tarball: &Path,
+    packages: &[crate::packages::Fetched],
+) -> Result<BTreeMap<String, u64>> {
+    if packages.iter().all(|f| f.pin.upgrades.is_none()) {
+        return Ok(BTreeMap::new());
+    }
+    crate::packages::db::local_sizes_from_tarball(tarball)
+        .context("size = \"auto\": cannot read the installed sizes of the tarball's packages")
+}
+
+/// Size and minimum inode count for `size = "auto"`: the unpacked tar size plus what the
+/// packages add ([`packages_net`]), plus 30% and 256 MiB of headroom (journal, metadata,
+/// first-boot writes), rounded to 64 MiB; and room for as many inodes as that many bytes of
+/// tar stream could hold entries (one per 512-byte header), capped at one inode per two
+/// blocks, which is as dense as a tarball of tiny files needs. Without a cheap size hint,
+/// 4 GiB (plus what the packages add) and the profile's inode ratio.
+fn auto_size(tarball: &Path, packages: i64) -> Result<(u64, u64)> {
     let hint = input::unpacked_size_hint(tarball)?;
+    let add = |n: u64| n.saturating_add_signed(packages);
     Ok(match hint {
         Some(n) => {
+            let n = add(n);
             let size = round_up(n + n * 3 / 10 + (256 << 20), 64 << 20);
             (size, (n / 512 + 4096).min(size / 4096 / 2))
         }
-        None => (4 << 30, 0),
+        None => (round_up(add(4 << 30), 64 << 20).max(4 << 30), 0),
     })
 }
 
-/// Size and inode count for `size = "auto"` from the tarball's entries counted exactly (one
-/// more pass over the stream): its file data in 4 KiB blocks, a block per other entry, 256
-/// bytes of inode table per entry, the same 30% and 256 MiB of headroom, and at least one
-/// block per inode (ext4 holds at most one inode per block).
-fn measured_size(tarball: &Path) -> Result<(u64, u64)> {
-    let mut stream = Inflated::open(tarball, None)?;
-    let needs = import::measure(&mut stream)
-        .with_context(|| format!("{}: cannot read", tarball.display()))?;
-    stream.finish()?;
-    let inodes = needs.entries + needs.entries / 10 + 4096;
-    let bytes = (needs.data_blocks + needs.other_entries) * 4096 + inodes * 256;
-    let size = round_up(
-        (bytes + bytes * 3 / 10 + (256 << 20)).max(inodes * 4096 + (256 << 20)),
-        64 << 20,
-    );
-    Ok((size, inodes))
+/// How many times `size = "auto"` builds again after a build found the filesystem too small.
+const AUTO_RETRIES: usize = 3;
+
+/// The size and inode count to build again with after `e` ([`crate::ext4::TooSmall`]) said
+/// what a build at `size` with `inodes` lacked: the missing blocks plus the same 30% and
+/// 64 MiB for the metadata of the larger geometry, rounded to 64 MiB; the inodes the tree
+/// needs plus 10% and 4096, with at least one block per inode. `None` when `e` is not that.
+fn grown(e: &anyhow::Error, size: u64, inodes: u64) -> Option<(u64, u64)> {
+    let t = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::ext4::TooSmall>())?;
+    let bytes = t.blocks.saturating_mul(4096);
+    let mut size = round_up(size + bytes + bytes * 3 / 10 + (64 << 20), 64 << 20);
+    let mut inodes = inodes;
+    if t.inodes > 0 {
+        inodes = inodes.max(t.inodes + t.inodes / 10 + 4096);
+        size = size.max(round_up(inodes * 4096 + (256 << 20), 64 << 20));
+    }
+    Some((size, inodes))
+}
+
+/// The package heads ([`crate::packages::install::prepare`]: sha256 checked, `.PKGINFO`
+/// read), before the filesystem is sized.
+fn prepare_packages(inp: &BuildInputs) -> Result<Vec<crate::packages::install::Prepared>> {
+    inp.packages
+        .iter()
+        .map(crate::packages::install::prepare)
+        .collect()
 }
 
 /// Run the whole build, writing `ssd.img` and `sd.img` into `dir`. With `size = "auto"`, a
-/// tarball the quick estimate is too small for (many tiny or empty files) is measured and
-/// built again at the size it needs.
+/// build that finds the filesystem too small (many tiny or empty files, a package larger than
+/// it says) is built again, larger by what it lacked ([`grown`]).
 pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildReport> {
+    let prepared = prepare_packages(inp)?;
     let (fs_size, min_inodes) = match inp.profile.rootfs.size {
-        Size::Bytes(s) => return build_sized(inp, dir, rep, s, 0, None),
-        Size::Auto => auto_size(inp.tarball)?,
+        Size::Bytes(s) => return build_sized(inp, dir, rep, s, 0, prepared, None),
+        Size::Auto => {
+            let local = local_sizes(inp.tarball, inp.packages)?;
+            auto_size(inp.tarball, packages_net(&prepared, &local))?
+        }
     };
     rep.detail(format!("rootfs size auto: {} MiB", fs_size >> 20));
-    match build_sized(inp, dir, rep, fs_size, min_inodes, None) {
-        Err(e) if too_small(&e) => build_measured(inp, dir, rep, &e),
-        r => r,
-    }
+    let first = build_sized(inp, dir, rep, fs_size, min_inodes, prepared.clone(), None);
+    build_again(inp, dir, rep, (fs_size, min_inodes), &prepared, first)
 }
 
 /// Whether a build failed only because the `size = "auto"` estimate was too small.
@@ -147,27 +206,44 @@ fn too_small(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<crate::ext4::TooSmall>())
 }
 
-/// Build again, alone, at the size measured from the tarball, after `e` said the estimate was
-/// too small.
-fn build_measured(
+/// While `r` says the filesystem of `(size, inodes)` was too small, build again, alone and
+/// larger by what it lacked ([`grown`]), at most [`AUTO_RETRIES`] times.
+fn build_again(
     inp: &BuildInputs,
     dir: &Path,
     rep: &Reporter,
-    e: &anyhow::Error,
+    (mut size, mut inodes): (u64, u64),
+    prepared: &[crate::packages::install::Prepared],
+    mut r: Result<BuildReport>,
 ) -> Result<BuildReport> {
-    let (fs_size, min_inodes) = measured_size(inp.tarball)?;
-    rep.detail(format!(
-        "rootfs size auto: the estimate was too small ({e:#}); measured {} MiB and {min_inodes} inodes, building again",
-        fs_size >> 20
-    ));
-    for f in ["ssd.img", "sd.img"] {
-        let p = dir.join(f);
-        if p.exists() {
-            std::fs::remove_file(&p).with_context(|| format!("{}: cannot remove", p.display()))?;
+    for _ in 0..AUTO_RETRIES {
+        let e = match r {
+            Err(e) if too_small(&e) => e,
+            r => return r,
+        };
+        let Some((s, i)) = grown(&e, size, inodes) else {
+            return Err(e);
+        };
+        rep.detail(format!(
+            "rootfs size auto: {} MiB was too small ({e:#}); building again at {} MiB with at least {i} inodes",
+            size >> 20,
+            s >> 20
+        ));
+        (size, inodes) = (s, i);
+        for f in ["ssd.img", "sd.img"] {
+            let p = dir.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p)
+                    .with_context(|| format!("{}: cannot remove", p.display()))?;
+            }
         }
+        r = build_sized(inp, dir, rep, size, inodes, prepared.to_vec(), None);
     }
-    build_sized(inp, dir, rep, fs_size, min_inodes, None)
+    r
 }
+
+/// A job's package heads and its filesystem's size and minimum inode count.
+type Setup = (Vec<Prepared>, (u64, u64));
 
 /// One build of a shared pass: its inputs, its output directory and its reporter (whose
 /// prefix names the profile).
@@ -197,18 +273,29 @@ pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildRepo
             j.inputs.profile.name
         );
     }
-    let mut sizes = Vec::new();
-    for j in jobs {
-        sizes.push(match j.inputs.profile.rootfs.size {
-            Size::Bytes(s) => (s, 0),
-            Size::Auto => {
-                let (size, inodes) = auto_size(tarball)?;
-                j.rep
-                    .detail(format!("rootfs size auto: {} MiB", size >> 20));
-                (size, inodes)
-            }
-        });
-    }
+    // Each job's package heads and size; a job whose packages fail fails alone, as a build
+    // that fails later does.
+    let mut local: Option<Result<BTreeMap<String, u64>, String>> = None;
+    let setups: Vec<Result<Setup>> = jobs
+        .iter()
+        .map(|j| {
+            let p = prepare_packages(&j.inputs)?;
+            let size = match j.inputs.profile.rootfs.size {
+                Size::Bytes(s) => (s, 0),
+                Size::Auto => {
+                    let local = local.get_or_insert_with(|| {
+                        local_sizes(tarball, j.inputs.packages).map_err(|e| format!("{e:#}"))
+                    });
+                    let local = local.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let (size, inodes) = auto_size(tarball, packages_net(&p, local))?;
+                    j.rep
+                        .detail(format!("rootfs size auto: {} MiB", size >> 20));
+                    (size, inodes)
+                }
+            };
+            Ok((p, size))
+        })
+        .collect();
     let names: Vec<&str> = jobs
         .iter()
         .map(|j| j.inputs.profile.name.as_str())
@@ -229,9 +316,21 @@ pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildRepo
         let handles: Vec<_> = jobs
             .iter()
             .zip(taps)
-            .zip(&sizes)
-            .map(|((j, tap), &(size, inodes))| {
-                s.spawn(move || build_sized(&j.inputs, j.dir, &j.rep, size, inodes, Some(tap)))
+            .zip(&setups)
+            .map(|((j, tap), setup)| {
+                s.spawn(move || match setup {
+                    Ok((p, (size, inodes))) => build_sized(
+                        &j.inputs,
+                        j.dir,
+                        &j.rep,
+                        *size,
+                        *inodes,
+                        p.clone(),
+                        Some(tap),
+                    ),
+                    // Its own error is returned below; its share of the stream is let go.
+                    Err(_) => Err(anyhow::anyhow!("not built")),
+                })
             })
             .collect();
         handles
@@ -246,9 +345,13 @@ pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildRepo
     Ok(jobs
         .iter()
         .zip(results)
-        .map(|(j, r)| match r {
-            Err(e) if too_small(&e) => build_measured(&j.inputs, j.dir, &j.rep, &e),
-            r => r,
+        .zip(setups)
+        .map(|((j, r), setup)| {
+            let (p, size) = setup?;
+            match j.inputs.profile.rootfs.size {
+                Size::Auto => build_again(&j.inputs, j.dir, &j.rep, size, &p, r),
+                Size::Bytes(_) => r,
+            }
         })
         .collect())
 }
@@ -259,6 +362,7 @@ fn build_sized(
     rep: &Reporter,
     fs_size: u64,
     min_inodes: u64,
+    mut prepared: Vec<crate::packages::install::Prepared>,
     tap: Option<Tap>,
 ) -> Result<BuildReport> {
     let d = inp.derivation;
@@ -300,6 +404,9 @@ fn build_sized(
         first_lba * SECTOR,
         &opts,
     )?;
+    // A file that does not fit is counted, not fatal, until `check_room` after the packages:
+    // the error then says how much the whole build lacked.
+    writer.read_on_when_full();
 
     // The one pass over the tarball (or this build's share of one, with its own bar).
     let (mut stream, bar) = match tap {
@@ -318,12 +425,8 @@ fn build_sized(
     let dir_meta = Meta::new(0o755, 0, 0, Timestamp::from_secs(provisional_ts));
     let mut tree = Tree::new(dir_meta.clone());
     let captured = crate::sections::captured_paths();
-    // The packages' metadata first: their backup files and the local database are captured.
-    let mut prepared = inp
-        .packages
-        .iter()
-        .map(crate::packages::install::prepare)
-        .collect::<Result<Vec<_>>>()?;
+    // The packages' metadata (read first): their backup files and the local database are
+    // captured.
     let route = |p: &[u8]| {
         if !prepared.is_empty() && crate::packages::install::captured(p, &prepared) {
             import::Route::Capture
@@ -364,6 +467,8 @@ fn build_sized(
     ));
     let timestamp = inp.timestamp.unwrap_or(report.newest_mtime);
     import::date_implied_dirs(&mut tree, &report, timestamp);
+    // Entries a later one replaced: room for the packages.
+    writer.reclaim(&tree)?;
 
     let env = BuildIds {
         timestamp,
@@ -382,6 +487,9 @@ fn build_sized(
             rep,
         )?;
     }
+    // Whatever did not fit, in the tarball or the packages (they read on past it): the error
+    // says how much, and `size = "auto"` builds again that much larger.
+    writer.check_room(&tree)?;
     let kernels = kernel_step(
         &mut tree,
         &writer,
@@ -737,3 +845,83 @@ fn write_sd(
 
 /// `/boot/mkscr` on the card: recompiles boot.scr after an edit of boot.txt on the node.
 const MKSCR: &[u8] = b"#!/bin/sh\n# Recompile boot.scr after editing boot.txt (run in /boot; needs uboot-tools).\ncd \"$(dirname \"$0\")\" && mkimage -A arm -O linux -T script -C none -n \"U-Boot boot script\" -d boot.txt boot.scr\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::install::PkgInfo;
+    use crate::packages::{Fetched, PackagePin};
+
+    fn prepared(name: &str, size: &str, upgrades: Option<&str>) -> Prepared {
+        let pin = PackagePin {
+            name: name.into(),
+            version: "2-1".into(),
+            reason: "explicit".into(),
+            repo: "core".into(),
+            filename: format!("{name}-2-1-armv7h.pkg.tar.zst"),
+            sha256: "0".repeat(64),
+            size: None,
+            url: String::new(),
+            upgrades: upgrades.map(String::from),
+            signature: None,
+            signer: None,
+        };
+        Prepared {
+            fetched: Fetched {
+                pin,
+                path: "/nonexistent".into(),
+            },
+            info: PkgInfo::parse(&format!("pkgname = {name}\npkgver = 2-1\nsize = {size}\n")),
+            backup_paths: Default::default(),
+            mtree: None,
+            scriptlet: None,
+            entries: Vec::new(),
+            files: Vec::new(),
+            backup: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn packages_count_what_they_install_minus_what_they_replace() {
+        let local = BTreeMap::from([("up-1-1".to_string(), 80u64)]);
+        let p = [
+            prepared("new", "100", None),
+            prepared("up", "50", Some("1-1")),
+            // Not in the local database: nothing to subtract; no size: nothing to add.
+            prepared("gone", "7", Some("0-1")),
+            prepared("bad", "lots", None),
+        ];
+        assert_eq!(packages_net(&p, &local), 100 + 50 - 80 + 7);
+        // Upgrades that shrink the root.
+        let local = BTreeMap::from([("up-1-1".to_string(), 500u64)]);
+        assert_eq!(packages_net(&p[1..2], &local), -450);
+    }
+
+    #[test]
+    fn a_retry_grows_by_what_was_missing() {
+        let too_small = |blocks, inodes| {
+            anyhow::Error::new(crate::ext4::TooSmall {
+                message: "short".into(),
+                blocks,
+                inodes,
+            })
+            .context("building")
+        };
+        let mib = 1u64 << 20;
+        // 1000 blocks (3.9 MiB) missing: + 30% and 64 MiB, rounded to 64 MiB.
+        assert_eq!(
+            grown(&too_small(1000, 0), 896 * mib, 5000),
+            Some((1024 * mib, 5000))
+        );
+        // 250 MiB missing: 896 + 325 + 64 = 1285 -> 1344 MiB.
+        assert_eq!(
+            grown(&too_small(64000, 0), 896 * mib, 0),
+            Some((1344 * mib, 0))
+        );
+        // Inodes: those needed + 10% + 4096, and a block for each.
+        let (size, inodes) = grown(&too_small(0, 150_000), 320 * mib, 1000).unwrap();
+        assert_eq!(inodes, 150_000 + 15_000 + 4096);
+        assert!(size >= inodes * 4096 + (256 << 20) && size % (64 * mib) == 0);
+        assert_eq!(grown(&anyhow::anyhow!("other"), 896 * mib, 0), None);
+    }
+}

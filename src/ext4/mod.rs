@@ -14,8 +14,10 @@
 //!    superblocks (with backups), all with metadata_csum checksums (`Full`) or the
 //!    `uninit_bg` crc16 group checksums (`Conservative`).
 //!
-//! Blocks written by `write_data` but no longer referenced by the tree at `finish` (a file
-//! replaced by a later tar entry) are simply left free.
+//! Blocks written by `write_data` but no longer referenced by the tree (a file replaced by a
+//! later tar entry, by a package or by an edit) go back to the allocator at
+//! [`Ext4Writer::reclaim`] (the build calls it after the tarball and after each package) and at
+//! `finish`, and later writes reuse them ([`alloc`]).
 //!
 //! What the writer decides itself (all deterministic, nothing random):
 //!
@@ -27,8 +29,10 @@
 //! - The journal (e2fsprogs' default size unless given) sits right after group 0's
 //!   metadata, before the file data; its blocks other than the JBD2 superblock stay holes
 //!   (reported in [`Ext4Stats::must_be_zero`]: they must read as zeros on the device).
-//! - File data is allocated strictly in ascending block order, skipping metadata; at
-//!   `finish` directories, in-memory files, long symlinks, extent-tree and xattr blocks follow.
+//! - File data is allocated next-fit: in ascending block order from where the last file
+//!   ended, skipping metadata, wrapping to the start for freed blocks only when the end is
+//!   reached; at `finish` directories, in-memory files, long symlinks, extent-tree and xattr
+//!   blocks follow.
 //! - Inode atime, ctime and crtime are set to the tree's mtime; inodes the writer creates
 //!   (`lost+found`, the journal) use `Ext4Options::timestamp`. Generation numbers are 0.
 //! - Unused inode tables and bitmaps of uninitialised groups are never written
@@ -68,10 +72,16 @@ mod xattr;
 pub use format::{TIME_MAX, TIME_MIN};
 
 /// The filesystem is too small for what is put in it (blocks or inodes): `size = "auto"`
-/// measures the tarball and builds again when it sees this in an error's chain.
+/// builds again, that much larger, when it sees this in an error's chain.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TooSmall(pub String);
+#[error("{message}")]
+pub struct TooSmall {
+    pub message: String,
+    /// Blocks of 4 KiB that were missing (at least this many; 0 when blocks were not short).
+    pub blocks: u64,
+    /// Inodes the tree needs in all (0 when inodes were not short).
+    pub inodes: u64,
+}
 
 /// `t` clamped into the range a 256-byte ext4 inode stores ([`TIME_MIN`]..=[`TIME_MAX`]),
 /// nanoseconds dropped at either end, as the kernel's `timestamp_truncate` does.
@@ -150,6 +160,12 @@ impl Ext4Writer {
         })
     }
 
+    /// From now on, a file [`Self::write_data`] has no room for is read past and counted, not
+    /// an error: [`Self::check_room`] then says how much room the whole stream lacked.
+    pub fn read_on_when_full(&mut self) {
+        self.inner.read_on_when_full();
+    }
+
     /// Copy exactly `len` bytes from `src` into newly allocated data blocks.
     pub fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
         self.inner.write_data(src, len)
@@ -159,6 +175,19 @@ impl Ext4Writer {
     /// stored them (at most [`writer::MAX_READ_BACK`] bytes).
     pub fn read_data(&self, data: &crate::tree::FileData) -> Result<Vec<u8>> {
         self.inner.read_data(data)
+    }
+
+    /// Give back the blocks of files no reachable node refers to any more; every `DataRef`
+    /// still meant for the tree must be in it. Returns the blocks freed.
+    pub fn reclaim(&mut self, tree: &Tree) -> Result<u64> {
+        self.inner.reclaim(tree)
+    }
+
+    /// An error saying how much room file data lacked, when some did not fit
+    /// ([`Self::write_data`] reads on past such files so the whole shortfall is known), and
+    /// how many inodes `tree` needs when the filesystem has fewer.
+    pub fn check_room(&self, tree: &Tree) -> Result<()> {
+        self.inner.check_room(tree)
     }
 
     /// Bytes still free for file data (whole 4 KiB blocks); `finish` needs a little of it

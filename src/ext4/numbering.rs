@@ -67,9 +67,13 @@ pub fn number(tree: &Tree, inodes_count: u32) -> Result<Numbering> {
     });
     let last = next - 1;
     if last > u64::from(inodes_count) {
-        return Err(anyhow::Error::new(super::TooSmall(format!(
-            "ext4: the tree needs {last} inodes but the filesystem has {inodes_count}; raise the rootfs size or lower bytes_per_inode"
-        ))));
+        return Err(anyhow::Error::new(super::TooSmall {
+            message: format!(
+                "ext4: the tree needs {last} inodes but the filesystem has {inodes_count}; raise the rootfs size or lower bytes_per_inode"
+            ),
+            blocks: 0,
+            inodes: last,
+        }));
     }
     n.last_ino = u32::try_from(last).context("ext4: inode numbers exceed 2^32")?;
     Ok(n)

@@ -47,15 +47,26 @@ pub struct Writer {
     geo: Geometry,
     alloc: Allocator,
     buf: Vec<u8>,
+    /// Whether [`Writer::write_data`] reads on past a file that does not fit (counting it in
+    /// `overflow`) instead of failing.
+    read_on_when_full: bool,
+    /// Blocks of file data that did not fit ([`Writer::write_data`] read past them), 0 while
+    /// everything fits.
+    overflow: u64,
+    /// What the first file that did not fit needed, for the message.
+    overflow_first: Option<String>,
 }
 
 fn full_error(what: &str, need_blocks: u64, free: u64, total: u64) -> anyhow::Error {
-    anyhow::Error::new(super::TooSmall(format!(
-        "ext4: filesystem full: {what} needs {need_blocks} blocks of 4 KiB but only {free} of {total} are free; increase the rootfs size by at least {} MiB",
-        ((need_blocks - free.min(need_blocks)) * 4)
-            .div_ceil(1024)
-            .max(1)
-    )))
+    let missing = need_blocks - free.min(need_blocks);
+    anyhow::Error::new(super::TooSmall {
+        message: format!(
+            "ext4: filesystem full: {what} needs {need_blocks} blocks of 4 KiB but only {free} of {total} are free; increase the rootfs size by at least {} MiB",
+            (missing * 4).div_ceil(1024).max(1)
+        ),
+        blocks: missing.max(1),
+        inodes: 0,
+    })
 }
 
 impl Writer {
@@ -81,6 +92,9 @@ impl Writer {
             geo,
             alloc,
             buf: Vec::new(),
+            read_on_when_full: false,
+            overflow: 0,
+            overflow_first: None,
         })
     }
 
@@ -99,16 +113,47 @@ impl Writer {
         self.opts.timestamp = timestamp;
     }
 
+    /// After this, a file that does not fit is not an error of [`Self::write_data`] (module
+    /// doc of [`super`]).
+    pub fn read_on_when_full(&mut self) {
+        self.read_on_when_full = true;
+    }
+
+    /// Copy `len` bytes from `src` into newly allocated blocks. A file that does not fit is
+    /// an error ([`super::TooSmall`]); after [`Self::read_on_when_full`], it is read and
+    /// dropped instead: the writer counts its blocks and goes on, so that
+    /// [`Self::check_room`] can tell how much room the whole stream lacked (the build then
+    /// grows the filesystem by that much once, instead of guessing); its `DataRef` names no
+    /// block and must not reach [`Self::finish`].
     #[allow(clippy::cast_possible_truncation)] // a chunk is CHUNK_BLOCKS blocks of 4096 bytes; span and bytes <= one chunk
     pub fn write_data(&mut self, src: &mut dyn Read, len: u64) -> Result<DataRef> {
         let nblocks = len.div_ceil(BLOCK_SIZE_U64);
-        if nblocks > self.alloc.free() {
+        if nblocks > self.alloc.free() && !self.read_on_when_full {
             return Err(full_error(
                 &format!("a {len}-byte file"),
                 nblocks,
                 self.alloc.free(),
                 self.geo.blocks,
             ));
+        }
+        if self.overflow > 0 || nblocks > self.alloc.free() {
+            let n = std::io::copy(&mut src.take(len), &mut std::io::sink())
+                .context("ext4: reading file data")?;
+            if n != len {
+                bail!("ext4: data source ended early: expected {len} bytes, got {n}");
+            }
+            if self.overflow_first.is_none() {
+                self.overflow_first = Some(format!(
+                    "a {len}-byte file needs {nblocks} blocks of 4 KiB but only {} of {} are free",
+                    self.alloc.free(),
+                    self.geo.blocks
+                ));
+            }
+            self.overflow += nblocks;
+            return Ok(DataRef {
+                size: len,
+                runs: Vec::new(),
+            });
         }
         if self.buf.len() < (CHUNK_BLOCKS * BLOCK_SIZE_U64) as usize {
             self.buf = vec![0u8; (CHUNK_BLOCKS * BLOCK_SIZE_U64) as usize];
@@ -143,6 +188,86 @@ impl Writer {
             done += bytes as u64;
         }
         Ok(DataRef { size: len, runs })
+    }
+
+    /// An error ([`super::TooSmall`], saying how many blocks and inodes were missing) when
+    /// file data did not fit since the writer was created ([`Self::write_data`]), or `tree`
+    /// has more inodes than the filesystem: both shortfalls at once, so one larger build
+    /// fixes both.
+    pub fn check_room(&self, tree: &Tree) -> Result<()> {
+        let have = self.geo.inodes_count();
+        let inodes = match numbering::number(tree, u32::MAX) {
+            Ok(n) if n.last_ino > have => u64::from(n.last_ino),
+            _ => 0,
+        };
+        if self.overflow == 0 && inodes == 0 {
+            return Ok(());
+        }
+        // The blocks still free would have taken part of what did not fit.
+        let blocks = if self.overflow > 0 {
+            self.overflow.saturating_sub(self.alloc.free()).max(1)
+        } else {
+            0
+        };
+        let mut message = Vec::new();
+        if blocks > 0 {
+            message.push(format!(
+                "ext4: filesystem full: {}; increase the rootfs size by at least {} MiB (the file data that did not fit needs {blocks} more blocks of 4 KiB)",
+                self.overflow_first.as_deref().unwrap_or("file data"),
+                (blocks * 4).div_ceil(1024)
+            ));
+        }
+        if inodes > 0 {
+            message.push(format!(
+                "ext4: the tree needs {inodes} inodes but the filesystem has {have}"
+            ));
+        }
+        Err(anyhow::Error::new(super::TooSmall {
+            message: message.join("; "),
+            blocks,
+            inodes,
+        }))
+    }
+
+    /// Give back the data blocks no reachable node of `tree` refers to any more (files the
+    /// package install or the edits replaced or removed, file data of entries that were
+    /// refused): later writes reuse them ([`super::alloc`]). Reachability decides, so a run
+    /// that a hard link or a copy of a node still names stays. The caller must hold every
+    /// `DataRef` it still means to put in the tree *in* the tree when it calls this (a node
+    /// set aside outside it would lose its blocks). Returns the number of blocks freed.
+    pub fn reclaim(&mut self, tree: &Tree) -> Result<u64> {
+        let mut live = Bitmap::new(self.geo.blocks);
+        let mut bad: Option<String> = None;
+        tree.walk(|path, _, id| {
+            if bad.is_some() {
+                return;
+            }
+            if let NodeKind::File(FileData::Stored(r)) = &tree.node(id).kind {
+                for x in &r.runs {
+                    let end = x.start.saturating_add(u64::from(x.len));
+                    if end > self.geo.blocks
+                        || self.alloc.taken.count_range(x.start, end) != u64::from(x.len)
+                    {
+                        bad = Some(format!(
+                            "ext4: /{}: data blocks {}..{end} are not handed out: was its DataRef made by this writer, and not freed already?",
+                            display(path),
+                            x.start
+                        ));
+                        return;
+                    }
+                    live.set_range(x.start, u64::from(x.len));
+                }
+            }
+        });
+        if let Some(e) = bad {
+            bail!(e);
+        }
+        let mut freed = 0;
+        for r in self.alloc.taken.runs_not_in(self.alloc.fixed(), &live) {
+            self.alloc.free_run(r)?;
+            freed += u64::from(r.len);
+        }
+        Ok(freed)
     }
 
     /// The contents of a regular file: held in memory, or read back from the blocks
@@ -411,6 +536,9 @@ impl Writer {
     /// Write the inodes, directories, bitmaps, group descriptors and superblocks. The image
     /// is not flushed: the caller does, once everything around the filesystem is written.
     pub fn finish(mut self, tree: &Tree) -> Result<Ext4Stats> {
+        self.check_room(tree)?;
+        // What the edits replaced or removed is free for the directories and in-memory files.
+        self.reclaim(tree)?;
         let csum = self.geo.metadata_csum;
         let csum_seed = self.csum_seed();
         let ts = Timestamp::from_secs(self.opts.timestamp);

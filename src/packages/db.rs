@@ -181,6 +181,31 @@ pub fn read_sync_db(path: &Path, repo: &str) -> Result<Vec<Package>> {
 /// `var/lib/pacman/local/*/desc` entries.
 pub fn read_local_from_tarball(tarball: &Path) -> Result<Vec<Package>> {
     let mut out = Vec::new();
+    for_each_local_desc(tarball, |shown, d| {
+        out.push(Package::from_desc(d, "local", shown)?);
+        Ok(())
+    })?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The installed size (`%SIZE%`, bytes) of each package of a root tarball's local database,
+/// by `NAME-VERSION`; packages whose desc has no `%SIZE%` are left out.
+pub fn local_sizes_from_tarball(tarball: &Path) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for_each_local_desc(tarball, |shown, d| {
+        let p = Package::from_desc(d, "local", shown)?;
+        if let Some(n) = d.one("SIZE").and_then(|s| s.parse().ok()) {
+            out.insert(p.dir_name(), n);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Call `f` with the path (for messages) and the parsed contents of every
+/// `var/lib/pacman/local/*/desc` entry of the root tarball `tarball`, in archive order.
+fn for_each_local_desc(tarball: &Path, mut f: impl FnMut(&str, &Desc) -> Result<()>) -> Result<()> {
     let mut stream = Inflated::open(tarball, None)?;
     {
         let mut ar = tar::Archive::new(&mut stream);
@@ -208,12 +233,11 @@ pub fn read_local_from_tarball(tarball: &Path) -> Result<Vec<Package>> {
             e.read_to_string(&mut text)
                 .with_context(|| format!("{}: /{shown}: not UTF-8", tarball.display()))?;
             let d = Desc::parse(&text, &shown)?;
-            out.push(Package::from_desc(&d, "local", &shown)?);
+            f(&shown, &d)?;
         }
     }
     stream.finish()?;
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    Ok(())
 }
 
 /// Where pacman keeps the local database, relative to the root, with a trailing `/`.

@@ -422,6 +422,8 @@ pub fn install_all(
         let dir = p.dir_name();
         install_one(tree, sink, p, captured, &ctx, &mut tx, &mut rep)
             .with_context(|| format!("installing {dir}"))?;
+        // What it replaced or removed is room for the next one (ext4::Ext4Writer::reclaim).
+        sink.reclaim(tree)?;
     }
     if !edit::exists(tree, &format!("{LOCAL_DB}ALPM_DB_VERSION")) {
         edit::write_file(

@@ -46,6 +46,13 @@ pub trait DataSink {
     /// [`Self::write_data`] stored them (a small file: the package install compares `backup`
     /// files before it removes them).
     fn read_data(&self, data: &FileData) -> Result<Vec<u8>>;
+
+    /// Take back the storage of data that no reachable node of `tree` refers to any more.
+    /// Call it only where every `DataRef` still meant for the tree is in it (between two
+    /// packages, not during one). Storage that is never reused need do nothing.
+    fn reclaim(&mut self, _tree: &Tree) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl DataSink for crate::ext4::Ext4Writer {
@@ -55,6 +62,10 @@ impl DataSink for crate::ext4::Ext4Writer {
 
     fn read_data(&self, data: &FileData) -> Result<Vec<u8>> {
         crate::ext4::Ext4Writer::read_data(self, data)
+    }
+
+    fn reclaim(&mut self, tree: &Tree) -> Result<()> {
+        crate::ext4::Ext4Writer::reclaim(self, tree).map(drop)
     }
 }
 
@@ -697,42 +708,6 @@ fn note_implied(
             implied.insert(id);
         }
     }
-}
-
-/// What a tar stream holds, counted for `size = "auto"` ([`measure`]).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Needs {
-    /// Entries that become inodes (every entry but pax and GNU long-name records).
-    pub entries: u64,
-    /// Regular files' data in 4 KiB blocks.
-    pub data_blocks: u64,
-    /// Entries that are not regular files (a directory or long symlink takes a block).
-    pub other_entries: u64,
-}
-
-/// Count a tar stream's entries and file data without storing anything.
-pub fn measure(input: &mut dyn Read) -> Result<Needs> {
-    let mut needs = Needs::default();
-    let mut archive = tar::Archive::new(input);
-    let entries = archive
-        .entries()
-        .map_err(|e| tar_error("cannot read the tar stream", &e))?
-        .raw(true);
-    for entry in entries {
-        let entry = entry.map_err(|e| tar_error("corrupt tar stream", &e))?;
-        match entry.header().entry_type() {
-            tar::EntryType::XHeader
-            | tar::EntryType::XGlobalHeader
-            | tar::EntryType::GNULongName
-            | tar::EntryType::GNULongLink => continue,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                needs.data_blocks += entry.size().div_ceil(4096);
-            }
-            _ => needs.other_entries += 1,
-        }
-        needs.entries += 1;
-    }
-    Ok(needs)
 }
 
 /// Read a metadata entry's data (pax header, GNU long name); refuses absurd sizes.

@@ -123,19 +123,34 @@ fn full_filesystem_is_a_clean_error() {
     let (_img2, f2) = image(dir.path(), "full2.img", o.size);
     let mut w = Ext4Writer::create(f2, 0, &o).unwrap();
     let mut left = 0u64;
+    let mut stored = Vec::new();
     loop {
         let n = 1u64 << 20;
         match w.write_data(&mut std::io::repeat(2).take(n), n) {
-            Ok(_) => left += n,
+            Ok(r) => {
+                left += n;
+                stored.push(r);
+            }
             Err(_) => break,
         }
     }
-    while w
-        .write_data(&mut std::io::repeat(3).take(4096), 4096)
-        .is_ok()
-    {}
+    while let Ok(r) = w.write_data(&mut std::io::repeat(3).take(4096), 4096) {
+        stored.push(r);
+    }
     assert!(left > 0);
     let mut t = empty_tree();
+    // The data is the tree's (data no node refers to would be free again at finish).
+    for (i, r) in stored.into_iter().enumerate() {
+        t.insert(
+            format!("f{i}").as_bytes(),
+            Node {
+                meta: meta(0o644),
+                kind: NodeKind::File(FileData::Stored(r)),
+            },
+            &meta(0o755),
+        )
+        .unwrap();
+    }
     for i in 0..200 {
         t.insert(
             format!("d{i}/x").as_bytes(),
@@ -309,4 +324,71 @@ fn data_refs_not_made_by_this_writer_are_refused() {
     }
     let err = w.finish(&t).unwrap_err().to_string();
     assert!(err.contains("used twice"), "{err}");
+}
+
+/// Freed blocks (issue 26 item 3): a file replaced in the tree gives its blocks back at
+/// `reclaim`, unless a hard link or a copy of its node still names them; later writes reuse
+/// them once the untouched blocks are used up; `e2fsck` is clean and every file reads back
+/// (debugfs) as written, the ones in reused blocks included.
+#[test]
+fn replaced_files_give_their_blocks_back_but_not_while_a_link_or_copy_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(16 << 20, FeatureLevel::Full);
+    let (img, f) = image(dir.path(), "reuse.img", o.size);
+    let mut w = Ext4Writer::create(f, 0, &o).unwrap();
+    let mut t = empty_tree();
+    let pm = meta(0o755);
+    let mb = 1u64 << 20;
+    let fill = |b: u8| vec![b; mb as usize];
+    let put = |w: &mut Ext4Writer, t: &mut hc1img::tree::Tree, path: &str, b: u8| {
+        let r = w.write_data(&mut Cursor::new(fill(b)), mb).unwrap();
+        t.insert(
+            path.as_bytes(),
+            Node {
+                meta: meta(0o644),
+                kind: NodeKind::File(FileData::Stored(r)),
+            },
+            &pm,
+        )
+        .unwrap();
+    };
+    put(&mut w, &mut t, "a", 1);
+    put(&mut w, &mut t, "b", 2);
+    put(&mut w, &mut t, "c", 3);
+    t.link(b"a-link", b"a", &pm).unwrap();
+    let b_node = t.node(t.lookup(b"b").unwrap()).clone();
+    t.insert(b"b-copy", b_node, &pm).unwrap();
+    // Replace all three: only c's megabyte is free (a is still linked, b copied).
+    put(&mut w, &mut t, "a", 4);
+    put(&mut w, &mut t, "b", 5);
+    put(&mut w, &mut t, "c", 6);
+    assert_eq!(w.reclaim(&t).unwrap(), 256);
+    // Now drop the link and the copy: a's and b's first versions are free too.
+    t.remove(b"a-link");
+    t.remove(b"b-copy");
+    assert_eq!(w.reclaim(&t).unwrap(), 512);
+    assert_eq!(w.reclaim(&t).unwrap(), 0, "nothing is freed twice");
+    // Nearly fill the filesystem (a megabyte stays for the directories): more than the
+    // untouched blocks, so the freed ones are reused.
+    let free = w.free_bytes() / mb - 1;
+    assert!(free > 3);
+    for i in 0..free {
+        put(&mut w, &mut t, &format!("fill/{i}"), 7 + i as u8);
+    }
+    w.finish(&t).unwrap();
+    e2fsck_clean(&img);
+    for (path, b) in [("a", 4), ("b", 5), ("c", 6)] {
+        assert_eq!(debugfs_dump(&img, path, &dir.path().join("out")), fill(b));
+    }
+    for i in 0..free {
+        let got = debugfs_dump(&img, &format!("fill/{i}"), &dir.path().join("out"));
+        assert!(got == fill(7 + i as u8), "fill/{i} does not read back");
+    }
+    // The last file went where the first versions were: before the second version of a.
+    let block = |path: &str| -> u64 {
+        let out = debugfs(&img, &format!("bmap /{path} 0"));
+        out.trim().parse().unwrap()
+    };
+    let (last, a) = (block(&format!("fill/{}", free - 1)), block("a"));
+    assert!(last < a, "fill/{} at block {last}, a at {a}", free - 1);
 }

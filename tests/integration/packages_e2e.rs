@@ -114,6 +114,14 @@ pub(crate) fn repo_add(repo_dir: &Path, name: &str, files: &[PathBuf]) {
 /// The synthetic Arch tarball plus a local pacman database with `libfoo 1.0-1` installed
 /// and an `/etc/hello.conf` the admin changed.
 pub(crate) fn tarball_with_local_db(dir: &Path) -> PathBuf {
+    tarball_with_local_db_and(dir, |_| {})
+}
+
+/// [`tarball_with_local_db`] with more entries, which `extra` appends at its end.
+fn tarball_with_local_db_and(
+    dir: &Path,
+    extra: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<std::fs::File>>),
+) -> PathBuf {
     // Without msmtp: the worker profile's [packages] bring it (offline_mirror).
     let base = alarm_tarball(
         dir,
@@ -171,6 +179,7 @@ pub(crate) fn tarball_with_local_db(dir: &Path) -> PathBuf {
             ),
         ],
     );
+    extra(&mut b);
     b.into_inner().unwrap().finish().unwrap();
     path
 }
@@ -575,4 +584,265 @@ fn a_package_that_differs_from_its_pin_aborts_the_build() {
         })
         .unwrap_or_default();
     assert!(left.is_empty(), "left behind in out/: {left:?}");
+}
+
+/// Packages of the upgrade fixture, files per package and bytes per file: 480 MiB in all, more
+/// than the 30% + 256 MiB headroom of `size = "auto"`, so an upgrade of every one of them
+/// that kept the old versions' blocks would not fit.
+const BIG_PACKAGES: usize = 12;
+const BIG_FILES: usize = 10;
+const BIG_FILE_BYTES: u64 = 4 << 20;
+
+/// The contents of file `i` of package `big{k}` at `version` (1 or 2): a 4 KiB block of noise
+/// repeated (quick to compress), different for every file and version.
+fn big_file(k: usize, i: usize, version: u64) -> impl Read {
+    let seed = 1 + (k * BIG_FILES + i) as u64 * 2 + version * 1000;
+    Cycle::new(noise(4096, seed)).take(BIG_FILE_BYTES)
+}
+
+fn big_path(k: usize, i: usize) -> String {
+    format!("usr/share/big{k}/f{i:02}")
+}
+
+/// The image's root: extracted from `out/ssd.img` into `dir/NAME.ext4`, checked with
+/// `e2fsck -fn`; returns the path and `dumpe2fs -h`'s block count and free blocks.
+fn checked_root(dir: &Path, out: &Path, name: &str) -> (PathBuf, u64, u64) {
+    let ssd = out.join("ssd.img");
+    let j: serde_json::Value =
+        serde_json::from_str(&run_ok("sfdisk", &["--json", ssd.to_str().unwrap()])).unwrap();
+    let part = &j["partitiontable"]["partitions"][0];
+    let fs = dir.join(format!("{name}.ext4"));
+    extract(
+        &ssd,
+        part["start"].as_u64().unwrap() * 512,
+        part["size"].as_u64().unwrap() * 512,
+        &fs,
+    );
+    let fsck = run("e2fsck", &["-fn", fs.to_str().unwrap()]);
+    assert!(
+        fsck.status.success(),
+        "{name}: e2fsck: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let h = run_ok("dumpe2fs", &["-h", fs.to_str().unwrap()]);
+    let field = |key: &str| -> u64 {
+        h.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} not in dumpe2fs -h:\n{h}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (fs, field("Block count:"), field("Free blocks:"))
+}
+
+/// The first physical block of `path` in the filesystem image `fs` (debugfs `bmap`).
+fn first_block(fs: &Path, path: &str) -> u64 {
+    let out = debugfs(fs, &format!("bmap /{path} 0"));
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("debugfs bmap /{path}: {out:?}"))
+}
+
+/// Issue 26 item 3: a tarball whose packages (480 MiB of files) are all upgraded, each file
+/// rewritten, builds with `size = "auto"`: the transaction's sizes are counted (what it
+/// installs minus what it replaces), the replaced files' blocks are reused (new files lie in
+/// blocks old versions had), the result is
+/// `e2fsck`-clean, every file is the new version's (`pacman -Qkk`), the image is no larger
+/// than a build that installs the same packages on a tarball without them, and two builds are
+/// byte-identical.
+#[test]
+fn an_upgrade_of_every_package_fits_size_auto_and_reuses_the_freed_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let names: Vec<String> = (0..BIG_PACKAGES).map(|k| format!("big{k}")).collect();
+
+    // The repository: version 2-1 of every package, signed.
+    let gpg = signer(dir);
+    let work = dir.join("pkgwork");
+    let core = dir.join("mirror/core");
+    std::fs::create_dir_all(&core).unwrap();
+    let mut files = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let paths: Vec<String> = (0..BIG_FILES).map(|i| big_path(k, i)).collect();
+        let contents: Vec<Vec<u8>> = (0..BIG_FILES)
+            .map(|i| {
+                let mut v = Vec::new();
+                big_file(k, i, 2).read_to_end(&mut v).unwrap();
+                v
+            })
+            .collect();
+        let f = build_pkg(
+            &work,
+            &core,
+            &Pkg {
+                name,
+                ver: "2-1",
+                deps: &[],
+                provides: &[],
+                backup: &[],
+                files: paths
+                    .iter()
+                    .zip(contents)
+                    .map(|(p, d)| (p.as_str(), 0o644, d))
+                    .collect(),
+                install: None,
+                ext: "zst",
+            },
+        );
+        std::fs::remove_dir_all(work.join(format!("{name}-2-1"))).unwrap();
+        files.push(f);
+    }
+    sign_all(&gpg, &files.iter().collect::<Vec<_>>());
+    repo_add(&core, "core", &files);
+    let mirror = format!("file://{}/mirror/$repo", dir.display());
+
+    // Two tarballs: with version 1-1 of every package installed (files and local database),
+    // and without them.
+    let up = dir.join("upgrade");
+    let scratch = dir.join("scratch");
+    for d in [&up, &scratch] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(dir.join("keyring.asc"), d.join("keyring.asc")).unwrap();
+    }
+    // Both with a file of zeros, so gzip's trailer gives `size = "auto"` its size hint (the
+    // base tarball's noise alone compresses to more than it holds).
+    let filler = || E::File("usr/share/filler", 0o644, vec![0; 1 << 20]);
+    let old = tarball_with_local_db_and(&up, |b| {
+        append(b, vec![filler()]);
+        for k in 0..BIG_PACKAGES {
+            let name = format!("big{k}-1-1");
+            let size = BIG_FILES as u64 * BIG_FILE_BYTES;
+            let mut list = format!("%FILES%\nusr/\nusr/share/\nusr/share/big{k}/\n");
+            for i in 0..BIG_FILES {
+                list.push_str(&format!("{}\n", big_path(k, i)));
+            }
+            list.push('\n');
+            let desc = format!(
+                "%NAME%\nbig{k}\n\n%VERSION%\n1-1\n\n%ARCH%\narmv7h\n\n%INSTALLDATE%\n1690000000\n\n%SIZE%\n{size}\n\n%VALIDATION%\npgp\n\n"
+            );
+            let db = format!("var/lib/pacman/local/{name}");
+            append(
+                b,
+                vec![
+                    E::Dir(&db, 0o755),
+                    E::File(&format!("{db}/desc"), 0o644, desc.into_bytes()),
+                    E::File(&format!("{db}/files"), 0o644, list.into_bytes()),
+                    E::Dir(&format!("usr/share/big{k}"), 0o755),
+                ],
+            );
+            for i in 0..BIG_FILES {
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(MTIME);
+                h.set_size(BIG_FILE_BYTES);
+                b.append_data(&mut h, big_path(k, i), big_file(k, i, 1))
+                    .unwrap();
+            }
+        }
+    });
+    let new = tarball_with_local_db_and(&scratch, |b| append(b, vec![filler()]));
+    let targets: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let build = |d: &Path, tarball: &Path, outs: &[&str]| {
+        let p = d.join("big.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "extends = {:?}\nname = \"big\"\n\n[source]\nurl = {:?}\n\n[packages]\ninstall = [{}]\nrepositories = [\"core\"]\nmirrors = [{mirror:?}]\narchitecture = \"armv7h\"\n",
+                repo().join("tests/profiles/debian-fixture.toml").display().to_string(),
+                tarball.display().to_string(),
+                targets.join(", "),
+            ),
+        )
+        .unwrap();
+        let ps = p.to_str().unwrap();
+        let (ok, text) = hc1img(d, &["lock", ps]);
+        assert!(ok, "lock failed:\n{text}");
+        let mut logs = Vec::new();
+        for out in outs {
+            let t = std::time::Instant::now();
+            let (ok, text) = hc1img(d, &["-v", "build", ps, "--out", out]);
+            assert!(ok, "build failed:\n{text}");
+            eprintln!("{}: built in {:.1?}", d.join(out).display(), t.elapsed());
+            logs.push(text);
+        }
+        logs
+    };
+    let logs = build(&up, &old, &["out", "again"]);
+    let lock = std::fs::read_to_string(up.join("hc1img.lock")).unwrap();
+    assert_eq!(
+        lock.matches("upgrades = \"1-1\"").count(),
+        BIG_PACKAGES,
+        "{lock}"
+    );
+    // The estimate counted the transaction and held: no second build.
+    assert!(logs[0].contains("rootfs size auto: "), "{}", logs[0]);
+    assert!(!logs[0].contains("building again"), "{}", logs[0]);
+    build(&scratch, &new, &["out"]);
+
+    // Same inputs, same bytes, reused blocks included.
+    let (a, b) = (up.join("out/ssd.img"), up.join("again/ssd.img"));
+    assert_eq!(sha256_file(&a), sha256_file(&b), "two builds differ");
+
+    let (fs, blocks, free) = checked_root(dir, &up.join("out"), "upgrade");
+    let (sfs, sblocks, sfree) = checked_root(dir, &scratch.join("out"), "scratch");
+    let (len, slen) = (
+        std::fs::metadata(&a).unwrap().len(),
+        std::fs::metadata(scratch.join("out/ssd.img"))
+            .unwrap()
+            .len(),
+    );
+    eprintln!(
+        "upgrade: ssd.img {} MiB, root {blocks} blocks, {} used; from scratch: ssd.img {} MiB, root {sblocks} blocks, {} used",
+        len >> 20,
+        blocks - free,
+        slen >> 20,
+        sblocks - sfree
+    );
+    // Not larger than installing the same packages from scratch (whose size has the same
+    // headroom: the same geometry here), and the same content within a few directory blocks.
+    assert!(len <= slen, "upgrade {len} > scratch {slen}");
+    assert_eq!(blocks, sblocks);
+    let (used, sused) = (blocks - free, sblocks - sfree);
+    assert!(used.abs_diff(sused) <= 64, "used {used} vs {sused}");
+    // The blocks were reused: more was written than the filesystem holds, and a new file
+    // lies below the end of the old versions' data (without reuse, every new file would lie
+    // after all of it: the old files alone take `old_data` blocks from past the metadata).
+    let old_data = (BIG_PACKAGES * BIG_FILES) as u64 * BIG_FILE_BYTES / 4096;
+    assert!(
+        2 * old_data > blocks,
+        "{} blocks written, {blocks} in all",
+        2 * old_data
+    );
+    let firsts: Vec<u64> = (0..BIG_PACKAGES)
+        .map(|k| first_block(&fs, &big_path(k, 0)))
+        .collect();
+    assert!(
+        firsts.iter().any(|&b| b < old_data),
+        "no new file below block {old_data}: {firsts:?}"
+    );
+    std::fs::remove_file(sfs).unwrap();
+
+    // Every file is the new version's (pacman checks each against the package's .MTREE).
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    debugfs(&fs, &format!("rdump / {}", root.display()));
+    std::fs::remove_file(&fs).unwrap();
+    let mut args = vec!["-Qkk"];
+    args.extend(names.iter().map(String::as_str));
+    let k = pacman_ok(&root, &args);
+    assert!(!k.contains("warning"), "{k}");
+    for n in &names {
+        assert!(
+            k.contains(&format!(
+                "{n}: {} total files, 0 altered files",
+                BIG_FILES + 3
+            )),
+            "{k}"
+        );
+    }
 }
