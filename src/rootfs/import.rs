@@ -16,7 +16,11 @@
 //! the archive does not list are recorded ([`ImportReport::implied_dirs`]) so the build can
 //! give them its timestamp.
 //! Extended attributes come from pax `SCHILY.xattr.NAME` and `LIBARCHIVE.xattr.NAME` (the
-//! latter base64-encoded) records; sub-second mtimes from the pax `mtime` record.
+//! latter base64-encoded) records; POSIX ACLs from `SCHILY.acl.access` / `SCHILY.acl.default`
+//! ([`super::acl`]; NFSv4 ACLs, `SCHILY.acl.ace`, have no ext4 form and are left out with a
+//! warning); sub-second mtimes from the pax `mtime` record, pre-1970 ones also from GNU
+//! base-256 header fields ([`header_time`]). Sparse members, GNU tar's four formats, are
+//! imported whole, their holes as zeros ([`super::sparse`]).
 //!
 //! `/boot` files are held once, at their exact size ([`BootFile::data`] is shared): the builds
 //! of one pass over a tarball (`hc1img build A B C`, [`crate::rootfs::fanout`]) import the
@@ -30,6 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::{acl, sparse};
 use crate::tree::{self, DataRef, FileData, Meta, Node, NodeId, NodeKind, Timestamp, Tree};
 
 /// The most the `/boot` files may add up to: they are held in memory for the FAT partition.
@@ -221,6 +226,107 @@ fn read_boot(
     })
 }
 
+/// The tar stream, shared between the tar crate (which reads headers and data through it) and
+/// the import, which reads what the crate's raw mode does not know: the extension blocks
+/// after an old GNU sparse header ([`sparse_map`]). The crate never reads ahead of the
+/// header it hands out, so the next bytes after one are the extension blocks.
+struct Tap<'a>(std::cell::RefCell<&'a mut dyn Read>);
+
+impl Read for &Tap<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+/// A header's mtime, read as GNU tar writes it: octal, or base-256 (first byte 0x80 for a
+/// positive number, 0xff for a negative one in two's complement, GNU tar manual, "Basic Tar
+/// Format") — the `tar` crate reads only the low 8 bytes of the latter, unsigned. An
+/// unreadable field is 0; one beyond what an `i64` holds is clamped (and then clamped again
+/// to what ext4 stores, with a warning).
+fn header_time(header: &tar::Header) -> i64 {
+    let f = &header.as_old().mtime;
+    match f[0] {
+        0xff => {
+            // Negative: the 96-bit two's complement number, sign-extended into i128.
+            let mut b = [0xffu8; 16];
+            b[4..].copy_from_slice(f);
+            let v = i128::from_be_bytes(b);
+            i64::try_from(v).unwrap_or(i64::MIN)
+        }
+        0x80 => {
+            let mut b = [0u8; 16];
+            b[4..].copy_from_slice(f);
+            b[4] &= 0x7f;
+            i64::try_from(i128::from_be_bytes(b)).unwrap_or(i64::MAX)
+        }
+        _ => header
+            .mtime()
+            .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+    }
+}
+
+/// The sparse map of a regular file's member (src/rootfs/sparse.rs): the old GNU format's
+/// from its header and the extension blocks read from `tap`, the pax formats' from
+/// `records` or (1.0) from the start of the data; a plain member is one chunk. Checked
+/// against the bytes the member holds.
+fn sparse_map(
+    tap: &Tap<'_>,
+    entry: &mut dyn Read,
+    header: &tar::Header,
+    records: &[(Vec<u8>, Vec<u8>)],
+) -> std::result::Result<sparse::Map, String> {
+    let stored = header
+        .entry_size()
+        .map_err(|e| tree::escaped_str(&e.to_string()))?;
+    let (map, data) = if header.entry_type() == tar::EntryType::GNUSparse {
+        let gnu = header
+            .as_gnu()
+            .ok_or("sparse member (type S) without a GNU header")?;
+        let map = sparse::old_gnu(gnu, || {
+            let mut b = [0u8; 512];
+            tap.0.borrow_mut().read_exact(&mut b)?;
+            Ok(b)
+        })?;
+        (map, stored)
+    } else {
+        match sparse::from_pax(records)? {
+            None => return Ok(sparse::Map::whole(stored)),
+            Some(sparse::PaxSparse::Map(m)) => (m, stored),
+            Some(sparse::PaxSparse::InData(real)) => {
+                let (m, took) = sparse::read_map_1_0(entry, real, stored)?;
+                (m, stored - took)
+            }
+        }
+    };
+    map.check(data)?;
+    Ok(map)
+}
+
+/// Store the ACLs an entry's `SCHILY.acl.*` records gave (src/rootfs/acl.rs) as its
+/// `system.posix_acl_*` xattrs, the access ACL setting the mode's rwx bits; a default ACL
+/// only on a directory, as the kernel has it.
+fn apply_acls(
+    error: Option<acl::AclError>,
+    mut acls: acl::Acls,
+    is_dir: bool,
+    meta: &mut Meta,
+) -> std::result::Result<(), acl::AclError> {
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if !acls.access.is_empty() {
+        let v = acl::access_xattr(&mut acls.access, &mut meta.perm)?;
+        if let Some(v) = v {
+            meta.xattrs.insert(b"system.posix_acl_access".to_vec(), v);
+        }
+    }
+    if !acls.default.is_empty() && is_dir {
+        let v = acl::default_xattr(&mut acls.default)?;
+        meta.xattrs.insert(b"system.posix_acl_default".to_vec(), v);
+    }
+    Ok(())
+}
+
 /// The tar crate's error messages may quote raw header bytes: escape them.
 fn tar_error(what: &str, e: &std::io::Error) -> anyhow::Error {
     anyhow!("{what}: {}", tree::escaped_str(&e.to_string()))
@@ -293,7 +399,7 @@ pub trait Hooks {
         _tree: &mut Tree,
         _raw: &[u8],
         _kind: tar::EntryType,
-        _mtime: u64,
+        _mtime: i64,
         _data: &mut dyn Read,
     ) -> Result<()> {
         Ok(())
@@ -368,7 +474,8 @@ pub fn import_with(
     let mut report = ImportReport::default();
     report.implied_dirs.insert(Tree::ROOT);
     let mut boot_bytes: u64 = 0;
-    let mut archive = tar::Archive::new(input);
+    let tap = Tap(std::cell::RefCell::new(input));
+    let mut archive = tar::Archive::new(&tap);
     // Raw mode: we read pax and GNU long-name records ourselves, because the tar crate's pax
     // reader splits records at newlines and so breaks on binary xattr values (capabilities,
     // ACLs) that contain a 0x0a byte; pax records are length-prefixed and may hold any byte.
@@ -379,6 +486,7 @@ pub fn import_with(
     let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut long_name: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
+    let mut nfs4_acls = 0u64;
     for entry in entries {
         let mut entry = entry.map_err(|e| tar_error("corrupt tar stream", &e))?;
         let kind = entry.header().entry_type();
@@ -413,7 +521,8 @@ pub fn import_with(
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v.as_slice())
         };
-        let raw_path = value(b"path")
+        let raw_path = value(b"GNU.sparse.name")
+            .or_else(|| value(b"path"))
             .map(<[u8]>::to_vec)
             .or(long_name.take())
             .unwrap_or_else(|| entry.path_bytes().into_owned());
@@ -421,17 +530,31 @@ pub fn import_with(
             .map(<[u8]>::to_vec)
             .or(long_link.take())
             .or_else(|| entry.link_name_bytes().map(|c| c.into_owned()));
-        let mtime = entry.header().mtime().unwrap_or(0);
-        hooks.entry(tree, &raw_path, kind, mtime, &mut entry)?;
+        let header = entry.header().clone();
         let shown = tree::escaped(&raw_path);
-        if kind == tar::EntryType::GNUSparse
-            || records.iter().any(|(k, _)| k.starts_with(b"GNU.sparse."))
-        {
-            anyhow::bail!(
-                "{shown}: sparse tar entries are not supported; repack the tarball without --sparse"
+        let mtime = header_time(&header);
+        if let Some(size) = value(b"size") {
+            let size: u64 = std::str::from_utf8(size)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX);
+            anyhow::ensure!(
+                size == entry.size(),
+                "{shown}: pax size {size} differs from the header's; such tarballs are not supported"
             );
         }
-        let header = entry.header();
+        // Where the file's data lies in what the member holds (sparse members: src/rootfs/sparse.rs).
+        let map = if matches!(
+            kind,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
+        ) {
+            sparse_map(&tap, &mut entry, &header, &records).map_err(|e| anyhow!("{shown}: {e}"))?
+        } else {
+            sparse::Map::whole(entry.size())
+        };
+        let size = map.real_size;
+        let mut data = sparse::Expand::new(&mut entry, &map);
+        hooks.entry(tree, &raw_path, kind, mtime, &mut data)?;
         let number = |key: &[u8], field: std::io::Result<u64>| -> Result<u64> {
             match value(key) {
                 Some(v) => std::str::from_utf8(v)
@@ -456,30 +579,18 @@ pub fn import_with(
                 )
             })
         };
-        if let Some(size) = value(b"size") {
-            let size: u64 = std::str::from_utf8(size)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(u64::MAX);
-            anyhow::ensure!(
-                size == entry.size(),
-                "{shown}: pax size {size} differs from the header's; such tarballs are not supported"
-            );
-        }
         let mut meta = Meta::new(
             (header.mode().unwrap_or(0o644) & 0o7777) as u16,
             owner(b"uid", header.uid())?,
             owner(b"gid", header.gid())?,
-            Timestamp::from_secs(
-                header
-                    .mtime()
-                    .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
-            ),
+            Timestamp::from_secs(mtime),
         );
         let (major, minor) = (
             header.device_major().ok().flatten().unwrap_or(0),
             header.device_minor().ok().flatten().unwrap_or(0),
         );
+        let mut acls = acl::Acls::default();
+        let mut acl_error = None;
         for (key, val) in &records {
             if key == b"mtime" {
                 if let Some(t) = pax_time(val) {
@@ -496,6 +607,25 @@ pub fn import_with(
                         .warnings
                         .push(format!("{shown}: undecodable xattr record ignored")),
                 }
+            } else if key == b"SCHILY.acl.access" || key == b"SCHILY.acl.default" {
+                if let Err(e) = acl::parse_into(val, key == b"SCHILY.acl.default", &mut acls) {
+                    acl_error.get_or_insert(e);
+                }
+            } else if key == b"SCHILY.acl.ace" {
+                nfs4_acls += 1;
+                if nfs4_acls == 1 {
+                    report.warnings.push(format!(
+                        "{shown}: NFSv4 ACL (pax SCHILY.acl.ace) left out: ext4 stores POSIX ACLs only"
+                    ));
+                }
+            }
+        }
+        if let Err(e) = apply_acls(acl_error, acls, kind.is_dir(), &mut meta) {
+            match e {
+                acl::AclError::NameOnly(_) => {
+                    report.warnings.push(format!("{shown}: its ACL {e}"));
+                }
+                acl::AclError::Malformed(m) => bail!("{shown}: pax SCHILY.acl record: {m}"),
             }
         }
         meta.mtime = clamp_time(meta.mtime, &shown, &mut report.warnings);
@@ -528,16 +658,18 @@ pub fn import_with(
             continue;
         }
         if r == Route::Boot {
-            if kind.is_file() || kind == tar::EntryType::Continuous {
+            if kind.is_file()
+                || kind == tar::EntryType::Continuous
+                || kind == tar::EntryType::GNUSparse
+            {
                 let Ok(rel) = String::from_utf8(comps[1..].join(&b'/')) else {
                     bail!(
                         "{shown}: a /boot name that is not UTF-8; the FAT boot partition stores UTF-16 names: rename it in the tarball"
                     );
                 };
-                let size = entry.size();
                 let old = report.boot.get(&rel).map_or(0, |b| b.data.len() as u64);
                 let data = read_boot(
-                    &mut entry,
+                    &mut data,
                     size,
                     (MAX_BOOT_BYTES - boot_bytes + old).min(MAX_BOOT_BYTES),
                     &shown,
@@ -572,11 +704,10 @@ pub fn import_with(
         let exists = tree.lookup(&path).is_some();
         let node_kind = match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let size = entry.size();
                 report.file_bytes += size;
-                let data = if r == Route::Capture {
+                let stored = if r == Route::Capture {
                     let held = read_held(
-                        &mut entry,
+                        &mut data,
                         size,
                         MAX_CAPTURED_BYTES,
                         &shown,
@@ -586,11 +717,11 @@ pub fn import_with(
                     FileData::Bytes(held)
                 } else {
                     FileData::Stored(
-                        sink.write_data(&mut entry, size)
+                        sink.write_data(&mut data, size)
                             .with_context(|| format!("{shown}: cannot store file data"))?,
                     )
                 };
-                NodeKind::File(data)
+                NodeKind::File(stored)
             }
             tar::EntryType::Directory => NodeKind::Dir(BTreeMap::new()),
             tar::EntryType::Symlink => {
@@ -651,6 +782,12 @@ pub fn import_with(
             Err(e) => report.warnings.push(format!("{shown}: skipped: {e}")),
         }
     }
+    if nfs4_acls > 1 {
+        report.warnings.push(format!(
+            "{} more entries' NFSv4 ACLs left out",
+            nfs4_acls - 1
+        ));
+    }
     Ok(report)
 }
 
@@ -697,20 +834,41 @@ pub struct Needs {
 /// Count a tar stream's entries and file data without storing anything.
 pub fn measure(input: &mut dyn Read) -> Result<Needs> {
     let mut needs = Needs::default();
-    let mut archive = tar::Archive::new(input);
+    let tap = Tap(std::cell::RefCell::new(input));
+    let mut archive = tar::Archive::new(&tap);
     let entries = archive
         .entries()
         .map_err(|e| tar_error("cannot read the tar stream", &e))?
         .raw(true);
+    // A sparse member's file is as large as its real size (its holes are written as zeros).
+    let mut real_size = None;
     for entry in entries {
-        let entry = entry.map_err(|e| tar_error("corrupt tar stream", &e))?;
+        let mut entry = entry.map_err(|e| tar_error("corrupt tar stream", &e))?;
+        let sparse_size = real_size.take();
         match entry.header().entry_type() {
-            tar::EntryType::XHeader
-            | tar::EntryType::XGlobalHeader
+            tar::EntryType::XHeader => {
+                let data = read_small(&mut entry, "pax header")?;
+                let records = parse_pax(&data).context("corrupt pax extended header")?;
+                real_size = records
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == b"GNU.sparse.realsize" || k == b"GNU.sparse.size")
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+                continue;
+            }
+            tar::EntryType::XGlobalHeader
             | tar::EntryType::GNULongName
             | tar::EntryType::GNULongLink => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                needs.data_blocks += entry.size().div_ceil(4096);
+                let size = sparse_size.unwrap_or(entry.size());
+                needs.data_blocks += size.div_ceil(4096);
+            }
+            tar::EntryType::GNUSparse => {
+                // Its map, read to step over its extension blocks.
+                let header = entry.header().clone();
+                let map = sparse_map(&tap, &mut entry, &header, &[])
+                    .map_err(|e| anyhow!("{}: {e}", tree::escaped(&entry.path_bytes())))?;
+                needs.data_blocks += map.real_size.div_ceil(4096);
             }
             _ => needs.other_entries += 1,
         }
