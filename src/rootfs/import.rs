@@ -327,6 +327,42 @@ fn apply_acls(
     Ok(())
 }
 
+/// Store a file's data through `sink`: a plain file in one piece; a sparse one block range
+/// by block range ([`sparse::Map::data_blocks`]), the 4 KiB blocks that are all hole left
+/// as holes ([`crate::tree::BlockRun::hole`]).
+fn store(sink: &mut dyn DataSink, data: &mut sparse::Expand, map: &sparse::Map) -> Result<DataRef> {
+    if *map == sparse::Map::whole(map.real_size) {
+        return sink.write_data(data, map.real_size);
+    }
+    const BLOCK: u64 = 4096;
+    anyhow::ensure!(
+        map.real_size.div_ceil(BLOCK) <= u64::from(u32::MAX),
+        "a {}-byte file is larger than an ext4 file of 4 KiB blocks may be (16 TiB)",
+        map.real_size
+    );
+    let mut runs = Vec::new();
+    let hole = |runs: &mut Vec<crate::tree::BlockRun>, mut n: u64| {
+        while n > 0 {
+            let len = u32::try_from(n).unwrap_or(u32::MAX);
+            runs.push(crate::tree::BlockRun::hole(len));
+            n -= u64::from(len);
+        }
+    };
+    let mut next = 0u64; // the first block not stored yet
+    for (first, end) in map.data_blocks(BLOCK) {
+        hole(&mut runs, first - next);
+        data.skip_hole(first * BLOCK);
+        let len = (end * BLOCK).min(map.real_size) - first * BLOCK;
+        runs.extend(sink.write_data(&mut data.take(len), len)?.runs);
+        next = end;
+    }
+    hole(&mut runs, map.real_size.div_ceil(BLOCK) - next);
+    Ok(DataRef {
+        size: map.real_size,
+        runs,
+    })
+}
+
 /// The tar crate's error messages may quote raw header bytes: escape them.
 fn tar_error(what: &str, e: &std::io::Error) -> anyhow::Error {
     anyhow!("{what}: {}", tree::escaped_str(&e.to_string()))
@@ -717,7 +753,7 @@ pub fn import_with(
                     FileData::Bytes(held)
                 } else {
                     FileData::Stored(
-                        sink.write_data(&mut data, size)
+                        store(sink, &mut data, &map)
                             .with_context(|| format!("{shown}: cannot store file data"))?,
                     )
                 };
@@ -1159,6 +1195,78 @@ mod tests {
         assert_eq!(r[1], (b"uid".to_vec(), b"70000".to_vec()));
         assert!(parse_pax(b"99 x=y\n").is_err());
         assert!(parse_pax(b"5 x=y\n").is_err());
+    }
+
+    #[test]
+    fn header_times_read_gnu_base_256_of_both_signs() {
+        let mut h = tar::Header::new_gnu();
+        let mut at = |f: [u8; 12]| {
+            h.as_old_mut().mtime = f;
+            header_time(&h)
+        };
+        // GNU tar 1.34's field for 1938-01-01.
+        assert_eq!(
+            at([
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc3, 0xcf, 0x04, 0x00
+            ]),
+            -1_009_843_200
+        );
+        assert_eq!(at([0xff; 12]), -1);
+        assert_eq!(at([0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]), 1 << 32);
+        // Past an i64: clamped (and then clamped again to ext4's range, with a warning).
+        assert_eq!(at([0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), i64::MIN);
+        assert_eq!(at([0x80, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), i64::MAX);
+        assert_eq!(at(*b"00000001750\0"), 1000);
+        assert_eq!(at(*b"garbage\0\0\0\0\0"), 0);
+    }
+
+    #[test]
+    fn sparse_files_are_stored_block_range_by_range_with_holes_between() {
+        let map = sparse::Map {
+            real_size: 5 * 4096,
+            chunks: vec![
+                sparse::Chunk {
+                    offset: 0,
+                    len: 512,
+                },
+                sparse::Chunk {
+                    offset: 3 * 4096 + 5,
+                    len: 3,
+                },
+            ],
+        };
+        let stored = [[1u8; 512].as_slice(), b"abc"].concat();
+        let mut sink = MemSink::default();
+        let mut inner = &stored[..];
+        let mut data = sparse::Expand::new(&mut inner, &map);
+        let r = store(&mut sink, &mut data, &map).unwrap();
+        use crate::tree::BlockRun;
+        assert_eq!(r.size, 5 * 4096);
+        assert_eq!(
+            r.runs,
+            [
+                BlockRun { start: 1, len: 1 },
+                BlockRun::hole(2),
+                BlockRun { start: 2, len: 1 },
+                BlockRun::hole(1)
+            ]
+        );
+        let mut first = vec![1u8; 512];
+        first.resize(4096, 0);
+        let mut second = vec![0u8; 4096];
+        second[5..8].copy_from_slice(b"abc");
+        assert_eq!(sink.files, [first, second]);
+        // A plain file is one piece.
+        let plain = sparse::Map::whole(3);
+        let mut inner = &b"xyz"[..];
+        let r = store(
+            &mut sink,
+            &mut sparse::Expand::new(&mut inner, &plain),
+            &plain,
+        )
+        .unwrap();
+        assert_eq!(r.size, 3);
+        assert_eq!(sink.files[2], b"xyz");
     }
 
     #[test]

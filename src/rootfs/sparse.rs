@@ -9,9 +9,12 @@
 //! bsdtar writes the 1.0 form too.
 //!
 //! A member's data is its chunks' bytes one after another; [`Expand`] reads it back as the
-//! whole file (a plain member is one chunk, [`Map::whole`]), the holes as zeros (the ext4 writer stores them as zero blocks, allocated like
-//! any other). Maps are checked before any data is read, as GNU tar and the `tar` crate check
-//! them: chunks in order without overlap, inside the real size, each but the last a whole
+//! whole file (a plain member is one chunk, [`Map::whole`]), the holes as zeros. The import
+//! writes only the blocks that hold data ([`Map::data_blocks`]): a block that is all hole
+//! stays a hole in the ext4 file (no block allocated, no extent maps it), as GNU tar leaves
+//! it when it extracts; files held in memory (`/boot`, the files the edits read) get zeros.
+//!
+//! Maps are checked before any data is read, as GNU tar and the `tar` crate check them: chunks in order without overlap, inside the real size, each but the last a whole
 //! number of 512-byte blocks (so the archive holds them back to back), adding up to the data
 //! the member holds. Nothing a map declares sizes an allocation: a map grows entry by entry,
 //! up to [`MAX_CHUNKS`].
@@ -55,6 +58,28 @@ impl Map {
         }
         self.chunks.push(Chunk { offset, len });
         Ok(())
+    }
+
+    /// The block ranges `[first, end)` of `block`-byte blocks that hold some of the file's
+    /// data, in order, adjacent ones merged; every other block is all hole.
+    pub fn data_blocks(&self, block: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut spans = self
+            .chunks
+            .iter()
+            .filter(|c| c.len > 0)
+            .map(move |c| (c.offset / block, (c.offset + c.len).div_ceil(block)))
+            .peekable();
+        std::iter::from_fn(move || {
+            let (first, mut end) = spans.next()?;
+            while let Some(&(f, e)) = spans.peek() {
+                if f > end {
+                    break;
+                }
+                end = end.max(e);
+                spans.next();
+            }
+            Some((first, end))
+        })
     }
 
     /// Check the map against the `stored` bytes of data the member holds.
@@ -300,6 +325,12 @@ impl<'a> Expand<'a> {
             pos: 0,
             at: 0,
         }
+    }
+
+    /// Move on to `to` (never backwards) over what must be hole: no chunk's data lies between
+    /// here and `to` (as between two of [`Map::data_blocks`]' ranges).
+    pub fn skip_hole(&mut self, to: u64) {
+        self.pos = self.pos.max(to.min(self.real_size));
     }
 }
 

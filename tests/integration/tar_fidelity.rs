@@ -344,6 +344,13 @@ fn gnu_tar_sparse_members_in_every_format_read_back_whole() {
     let tar = tmp.path().join("bsdtar.tar");
     run_in(&src, "bsdtar", &["-cf", tar.to_str().unwrap(), "sparse"]);
     made.push(("bsdtar", tar));
+    // The holes stay holes: only the 4 KiB blocks with data take space, and the one extent
+    // leaf block their nine extents need (more than the inode's four).
+    let blocks = want
+        .chunks(4096)
+        .filter(|b| b.iter().any(|&x| x != 0))
+        .count()
+        + 1;
     for (name, tar) in made {
         let (img, rep) = image_of(tmp.path(), &format!("{name}.img"), &tar);
         assert!(rep.warnings.is_empty(), "{name}: {:?}", rep.warnings);
@@ -353,6 +360,11 @@ fn gnu_tar_sparse_members_in_every_format_read_back_whole() {
         let ls = debugfs(&img, "ls /");
         assert!(!ls.contains("GNUSparseFile"), "{name}: {ls}");
         assert_eq!(rep.file_bytes, want.len() as u64, "{name}");
+        let s = debugfs(&img, "stat /sparse");
+        assert!(
+            s.contains(&format!("Blockcount: {}\n", blocks * 8)),
+            "{name}: {blocks} blocks:\n{s}"
+        );
     }
 }
 
@@ -457,11 +469,81 @@ fn bad_sparse_maps_are_one_line_errors_naming_the_member() {
         assert!(e.starts_with(want), "got {e:?}, want {want:?}");
         assert!(!e.contains('\n'), "{e}");
     }
-    // A huge real size is refused by the filesystem's free space, before any write.
+    // A real size past what an ext4 file holds is refused before any write.
     let tar = old_gnu_sparse("var/huge", &[(1 << 50, 512)], (1 << 50) + 512, &d[..512]);
     let e = import_error(&tar);
-    assert!(e.starts_with("var/huge: cannot store file data"), "{e}");
-    assert!(e.contains("filesystem full"), "{e}");
+    assert_eq!(
+        e,
+        "var/huge: cannot store file data: a 1125899906843136-byte file is larger than an ext4 file of 4 KiB blocks may be (16 TiB)"
+    );
+}
+
+/// Logical block `lblk` of `path` as `debugfs bd -f` prints it (octal offsets, 16 bytes a
+/// line, `*` for lines repeating the one before).
+fn block_dump(img: &Path, path: &str, lblk: u64) -> Vec<u8> {
+    let out = debugfs(img, &format!("bd -f {path} {lblk}"));
+    let mut block = vec![0u8; 4096];
+    let mut last: Option<(usize, Vec<u8>)> = None;
+    let mut repeat = false;
+    let fill = |block: &mut Vec<u8>, last: &Option<(usize, Vec<u8>)>, to: usize| {
+        if let Some((at, row)) = last {
+            for o in (at + 16..to).step_by(16) {
+                block[o..o + 16].copy_from_slice(row);
+            }
+        }
+    };
+    for line in out.lines() {
+        if line.trim() == "*" {
+            repeat = true;
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let Some(off) = words.next().and_then(|o| usize::from_str_radix(o, 8).ok()) else {
+            continue;
+        };
+        if std::mem::take(&mut repeat) {
+            fill(&mut block, &last, off);
+        }
+        let row: Vec<u8> = words
+            .take(8)
+            .flat_map(|w| [&w[..2], &w[2..]])
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        block[off..off + 16].copy_from_slice(&row);
+        last = Some((off, row));
+    }
+    if repeat {
+        fill(&mut block, &last, 4096);
+    }
+    block
+}
+
+#[test]
+fn a_terabyte_of_holes_takes_one_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tib = 1u64 << 40;
+    let data = noise(1000, 3);
+    let tar = tmp.path().join("tib.tar");
+    std::fs::write(
+        &tar,
+        old_gnu_sparse("disk.img", &[(tib - 1000, 1000)], tib, &data),
+    )
+    .unwrap();
+    let (img, _) = image_of(tmp.path(), "tib.img", &tar);
+    let s = debugfs(&img, "stat /disk.img");
+    assert!(s.contains(&format!("Size: {tib}")), "{s}");
+    assert!(s.contains("Blockcount: 8\n"), "{s}");
+    // debugfs reads the last block back: zeros, then the data.
+    let mut want = vec![0u8; 4096 - 1000];
+    want.extend_from_slice(&data);
+    assert!(block_dump(&img, "/disk.img", tib / 4096 - 1) == want);
+    // One extent, one block long, at the file's last logical block: the rest is hole.
+    let ext = debugfs(&img, "dump_extents /disk.img");
+    let last = tib / 4096 - 1;
+    assert!(
+        ext.contains(&format!(" {last} - {last} ")) && ext.lines().count() == 2,
+        "{ext}"
+    );
 }
 
 #[test]
