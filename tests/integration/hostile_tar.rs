@@ -3,7 +3,8 @@
 //! and times are range-checked, names are escaped on the terminal, and the quieter tarball
 //! oddities (entries naming the root, non-UTF-8 `/boot` names, unlisted parent directories,
 //! many empty files with `size = "auto"`) are handled the way bsdtar and the kernel handle
-//! them. Checked through the `hc1img` binary, with `debugfs` and `e2fsck` on the image.
+//! them; a broken sparse map or ACL record is one error naming the member
+//! (tests/integration/tar_fidelity.rs has the rest of sparse members and ACLs). Checked through the `hc1img` binary, with `debugfs` and `e2fsck` on the image.
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -314,4 +315,25 @@ fn size_auto_fits_a_tarball_of_many_empty_files() {
         n / 100 + 2,
         "{ls}"
     );
+}
+
+#[test]
+fn a_bad_sparse_map_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = alarm_tar_with(tmp.path(), "t.tar", &Alarm::default(), |b| {
+        b.append_pax_extensions([
+            ("GNU.sparse.size", &b"4096"[..]),
+            ("GNU.sparse.map", b"2048,512,1024,512"),
+        ])
+        .unwrap();
+        let mut h = header(tar::EntryType::Regular, 0o644, 1024);
+        b.append_data(&mut h, "var/lib/overlapping", &[7u8; 1024][..])
+            .unwrap();
+    });
+    let b = build(tmp.path(), &worker(), &t);
+    assert_clear_error(
+        &b,
+        "var/lib/overlapping: sparse map chunk at offset 1024 overlaps the one before it",
+    );
+    assert!(!b.out.exists());
 }
