@@ -304,13 +304,13 @@ fn sparse_map(
 
 /// Store the ACLs an entry's `SCHILY.acl.*` records gave (src/rootfs/acl.rs) as its
 /// `system.posix_acl_*` xattrs, the access ACL setting the mode's rwx bits; a default ACL
-/// only on a directory, as the kernel has it.
+/// only on a directory, as the kernel has it (true when one was left out for that).
 fn apply_acls(
     error: Option<acl::AclError>,
     mut acls: acl::Acls,
     is_dir: bool,
     meta: &mut Meta,
-) -> std::result::Result<(), acl::AclError> {
+) -> std::result::Result<bool, acl::AclError> {
     if let Some(e) = error {
         return Err(e);
     }
@@ -320,11 +320,15 @@ fn apply_acls(
             meta.xattrs.insert(b"system.posix_acl_access".to_vec(), v);
         }
     }
-    if !acls.default.is_empty() && is_dir {
-        let v = acl::default_xattr(&mut acls.default)?;
-        meta.xattrs.insert(b"system.posix_acl_default".to_vec(), v);
+    if acls.default.is_empty() {
+        return Ok(false);
     }
-    Ok(())
+    if !is_dir {
+        return Ok(true);
+    }
+    let v = acl::default_xattr(&mut acls.default)?;
+    meta.xattrs.insert(b"system.posix_acl_default".to_vec(), v);
+    Ok(false)
 }
 
 /// Store a file's data through `sink`: a plain file in one piece; a sparse one block range
@@ -656,13 +660,17 @@ pub fn import_with(
                 }
             }
         }
-        if let Err(e) = apply_acls(acl_error, acls, kind.is_dir(), &mut meta) {
-            match e {
+        match apply_acls(acl_error, acls, kind.is_dir(), &mut meta) {
+            Ok(false) => {}
+            Ok(true) => report.warnings.push(format!(
+                "{shown}: default ACL left out: only a directory has one"
+            )),
+            Err(e) => match e {
                 acl::AclError::NameOnly(_) => {
                     report.warnings.push(format!("{shown}: its ACL {e}"));
                 }
                 acl::AclError::Malformed(m) => bail!("{shown}: pax SCHILY.acl record: {m}"),
-            }
+            },
         }
         meta.mtime = clamp_time(meta.mtime, &shown, &mut report.warnings);
         report.newest_mtime = report.newest_mtime.max(meta.mtime.sec);

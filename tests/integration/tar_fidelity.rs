@@ -275,6 +275,23 @@ fn gnu_tar_acls_by_name_and_nfs4_acls_are_left_out_with_a_warning() {
             "2 more entries' NFSv4 ACLs left out"
         ]
     );
+    // A default ACL on a file: the kernel refuses one, so does the import (with a warning).
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([(
+        "SCHILY.acl.default",
+        &b"user::rwx,group::r-x,other::r-x"[..],
+    )])
+    .unwrap();
+    let mut h = ustar(0);
+    b.append_data(&mut h, "file-with-default", &[][..]).unwrap();
+    let p = tmp.path().join("default.tar");
+    std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+    let (img, rep) = image_of(tmp.path(), "default.img", &p);
+    assert_eq!(
+        rep.warnings,
+        ["file-with-default: default ACL left out: only a directory has one"]
+    );
+    assert!(!debugfs(&img, "ea_list /file-with-default").contains("posix_acl"));
     // A malformed ACL is an error naming the member.
     let mut b = tar::Builder::new(Vec::new());
     b.append_pax_extensions([("SCHILY.acl.access", &b"user::rwx,group::r-x"[..])])
