@@ -89,26 +89,6 @@ fn declared_only(b: &mut tar::Builder<std::fs::File>, path: &str, size: u64) {
     b.get_mut().write_all(h.as_bytes()).unwrap();
 }
 
-/// The root filesystem of a build, extracted.
-fn root_fs(dir: &Path, out: &Path) -> PathBuf {
-    let ssd = out.join("ssd.img");
-    let j: serde_json::Value =
-        serde_json::from_str(&run_ok("sfdisk", &["--json", ssd.to_str().unwrap()])).unwrap();
-    let size = j["partitiontable"]["partitions"][0]["size"]
-        .as_u64()
-        .unwrap()
-        * 512;
-    let root = dir.join("root.ext4");
-    extract(&ssd, 1 << 20, size, &root);
-    let f = run("e2fsck", &["-fn", root.to_str().unwrap()]);
-    assert!(
-        f.status.success(),
-        "e2fsck -fn:\n{}",
-        String::from_utf8_lossy(&f.stdout)
-    );
-    root
-}
-
 /// (mtime seconds as debugfs shows them in hex, the date line) of `path`.
 fn mtime(root: &Path, path: &str) -> String {
     let s = debugfs(root, &format!("stat {path}"));

@@ -3,7 +3,7 @@
 //! `SCHILY.acl.*` records (src/rootfs/acl.rs), GNU tar's sparse members in all four formats
 //! (src/rootfs/sparse.rs), and pre-1970 times in GNU base-256 headers. Every archive is made
 //! by the real tool (bsdtar, GNU tar, with `setfacl`, `truncate`, `touch`), imported into an
-//! image by the library, and checked with e2fsprogs: `e2fsck -fn`, `debugfs` (`ea_get` both
+//! image by the library (one through a whole `hc1img build`), and checked with e2fsprogs: `e2fsck -fn`, `debugfs` (`ea_get` both
 //! raw and decoded, `dump`, `stat`), against `getfacl` on the source and against the image
 //! `mkfs.ext4 -d` makes of the same directory.
 
@@ -226,6 +226,71 @@ fn stat(img: &Path, path: &str) -> (u32,) {
         .next()
         .unwrap();
     (u32::from_str_radix(m, 8).unwrap(),)
+}
+
+#[test]
+fn the_journals_acls_survive_a_build() {
+    use crate::common::{Alarm, alarm_tar_with, build_command, repo, root_fs};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("var/log/journal")).unwrap();
+    // What systemd-tmpfiles gives Arch's /var/log/journal (wheel and adm by number).
+    run_in(&src, "chmod", &["2755", "var/log/journal"]);
+    run_in(
+        &src,
+        "setfacl",
+        &["-m", "g:998:r-x,g:4:r-x", "var/log/journal"],
+    );
+    run_in(
+        &src,
+        "setfacl",
+        &["-d", "-m", "g:998:r-x,g:4:r-x", "var/log/journal"],
+    );
+    let acl_tar = tmp.path().join("journal.tar");
+    run_in(
+        &src,
+        "bsdtar",
+        &[
+            "--acls",
+            "-cf",
+            acl_tar.to_str().unwrap(),
+            "var/log/journal",
+        ],
+    );
+    let mut raw = std::fs::read(&acl_tar).unwrap();
+    while raw.len() >= 512 && raw[raw.len() - 512..].iter().all(|&b| b == 0) {
+        raw.truncate(raw.len() - 512);
+    }
+    let t = alarm_tar_with(tmp.path(), "t.tar", &Alarm::default(), |b| {
+        b.get_mut().write_all(&raw).unwrap();
+    });
+    let out = tmp.path().join("out");
+    let o = build_command(
+        tmp.path(),
+        &repo().join("profiles/worker.toml"),
+        &t,
+        Some(&out),
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let root = root_fs(tmp.path(), &out);
+    let (acc, def) = getfacl(&src.join("var/log/journal"));
+    for (attr, want) in [
+        ("system.posix_acl_access", acc),
+        ("system.posix_acl_default", def),
+    ] {
+        assert_eq!(
+            acl_text(&ea_get(&root, "/var/log/journal", attr, false)),
+            want
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(src.join("var/log/journal"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(stat(&root, "/var/log/journal").0, mode & 0o7777);
 }
 
 #[test]
