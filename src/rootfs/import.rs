@@ -20,7 +20,8 @@
 //! ([`super::acl`]; NFSv4 ACLs, `SCHILY.acl.ace`, have no ext4 form and are left out with a
 //! warning); sub-second mtimes from the pax `mtime` record, pre-1970 ones also from GNU
 //! base-256 header fields ([`header_time`]). Sparse members, GNU tar's four formats, are
-//! imported whole, their holes as zeros ([`super::sparse`]).
+//! imported with their holes: a 4 KiB block that is all hole gets no block in the image
+//! ([`store`], [`super::sparse`]).
 //!
 //! `/boot` files are held once, at their exact size ([`BootFile::data`] is shared): the builds
 //! of one pass over a tarball (`hc1img build A B C`, [`crate::rootfs::fanout`]) import the
@@ -869,7 +870,7 @@ fn note_implied(
 pub struct Needs {
     /// Entries that become inodes (every entry but pax and GNU long-name records).
     pub entries: u64,
-    /// Regular files' data in 4 KiB blocks.
+    /// Regular files' data in 4 KiB blocks (a sparse file's blocks of hole left out).
     pub data_blocks: u64,
     /// Entries that are not regular files (a directory or long symlink takes a block).
     pub other_entries: u64,
@@ -884,38 +885,29 @@ pub fn measure(input: &mut dyn Read) -> Result<Needs> {
         .entries()
         .map_err(|e| tar_error("cannot read the tar stream", &e))?
         .raw(true);
-    // A sparse member's file is as large as its real size (its holes are written as zeros).
-    let mut real_size = None;
+    // A sparse member takes the blocks its data is in (src/rootfs/sparse.rs, as [`store`]).
+    let mut records = Vec::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| tar_error("corrupt tar stream", &e))?;
-        let sparse_size = real_size.take();
-        match entry.header().entry_type() {
+        let kind = entry.header().entry_type();
+        match kind {
             tar::EntryType::XHeader => {
                 let data = read_small(&mut entry, "pax header")?;
-                let records = parse_pax(&data).context("corrupt pax extended header")?;
-                real_size = records
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == b"GNU.sparse.realsize" || k == b"GNU.sparse.size")
-                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+                records = parse_pax(&data).context("corrupt pax extended header")?;
                 continue;
             }
             tar::EntryType::XGlobalHeader
             | tar::EntryType::GNULongName
             | tar::EntryType::GNULongLink => continue,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = sparse_size.unwrap_or(entry.size());
-                needs.data_blocks += size.div_ceil(4096);
-            }
-            tar::EntryType::GNUSparse => {
-                // Its map, read to step over its extension blocks.
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let header = entry.header().clone();
-                let map = sparse_map(&tap, &mut entry, &header, &[])
+                let map = sparse_map(&tap, &mut entry, &header, &records)
                     .map_err(|e| anyhow!("{}: {e}", tree::escaped(&entry.path_bytes())))?;
-                needs.data_blocks += map.real_size.div_ceil(4096);
+                needs.data_blocks += map.data_blocks(4096).map(|(f, e)| e - f).sum::<u64>();
             }
             _ => needs.other_entries += 1,
         }
+        records.clear();
         needs.entries += 1;
     }
     Ok(needs)
