@@ -431,8 +431,9 @@ fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
 /// `backup` files.
 pub trait Hooks {
     /// Called first for every entry other than pax and GNU name records, before the import
-    /// looks at its name: `raw` is the name as archived (pax `path`, else GNU long name, else
-    /// the header's), `kind` and `mtime` the header's, `data` the entry's contents. What the
+    /// looks at its name: `raw` is the name as archived (pax `GNU.sparse.name`, else pax
+    /// `path`, else GNU long name, else the header's), `kind` and `mtime` the header's
+    /// ([`header_time`]), `data` the file's contents (a sparse member's expanded). What the
     /// hook reads of `data` is not imported (it should route such an entry [`Route::Drop`]).
     /// It may change the tree; an error stops the import.
     fn entry(
