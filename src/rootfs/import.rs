@@ -336,7 +336,7 @@ fn apply_acls(
 /// by block range ([`sparse::Map::data_blocks`]), the 4 KiB blocks that are all hole left
 /// as holes ([`crate::tree::BlockRun::hole`]).
 fn store(sink: &mut dyn DataSink, data: &mut sparse::Expand, map: &sparse::Map) -> Result<DataRef> {
-    if *map == sparse::Map::whole(map.real_size) {
+    if map.is_whole() {
         return sink.write_data(data, map.real_size);
     }
     const BLOCK: u64 = 4096;

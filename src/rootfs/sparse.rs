@@ -60,6 +60,11 @@ impl Map {
         Ok(())
     }
 
+    /// Whether this is a plain member's map ([`Map::whole`]): one chunk, no hole.
+    pub fn is_whole(&self) -> bool {
+        matches!(self.chunks[..], [Chunk { offset: 0, len }] if len == self.real_size)
+    }
+
     /// The block ranges `[first, end)` of `block`-byte blocks that hold some of the file's
     /// data, in order, adjacent ones merged; every other block is all hole.
     pub fn data_blocks(&self, block: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
