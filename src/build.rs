@@ -97,7 +97,8 @@ fn round_up(v: u64, m: u64) -> u64 {
 /// What the packages add to the root for `size = "auto"`, in bytes: what the transaction
 /// installs (each package's `.PKGINFO` `size`, which the sync database's `%ISIZE%` repeats)
 /// minus what it frees (the installed size, `%SIZE%` in the tarball's local database, of each
-/// version an upgrade replaces). Negative when the upgrades shrink the root. `local` is
+/// version an upgrade replaces, and of each package a replacement removes). Negative when the
+/// upgrades shrink the root. `local` is
 /// `NAME-VERSION` -> `%SIZE%` of the tarball's local database, read only when a pin upgrades.
 fn packages_net(
     prepared: &[crate::packages::install::Prepared],
@@ -111,11 +112,10 @@ fn packages_net(
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
         net = net.saturating_add(i64::try_from(adds).unwrap_or(i64::MAX));
-        if let Some(v) = &p.fetched.pin.upgrades {
-            let frees = local
-                .get(&format!("{}-{v}", p.fetched.pin.name))
-                .copied()
-                .unwrap_or(0);
+        let pin = &p.fetched.pin;
+        let old = pin.upgrades.iter().map(|v| format!("{}-{v}", pin.name));
+        for dir in old.chain(pin.removes.iter().cloned()) {
+            let frees = local.get(&dir).copied().unwrap_or(0);
             net = net.saturating_sub(i64::try_from(frees).unwrap_or(i64::MAX));
         }
     }
@@ -128,7 +128,10 @@ fn local_sizes(
     tarball: &Path,
     packages: &[crate::packages::Fetched],
 ) -> Result<BTreeMap<String, u64>> {
-    if packages.iter().all(|f| f.pin.upgrades.is_none()) {
+    if packages
+        .iter()
+        .all(|f| f.pin.upgrades.is_none() && f.pin.removes.is_empty())
+    {
         return Ok(BTreeMap::new());
     }
     crate::packages::db::local_sizes_from_tarball(tarball)
@@ -863,6 +866,7 @@ mod tests {
             size: None,
             url: String::new(),
             upgrades: upgrades.map(String::from),
+            removes: Vec::new(),
             signature: None,
             signer: None,
         };

@@ -66,7 +66,26 @@ pub struct BlockRun {
     pub len: u32,
 }
 
-/// Where the ext4 writer stored a file's data, in file order.
+impl BlockRun {
+    /// The `start` of a hole: `len` blocks of a sparse file that have no block and read as
+    /// zeros (ext4: no extent maps them).
+    pub const HOLE: u64 = u64::MAX;
+
+    /// A hole of `len` blocks.
+    pub fn hole(len: u32) -> BlockRun {
+        BlockRun {
+            start: Self::HOLE,
+            len,
+        }
+    }
+
+    pub fn is_hole(&self) -> bool {
+        self.start == Self::HOLE
+    }
+}
+
+/// Where the ext4 writer stored a file's data, in file order; a sparse file's holes are
+/// runs of [`BlockRun::hole`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DataRef {
     /// File size in bytes.

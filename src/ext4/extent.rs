@@ -1,6 +1,7 @@
 //! Extent trees: up to 4 extents live in the inode's `i_block`; more go into leaf blocks
 //! (340 entries each) under index levels, built as shallow and as narrow as possible so
-//! e2fsck has nothing to optimise. Blocks carry the `metadata_csum` extent tail.
+//! e2fsck has nothing to optimise. Blocks carry the `metadata_csum` extent tail. A sparse
+//! file's holes ([`BlockRun::hole`]) are gaps in the logical blocks the extents map.
 //!
 //! Spec: Documentation/filesystems/ext4/ifork.rst ("Extent Tree").
 
@@ -28,6 +29,11 @@ fn extents(runs: &[BlockRun]) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut lblk: u64 = 0;
     for r in runs {
+        if r.is_hole() {
+            // No extent: the blocks read as zeros.
+            lblk += u64::from(r.len);
+            continue;
+        }
         let mut left = r.len;
         let mut phys = r.start;
         while left > 0 {

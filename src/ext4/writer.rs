@@ -291,6 +291,10 @@ impl Writer {
             let span = usize::try_from(u64::from(run.len) * BLOCK_SIZE_U64)
                 .context("ext4: extent too large")?;
             let n = span.min(out.len() - done);
+            if run.is_hole() {
+                done += n; // `out` is zeros already
+                continue;
+            }
             let pos = self.offset + run.start * BLOCK_SIZE_U64;
             self.file
                 .read_exact_at(&mut out[done..done + n], pos)
@@ -475,7 +479,12 @@ impl Writer {
                 let (ib, tb) = self.map_extents(&runs, ino, used, &path)?;
                 inode.set_i_block(&ib);
                 flags |= INODE_EXTENTS_FL;
-                fs_blocks += size.div_ceil(BLOCK_SIZE_U64) + tb;
+                let data_blocks: u64 = runs
+                    .iter()
+                    .filter(|r| !r.is_hole())
+                    .map(|r| u64::from(r.len))
+                    .sum();
+                fs_blocks += data_blocks + tb;
                 inode.set_size(size);
                 inode.set_links(link_count(num.nlinks[&id], &path)?);
             }
@@ -677,7 +686,7 @@ impl Writer {
                 r.size
             );
         }
-        for x in &r.runs {
+        for x in r.runs.iter().filter(|x| !x.is_hole()) {
             let end = x.start.saturating_add(u64::from(x.len));
             // Every block must have been handed out by write_data (so `taken`) and not be
             // claimed by another node or the metadata (so not yet `used`).

@@ -5,7 +5,10 @@
 //! Names are split into the kernel's namespace index + suffix (`user.` = 1,
 //! `system.posix_acl_access` = 2, `system.posix_acl_default` = 3, `trusted.` = 4,
 //! `security.` = 6, `system.` = 7). POSIX ACL values given in the VFS xattr form (version 2,
-//! as tar and getfattr carry them) are converted to ext4's compact on-disk form (version 1).
+//! linux include/uapi/linux/posix_acl_xattr.h, as getfattr and src/rootfs/acl.rs give them)
+//! are converted to ext4's compact on-disk form (linux fs/ext4/acl.h, `ext4_acl_to_disk`:
+//! version 1, the owner, owning group, mask and other entries without an id), the bytes
+//! `mkfs.ext4 -d` writes (tests/integration/tar_fidelity.rs compares them).
 //!
 //! Spec: Documentation/filesystems/ext4/attributes.rst; hashes as e2fsprogs
 //! lib/ext2fs/ext_attr.c (`ext2fs_ext_attr_hash_entry`, block rehash).

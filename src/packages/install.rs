@@ -492,7 +492,7 @@ impl import::Hooks for Unpack<'_> {
         tree: &mut Tree,
         raw: &[u8],
         kind: tar::EntryType,
-        mtime: u64,
+        mtime: i64,
         data: &mut dyn Read,
     ) -> Result<()> {
         self.md5_for = None;
@@ -513,7 +513,7 @@ impl import::Hooks for Unpack<'_> {
             ".INSTALL" => {
                 // pacman extracts it into the local database with the archive's time,
                 // which `.MTREE` records.
-                self.scriptlet = Some((read_member(data, ".INSTALL")?, mtime as i64));
+                self.scriptlet = Some((read_member(data, ".INSTALL")?, mtime));
                 return Ok(());
             }
             _ => {}

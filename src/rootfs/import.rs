@@ -16,7 +16,12 @@
 //! the archive does not list are recorded ([`ImportReport::implied_dirs`]) so the build can
 //! give them its timestamp.
 //! Extended attributes come from pax `SCHILY.xattr.NAME` and `LIBARCHIVE.xattr.NAME` (the
-//! latter base64-encoded) records; sub-second mtimes from the pax `mtime` record.
+//! latter base64-encoded) records; POSIX ACLs from `SCHILY.acl.access` / `SCHILY.acl.default`
+//! ([`super::acl`]; NFSv4 ACLs, `SCHILY.acl.ace`, have no ext4 form and are left out with a
+//! warning); sub-second mtimes from the pax `mtime` record, pre-1970 ones also from GNU
+//! base-256 header fields ([`header_time`]). Sparse members, GNU tar's four formats, are
+//! imported with their holes: a 4 KiB block that is all hole gets no block in the image
+//! ([`store`], [`super::sparse`]).
 //!
 //! `/boot` files are held once, at their exact size ([`BootFile::data`] is shared): the builds
 //! of one pass over a tarball (`hc1img build A B C`, [`crate::rootfs::fanout`]) import the
@@ -30,6 +35,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::{acl, sparse};
 use crate::tree::{self, DataRef, FileData, Meta, Node, NodeId, NodeKind, Timestamp, Tree};
 
 /// The most the `/boot` files may add up to: they are held in memory for the FAT partition.
@@ -241,6 +247,147 @@ fn read_boot(
     })
 }
 
+/// The tar stream, shared between the tar crate (which reads headers and data through it) and
+/// the import, which reads what the crate's raw mode does not know: the extension blocks
+/// after an old GNU sparse header ([`sparse_map`]). The crate never reads ahead of the
+/// header it hands out, so the next bytes after one are the extension blocks.
+struct Tap<'a>(std::cell::RefCell<&'a mut dyn Read>);
+
+impl Read for &Tap<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+/// A header's mtime, read as GNU tar writes it: octal, or base-256 (first byte 0x80 for a
+/// positive number, 0xff for a negative one in two's complement, GNU tar manual, "Basic Tar
+/// Format") — the `tar` crate reads only the low 8 bytes of the latter, unsigned. An
+/// unreadable field is 0; one beyond what an `i64` holds is clamped (and then clamped again
+/// to what ext4 stores, with a warning).
+fn header_time(header: &tar::Header) -> i64 {
+    let f = &header.as_old().mtime;
+    match f[0] {
+        0xff => {
+            // Negative: the 96-bit two's complement number, sign-extended into i128.
+            let mut b = [0xffu8; 16];
+            b[4..].copy_from_slice(f);
+            let v = i128::from_be_bytes(b);
+            i64::try_from(v).unwrap_or(i64::MIN)
+        }
+        0x80 => {
+            let mut b = [0u8; 16];
+            b[4..].copy_from_slice(f);
+            b[4] &= 0x7f;
+            i64::try_from(i128::from_be_bytes(b)).unwrap_or(i64::MAX)
+        }
+        _ => header
+            .mtime()
+            .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+    }
+}
+
+/// The sparse map of a regular file's member (src/rootfs/sparse.rs): the old GNU format's
+/// from its header and the extension blocks read from `tap`, the pax formats' from
+/// `records` or (1.0) from the start of the data; a plain member is one chunk. Checked
+/// against the bytes the member holds.
+fn sparse_map(
+    tap: &Tap<'_>,
+    entry: &mut dyn Read,
+    header: &tar::Header,
+    records: &[(Vec<u8>, Vec<u8>)],
+) -> std::result::Result<sparse::Map, String> {
+    let stored = header
+        .entry_size()
+        .map_err(|e| tree::escaped_str(&e.to_string()))?;
+    let (map, data) = if header.entry_type() == tar::EntryType::GNUSparse {
+        let gnu = header
+            .as_gnu()
+            .ok_or("sparse member (type S) without a GNU header")?;
+        let map = sparse::old_gnu(gnu, || {
+            let mut b = [0u8; 512];
+            tap.0.borrow_mut().read_exact(&mut b)?;
+            Ok(b)
+        })?;
+        (map, stored)
+    } else {
+        match sparse::from_pax(records)? {
+            None => return Ok(sparse::Map::whole(stored)),
+            Some(sparse::PaxSparse::Map(m)) => (m, stored),
+            Some(sparse::PaxSparse::InData(real)) => {
+                let (m, took) = sparse::read_map_1_0(entry, real, stored)?;
+                (m, stored - took)
+            }
+        }
+    };
+    map.check(data)?;
+    Ok(map)
+}
+
+/// Store the ACLs an entry's `SCHILY.acl.*` records gave (src/rootfs/acl.rs) as its
+/// `system.posix_acl_*` xattrs, the access ACL setting the mode's rwx bits; a default ACL
+/// only on a directory, as the kernel has it (true when one was left out for that).
+fn apply_acls(
+    error: Option<acl::AclError>,
+    mut acls: acl::Acls,
+    is_dir: bool,
+    meta: &mut Meta,
+) -> std::result::Result<bool, acl::AclError> {
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if !acls.access.is_empty() {
+        let v = acl::access_xattr(&mut acls.access, &mut meta.perm)?;
+        if let Some(v) = v {
+            meta.xattrs.insert(b"system.posix_acl_access".to_vec(), v);
+        }
+    }
+    if acls.default.is_empty() {
+        return Ok(false);
+    }
+    if !is_dir {
+        return Ok(true);
+    }
+    let v = acl::default_xattr(&mut acls.default)?;
+    meta.xattrs.insert(b"system.posix_acl_default".to_vec(), v);
+    Ok(false)
+}
+
+/// Store a file's data through `sink`: a plain file in one piece; a sparse one block range
+/// by block range ([`sparse::Map::data_blocks`]), the 4 KiB blocks that are all hole left
+/// as holes ([`crate::tree::BlockRun::hole`]).
+fn store(sink: &mut dyn DataSink, data: &mut sparse::Expand, map: &sparse::Map) -> Result<DataRef> {
+    if map.is_whole() {
+        return sink.write_data(data, map.real_size);
+    }
+    const BLOCK: u64 = 4096;
+    anyhow::ensure!(
+        map.real_size.div_ceil(BLOCK) <= u64::from(u32::MAX),
+        "a {}-byte file is larger than an ext4 file of 4 KiB blocks may be (16 TiB)",
+        map.real_size
+    );
+    let mut runs = Vec::new();
+    let hole = |runs: &mut Vec<crate::tree::BlockRun>, mut n: u64| {
+        while n > 0 {
+            let len = u32::try_from(n).unwrap_or(u32::MAX);
+            runs.push(crate::tree::BlockRun::hole(len));
+            n -= u64::from(len);
+        }
+    };
+    let mut next = 0u64; // the first block not stored yet
+    for (first, end) in map.data_blocks(BLOCK) {
+        hole(&mut runs, first - next);
+        data.skip_hole(first * BLOCK);
+        let len = (end * BLOCK).min(map.real_size) - first * BLOCK;
+        runs.extend(sink.write_data(&mut data.take(len), len)?.runs);
+        next = end;
+    }
+    hole(&mut runs, map.real_size.div_ceil(BLOCK) - next);
+    Ok(DataRef {
+        size: map.real_size,
+        runs,
+    })
+}
+
 /// The tar crate's error messages may quote raw header bytes: escape them.
 fn tar_error(what: &str, e: &std::io::Error) -> anyhow::Error {
     anyhow!("{what}: {}", tree::escaped_str(&e.to_string()))
@@ -304,8 +451,9 @@ fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
 /// `backup` files.
 pub trait Hooks {
     /// Called first for every entry other than pax and GNU name records, before the import
-    /// looks at its name: `raw` is the name as archived (pax `path`, else GNU long name, else
-    /// the header's), `kind` and `mtime` the header's, `data` the entry's contents. What the
+    /// looks at its name: `raw` is the name as archived (pax `GNU.sparse.name`, else pax
+    /// `path`, else GNU long name, else the header's), `kind` and `mtime` the header's
+    /// ([`header_time`]), `data` the file's contents (a sparse member's expanded). What the
     /// hook reads of `data` is not imported (it should route such an entry [`Route::Drop`]).
     /// It may change the tree; an error stops the import.
     fn entry(
@@ -313,7 +461,7 @@ pub trait Hooks {
         _tree: &mut Tree,
         _raw: &[u8],
         _kind: tar::EntryType,
-        _mtime: u64,
+        _mtime: i64,
         _data: &mut dyn Read,
     ) -> Result<()> {
         Ok(())
@@ -395,7 +543,8 @@ pub fn import_with(
     let mut report = ImportReport::default();
     report.implied_dirs.insert(Tree::ROOT);
     let mut boot_bytes: u64 = 0;
-    let mut archive = tar::Archive::new(input);
+    let tap = Tap(std::cell::RefCell::new(input));
+    let mut archive = tar::Archive::new(&tap);
     // Raw mode: we read pax and GNU long-name records ourselves, because the tar crate's pax
     // reader splits records at newlines and so breaks on binary xattr values (capabilities,
     // ACLs) that contain a 0x0a byte; pax records are length-prefixed and may hold any byte.
@@ -406,6 +555,7 @@ pub fn import_with(
     let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut long_name: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
+    let mut nfs4_acls = 0u64;
     for entry in entries {
         let mut entry = entry.map_err(|e| tar_error("corrupt tar stream", &e))?;
         let kind = entry.header().entry_type();
@@ -440,7 +590,8 @@ pub fn import_with(
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v.as_slice())
         };
-        let raw_path = value(b"path")
+        let raw_path = value(b"GNU.sparse.name")
+            .or_else(|| value(b"path"))
             .map(<[u8]>::to_vec)
             .or(long_name.take())
             .unwrap_or_else(|| entry.path_bytes().into_owned());
@@ -448,17 +599,31 @@ pub fn import_with(
             .map(<[u8]>::to_vec)
             .or(long_link.take())
             .or_else(|| entry.link_name_bytes().map(|c| c.into_owned()));
-        let mtime = entry.header().mtime().unwrap_or(0);
-        hooks.entry(tree, &raw_path, kind, mtime, &mut entry)?;
+        let header = entry.header().clone();
         let shown = tree::escaped(&raw_path);
-        if kind == tar::EntryType::GNUSparse
-            || records.iter().any(|(k, _)| k.starts_with(b"GNU.sparse."))
-        {
-            anyhow::bail!(
-                "{shown}: sparse tar entries are not supported; repack the tarball without --sparse"
+        let mtime = header_time(&header);
+        if let Some(size) = value(b"size") {
+            let size: u64 = std::str::from_utf8(size)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX);
+            anyhow::ensure!(
+                size == entry.size(),
+                "{shown}: pax size {size} differs from the header's; such tarballs are not supported"
             );
         }
-        let header = entry.header();
+        // Where the file's data lies in what the member holds (sparse members: src/rootfs/sparse.rs).
+        let map = if matches!(
+            kind,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
+        ) {
+            sparse_map(&tap, &mut entry, &header, &records).map_err(|e| anyhow!("{shown}: {e}"))?
+        } else {
+            sparse::Map::whole(entry.size())
+        };
+        let size = map.real_size;
+        let mut data = sparse::Expand::new(&mut entry, &map);
+        hooks.entry(tree, &raw_path, kind, mtime, &mut data)?;
         let number = |key: &[u8], field: std::io::Result<u64>| -> Result<u64> {
             match value(key) {
                 Some(v) => std::str::from_utf8(v)
@@ -483,30 +648,18 @@ pub fn import_with(
                 )
             })
         };
-        if let Some(size) = value(b"size") {
-            let size: u64 = std::str::from_utf8(size)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(u64::MAX);
-            anyhow::ensure!(
-                size == entry.size(),
-                "{shown}: pax size {size} differs from the header's; such tarballs are not supported"
-            );
-        }
         let mut meta = Meta::new(
             (header.mode().unwrap_or(0o644) & 0o7777) as u16,
             owner(b"uid", header.uid())?,
             owner(b"gid", header.gid())?,
-            Timestamp::from_secs(
-                header
-                    .mtime()
-                    .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
-            ),
+            Timestamp::from_secs(mtime),
         );
         let (major, minor) = (
             header.device_major().ok().flatten().unwrap_or(0),
             header.device_minor().ok().flatten().unwrap_or(0),
         );
+        let mut acls = acl::Acls::default();
+        let mut acl_error = None;
         for (key, val) in &records {
             if key == b"mtime" {
                 if let Some(t) = pax_time(val) {
@@ -523,7 +676,30 @@ pub fn import_with(
                         .warnings
                         .push(format!("{shown}: undecodable xattr record ignored")),
                 }
+            } else if key == b"SCHILY.acl.access" || key == b"SCHILY.acl.default" {
+                if let Err(e) = acl::parse_into(val, key == b"SCHILY.acl.default", &mut acls) {
+                    acl_error.get_or_insert(e);
+                }
+            } else if key == b"SCHILY.acl.ace" {
+                nfs4_acls += 1;
+                if nfs4_acls == 1 {
+                    report.warnings.push(format!(
+                        "{shown}: NFSv4 ACL (pax SCHILY.acl.ace) left out: ext4 stores POSIX ACLs only"
+                    ));
+                }
             }
+        }
+        match apply_acls(acl_error, acls, kind.is_dir(), &mut meta) {
+            Ok(false) => {}
+            Ok(true) => report.warnings.push(format!(
+                "{shown}: default ACL left out: only a directory has one"
+            )),
+            Err(e) => match e {
+                acl::AclError::NameOnly(_) => {
+                    report.warnings.push(format!("{shown}: its ACL {e}"));
+                }
+                acl::AclError::Malformed(m) => bail!("{shown}: pax SCHILY.acl record: {m}"),
+            },
         }
         meta.mtime = clamp_time(meta.mtime, &shown, &mut report.warnings);
         report.newest_mtime = report.newest_mtime.max(meta.mtime.sec);
@@ -555,16 +731,18 @@ pub fn import_with(
             continue;
         }
         if r == Route::Boot {
-            if kind.is_file() || kind == tar::EntryType::Continuous {
+            if kind.is_file()
+                || kind == tar::EntryType::Continuous
+                || kind == tar::EntryType::GNUSparse
+            {
                 let Ok(rel) = String::from_utf8(comps[1..].join(&b'/')) else {
                     bail!(
                         "{shown}: a /boot name that is not UTF-8; the FAT boot partition stores UTF-16 names: rename it in the tarball"
                     );
                 };
-                let size = entry.size();
                 let old = report.boot.get(&rel).map_or(0, |b| b.data.len() as u64);
                 let data = read_boot(
-                    &mut entry,
+                    &mut data,
                     size,
                     (MAX_BOOT_BYTES - boot_bytes + old).min(MAX_BOOT_BYTES),
                     &shown,
@@ -599,11 +777,10 @@ pub fn import_with(
         let exists = tree.lookup(&path).is_some();
         let node_kind = match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let size = entry.size();
                 report.file_bytes += size;
-                let data = if r == Route::Capture {
+                let stored = if r == Route::Capture {
                     let held = read_held(
-                        &mut entry,
+                        &mut data,
                         size,
                         MAX_CAPTURED_BYTES,
                         &shown,
@@ -613,11 +790,11 @@ pub fn import_with(
                     FileData::Bytes(held)
                 } else {
                     FileData::Stored(
-                        sink.write_data(&mut entry, size)
+                        store(sink, &mut data, &map)
                             .with_context(|| format!("{shown}: cannot store file data"))?,
                     )
                 };
-                NodeKind::File(data)
+                NodeKind::File(stored)
             }
             tar::EntryType::Directory => NodeKind::Dir(BTreeMap::new()),
             tar::EntryType::Symlink => {
@@ -677,6 +854,12 @@ pub fn import_with(
             }
             Err(e) => report.warnings.push(format!("{shown}: skipped: {e}")),
         }
+    }
+    if nfs4_acls > 1 {
+        report.warnings.push(format!(
+            "{} more entries' NFSv4 ACLs left out",
+            nfs4_acls - 1
+        ));
     }
     Ok(report)
 }
@@ -999,6 +1182,78 @@ mod tests {
         assert_eq!(r[1], (b"uid".to_vec(), b"70000".to_vec()));
         assert!(parse_pax(b"99 x=y\n").is_err());
         assert!(parse_pax(b"5 x=y\n").is_err());
+    }
+
+    #[test]
+    fn header_times_read_gnu_base_256_of_both_signs() {
+        let mut h = tar::Header::new_gnu();
+        let mut at = |f: [u8; 12]| {
+            h.as_old_mut().mtime = f;
+            header_time(&h)
+        };
+        // GNU tar 1.34's field for 1938-01-01.
+        assert_eq!(
+            at([
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc3, 0xcf, 0x04, 0x00
+            ]),
+            -1_009_843_200
+        );
+        assert_eq!(at([0xff; 12]), -1);
+        assert_eq!(at([0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]), 1 << 32);
+        // Past an i64: clamped (and then clamped again to ext4's range, with a warning).
+        assert_eq!(at([0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), i64::MIN);
+        assert_eq!(at([0x80, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), i64::MAX);
+        assert_eq!(at(*b"00000001750\0"), 1000);
+        assert_eq!(at(*b"garbage\0\0\0\0\0"), 0);
+    }
+
+    #[test]
+    fn sparse_files_are_stored_block_range_by_range_with_holes_between() {
+        let map = sparse::Map {
+            real_size: 5 * 4096,
+            chunks: vec![
+                sparse::Chunk {
+                    offset: 0,
+                    len: 512,
+                },
+                sparse::Chunk {
+                    offset: 3 * 4096 + 5,
+                    len: 3,
+                },
+            ],
+        };
+        let stored = [[1u8; 512].as_slice(), b"abc"].concat();
+        let mut sink = MemSink::default();
+        let mut inner = &stored[..];
+        let mut data = sparse::Expand::new(&mut inner, &map);
+        let r = store(&mut sink, &mut data, &map).unwrap();
+        use crate::tree::BlockRun;
+        assert_eq!(r.size, 5 * 4096);
+        assert_eq!(
+            r.runs,
+            [
+                BlockRun { start: 1, len: 1 },
+                BlockRun::hole(2),
+                BlockRun { start: 2, len: 1 },
+                BlockRun::hole(1)
+            ]
+        );
+        let mut first = vec![1u8; 512];
+        first.resize(4096, 0);
+        let mut second = vec![0u8; 4096];
+        second[5..8].copy_from_slice(b"abc");
+        assert_eq!(sink.files, [first, second]);
+        // A plain file is one piece.
+        let plain = sparse::Map::whole(3);
+        let mut inner = &b"xyz"[..];
+        let r = store(
+            &mut sink,
+            &mut sparse::Expand::new(&mut inner, &plain),
+            &plain,
+        )
+        .unwrap();
+        assert_eq!(r.size, 3);
+        assert_eq!(sink.files[2], b"xyz");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! builds, [`fanout`]), importing it into the in-memory tree while file data streams into the
 //! image ([`import`]). The profile's sections edit the tree afterwards (`crate::sections`).
 
+pub mod acl;
 pub mod fanout;
 pub mod import;
 pub mod input;
+pub mod sparse;
 
 use import::Route;
 

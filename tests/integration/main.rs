@@ -54,5 +54,6 @@ mod seed_e2e;
 mod source_fetch;
 mod source_signature;
 mod store_e2e;
+mod tar_fidelity;
 mod uboot_mkimage;
 mod workflows;

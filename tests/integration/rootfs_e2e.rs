@@ -12,8 +12,6 @@ use std::process::Command;
 use crate::common::*;
 use serde_json::Value;
 
-const ROOT_OFFSET: u64 = 1 << 20;
-
 /// tests/profiles/debian-fixture.toml (node modules that need Arch's packages off) with the
 /// given board and size.
 fn test_profile(dir: &Path, board: &str, size: &str) -> PathBuf {
@@ -51,39 +49,6 @@ fn build(dir: &Path, profile: &Path, tarball: &Path) -> PathBuf {
     // The cache holds a copy of the tarball: drop it, the tests keep disk use low.
     let _ = std::fs::remove_dir_all(dir.join("cache"));
     out
-}
-
-/// Extract the root partition of ssd.img and check it with e2fsck.
-fn root_fs(dir: &Path, out: &Path) -> PathBuf {
-    let ssd = out.join("ssd.img");
-    let j: Value =
-        serde_json::from_str(&run_ok("sfdisk", &["--json", ssd.to_str().unwrap()])).unwrap();
-    let len = j["partitiontable"]["partitions"][0]["size"]
-        .as_u64()
-        .unwrap()
-        * 512;
-    let fs = dir.join("root.ext4");
-    run_ok(
-        "dd",
-        &[
-            &format!("if={}", ssd.display()),
-            &format!("of={}", fs.display()),
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            &format!("skip={ROOT_OFFSET}"),
-            &format!("count={len}"),
-            "conv=sparse",
-            "status=none",
-        ],
-    );
-    let o = run("e2fsck", &["-fn", fs.to_str().unwrap()]);
-    assert!(
-        o.status.success(),
-        "e2fsck -fn is not clean:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    fs
 }
 
 fn tar_listing(tarball: &Path) -> BTreeMap<String, Value> {

@@ -530,6 +530,27 @@ pub fn extract(image: &Path, offset: u64, len: u64, to: &Path) {
     );
 }
 
+/// The root filesystem of the build in `out` (its ssd.img's first partition), extracted into
+/// `dir/root.ext4` and checked clean by `e2fsck -fn`.
+pub fn root_fs(dir: &Path, out: &Path) -> PathBuf {
+    let ssd = out.join("ssd.img");
+    let j: serde_json::Value =
+        serde_json::from_str(&run_ok("sfdisk", &["--json", ssd.to_str().unwrap()])).unwrap();
+    let size = j["partitiontable"]["partitions"][0]["size"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    let root = dir.join("root.ext4");
+    extract(&ssd, 1 << 20, size, &root);
+    let f = run("e2fsck", &["-fn", root.to_str().unwrap()]);
+    assert!(
+        f.status.success(),
+        "e2fsck -fn:\n{}",
+        String::from_utf8_lossy(&f.stdout)
+    );
+    root
+}
+
 /// Run one debugfs request against a filesystem image.
 pub fn debugfs(fs: &Path, cmd: &str) -> String {
     run_ok("debugfs", &["-R", cmd, fs.to_str().unwrap()])
