@@ -113,6 +113,10 @@ fn packages_net(
             .unwrap_or(0);
         net = net.saturating_add(i64::try_from(adds).unwrap_or(i64::MAX));
         let pin = &p.fetched.pin;
+        if let Some(frees) = pin.frees {
+            net = net.saturating_sub(i64::try_from(frees).unwrap_or(i64::MAX));
+            continue;
+        }
         let old = pin.upgrades.iter().map(|v| format!("{}-{v}", pin.name));
         for dir in old.chain(pin.removes.iter().cloned()) {
             let frees = local.get(&dir).copied().unwrap_or(0);
@@ -122,15 +126,16 @@ fn packages_net(
     net
 }
 
-/// The tarball's local database sizes ([`packages_net`]), when a package upgrades one of its
-/// packages (one more pass over the tarball); empty otherwise.
+/// The tarball's local database sizes ([`packages_net`]), when a pin upgrades or removes one
+/// of its packages and the lock did not record what that frees (`frees`, written by locks
+/// since issue 26): one more pass over the tarball. Empty otherwise.
 fn local_sizes(
     tarball: &Path,
     packages: &[crate::packages::Fetched],
 ) -> Result<BTreeMap<String, u64>> {
     if packages
         .iter()
-        .all(|f| f.pin.upgrades.is_none() && f.pin.removes.is_empty())
+        .all(|f| (f.pin.upgrades.is_none() && f.pin.removes.is_empty()) || f.pin.frees.is_some())
     {
         return Ok(BTreeMap::new());
     }
@@ -867,6 +872,7 @@ mod tests {
             url: String::new(),
             upgrades: upgrades.map(String::from),
             removes: Vec::new(),
+            frees: None,
             signature: None,
             signer: None,
         };

@@ -186,9 +186,16 @@ pub fn arch_tree() -> (Tree, Secrets) {
     link(&mut t, "bin", "usr/bin");
     link(&mut t, "sbin", "usr/bin");
     link(&mut t, "lib", "usr/lib");
-    // msmtp-mta's /usr/bin/sendmail is a link to msmtp (what `[mail]` needs by default).
+    // msmtp-mta's /usr/bin/sendmail is a link to msmtp (what `[mail]` needs by default), and
+    // what the shipped `[backup]` and `[builds]` need (`Section::needs`).
     link(&mut t, "usr/bin/sendmail", "msmtp");
-    for exe in ["usr/bin/bash", "usr/bin/nologin", "usr/bin/msmtp"] {
+    for exe in [
+        "usr/bin/bash",
+        "usr/bin/nologin",
+        "usr/bin/msmtp",
+        "usr/bin/mount.nfs",
+        "usr/lib/docker/cli-plugins/docker-buildx",
+    ] {
         put(
             &mut t,
             exe,

@@ -91,6 +91,8 @@ pub struct Package {
     pub pgpsig: Option<String>,
     /// `%REASON%` is 1: installed as a dependency (local databases only).
     pub as_dependency: bool,
+    /// `%SIZE%`: the installed size in bytes (local databases only).
+    pub size: Option<u64>,
 }
 
 impl Package {
@@ -116,6 +118,7 @@ impl Package {
             replaces: d.deps("REPLACES"),
             pgpsig: d.one("PGPSIG").map(str::to_owned),
             as_dependency: d.one("REASON") == Some("1"),
+            size: d.one("SIZE").and_then(|s| s.parse().ok()),
         })
     }
 

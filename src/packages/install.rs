@@ -1093,6 +1093,7 @@ mod tests {
                 url: String::new(),
                 upgrades: upgrades.map(String::from),
                 removes: Vec::new(),
+                frees: None,
                 signature: None,
                 signer: None,
             },

@@ -207,6 +207,11 @@ pub struct PackagePin {
     /// install removes them, as `pacman -Syu` does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removes: Vec<String>,
+    /// The installed size (`%SIZE%` in the tarball's local database, bytes) of the packages
+    /// this one upgrades or removes, read when it was locked: what `size = "auto"` takes off
+    /// (a lock without it makes the build read the tarball's local database once more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frees: Option<u64>,
     /// The package file's detached OpenPGP signature, base64 (as `%PGPSIG%`), checked when the
     /// file enters the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,6 +459,19 @@ pub fn pin(
         let (sig, verified) = got
             .signature
             .with_context(|| format!("internal error: {what} was not verified"))?;
+        // What the packages it upgrades or removes take now (`%SIZE%`), when all say.
+        let old = c.upgrades.iter().map(|v| format!("{}-{v}", p.name));
+        let dirs: Vec<String> = old.chain(c.removes.iter().cloned()).collect();
+        let sizes: Option<Vec<u64>> = dirs
+            .iter()
+            .map(|d| {
+                installed
+                    .iter()
+                    .find(|i| i.dir_name() == *d)
+                    .and_then(|i| i.size)
+            })
+            .collect();
+        let frees = sizes.filter(|s| !s.is_empty()).map(|s| s.iter().sum());
         let pin = PackagePin {
             reason: match c.reason {
                 resolve::Reason::Explicit => "explicit",
@@ -467,6 +485,7 @@ pub fn pin(
             sha256: p.sha256,
             size: p.csize,
             url,
+            frees,
             upgrades: c.upgrades,
             removes: c.removes,
             signature: Some(base64::engine::general_purpose::STANDARD.encode(sig)),

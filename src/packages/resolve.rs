@@ -452,6 +452,7 @@ mod tests {
             replaces: Vec::new(),
             pgpsig: None,
             as_dependency: false,
+            size: None,
         }
     }
 
