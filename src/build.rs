@@ -485,12 +485,17 @@ fn build_sized(
         root_fs_uuid: fs_uuid.to_string(),
     };
     if !prepared.is_empty() {
+        let strict = inp
+            .profile
+            .packages
+            .as_ref()
+            .is_some_and(|p| p.config.strict);
         install_packages(
             &mut tree,
             &mut writer,
             &mut prepared,
             &captured,
-            timestamp,
+            (timestamp, strict),
             &mut report,
             rep,
         )?;
@@ -634,18 +639,20 @@ fn spawn_hash(
 }
 
 /// Install the prepared packages into the tree (after the tarball, before the edits), apply
-/// their `sysusers.d` files and write the first-boot unit for the rest
-/// ([`crate::packages::firstboot`]).
+/// their `sysusers.d` files, match the image's alpm hooks against the transaction
+/// ([`crate::packages::hooks`]) and write the first-boot unit for the rest
+/// ([`crate::packages::firstboot`]). `(timestamp, strict)`: the build's time and
+/// `[packages] strict` (refuse what the first boot would have to run).
 fn install_packages(
     tree: &mut Tree,
     writer: &mut Ext4Writer,
     prepared: &mut [crate::packages::install::Prepared],
     captured: &[&str],
-    timestamp: i64,
+    (timestamp, strict): (i64, bool),
     report: &mut ImportReport,
     rep: &Reporter,
 ) -> Result<()> {
-    use crate::packages::{firstboot, install};
+    use crate::packages::{firstboot, hooks, install};
     rep.step(format!("installing {} packages", prepared.len()));
     let r = install::install_all(tree, writer, prepared, captured, timestamp)?;
     for w in &r.warnings {
@@ -689,11 +696,71 @@ fn install_packages(
         .map(|p| firstboot::Installed {
             name: p.fetched.pin.name.clone(),
             version: p.fetched.pin.version.clone(),
+            upgrades: p.fetched.pin.upgrades.clone(),
             has_scriptlet: p.scriptlet.is_some(),
         })
         .collect();
-    let skipped =
-        firstboot::write_deferred(tree, &ctx, &installed, firstboot::REVIEWED_SCRIPTLETS)?;
+    // The image's alpm hooks the transaction triggers (packages::hooks).
+    let mut deferred = Vec::new();
+    let mut pre = Vec::new();
+    for (hook, d) in hooks::plan(&hook_files(tree, writer)?, &r.changes)? {
+        match d {
+            hooks::Disposition::Native(what) => rep.detail(format!(
+                "alpm hook {}: done at build time: {what}",
+                hook.name
+            )),
+            hooks::Disposition::PreTransaction => pre.push(hook.name),
+            hooks::Disposition::Deferred(targets) => deferred.push(firstboot::DeferredHook {
+                name: hook.name,
+                exec: hook.exec,
+                targets: hook.needs_targets.then_some(targets),
+            }),
+        }
+    }
+    let reviewed: Vec<String> = installed
+        .iter()
+        .filter(|i| i.has_scriptlet && firstboot::REVIEWED_SCRIPTLETS.contains(&i.name.as_str()))
+        .map(|i| format!("{}-{}", i.name, i.version))
+        .collect();
+    if strict && (!deferred.is_empty() || !reviewed.is_empty()) {
+        let names: Vec<String> = deferred
+            .iter()
+            .map(|h| format!("alpm hook {} ({})", h.name, h.exec))
+            .chain(
+                reviewed
+                    .iter()
+                    .map(|s| format!("the .INSTALL scriptlet of {s}")),
+            )
+            .collect();
+        bail!(
+            "[packages] strict = true: the node's first boot would have to run {}; drop the \
+             package that brings it, or set strict = false",
+            names.join(", ")
+        );
+    }
+    for name in &pre {
+        rep.warn(format!(
+            "alpm hook {name}: a PreTransaction hook the packages trigger; pacman would have run it before the transaction, the build cannot"
+        ));
+    }
+    for h in &deferred {
+        rep.warn(format!(
+            "alpm hook {}: deferred to the first boot (hc1-pacman-deferred.service runs {:?}{})",
+            h.name,
+            h.exec,
+            match &h.targets {
+                Some(t) => format!(" with {} targets on stdin", t.len()),
+                None => String::new(),
+            }
+        ));
+    }
+    let skipped = firstboot::write_deferred(
+        tree,
+        &ctx,
+        &installed,
+        firstboot::REVIEWED_SCRIPTLETS,
+        &deferred,
+    )?;
     for s in skipped {
         rep.warn(format!(
             "{s}: its .INSTALL scriptlet is not on the reviewed list and will not run (packages::firstboot::REVIEWED_SCRIPTLETS)"
@@ -701,6 +768,38 @@ fn install_packages(
     }
     rep.detail(format!("installed {}", r.installed.join(" ")));
     Ok(())
+}
+
+/// The image's alpm hook files in pacman's `HookDir` order (`usr/share/libalpm/hooks`, then
+/// `etc/pacman.d/hooks`): file name and text, `None` for a hook disabled by a link to
+/// `/dev/null` ([`crate::packages::hooks`]).
+fn hook_files(tree: &Tree, writer: &Ext4Writer) -> Result<Vec<(String, Option<String>)>> {
+    use crate::tree::NodeKind;
+    let mut out = Vec::new();
+    for dir in ["usr/share/libalpm/hooks", "etc/pacman.d/hooks"] {
+        let Some(id) = tree.lookup(dir.as_bytes()) else {
+            continue;
+        };
+        for (name, child) in tree.children(id) {
+            let name = crate::tree::display(name);
+            if !name.ends_with(".hook") {
+                continue;
+            }
+            match &tree.node(child).kind {
+                NodeKind::Symlink(t) if t.as_slice() == b"/dev/null" => out.push((name, None)),
+                NodeKind::File(data) => {
+                    let bytes = writer
+                        .read_data(data)
+                        .with_context(|| format!("/{dir}/{name}: cannot read it back"))?;
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| anyhow::anyhow!("/{dir}/{name}: not UTF-8 text"))?;
+                    out.push((name, Some(text)));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What the kernel hooks would do after the transaction ([`crate::kernel`]): module indexes

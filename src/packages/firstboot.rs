@@ -78,12 +78,32 @@ pub fn unit_text() -> String {
 pub struct Installed {
     pub name: String,
     pub version: String,
+    /// The version it upgraded: pacman calls `post_upgrade NEW OLD` then, else
+    /// `post_install NEW`.
+    pub upgrades: Option<String>,
     pub has_scriptlet: bool,
 }
 
+/// An alpm hook the first boot runs ([`super::hooks`]): its file name, `Exec`, and the
+/// targets fed on stdin when it has `NeedsTargets`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeferredHook {
+    pub name: String,
+    pub exec: String,
+    pub targets: Option<Vec<String>>,
+}
+
+/// The end of a hook's targets in the script (a here-document's delimiter: no `%FILES%` name
+/// is this line).
+const TARGETS_END: &str = "HC1IMG_HOOK_TARGETS_END";
+
 /// The deferred script. `allow` is the reviewed list ([`REVIEWED_SCRIPTLETS`] in a build).
 /// Returns the script and the packages whose scriptlet it does not run.
-pub fn script_text(installed: &[Installed], allow: &[&str]) -> (String, Vec<String>) {
+pub fn script_text(
+    installed: &[Installed],
+    allow: &[&str],
+    hooks: &[DeferredHook],
+) -> (String, Vec<String>) {
     let mut s = String::from(
         "#!/bin/sh\n\
          # Written by hc1img: what pacman would have run after installing the image's packages.\n\
@@ -102,11 +122,40 @@ pub fn script_text(installed: &[Installed], allow: &[&str]) -> (String, Vec<Stri
             continue;
         }
         let db = format!("/var/lib/pacman/local/{}-{}/install", p.name, p.version);
+        // libalpm `add.c`: `post_upgrade NEW OLD` for an upgrade, `post_install NEW` else.
+        let (func, args) = match &p.upgrades {
+            Some(old) => (
+                "post_upgrade",
+                format!("{} {}", shell_quote(&p.version), shell_quote(old)),
+            ),
+            None => ("post_install", shell_quote(&p.version)),
+        };
         s.push_str(&format!(
-            "step sh -c '. \"$1\"; if command -v post_install >/dev/null; then post_install \"$2\"; fi' post_install {} {}\n",
+            "step sh -c '. \"$1\"; shift; if command -v {func} >/dev/null; then {func} \"$@\"; fi' {func} {} {args}\n",
             shell_quote(&db),
-            shell_quote(&p.version)
         ));
+    }
+    // The PostTransaction hooks pacman would have run, in its order, after the scriptlets.
+    for h in hooks {
+        s.push_str(&format!(
+            "echo {} >&2\n",
+            shell_quote(&format!("hc1-pacman-deferred: running hook {}", h.name))
+        ));
+        match &h.targets {
+            Some(t) => {
+                s.push_str(&format!(
+                    "step sh -c {} <<'{TARGETS_END}'\n",
+                    shell_quote(&h.exec)
+                ));
+                for line in t {
+                    s.push_str(line);
+                    s.push('\n');
+                }
+                s.push_str(TARGETS_END);
+                s.push('\n');
+            }
+            None => s.push_str(&format!("step sh -c {} </dev/null\n", shell_quote(&h.exec))),
+        }
     }
     s.push_str(&format!(
         "if [ \"$failed\" = 0 ]; then rm -f /{MARKER}; fi\nexit \"$failed\"\n"
@@ -125,8 +174,9 @@ pub fn write_deferred(
     ctx: &EditContext,
     installed: &[Installed],
     allow: &[&str],
+    hooks: &[DeferredHook],
 ) -> Result<Vec<String>> {
-    let (script, skipped) = script_text(installed, allow);
+    let (script, skipped) = script_text(installed, allow, hooks);
     edit::write_file(tree, ctx, SCRIPT_PATH, script, 0o755, 0, 0)?;
     edit::units::install_unit(
         tree,
@@ -347,12 +397,52 @@ mod tests {
         let pk = |n: &str| Installed {
             name: n.into(),
             version: "1-1".into(),
+            upgrades: None,
             has_scriptlet: true,
         };
+        let up = Installed {
+            upgrades: Some("0.9-1".into()),
+            ..pk("upgraded")
+        };
+        let hooks = [
+            DeferredHook {
+                name: "30-systemd-hwdb.hook".into(),
+                exec: "/usr/bin/systemd-hwdb --usr update".into(),
+                targets: None,
+            },
+            DeferredHook {
+                name: "90-own.hook".into(),
+                exec: "/usr/bin/own-hook 'quoted arg'".into(),
+                targets: Some(vec!["usr/share/own/a".into(), "usr/share/own/b".into()]),
+            },
+        ];
         let (s, skipped) = script_text(
-            &[pk("hello"), pk("uboot-odroid-xu3"), pk("other")],
-            &["hello", "uboot-odroid-xu3"],
+            &[pk("hello"), pk("uboot-odroid-xu3"), pk("other"), up],
+            &["hello", "uboot-odroid-xu3", "upgraded"],
+            &hooks,
         );
+        assert!(
+            s.contains("then post_upgrade \"$@\"; fi' post_upgrade '/var/lib/pacman/local/upgraded-1-1/install' '1-1' '0.9-1'\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("step sh -c '/usr/bin/systemd-hwdb --usr update' </dev/null\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("step sh -c '/usr/bin/own-hook '\\''quoted arg'\\''' <<'HC1IMG_HOOK_TARGETS_END'\nusr/share/own/a\nusr/share/own/b\nHC1IMG_HOOK_TARGETS_END\n"),
+            "{s}"
+        );
+        // The script runs: sh -n parses it.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, &s).unwrap();
+        let o = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(
             s.contains("'/var/lib/pacman/local/hello-1-1/install'"),
             "{s}"

@@ -334,6 +334,8 @@ pub struct InstallReport {
     pub pacsave: Vec<String>,
     /// Files that changed hands: `(path, from NAME-VERSION, to NAME-VERSION)`.
     pub handed: Vec<(String, String, String)>,
+    /// What the transaction did, for the image's alpm hooks ([`super::hooks`]).
+    pub changes: super::hooks::Changes,
 }
 
 /// The transaction's state across its packages (libalpm `conflict.c`
@@ -817,6 +819,16 @@ fn install_one(
                 Some(_) => edit::touch_parent(tree, ctx, f),
                 None => {}
             }
+        }
+    }
+    rep.changes
+        .added
+        .push((pin.name.clone(), upgraded.is_some(), files.clone()));
+    rep.changes.old_files.extend(old_files.iter().cloned());
+    for dir in &pin.removes {
+        // `NAME-PKGVER-PKGREL`: the name is what precedes the last two dashes.
+        if let Some(name) = dir.rsplitn(3, '-').nth(2) {
+            rep.changes.removed.push(name.to_string());
         }
     }
     if let Some(dir) = &upgraded {

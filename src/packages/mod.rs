@@ -25,6 +25,7 @@
 
 pub mod db;
 pub mod firstboot;
+pub mod hooks;
 pub mod install;
 pub mod resolve;
 pub mod vendor;
@@ -68,6 +69,12 @@ pub struct Config {
     /// by, and an `install` that needs one of them newer is refused, naming it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hold: Vec<String>,
+    /// Refuse a build that leaves work for the node's first boot: an alpm hook the packages
+    /// trigger that hc1img does not do at build time, or a reviewed `.INSTALL` scriptlet (an
+    /// image that needs no ARM code run after flashing). Default false: such work is deferred
+    /// to `hc1-pacman-deferred.service`, and the build warns.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
 }
 
 fn yes() -> bool {
@@ -94,8 +101,11 @@ impl Config {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"@._+-".contains(&b))
         };
-        if self.install.is_empty() {
-            return Err(("install", "list at least one package".into()));
+        if self.install.is_empty() && !self.upgrade {
+            return Err((
+                "install",
+                "list at least one package (or keep upgrade = true: a plain `pacman -Syu`)".into(),
+            ));
         }
         for t in &self.install {
             let d = version::Dep::parse(t);
