@@ -68,6 +68,8 @@ const FEATURES: &[&str] = &[
     "empty",
     "xattr",
     "typechange",
+    "rmdir",
+    "pacsave",
     "makepkg",
 ];
 
@@ -90,8 +92,8 @@ const BASE_SEED: u64 = 0x6863_3169_6d67_2026;
 const GROUP: usize = 40;
 /// Groups run side by side.
 const THREADS: usize = 2;
-/// How many cases (from the first) have their new packages made by the real makepkg.
-const MAKEPKG_CASES: usize = 3;
+/// How many new packages (those of the first cases that fit) the real makepkg makes.
+const MAKEPKG_PACKAGES: usize = 4;
 
 /// splitmix64: a small deterministic generator, one per case.
 struct Rng(u64);
@@ -306,7 +308,7 @@ impl Gen<'_> {
             match &e.kind {
                 Kind::Dir if e.path == base => out.push(e.clone()),
                 Kind::Dir => {
-                    if roll < 15 {
+                    if roll < 15 && self.maybe("rmdir", 100) {
                         // The directory and what is in it go.
                         gone.insert(e.path.clone());
                     } else if roll < 35 {
@@ -597,7 +599,7 @@ fn generate(seed: u64, prefix: &str, on: &BTreeSet<&'static str>) -> Case {
                 nfiles.push(Entry::file(&conf2, 0o644, b"b = 1\n".to_vec()));
             }
             let mut nw = g.pkg("a", "2.0-1", nfiles);
-            if g.rng.pct(85) {
+            if g.rng.pct(85) || !g.maybe("pacsave", 100) {
                 nw.backup.push(conf.clone());
             }
             if with2 {
@@ -825,12 +827,15 @@ fn cases(on: &BTreeSet<&'static str>) -> Vec<Case> {
             (0..n).map(seed_of).collect()
         }
     };
+    let mut made = 0;
     seeds
         .iter()
         .enumerate()
         .map(|(i, &s)| {
             let mut c = generate(s, &format!("c{i}"), on);
-            if i < MAKEPKG_CASES && on.contains("makepkg") && !c.new.is_empty() {
+            if made + c.new.len() <= MAKEPKG_PACKAGES && on.contains("makepkg") && !c.new.is_empty()
+            {
+                made += c.new.len();
                 c.makepkg = true;
                 c.used.insert("makepkg");
             }
@@ -1052,34 +1057,27 @@ fn rdump(out: &Path, fs: &Path, root: &Path) {
     debugfs(fs, &format!("rdump / {}", root.display()));
 }
 
-/// What a path is, for the comparison.
+/// What a path is, for the comparison (its owner and mode apart: [`Meta`]).
 #[derive(Debug, PartialEq, Eq)]
 enum Node {
     Missing,
-    File {
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        md5: String,
-        len: u64,
-    },
-    Dir {
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    },
+    File { md5: String, len: u64 },
+    Dir,
     Symlink(String),
     Other(u32),
 }
 
-fn node(root: &Path, rel: &str) -> Node {
+/// Permission bits (none for a symlink), owner.
+type Meta = (Option<u32>, u32, u32);
+
+fn node(root: &Path, rel: &str) -> (Node, Option<Meta>) {
     let p = root.join(rel);
     let Ok(m) = std::fs::symlink_metadata(&p) else {
-        return Node::Missing;
+        return (Node::Missing, None);
     };
     let ft = m.file_type();
-    let mode = m.permissions().mode() & 0o7777;
-    if ft.is_symlink() {
+    let mode = (!ft.is_symlink()).then_some(m.permissions().mode() & 0o7777);
+    let n = if ft.is_symlink() {
         Node::Symlink(
             std::fs::read_link(&p)
                 .unwrap()
@@ -1087,22 +1085,16 @@ fn node(root: &Path, rel: &str) -> Node {
                 .into_owned(),
         )
     } else if ft.is_dir() {
-        Node::Dir {
-            mode,
-            uid: m.uid(),
-            gid: m.gid(),
-        }
+        Node::Dir
     } else if ft.is_file() {
         Node::File {
-            mode,
-            uid: m.uid(),
-            gid: m.gid(),
             md5: md5_hex(&std::fs::read(&p).unwrap()),
             len: m.len(),
         }
     } else {
         Node::Other(m.mode())
-    }
+    };
+    (n, Some((mode, m.uid(), m.gid())))
 }
 
 /// `name (len) = "value"` for each xattr of `path` (lgetxattr), as debugfs's `ea_list`
@@ -1139,37 +1131,65 @@ fn xattr_line(name: &str, v: &[u8]) -> String {
     }
 }
 
-/// The xattrs of each of `paths` in the filesystem image `fs`: one `debugfs -f` run of
-/// `ea_list` requests.
-fn image_xattrs(fs: &Path, paths: &[String], work: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let cmds = work.join("ea_list.cmds");
+/// Each of `paths` in the filesystem image `fs`, as debugfs reads it (one `debugfs -f` run
+/// of `stat` and `ea_list` requests): permission bits and owner (`rdump` restores neither
+/// the set-id and sticky bits nor a symlink's owner), and the xattrs.
+fn image_meta(
+    fs: &Path,
+    paths: &[String],
+    work: &Path,
+) -> BTreeMap<String, (Option<Meta>, BTreeSet<String>)> {
+    let cmds = work.join("debugfs.cmds");
     let mut s = String::new();
     for p in paths {
-        s.push_str(&format!("ea_list \"/{p}\"\n"));
+        s.push_str(&format!("stat \"/{p}\"\nea_list \"/{p}\"\n"));
     }
     std::fs::write(&cmds, s).unwrap();
     let out = run_ok(
         "debugfs",
         &["-f", cmds.to_str().unwrap(), fs.to_str().unwrap()],
     );
-    let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut cur: Option<String> = None;
+    let mut map: BTreeMap<String, (Option<Meta>, BTreeSet<String>)> = BTreeMap::new();
+    let mut cur: Option<(String, bool)> = None;
+    let field = |line: &str, key: &str| -> Option<String> {
+        line.split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+    };
     for line in out.lines() {
-        if let Some(rest) = line.strip_prefix("debugfs: ea_list \"/") {
+        if let Some(rest) = line.strip_prefix("debugfs: stat \"/") {
             let p = rest.trim_end_matches('"').to_string();
             map.entry(p.clone()).or_default();
-            cur = Some(p);
-        } else if let (Some(p), Some(attr)) = (&cur, line.strip_prefix("  ")) {
-            // `name (len) = "value"` or `name (len) = hex…`.
-            let attr = attr.trim_end();
-            let keep = match attr.find(") = \"") {
-                Some(_) if attr.ends_with('"') => attr.to_string(),
-                _ => attr
-                    .split_once(" = ")
-                    .map(|(a, _)| a.to_string())
-                    .unwrap_or_else(|| attr.to_string()),
-            };
-            map.get_mut(p).unwrap().insert(keep);
+            cur = Some((p, true));
+        } else if let Some(rest) = line.strip_prefix("debugfs: ea_list \"/") {
+            let p = rest.trim_end_matches('"').to_string();
+            cur = Some((p, false));
+        } else if let Some((p, is_stat)) = &cur {
+            let e = map.get_mut(p).unwrap();
+            if *is_stat {
+                if line.contains("Type: ") && line.contains("Mode: ") {
+                    let mode = u32::from_str_radix(&field(line, "Mode:").unwrap(), 8).unwrap();
+                    let symlink = field(line, "Type:").as_deref() == Some("symlink");
+                    e.0 = Some(((!symlink).then_some(mode & 0o7777), 0, 0));
+                } else if line.starts_with("User:")
+                    && let Some(m) = &mut e.0
+                {
+                    m.1 = field(line, "User:").unwrap().parse().unwrap();
+                    m.2 = field(line, "Group:").unwrap().parse().unwrap();
+                }
+            } else if let Some(attr) = line.strip_prefix("  ") {
+                // `name (len) = "value"` or `name (len) = hex…`.
+                let attr = attr.trim_end();
+                let keep = if attr.contains(") = \"") && attr.ends_with('"') {
+                    attr.to_string()
+                } else {
+                    attr.split_once(" = ")
+                        .map(|(a, _)| a.to_string())
+                        .unwrap_or_else(|| attr.to_string())
+                };
+                e.1.insert(keep);
+            }
         }
     }
     map
@@ -1234,10 +1254,21 @@ fn without_installdate(desc: &[u8]) -> String {
     out
 }
 
+/// Paths compared, and local database entries pacman added or removed, over the run: the
+/// comparison is not vacuous.
+static COMPARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static CHANGED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Compare pacman's root `theirs` with hc1img's `ours` (its filesystem image `fs`); each
 /// difference as a line.
 fn compare(base: &Path, theirs: &Path, ours: &Path, fs: &Path, work: &Path) -> Vec<String> {
     let mut diffs = Vec::new();
+    let before: BTreeSet<String> = local_db(base).into_keys().collect();
+    let after: BTreeSet<String> = local_db(theirs).into_keys().collect();
+    CHANGED.fetch_add(
+        after.symmetric_difference(&before).count(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
     let (dt, do_) = (local_db(theirs), local_db(ours));
     let names: BTreeSet<&String> = dt.keys().chain(do_.keys()).collect();
     let mut paths: BTreeSet<String> = BTreeSet::new();
@@ -1294,9 +1325,10 @@ fn compare(base: &Path, theirs: &Path, ours: &Path, fs: &Path, work: &Path) -> V
         }
     }
     let paths: Vec<String> = paths.into_iter().filter(|p| !p.is_empty()).collect();
-    let exs = image_xattrs(fs, &paths, work);
+    let meta = image_meta(fs, &paths, work);
+    COMPARED.fetch_add(paths.len(), std::sync::atomic::Ordering::SeqCst);
     for p in &paths {
-        let (a, b) = (node(theirs, p), node(ours, p));
+        let ((a, ma), (b, _)) = (node(theirs, p), node(ours, p));
         if a != b {
             diffs.push(format!("/{p}: pacman {a:?}, hc1img {b:?}"));
             continue;
@@ -1304,8 +1336,16 @@ fn compare(base: &Path, theirs: &Path, ours: &Path, fs: &Path, work: &Path) -> V
         if a == Node::Missing {
             continue;
         }
+        let (mb, xb) = meta.get(p).cloned().unwrap_or_default();
+        if ma != mb {
+            let show = |m: Option<Meta>| match m {
+                Some((Some(mode), u, g)) => format!("mode {mode:o} owner {u}:{g}"),
+                Some((None, u, g)) => format!("owner {u}:{g}"),
+                None => "(no stat)".to_string(),
+            };
+            diffs.push(format!("/{p}: pacman {}, hc1img {}", show(ma), show(mb)));
+        }
         let xa = xattrs_of(&theirs.join(p));
-        let xb = exs.get(p).cloned().unwrap_or_default();
         if xa != xb {
             diffs.push(format!("/{p}: xattrs pacman {xa:?}, hc1img {xb:?}"));
         }
@@ -1601,7 +1641,6 @@ fn upgrades_agree_with_pacman() {
     let failures: std::sync::Mutex<BTreeMap<usize, Vec<String>>> = Default::default();
     let runs = std::sync::atomic::AtomicUsize::new(0);
     let both_refused = std::sync::atomic::AtomicUsize::new(0);
-    let verbose = std::env::var_os("HC1IMG_PACMAN_DIFF_VERBOSE").is_some();
     while !queue.is_empty() {
         let round = std::sync::Mutex::new(std::mem::take(&mut queue));
         let next = std::sync::Mutex::new(Vec::new());
@@ -1618,7 +1657,7 @@ fn upgrades_agree_with_pacman() {
                             && ids.len() == 1
                         {
                             both_refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            if verbose {
+                            {
                                 eprintln!(
                                     "{}: both refuse\n{}\n{}",
                                     cases[ids[0]].prefix,
@@ -1661,8 +1700,10 @@ fn upgrades_agree_with_pacman() {
         .args(["--kill", "gpg-agent"])
         .output();
     let elapsed = t0.elapsed();
+    let compared = COMPARED.load(std::sync::atomic::Ordering::SeqCst);
+    let changed = CHANGED.load(std::sync::atomic::Ordering::SeqCst);
     eprintln!(
-        "pacman_diff: {} cases ({} refused by both), {runs} transactions, features {:?}; packages built in {:.1?}, root in {:.1?}, total {:.1?}",
+        "pacman_diff: {} cases ({} refused by both; {compared} paths compared, {changed} local database entries changed by pacman), {runs} transactions, features {:?}; packages built in {:.1?}, root in {:.1?}, total {:.1?}",
         cases.len(),
         both_refused,
         on,
@@ -1682,10 +1723,32 @@ fn upgrades_agree_with_pacman() {
             }
             report.push('\n');
         }
+        // Each feature: failing cases that use it / cases that use it.
+        let mut tally: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for (i, c) in cases.iter().enumerate() {
+            for f in &c.used {
+                let t = tally.entry(f).or_default();
+                t.1 += 1;
+                if failures.contains_key(&i) {
+                    t.0 += 1;
+                }
+            }
+        }
+        let tally: Vec<String> = tally
+            .iter()
+            .map(|(f, (bad, all))| format!("{f} {bad}/{all}"))
+            .collect();
         panic!(
-            "{} of {} cases disagree with pacman (by scenario: {by_feature:?}):\n\n{report}",
+            "{} of {} cases disagree with pacman (by scenario: {by_feature:?}; failing/using per feature: {}):\n\n{report}",
             failures.len(),
-            cases.len()
+            cases.len(),
+            tally.join(", ")
+        );
+    }
+    if both_refused < cases.len() {
+        assert!(
+            compared > 0 && changed > 0,
+            "nothing was compared ({compared} paths) or upgraded ({changed} entries)"
         );
     }
 }
