@@ -376,7 +376,11 @@ impl Gen<'_> {
     fn pkg(&self, s: &str, ver: &str, files: Vec<Entry>) -> Pkg {
         Pkg {
             files,
-            ext: if ver.len() % 2 == 0 { "zst" } else { "xz" },
+            ext: if ver.len().is_multiple_of(2) {
+                "zst"
+            } else {
+                "xz"
+            },
             ..Pkg::new(&self.name(s), ver)
         }
     }
@@ -657,9 +661,9 @@ fn generate(seed: u64, prefix: &str, on: &BTreeSet<&'static str>) -> Case {
             // foo is installed (and needed by user); the repository has foo-ng instead.
             let fbase = g.base("foo");
             let ff = g.entries(&fbase);
-            let foo = g.pkg("foo", "1.0-1", ff.clone());
-            let foo_name = foo.name.clone();
-            old.push((foo, g.rng.pct(50)));
+            let renamed = g.pkg("foo", "1.0-1", ff.clone());
+            let foo_name = renamed.name.clone();
+            old.push((renamed, g.rng.pct(50)));
             let ubase = g.base("user");
             let uf = g.entries(&ubase);
             let mut user = g.pkg("user", "1.0-1", uf);
@@ -690,9 +694,9 @@ fn generate(seed: u64, prefix: &str, on: &BTreeSet<&'static str>) -> Case {
             old.push((lb, true));
             let bbase = g.base("baz");
             let bf = g.entries(&bbase);
-            let mut baz = g.pkg("baz", "1.0-1", bf.clone());
-            baz.deps.push(format!("{so}=1"));
-            old.push((baz, false));
+            let mut user = g.pkg("baz", "1.0-1", bf.clone());
+            user.deps.push(format!("{so}=1"));
+            old.push((user, false));
             let nlf = g.mutate(&lf, &lbase);
             let mut nlb = g.pkg("libbar", "2.0-1", nlf);
             nlb.provides.push(format!("{so}=2"));
@@ -854,12 +858,12 @@ fn cases_named(text: &str, ids: &[usize]) -> BTreeSet<usize> {
             while j < b.len() && b[j].is_ascii_digit() {
                 j += 1;
             }
-            if j > i + 1 && (j == b.len() || b[j] == b'-' || b[j] == b'/') {
-                if let Ok(n) = text[i + 1..j].parse::<usize>() {
-                    if ids.contains(&n) {
-                        out.insert(n);
-                    }
-                }
+            if j > i + 1
+                && (j == b.len() || b[j] == b'-' || b[j] == b'/')
+                && let Ok(n) = text[i + 1..j].parse::<usize>()
+                && ids.contains(&n)
+            {
+                out.insert(n);
             }
         }
     }
@@ -1353,6 +1357,9 @@ fn compare(base: &Path, theirs: &Path, ours: &Path, fs: &Path, work: &Path) -> V
     diffs
 }
 
+/// One case's package files: the old ones (with `--asdeps`), the new ones.
+type Built = (Vec<(PathBuf, bool)>, Vec<PathBuf>);
+
 /// Build every case's packages (old into `old/`, new into `new/` and signed), in parallel.
 fn build_all(
     dir: &Path,
@@ -1364,7 +1371,7 @@ fn build_all(
     std::fs::create_dir_all(&old_dir).unwrap();
     std::fs::create_dir_all(&new_dir).unwrap();
     let threads = 3;
-    let results: Vec<(Vec<(PathBuf, bool)>, Vec<PathBuf>)> = std::thread::scope(|sc| {
+    let results: Vec<Built> = std::thread::scope(|sc| {
         let chunks: Vec<_> = (0..threads)
             .map(|t| {
                 let (old_dir, new_dir) = (&old_dir, &new_dir);
@@ -1393,16 +1400,16 @@ fn build_all(
                             .collect();
                         let refs: Vec<&PathBuf> = new.iter().collect();
                         pkgs::sign_all(gpg, &refs);
-                        out.push((i, old, new));
+                        out.push((i, (old, new)));
                     }
                     out
                 })
             })
             .collect();
-        let mut all: Vec<(usize, Vec<(PathBuf, bool)>, Vec<PathBuf>)> =
+        let mut all: Vec<(usize, Built)> =
             chunks.into_iter().flat_map(|h| h.join().unwrap()).collect();
         all.sort_by_key(|x| x.0);
-        all.into_iter().map(|(_, o, n)| (o, n)).collect()
+        all.into_iter().map(|(_, b)| b).collect()
     });
     let mut explicit = Vec::new();
     let mut asdeps = Vec::new();
