@@ -383,11 +383,8 @@ impl Gen<'_> {
     fn pkg(&self, s: &str, ver: &str, files: Vec<Entry>) -> Pkg {
         Pkg {
             files,
-            ext: if ver.len().is_multiple_of(2) {
-                "zst"
-            } else {
-                "xz"
-            },
+            // Some xz (pacman reads both; xz costs more CPU to write, so few).
+            ext: if self.rng_ext(s, ver) { "xz" } else { "zst" },
             ..Pkg::new(&self.name(s), ver)
         }
     }
