@@ -338,10 +338,10 @@ fn kernel_upgrade_inputs(dir: &Path, tarball: &Path) -> (PathBuf, String) {
         f = file.display(),
     ));
     std::fs::remove_dir_all(&pkg).unwrap();
-    let gpg = crate::packages_e2e::signer(dir);
+    let gpg = crate::common::pkgs::signer(dir);
     // The tarball too, as Arch Linux ARM signs its tarballs.
-    crate::packages_e2e::sign_all(&gpg, &[&file, &out]);
-    crate::packages_e2e::repo_add(&core, "core", &[file]);
+    crate::common::pkgs::sign_all(&gpg, &[&file, &out]);
+    crate::common::pkgs::repo_add(&core, "core", &[file]);
     (out, format!("file://{}/mirror/$repo", dir.display()))
 }
 

@@ -41,6 +41,7 @@ mod offline_mirror;
 mod ops_scripts;
 mod overlays_e2e;
 mod packages_e2e;
+mod pacman_diff;
 mod plan_env;
 mod plan_hash;
 mod profile_errors;

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use crate::common::pkgs;
 use crate::common::*;
 use crate::gpg_keys::Gpg;
 use crate::packages_e2e::tarball_with_local_db;
@@ -226,76 +227,23 @@ fn packages(ext: &str) -> Vec<Pkg> {
     }
 }
 
-/// `[epoch:]pkgver-pkgrel` → (epoch, pkgver, pkgrel).
-fn split_ver(v: &str) -> (&str, &str, &str) {
-    let (epoch, rest) = v.split_once(':').unwrap_or(("", v));
-    let (ver, rel) = rest.rsplit_once('-').unwrap();
-    (epoch, ver, rel)
-}
-
-/// Run Debian's `makepkg` (as `nobody`: makepkg refuses root) over a PKGBUILD for `p` in
-/// `work`, compressed as `ext`; returns the package file.
+/// Debian's `makepkg` over a PKGBUILD for `p` ([`pkgs::makepkg`]), compressed as `ext`;
+/// each file is a 0755 script (with the newline a here-document ends it with).
 fn makepkg(work: &Path, p: &Pkg, ext: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(work).unwrap();
-    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let (epoch, ver, rel) = split_ver(p.ver);
-    let mut pb = format!("pkgname={}\npkgver={ver}\npkgrel={rel}\n", p.name);
-    if !epoch.is_empty() {
-        pb.push_str(&format!("epoch={epoch}\n"));
-    }
-    let deps: Vec<String> = p.depends.iter().map(|d| format!("'{d}'")).collect();
-    pb.push_str(&format!(
-        "arch=(armv7h)\nlicense=(MIT)\npkgdesc=\"test {}\"\ndepends=({})\npackage() {{\n",
-        p.name,
-        deps.join(" ")
-    ));
-    for (path, body) in p.files {
-        pb.push_str(&format!(
-            "  install -Dm755 /dev/stdin \"$pkgdir/{path}\" <<'EOF'\n{body}\nEOF\n"
-        ));
-    }
-    pb.push_str("}\n");
-    std::fs::write(work.join("PKGBUILD"), pb).unwrap();
-    let conf = work.join("makepkg.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "CARCH=\"armv7h\"\nCHOST=\"armv7l-unknown-linux-gnueabihf\"\nPKGEXT='.pkg.tar.{ext}'\nSRCEXT='.src.tar.gz'\n\
-             OPTIONS=(!strip !docs !libtool !staticlibs !emptydirs !zipman !purge !debug !lto)\n\
-             INTEGRITY_CHECK=(sha256)\nCOMPRESSXZ=(xz -c -z -)\nCOMPRESSZST=(zstd -c -z -q -)\n\
-             PACKAGER=\"hc1img test <test@example.invalid>\"\n"
-        ),
+    let ext = if ext == "xz" { "xz" } else { "zst" };
+    pkgs::makepkg(
+        work,
+        &pkgs::Pkg {
+            deps: pkgs::strings(p.depends),
+            files: p
+                .files
+                .iter()
+                .map(|(path, body)| pkgs::Entry::file(path, 0o755, format!("{body}\n")))
+                .collect(),
+            ext,
+            ..pkgs::Pkg::new(p.name, p.ver)
+        },
     )
-    .unwrap();
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "makepkg",
-        ])
-        .arg("--config")
-        .arg(&conf)
-        .args(["--nodeps", "--noconfirm", "--nocolor"])
-        .current_dir(work)
-        .env("HOME", work)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .expect("makepkg (Debian package makepkg) and setpriv are needed by this test");
-    assert!(
-        o.status.success(),
-        "makepkg failed:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let files: Vec<PathBuf> = std::fs::read_dir(work)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|f| f.to_string_lossy().ends_with(&format!(".pkg.tar.{ext}")))
-        .collect();
-    assert_eq!(files.len(), 1, "makepkg made {files:?}");
-    files[0].clone()
 }
 
 /// The signed mirror tree in `dir/mirror`; returns (its root, the signer's fingerprint, the
@@ -308,28 +256,27 @@ struct Made {
 }
 
 fn sign(gpg: &Gpg, file: &Path) {
-    let sig = PathBuf::from(format!("{}.sig", file.display()));
-    gpg.sign(file, &sig, false).unwrap();
+    pkgs::sign_all(gpg, &[&file.to_path_buf()]);
 }
 
+/// [`pkgs::repo_add`] over every package of `root/armv7h/repo` (a new database).
 fn repo_add(root: &Path, repo: &str) {
     let dir = root.join("armv7h").join(repo);
-    let mut pkgs: Vec<String> = std::fs::read_dir(&dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
-        .map(|e| e.unwrap().path().display().to_string())
-        .filter(|p| p.ends_with(".pkg.tar.xz") || p.ends_with(".pkg.tar.zst"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let p = p.to_string_lossy();
+            p.ends_with(".pkg.tar.xz") || p.ends_with(".pkg.tar.zst")
+        })
         .collect();
-    pkgs.sort();
-    let db = dir.join(format!("{repo}.db.tar.gz"));
-    let _ = std::fs::remove_file(&db);
-    let mut args = vec!["-q".to_string(), db.display().to_string()];
-    args.extend(pkgs);
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_ok("repo-add", &a);
+    files.sort();
+    let _ = std::fs::remove_file(dir.join(format!("{repo}.db.tar.gz")));
+    pkgs::repo_add(&dir, repo, &files);
     // repo-add makes `<repo>.db` a symlink; a mirror serves it as a file.
     let link = dir.join(format!("{repo}.db"));
     std::fs::remove_file(&link).unwrap();
-    std::fs::copy(&db, &link).unwrap();
+    std::fs::copy(dir.join(format!("{repo}.db.tar.gz")), &link).unwrap();
 }
 
 fn make_mirror(dir: &Path) -> Made {

@@ -486,6 +486,7 @@ impl std::io::Read for Cycle {
     }
 }
 pub mod ext4list;
+pub mod pkgs;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
