@@ -529,18 +529,12 @@ fn an_upgrade_of_every_package_fits_size_auto_and_reuses_the_freed_blocks() {
             &work,
             &core,
             &Pkg {
-                name,
-                ver: "2-1",
-                deps: &[],
-                provides: &[],
-                backup: &[],
                 files: paths
                     .iter()
                     .zip(contents)
-                    .map(|(p, d)| (p.as_str(), 0o644, d))
+                    .map(|(p, d)| Entry::file(p, 0o644, d))
                     .collect(),
-                install: None,
-                ext: "zst",
+                ..Pkg::new(name, "2-1")
             },
         );
         std::fs::remove_dir_all(work.join(format!("{name}-2-1"))).unwrap();

@@ -29,9 +29,9 @@
 //! the repository as its `file://` mirror and every node section off, runs `lock` then
 //! `build`, and the root filesystem is read back with `e2fsck -fn` and `debugfs` (`rdump` for
 //! contents and link targets; `stat` for modes and owners, which `rdump` does not fully
-//! restore; `ea_list`). The profile's `install` names an anchor package installed in R and
-//! never in the repository: hc1img refuses `install = []`, and an installed target is a no-op
-//! (like `--needed`), so the transaction is pacman's plain `-Syu`. Compared: for every path in
+//! restore; `ea_list`). The profile's `install = []` makes the transaction pacman's plain
+//! `-Syu` (an anchor package installed in R and never in the repository stays, as any
+//! installed package the repository lacks). Compared: for every path in
 //! the union of both local databases' `%FILES%` and R's (and each `%BACKUP%` path's
 //! `.pacnew`/`.pacsave`), existence, type, permission bits, owner, contents, symlink target and
 //! xattrs; and `var/lib/pacman/local/*/` (`desc`, `files`, `mtree`, `install`, and no other
@@ -1018,9 +1018,8 @@ fn run_group(w: &World, name: &str, ids: &[usize]) -> (Outcome, Outcome, PathBuf
              [docker]\nenable = false\n\n[cron]\nenable = false\n\n[ssh]\nenable = false\n\n\
              [firstboot]\nenable = false\n\n[fstab]\nenable = false\n\n[io_scheduler]\nenable = false\n\n\
              [journald]\nenable = false\n\n[system]\nenable = false\n\n[users]\nenable = false\n\n\
-             [packages]\n# `install = []` is refused (\"list at least one package\"): the anchor,\n\
-             # installed and never upgraded, makes this a plain `pacman -Syu`.\n\
-             install = [\"hc1-anchor\"]\nupgrade = true\nrepositories = [\"core\"]\n\
+             [packages]\n# A plain `pacman -Syu`.\n\
+             install = []\nupgrade = true\nrepositories = [\"core\"]\n\
              mirrors = [\"file://{mirror}/$repo\"]\narchitecture = \"armv7h\"\n",
             board = repo_root().join("profiles/boards/odroid-hc1.toml").display().to_string(),
             src = w.tarball.display().to_string(),
@@ -1555,7 +1554,7 @@ fn upgrades_agree_with_pacman() {
     let base = alarm_tarball(
         &dir,
         &Alarm {
-            msmtp: false,
+            section_programs: false,
             ..Alarm::default()
         },
     );
