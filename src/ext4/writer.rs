@@ -243,7 +243,8 @@ impl Writer {
                 return;
             }
             if let NodeKind::File(FileData::Stored(r)) = &tree.node(id).kind {
-                for x in &r.runs {
+                // A sparse file's holes hold no blocks.
+                for x in r.runs.iter().filter(|x| !x.is_hole()) {
                     let end = x.start.saturating_add(u64::from(x.len));
                     if end > self.geo.blocks
                         || self.alloc.taken.count_range(x.start, end) != u64::from(x.len)

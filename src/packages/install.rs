@@ -465,6 +465,11 @@ struct Unpack<'a> {
     skip_dirs: BTreeSet<Vec<u8>>,
     /// `backup` files that existed already, as they were, with their md5 when held in memory.
     existing_backup: BTreeMap<Vec<u8>, (Node, Option<String>)>,
+    /// The upgraded version's `%BACKUP%` (path -> md5).
+    old_backup: &'a BTreeMap<String, String>,
+    /// Files the old version listed in `backup` that the new one ships but not as `backup`,
+    /// as they were: kept as `.pacsave` when the admin changed them (`add.c`).
+    was_backup: BTreeMap<Vec<u8>, Node>,
     /// The entry whose held contents are to be hashed (a `backup` file), and the hashes.
     md5_for: Option<String>,
     md5s: BTreeMap<String, String>,
@@ -596,6 +601,10 @@ impl import::Hooks for Unpack<'_> {
             return Ok(());
         }
         if hands_over || self.old_set.contains(shown.as_str()) {
+            if self.old_backup.contains_key(&shown) && kind.is_file() {
+                let node = tree.node(id).clone();
+                self.was_backup.entry(path.clone()).or_insert(node);
+            }
             self.expected.insert(path);
             return Ok(());
         }
@@ -719,6 +728,8 @@ fn install_one(
         created: BTreeSet::new(),
         skip_dirs: BTreeSet::new(),
         existing_backup: BTreeMap::new(),
+        old_backup: &old_backup,
+        was_backup: BTreeMap::new(),
         md5_for: None,
         md5s: BTreeMap::new(),
         mtree: None,
@@ -750,6 +761,7 @@ fn install_one(
         created: _,
         skip_dirs: _,
         existing_backup,
+        was_backup,
         md5s,
         mtree,
         scriptlet,
@@ -836,6 +848,23 @@ fn install_one(
     }
     for dir in &pin.removes {
         tx.pending.remove(dir);
+    }
+
+    // A file the old version had in `backup` and the new one ships as a plain file: the
+    // package's file is installed, the admin's changed one kept as `.pacsave` (`add.c`).
+    for (path, node) in was_backup {
+        let shown = tree::display(&path);
+        let NodeKind::File(data) = &node.kind else {
+            continue;
+        };
+        let cur = sink
+            .read_data(data)
+            .with_context(|| format!("/{shown}: cannot read it back"))?;
+        if old_backup.get(&shown).is_some_and(|m| *m != md5_hex(&cur)) {
+            let pacsave = format!("{shown}.pacsave");
+            tree.insert(pacsave.as_bytes(), node, &default_meta)?;
+            rep.pacsave.push(format!("/{pacsave}"));
+        }
     }
 
     // Backup files that were on the image (pacman's rule, module doc).

@@ -121,13 +121,14 @@ fn make_repos(dir: &Path, gpg: &Gpg, hello_body: &[u8]) -> String {
     );
     sign_all(gpg, &[&libfoo, &dash]);
     repo_add(&core, "core", &[libfoo, dash]);
-    let hello = build_pkg(
-        &work,
-        &extra,
-        &Pkg {
-            deps: strings(&["libfoo>=1.1", "sh", "libfoo.so"]),
-            backup: strings(&["etc/hello.conf"]),
-            files: vec![
+    let hello =
+        build_pkg(
+            &work,
+            &extra,
+            &Pkg {
+                deps: strings(&["libfoo>=1.1", "sh", "libfoo.so"]),
+                backup: strings(&["etc/hello.conf"]),
+                files: vec![
                 Entry::file("usr/bin/hello", 0o755, hello_body.to_vec()),
                 // Longer than ustar's 100-byte name: bsdtar writes a pax `path` record.
                 Entry::file(LONG, 0o644, b"a long name\n".to_vec()),
@@ -143,11 +144,16 @@ fn make_repos(dir: &Path, gpg: &Gpg, hello_body: &[u8]) -> String {
                     0o644,
                     b"[Unit]\nDescription=Hello\n[Service]\nExecStart=/usr/bin/hello\n".to_vec(),
                 ),
+                // Its own alpm hook (alpm-hooks(5)), triggered by its own files: deferred to
+                // the first boot with the matched paths on stdin.
+                Entry::file("usr/share/libalpm/hooks/50-hello-index.hook", 0o644, HELLO_HOOK),
+                Entry::file("usr/share/hello/greetings/en.txt", 0o644, b"hello\n".to_vec()),
+                Entry::file("usr/share/hello/greetings/fr.txt", 0o644, b"salut\n".to_vec()),
             ],
-            install: Some("post_install() {\n  echo hello installed\n}\n".to_string()),
-            ..Pkg::new("hello", "2:1.0-3")
-        },
-    );
+                install: Some("post_install() {\n  echo hello installed\n}\n".to_string()),
+                ..Pkg::new("hello", "2:1.0-3")
+            },
+        );
     let mksh = build_pkg(
         &work,
         &extra,
@@ -161,6 +167,12 @@ fn make_repos(dir: &Path, gpg: &Gpg, hello_body: &[u8]) -> String {
     repo_add(&extra, "extra", &[hello, mksh]);
     format!("file://{}/mirror/$repo", dir.display())
 }
+
+/// hello's alpm hook: a Path trigger on its greetings (one target negated), `NeedsTargets`.
+const HELLO_HOOK: &str = "[Trigger]\nType = Path\nOperation = Install\nOperation = Upgrade\n\
+    Target = usr/share/hello/greetings/*\nTarget = !usr/share/hello/greetings/fr.txt\n\n\
+    [Action]\nDescription = Indexing greetings...\nWhen = PostTransaction\n\
+    Exec = /usr/bin/hello --index\nNeedsTargets\n";
 
 fn write_profile(dir: &Path, tarball: &Path, mirror: &str) -> PathBuf {
     let p = dir.join("pk.toml");
@@ -296,6 +308,13 @@ fn lock_build_and_pacman_agrees() {
         text.contains("hello-2:1.0-3: its .INSTALL scriptlet is not on the reviewed list"),
         "{text}"
     );
+    assert!(
+        text.contains("alpm hook 50-hello-index.hook: deferred to the first boot")
+            && text.contains("with 1 targets on stdin"),
+        "{text}"
+    );
+    // An upgrade replacing its old version's files warns about nothing ordinary.
+    assert!(!text.contains("duplicate entry"), "{text}");
     // Same inputs, same bytes, packages included.
     let (ok, text) = hc1img(dir, &["-q", "build", ps, "--out", "again"]);
     assert!(ok, "second build failed:\n{text}");
@@ -404,6 +423,47 @@ fn lock_build_and_pacman_agrees() {
     );
     let vtext = String::from_utf8_lossy(&v.stderr).into_owned();
     assert!(v.status.success(), "systemd-analyze verify:\n{vtext}");
+    // The deferred script runs the hook with its matched target on stdin; run here with a
+    // stand-in for the hook's program, it gets exactly that line.
+    let script = std::fs::read_to_string(root.join("usr/lib/hc1img/pacman-deferred")).unwrap();
+    let hook = script
+        .split("echo 'hc1-pacman-deferred: running hook 50-hello-index.hook' >&2\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the hook is not in the deferred script:\n{script}"));
+    assert!(
+        hook.starts_with(
+            "step sh -c '/usr/bin/hello --index' <<'HC1IMG_HOOK_TARGETS_END'\nusr/share/hello/greetings/en.txt\nHC1IMG_HOOK_TARGETS_END\n"
+        ),
+        "{script}"
+    );
+    let stand_in = hook.replacen("/usr/bin/hello --index", "cat", 1);
+    let ran = Command::new("sh")
+        .arg("-c")
+        .arg(format!("step() {{ \"$@\"; }}\n{stand_in}"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "usr/share/hello/greetings/en.txt\n"
+    );
+
+    // `[packages] strict = true` refuses what the first boot would have to run, naming it.
+    let text = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(
+        &profile,
+        text.replace("[packages]\n", "[packages]\nstrict = true\n"),
+    )
+    .unwrap();
+    let (ok, text) = hc1img(dir, &["build", ps, "--out", "strict"]);
+    assert!(
+        !ok,
+        "a strict build with a deferred hook succeeded:\n{text}"
+    );
+    assert!(
+        text.contains("[packages] strict = true: the node's first boot would have to run alpm hook 50-hello-index.hook (/usr/bin/hello --index)"),
+        "{text}"
+    );
+    assert!(!dir.join("strict").exists());
 }
 
 #[test]
