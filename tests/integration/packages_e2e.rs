@@ -310,7 +310,7 @@ fn lock_build_and_pacman_agrees() {
     );
     assert!(
         text.contains("alpm hook 50-hello-index.hook: deferred to the first boot")
-            && text.contains("with 1 targets on stdin"),
+            && text.contains("with 2 targets on stdin"),
         "{text}"
     );
     // An upgrade replacing its old version's files warns about nothing ordinary.
@@ -356,7 +356,7 @@ fn lock_build_and_pacman_agrees() {
     let o = pacman(&root, &["-Qkk", "hello"]);
     let k = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(
-        o.status.success() && k.contains("hello: 15 total files, 0 altered files"),
+        o.status.success() && k.contains("hello: 21 total files, 0 altered files"),
         "{k}"
     );
     for line in k.lines().filter(|l| l.contains("/root/")) {
@@ -423,8 +423,9 @@ fn lock_build_and_pacman_agrees() {
     );
     let vtext = String::from_utf8_lossy(&v.stderr).into_owned();
     assert!(v.status.success(), "systemd-analyze verify:\n{vtext}");
-    // The deferred script runs the hook with its matched target on stdin; run here with a
-    // stand-in for the hook's program, it gets exactly that line.
+    // The deferred script runs the hook with its matched targets on stdin (the directory
+    // too: `*` matches the empty name, as in fnmatch(3); fr.txt is negated); run here with a
+    // stand-in for the hook's program, it gets exactly those lines.
     let script = std::fs::read_to_string(root.join("usr/lib/hc1img/pacman-deferred")).unwrap();
     let hook = script
         .split("echo 'hc1-pacman-deferred: running hook 50-hello-index.hook' >&2\n")
@@ -432,7 +433,7 @@ fn lock_build_and_pacman_agrees() {
         .unwrap_or_else(|| panic!("the hook is not in the deferred script:\n{script}"));
     assert!(
         hook.starts_with(
-            "step sh -c '/usr/bin/hello --index' <<'HC1IMG_HOOK_TARGETS_END'\nusr/share/hello/greetings/en.txt\nHC1IMG_HOOK_TARGETS_END\n"
+            "step sh -c '/usr/bin/hello --index' <<'HC1IMG_HOOK_TARGETS_END'\nusr/share/hello/greetings/\nusr/share/hello/greetings/en.txt\nHC1IMG_HOOK_TARGETS_END\n"
         ),
         "{script}"
     );
@@ -444,7 +445,7 @@ fn lock_build_and_pacman_agrees() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&ran.stdout),
-        "usr/share/hello/greetings/en.txt\n"
+        "usr/share/hello/greetings/\nusr/share/hello/greetings/en.txt\n"
     );
 
     // `[packages] strict = true` refuses what the first boot would have to run, naming it.
