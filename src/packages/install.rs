@@ -347,6 +347,9 @@ struct Transaction {
     pending: BTreeSet<String>,
     /// Their files (not directories): which pending package owns each path.
     owners: BTreeMap<String, String>,
+    /// Their `%FILES%` and `%BACKUP%`, read from the local database once, when the
+    /// transaction starts; taken by the package that upgrades or removes them.
+    old: BTreeMap<String, (Vec<String>, BTreeMap<String, String>)>,
     /// Files that changed hands: path -> the new owner (`NAME-VERSION`). The old owner's
     /// upgrade or removal leaves them (pacman's `skip_remove`); a second package of the
     /// transaction shipping one is a file conflict.
@@ -412,11 +415,11 @@ pub fn install_all(
         let pin = &p.fetched.pin;
         let old = pin.upgrades.iter().map(|v| format!("{}-{v}", pin.name));
         for dir in old.chain(pin.removes.iter().cloned()) {
-            for f in local_files(tree, &dir)?.0 {
-                if !f.ends_with('/') {
-                    tx.owners.insert(f, dir.clone());
-                }
+            let listed = local_files(tree, &dir)?;
+            for f in listed.0.iter().filter(|f| !f.ends_with('/')) {
+                tx.owners.insert(f.clone(), dir.clone());
             }
+            tx.old.insert(dir.clone(), listed);
             tx.pending.insert(dir);
         }
     }
@@ -687,14 +690,14 @@ fn install_one(
     // The version this one upgrades (its `backup` md5s are pacman's "original" hashes), and
     // the packages it replaces (`%REPLACES%`): all their files are this package's old files.
     let upgraded = pin.upgrades.as_ref().map(|v| format!("{}-{v}", pin.name));
-    let (mut old_files, old_backup) = match &upgraded {
-        Some(dir) => local_files(tree, dir)?,
-        None => (Vec::new(), BTreeMap::new()),
-    };
+    let (mut old_files, old_backup) = upgraded
+        .as_ref()
+        .and_then(|dir| tx.old.remove(dir))
+        .unwrap_or_default();
     // Every old package's `backup` md5s, for `.pacsave` (libalpm `remove.c` `unlink_file`).
     let mut saved_md5 = old_backup.clone();
     for dir in &pin.removes {
-        let (files, backup) = local_files(tree, dir)?;
+        let (files, backup) = tx.old.remove(dir).unwrap_or_default();
         if files.is_empty() && backup.is_empty() {
             bail!(
                 "the lock file says it replaces {dir}, which the tarball does not have installed: run `hc1img lock` on the profile"
@@ -809,21 +812,15 @@ fn install_one(
             }
             match old_ids.get(f) {
                 Some(&id) if tree.lookup(f.as_bytes()) == Some(id) => {
-                    let changed = match (saved_md5.get(f), &tree.node(id).kind) {
-                        (Some(md5), NodeKind::File(data)) => {
-                            let cur = sink
-                                .read_data(data)
-                                .with_context(|| format!("/{f}: cannot read it back"))?;
-                            md5_hex(&cur) != *md5
+                    let saved = match saved_md5.get(f) {
+                        Some(md5) => {
+                            let node = tree.node(id).clone();
+                            save_if_changed(tree, &*sink, f, node, md5, &default_meta, rep)?
                         }
-                        _ => false,
+                        None => false,
                     };
-                    if changed {
-                        let node = tree.node(id).clone();
-                        let pacsave = format!("{f}.pacsave");
-                        tree.insert(pacsave.as_bytes(), node, &default_meta)?;
+                    if saved {
                         tree.remove(f.as_bytes());
-                        rep.pacsave.push(format!("/{pacsave}"));
                     } else {
                         edit::remove(tree, ctx, f)?;
                     }
@@ -854,16 +851,8 @@ fn install_one(
     // package's file is installed, the admin's changed one kept as `.pacsave` (`add.c`).
     for (path, node) in was_backup {
         let shown = tree::display(&path);
-        let NodeKind::File(data) = &node.kind else {
-            continue;
-        };
-        let cur = sink
-            .read_data(data)
-            .with_context(|| format!("/{shown}: cannot read it back"))?;
-        if old_backup.get(&shown).is_some_and(|m| *m != md5_hex(&cur)) {
-            let pacsave = format!("{shown}.pacsave");
-            tree.insert(pacsave.as_bytes(), node, &default_meta)?;
-            rep.pacsave.push(format!("/{pacsave}"));
+        if let Some(md5) = old_backup.get(&shown) {
+            save_if_changed(tree, &*sink, &shown, node, md5, &default_meta, rep)?;
         }
     }
 
@@ -944,6 +933,33 @@ fn install_one(
 }
 
 /// The local `desc`, in `_alpm_local_db_write`'s order.
+/// Keep `node` (the regular file at `path` as the image had it) as `PATH.pacsave` when its
+/// contents differ from `md5`, the `%BACKUP%` md5 pacman recorded for it (libalpm `remove.c`
+/// `unlink_file`, `add.c`). Returns whether it did.
+fn save_if_changed(
+    tree: &mut Tree,
+    sink: &dyn DataSink,
+    path: &str,
+    node: Node,
+    md5: &str,
+    meta: &Meta,
+    rep: &mut InstallReport,
+) -> Result<bool> {
+    let NodeKind::File(data) = &node.kind else {
+        return Ok(false);
+    };
+    let cur = sink
+        .read_data(data)
+        .with_context(|| format!("/{path}: cannot read it back"))?;
+    if md5_hex(&cur) == md5 {
+        return Ok(false);
+    }
+    let pacsave = format!("{path}.pacsave");
+    tree.insert(pacsave.as_bytes(), node, meta)?;
+    rep.pacsave.push(format!("/{pacsave}"));
+    Ok(true)
+}
+
 /// The installed package that owned `path` before the transaction.
 fn old_owner(owners: &BTreeMap<String, String>, path: &str) -> String {
     owners.get(path).cloned().unwrap_or_default()
