@@ -19,11 +19,11 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{EditContext, check_one_line, mkdir_p, write_file};
+use super::{EditInputs, Locator, Need, Section, Sections};
 use crate::edit::units::{ETC_UNITS, install_unit};
+use crate::edit::{EditContext, check_one_line, mkdir_p, write_file};
 use crate::tree::Tree;
 use crate::values::{AbsPath, CalendarSpec, TimeSpan};
-use super::{EditInputs, Locator, Need, Section, Sections};
 
 /// The backup script, as shipped in the image.
 pub const BACKUP_SCRIPT: &str = include_str!("../../assets/ops/hc1-volume-backup");
@@ -442,19 +442,28 @@ impl Section for Config {
 
     fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
         check(self).map_err(|e| at.err(&["backup"], &e))?;
-        at.declared(&["backup", "cifs_password_secret"], &self.cifs_password_secret)?;
+        at.declared(
+            &["backup", "cifs_password_secret"],
+            &self.cifs_password_secret,
+        )?;
         at.declared(&["backup", "ssh_key_secret"], &self.ssh_key_secret)
     }
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     fn nfs() -> Config {
         toml::from_str("target = \"nfs\"\nshare = \"nas.lan:/export/hc1\"\nkeep_days = 7\n")

@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use super::backup::{check_abs_path, is_plain_word, shell_conf};
 use super::docker;
-use crate::edit::{EditContext, mkdir_p, write_file};
-use crate::edit::units::{ETC_UNITS, install_unit};
-use crate::tree::Tree;
 use super::{EditInputs, Locator, Need, Section, Sections};
+use crate::edit::units::{ETC_UNITS, install_unit};
+use crate::edit::{EditContext, mkdir_p, write_file};
+use crate::tree::Tree;
 
 pub const SETUP_SCRIPT: &str = include_str!("../../assets/ops/hc1-buildx-setup");
 pub const BAKE_SCRIPT: &str = include_str!("../../assets/ops/hc1-bake");
@@ -346,15 +346,21 @@ impl Section for Config {
         at.declared(&["builds", "ssh_key_secret"], &self.ssh_key_secret)
     }
 
-    fn apply(&self, tree: &mut Tree, all: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        all: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, &all.docker, ctx)
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     pub(crate) fn cfg() -> Config {
         toml::from_str(

@@ -11,11 +11,11 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::backup::{shell_conf, timer_unit};
-use crate::edit::{EditContext, mkdir_p, write_file};
+use super::{EditInputs, Locator, Section, Sections};
 use crate::edit::units::{ETC_UNITS, install_unit};
+use crate::edit::{EditContext, mkdir_p, write_file};
 use crate::tree::Tree;
 use crate::values::{CalendarSpec, TimeSpan};
-use super::{EditInputs, Locator, Section, Sections};
 
 /// The clean-up script, as shipped in the image.
 pub const SCRIPT: &str = include_str!("../../assets/ops/hc1-docker-cleanup");
@@ -130,15 +130,21 @@ impl Section for Config {
         check(self).map_err(|e| at.err(&["cleanup"], &e))
     }
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     #[test]
     fn writes_script_conf_and_enabled_timer() {

@@ -9,14 +9,14 @@
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{EditContext, check_file_name, check_one_line, write_file};
+use super::{EditInputs, Locator, Section, Sections};
 use crate::edit::accounts::passwd_user;
 use crate::edit::units::enable_unit;
+use crate::edit::{EditContext, check_file_name, check_one_line, write_file};
 use crate::tree::Tree;
+use crate::values::is_user_name;
 use crate::values::{CronSchedule, UnitName};
 use std::collections::BTreeSet;
-use super::{EditInputs, Locator, Section, Sections};
-use crate::values::is_user_name;
 
 /// The `[cron]` profile section.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -220,15 +220,21 @@ impl Section for Config {
         Ok(())
     }
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     fn job() -> Job {
         Job {

@@ -8,11 +8,11 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{EditContext, mkdir_p, write_file};
+use super::{EditInputs, Locator, Section, Sections};
 use crate::edit::units::enable_unit;
+use crate::edit::{EditContext, mkdir_p, write_file};
 use crate::tree::Tree;
 use crate::values::UnitName;
-use super::{EditInputs, Locator, Section, Sections};
 
 /// Path of the file this edit writes.
 pub const DAEMON_JSON: &str = "etc/docker/daemon.json";
@@ -131,15 +131,21 @@ impl Section for Config {
         Ok(())
     }
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     #[test]
     fn writes_sorted_json_and_enables_the_unit() {

@@ -38,11 +38,11 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::system;
-use crate::edit::{EditContext, exists, mkdir_p, write_file};
+use super::{EditInputs, Section, Sections};
 use crate::edit::units::{LIB_UNITS, enable_unit, install_unit};
+use crate::edit::{EditContext, exists, mkdir_p, write_file};
 use crate::tree::Tree;
 use crate::values::AbsPath;
-use super::{EditInputs, Section, Sections};
 
 /// Where the scripts go.
 pub const LIB_DIR: &str = "usr/lib/hc1img";
@@ -378,15 +378,21 @@ impl Section for Config {
         ("ops/hc1-health", HEALTH_SCRIPT),
     ];
 
-    fn apply(&self, tree: &mut Tree, all: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        all: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, &all.system, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     fn template_system() -> system::Config {
         system::Config {

@@ -10,9 +10,9 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::{EditInputs, Locator, Section, Sections};
 use crate::edit::{EditContext, check_one_line, mkdir_p, write_file};
 use crate::tree::Tree;
-use super::{EditInputs, Locator, Section, Sections};
 use crate::values::is_word;
 
 pub const FSTAB: &str = "etc/fstab";
@@ -177,8 +177,8 @@ mod tests {
         assert!(!super::private_masks("rw"));
     }
 
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     #[test]
     fn writes_fstab_and_mount_point() {

@@ -7,10 +7,10 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::{EditInputs, Locator, Section, Sections};
 use crate::edit::{EditContext, write_file};
 use crate::tree::Tree;
 use crate::values::IoScheduler;
-use super::{EditInputs, Locator, Section, Sections};
 
 /// Path of the rule this edit writes.
 pub const RULE: &str = "etc/udev/rules.d/60-ioscheduler.rules";
@@ -81,22 +81,30 @@ impl Section for Config {
         }
         for (i, d) in self.devices.iter().enumerate() {
             if !glob(d) {
-                let msg = format!("[{i}] {d:?}: expected a kernel name glob like \"sd[a-z]*\" (letters, digits, []*?-_|)");
+                let msg = format!(
+                    "[{i}] {d:?}: expected a kernel name glob like \"sd[a-z]*\" (letters, digits, []*?-_|)"
+                );
                 return Err(at.err(&["io_scheduler", "devices"], &msg));
             }
         }
         Ok(())
     }
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     #[test]
     fn writes_the_rule() {

@@ -6,10 +6,10 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use super::{EditInputs, Section, Sections};
 use crate::edit::{EditContext, write_file};
 use crate::tree::Tree;
 use crate::values::{JournaldSize, JournaldStorage};
-use super::{EditInputs, Section, Sections};
 
 /// Path of the drop-in this edit writes.
 pub const DROP_IN: &str = "etc/systemd/journald.conf.d/hc1img.conf";
@@ -59,15 +59,21 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
 impl Section for Config {
     const NAME: &'static str = "journald";
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     #[test]
     fn writes_the_drop_in() {

@@ -18,11 +18,13 @@
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{EditContext, check_one_line, mkdir_p, read_text_optional, update_file, write_file};
+use super::{EditInputs, Locator, Need, Section, Sections};
 use crate::edit::accounts::group_gid;
+use crate::edit::{
+    EditContext, check_one_line, mkdir_p, read_text_optional, update_file, write_file,
+};
 use crate::tree::Tree;
 use crate::values::HostPort;
-use super::{EditInputs, Locator, Need, Section, Sections};
 use crate::values::is_word;
 
 pub const MSMTPRC: &str = "etc/msmtprc";
@@ -417,16 +419,22 @@ impl Section for Config {
         Ok(())
     }
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::edit::remove;
     use crate::edit::testutil::*;
-    use super::*;
 
     fn cfg() -> Config {
         Config {

@@ -6,10 +6,10 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use super::{EditInputs, Section, Sections};
 use crate::edit::{EditContext, write_file};
 use crate::tree::Tree;
 use crate::values::MirrorUrl;
-use super::{EditInputs, Section, Sections};
 
 pub const MIRRORLIST: &str = "etc/pacman.d/mirrorlist";
 
@@ -44,15 +44,21 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
 impl Section for Config {
     const NAME: &'static str = "mirrorlist";
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     #[test]
     fn writes_servers_in_order() {

@@ -135,11 +135,10 @@ pub struct EditInputs<'a> {
     pub vars: &'a BTreeMap<String, String>,
 }
 
-/// The registry: `name: Type` for every section, in apply order. Generates the modules'
-/// declarations, [`Sections`] and the functions that walk every section.
+/// The registry: `name: Type` for every section, in apply order. Generates [`Sections`] and
+/// the functions that walk every section.
 macro_rules! registry {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
-        $($(#[$doc])* pub mod $name;)*
+    ($($name:ident: $ty:ty),* $(,)?) => {
 
         /// Every section of a profile, each field the table of its name (absent tables take
         /// their defaults).
@@ -209,6 +208,25 @@ macro_rules! registry {
         }
     };
 }
+
+// The sections' modules, declared here rather than inside `registry!` so that rustfmt (which
+// does not look into macros, rust-lang/rustfmt#3253) formats them with the rest.
+pub mod backup;
+pub mod builds;
+pub mod cleanup;
+pub mod cron;
+pub mod docker;
+pub mod firstboot;
+pub mod fstab;
+pub mod io_scheduler;
+pub mod journald;
+pub mod mail;
+pub mod mirrorlist;
+pub mod overlays;
+pub mod ssh;
+pub mod swarm;
+pub mod system;
+pub mod users;
 
 registry! {
     system: system::Config,

@@ -21,14 +21,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{EditContext, check_no_symlink_parent, rel};
+use super::{EditInputs, Locator, Section, Sections};
 use crate::edit::accounts::{group_gid, passwd_user};
+use crate::edit::{EditContext, check_no_symlink_parent, rel};
 use crate::template as templates;
 use crate::tree::{NodeKind, Tree};
 use crate::values::Mode;
-use std::collections::BTreeSet;
-use super::{EditInputs, Locator, Section, Sections};
 use crate::values::is_user_name;
+use std::collections::BTreeSet;
 
 /// The `[overlays]` profile section.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -221,7 +221,9 @@ pub fn apply(
                         crate::tree::display(&t)
                     ),
                     Some(_) => bail!("{shown}: the rootfs has a non-directory there"),
-                    None => crate::edit::mkdir_p(tree, ctx, &p, mode.unwrap_or(0o755), uid, gid, true)?,
+                    None => {
+                        crate::edit::mkdir_p(tree, ctx, &p, mode.unwrap_or(0o755), uid, gid, true)?
+                    }
                 },
                 HostKind::File(data, exec) => {
                     if matches!(existing, Some((_, NodeKind::Dir(_)))) {
@@ -243,7 +245,15 @@ pub fn apply(
                         data
                     };
                     let default = if exec { 0o755 } else { 0o644 };
-                    crate::edit::write_file(tree, ctx, &p, data, mode.unwrap_or(default), uid, gid)?;
+                    crate::edit::write_file(
+                        tree,
+                        ctx,
+                        &p,
+                        data,
+                        mode.unwrap_or(default),
+                        uid,
+                        gid,
+                    )?;
                 }
                 HostKind::Symlink(target) => {
                     if let Some((_, NodeKind::Dir(c))) = &existing
@@ -335,7 +345,10 @@ impl Section for Config {
             for c in copies.iter().filter(|_| e.template) {
                 let text = match std::fs::symlink_metadata(c) {
                     Ok(m) if m.is_file() => std::fs::read(c).map_err(|err| {
-                        here("template", format!("{}: cannot be read: {err}", c.display()))
+                        here(
+                            "template",
+                            format!("{}: cannot be read: {err}", c.display()),
+                        )
                     })?,
                     _ => {
                         return Err(here(
@@ -392,8 +405,8 @@ impl Section for Config {
 mod tests {
     use std::os::unix::fs::symlink;
 
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     fn write(root: &Path, p: &str, data: &str, mode: u32) {
         let f = root.join(p);

@@ -9,9 +9,11 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{EditContext, check_one_line, mkdir_p, read_text_optional, update_file, write_file};
-use crate::tree::Tree;
 use super::{EditInputs, Locator, Section, Sections};
+use crate::edit::{
+    EditContext, check_one_line, mkdir_p, read_text_optional, update_file, write_file,
+};
+use crate::tree::Tree;
 
 pub const MAIN: &str = "etc/ssh/sshd_config";
 pub const DROP_IN: &str = "etc/ssh/sshd_config.d/10-hc1img.conf";
@@ -138,15 +140,21 @@ impl Section for Config {
         Ok(())
     }
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     #[test]
     fn drop_in_follows_the_keys() {

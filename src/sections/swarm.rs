@@ -26,12 +26,12 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::firstboot::{LIB_DIR, MULTI_USER};
-use crate::edit::{EditContext, check_one_line, mkdir_p, write_file};
-use crate::edit::units::{LIB_UNITS, install_unit};
-use crate::tree::Tree;
-use anyhow::Context as _;
 use super::{EditInputs, Locator, Section, Sections};
+use crate::edit::units::{LIB_UNITS, install_unit};
+use crate::edit::{EditContext, check_one_line, mkdir_p, write_file};
+use crate::tree::Tree;
 use crate::values::is_word;
+use anyhow::Context as _;
 
 /// `[swarm]`: how the node joins the Docker swarm at first boot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -357,7 +357,13 @@ impl Section for Config {
 
     /// The join unit, then the card-secrets list: it is complete once every section that takes
     /// a secret from the card (mail, backup, swarm, users) has run.
-    fn apply(&self, tree: &mut Tree, all: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        all: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self.as_ref(), ctx)?;
         super::firstboot::write_card_secrets(tree, &all.firstboot, ctx).context("[firstboot]")
     }
@@ -365,8 +371,8 @@ impl Section for Config {
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     fn worker(secret: &str) -> Swarm {
         Swarm {

@@ -16,10 +16,10 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::{EditInputs, Section, Sections};
 use crate::edit::{EditContext, remove, symlink, write_file};
 use crate::tree::{NodeKind, Tree};
 use crate::values::{HostnameTemplate, Keymap, Locale, TimeZone};
-use super::{EditInputs, Section, Sections};
 
 /// D-Bus's machine ID file (`machine-id(5)`: a symlink to /etc/machine-id, or a copy).
 pub const DBUS_MACHINE_ID: &str = "var/lib/dbus/machine-id";
@@ -176,15 +176,21 @@ pub fn apply(tree: &mut Tree, cfg: &Config, ctx: &EditContext) -> Result<()> {
 impl Section for Config {
     const NAME: &'static str = "system";
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     #[test]
     fn writes_identity_and_resets_per_machine_state() {

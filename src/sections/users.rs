@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::{Context, Result, bail};
 
-use crate::edit::{EditContext, mkdir_p, read_text, rel, update_file, write_file};
-use crate::edit::accounts::{format_colon_file, parse_colon_file};
-use crate::tree::{NodeKind, Tree};
-use std::collections::BTreeSet;
 use super::{EditInputs, Locator, Section, Sections};
+use crate::edit::accounts::{format_colon_file, parse_colon_file};
+use crate::edit::{EditContext, mkdir_p, read_text, rel, update_file, write_file};
+use crate::tree::{NodeKind, Tree};
 use crate::values::{is_user_name, is_word};
+use std::collections::BTreeSet;
 
 /// The `[users]` profile section.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -530,7 +530,8 @@ pub fn any_authorized_keys(tree: &Tree) -> Result<bool> {
 
 impl Section for Config {
     const NAME: &'static str = "users";
-    const CAPTURED: &'static [&'static str] = &["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow"];
+    const CAPTURED: &'static [&'static str] =
+        &["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow"];
 
     fn check(&self, _all: &Sections, at: &dyn Locator) -> Result<()> {
         for (i, r) in self.remove.iter().enumerate() {
@@ -539,7 +540,10 @@ impl Section for Config {
                 return Err(at.err(&["users", "remove"], &msg));
             }
         }
-        at.declared(&["users", "root_password_secret"], &self.root_password_secret)?;
+        at.declared(
+            &["users", "root_password_secret"],
+            &self.root_password_secret,
+        )?;
         for (i, g) in self.create_groups.iter().enumerate() {
             if !is_user_name(g) {
                 let msg = format!("[{i}] {g:?}: group names are [a-z_][a-z0-9_-]* (at most 32)");
@@ -626,15 +630,21 @@ impl Section for Config {
         Ok(())
     }
 
-    fn apply(&self, tree: &mut Tree, _: &Sections, ctx: &EditContext, _: &EditInputs) -> Result<()> {
+    fn apply(
+        &self,
+        tree: &mut Tree,
+        _: &Sections,
+        ctx: &EditContext,
+        _: &EditInputs,
+    ) -> Result<()> {
         apply(tree, self, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::edit::testutil::*;
     use super::*;
+    use crate::edit::testutil::*;
 
     fn admin() -> User {
         User {
