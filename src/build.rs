@@ -62,6 +62,8 @@ pub struct BuildReport {
     pub boot_txt: String,
     /// `ssd.img` and `sd.img`: size and sha256, hashed as soon as each was complete.
     pub images: BTreeMap<String, crate::manifest::OutputFile>,
+    /// What the first boot runs for the packages (the manifest's `first_boot`).
+    pub first_boot: Vec<String>,
 }
 
 /// A build's tar stream: a pass over the tarball of its own, or its share of a pass.
@@ -484,13 +486,14 @@ fn build_sized(
         root_partuuid: part_guid.to_string(),
         root_fs_uuid: fs_uuid.to_string(),
     };
+    let mut first_boot = Vec::new();
     if !prepared.is_empty() {
         let strict = inp
             .profile
             .packages
             .as_ref()
             .is_some_and(|p| p.config.strict);
-        install_packages(
+        first_boot = install_packages(
             &mut tree,
             &mut writer,
             &mut prepared,
@@ -621,6 +624,7 @@ fn build_sized(
         boot_files,
         boot_txt,
         images,
+        first_boot,
     })
 }
 
@@ -651,7 +655,7 @@ fn install_packages(
     (timestamp, strict): (i64, bool),
     report: &mut ImportReport,
     rep: &Reporter,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     use crate::packages::{firstboot, hooks, install};
     rep.step(format!("installing {} packages", prepared.len()));
     let r = install::install_all(tree, writer, prepared, captured, timestamp)?;
@@ -743,17 +747,28 @@ fn install_packages(
             "alpm hook {name}: a PreTransaction hook the packages trigger; pacman would have run it before the transaction, the build cannot"
         ));
     }
+    // What the first boot runs, for the warnings and the manifest (`hc1img plan` shows it).
+    let mut first_boot = Vec::new();
     for h in &deferred {
-        rep.warn(format!(
-            "alpm hook {}: deferred to the first boot (hc1-pacman-deferred.service runs {:?}{})",
-            h.name,
+        let runs = format!(
+            "runs {:?}{}",
             h.exec,
             match &h.targets {
                 Some(t) => format!(" with {} targets on stdin", t.len()),
                 None => String::new(),
             }
+        );
+        rep.warn(format!(
+            "alpm hook {}: deferred to the first boot (hc1-pacman-deferred.service {runs})",
+            h.name
         ));
+        first_boot.push(format!("alpm hook {}: {runs}", h.name));
     }
+    first_boot.extend(
+        reviewed
+            .iter()
+            .map(|s| format!("{s}: its .INSTALL scriptlet (reviewed)")),
+    );
     let skipped = firstboot::write_deferred(
         tree,
         &ctx,
@@ -767,7 +782,7 @@ fn install_packages(
         ));
     }
     rep.detail(format!("installed {}", r.installed.join(" ")));
-    Ok(())
+    Ok(first_boot)
 }
 
 /// The image's alpm hook files in pacman's `HookDir` order (`usr/share/libalpm/hooks`, then

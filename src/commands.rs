@@ -613,6 +613,7 @@ fn complete(pd: Pending, report: crate::build::BuildReport, compress: Compress) 
     let mut manifest = manifest_for(&pd.p, &pd.drv, &pd.spec);
     // The images were hashed by the build as it finished them.
     manifest.outputs.extend(report.images);
+    manifest.first_boot = report.first_boot;
     record_and_write(pd.staging.path(), &mut manifest, compress, true, rep)?;
     let dir = pd.staging.commit()?;
     rep.step(format!("built {}", dir.display()));
@@ -641,13 +642,28 @@ fn manifest_for(p: &Profile, drv: &Derivation, spec: &source::SourceSpec) -> Man
             })
             .collect(),
         outputs: BTreeMap::new(),
+        first_boot: Vec::new(),
     }
 }
 
 /// `hc1img plan`.
 pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
     let p = args.load()?;
-    let drv = plan::derivation(&p)?;
+    // On a fresh clone the source and `[packages]` are not pinned yet: show the plan with
+    // those inputs marked as what the first build (or `hc1img lock`) will pin.
+    let unpinned = p.source.as_ref().is_some_and(|s| s.sha256.is_none())
+        || p.packages.as_ref().is_some_and(|k| k.pins.is_none());
+    let drv = if unpinned {
+        plan::preview(&p)?
+    } else {
+        plan::derivation(&p)?
+    };
+    let to_lock: Vec<String> = drv
+        .inputs
+        .iter()
+        .filter(|i| i.digest == plan::UNPINNED)
+        .map(|i| format!("{}/{}", format!("{:?}", i.kind).to_lowercase(), i.name))
+        .collect();
     // The tarball's packages the pins replace (`[packages] upgrade`), as (name, from, to).
     let upgrades: Vec<(String, String, String)> = p
         .packages
@@ -669,10 +685,25 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
                 .map(|r| (r.clone(), format!("{}-{}", pin.name, pin.version)))
         })
         .collect();
+    // What the first boot runs for the packages (deferred alpm hooks, reviewed scriptlets) is
+    // known once the tarball and the packages are read: from the store's build of this very
+    // derivation when there is one (same inputs, same result).
+    let first_boot: Option<Vec<String>> = if p.packages.is_none() {
+        Some(Vec::new())
+    } else if unpinned {
+        None
+    } else {
+        match OutDir::in_store(Path::new("out"), &p.name, &drv.hash).inspect() {
+            Ok(crate::store::Existing::Build(m)) if m.derivation == drv.hash => Some(m.first_boot),
+            _ => None,
+        }
+    };
     if json {
         let v = serde_json::json!({
-            "derivation": drv.hash,
+            "derivation": if unpinned { serde_json::Value::Null } else { drv.hash.clone().into() },
+            "to_lock": to_lock,
             "name": p.name,
+            "first_boot": first_boot,
             "upgrades": upgrades.iter().map(|(n, f, t)| serde_json::json!({
                 "name": n, "from": f, "to": t,
             })).collect::<Vec<_>>(),
@@ -690,8 +721,16 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("profile     {}", p.name);
-        println!("derivation  {}", drv.hash);
-        println!("output      out/{}-{}/", p.name, drv.short());
+        if unpinned {
+            println!(
+                "derivation  not yet known: {} not pinned; the first `hc1img build` (or `hc1img lock`) pins them",
+                to_lock.join(", ")
+            );
+            println!("output      out/{}-<derivation>/", p.name);
+        } else {
+            println!("derivation  {}", drv.hash);
+            println!("output      out/{}-{}/", p.name, drv.short());
+        }
         if !p.secrets.is_empty() {
             println!("secrets:");
             for (name, src) in &p.secrets {
@@ -725,6 +764,19 @@ pub fn plan(args: &CommonArgs, json: bool) -> Result<()> {
             for (old, new) in &replaces {
                 println!("  {old} -> {new}");
             }
+        }
+        match &first_boot {
+            Some(lines) if lines.is_empty() => {}
+            Some(lines) => {
+                println!("deferred to the node's first boot (hc1-pacman-deferred.service):");
+                for l in lines {
+                    println!("  {l}");
+                }
+            }
+            None => println!(
+                "deferred to the node's first boot: known once the tarball and the packages are \
+                 read (`hc1img build` lists it, and this command after it)"
+            ),
         }
         println!("resolved profile:");
         println!("{}", serde_json::to_string_pretty(&drv.resolved)?);

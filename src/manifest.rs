@@ -40,6 +40,10 @@ pub struct Manifest {
     pub inputs: BTreeMap<String, String>,
     /// Output files by name.
     pub outputs: BTreeMap<String, OutputFile>,
+    /// What the node's first boot runs for the packages (`hc1-pacman-deferred.service`): each
+    /// deferred alpm hook and reviewed scriptlet, one line each; absent when nothing is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_boot: Vec<String>,
 }
 
 impl Manifest {
@@ -153,6 +157,7 @@ mod tests {
             },
             inputs: BTreeMap::new(),
             outputs: BTreeMap::new(),
+            first_boot: Vec::new(),
         };
         let o = hash_files(&[dir.path().join("a.img")], &|_| {}).unwrap();
         m.outputs.insert("a.img".into(), o[0].clone());

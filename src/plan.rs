@@ -89,6 +89,28 @@ pub fn derivation_with(
     profile: &Profile,
     source_date_epoch: Option<&std::ffi::OsStr>,
 ) -> anyhow::Result<Derivation> {
+    derive(profile, source_date_epoch, false)
+}
+
+/// What `hc1img plan` shows for a profile whose inputs are not all pinned yet (a fresh
+/// clone): the derivation with each unpinned input's digest written as [`UNPINNED`]. Its hash
+/// names no build; the first build locks the inputs and hashes them.
+pub fn preview(profile: &Profile) -> anyhow::Result<Derivation> {
+    derive(
+        profile,
+        std::env::var_os("SOURCE_DATE_EPOCH").as_deref(),
+        true,
+    )
+}
+
+/// The digest [`preview`] gives an input that is not pinned.
+pub const UNPINNED: &str = "(not pinned: the first build locks it)";
+
+fn derive(
+    profile: &Profile,
+    source_date_epoch: Option<&std::ffi::OsStr>,
+    allow_unpinned: bool,
+) -> anyhow::Result<Derivation> {
     let mut inputs = vec![Input {
         kind: InputKind::Format,
         name: "hc1img".to_string(),
@@ -108,6 +130,7 @@ pub fn derivation_with(
     });
 
     let sha = match &profile.source {
+        Some(src) if allow_unpinned && src.sha256.is_none() => Some(UNPINNED.to_string()),
         Some(src) => Some(src.require_sha256()?.to_string()),
         None => None,
     };
@@ -142,6 +165,12 @@ pub fn derivation_with(
 
     if let Some(pins) = profile.packages.as_ref().and_then(|p| p.pins.as_ref()) {
         inputs.extend(pin_list(pins));
+    } else if allow_unpinned && profile.packages.is_some() {
+        inputs.push(Input {
+            kind: InputKind::Package,
+            name: "[packages]".to_string(),
+            digest: UNPINNED.to_string(),
+        });
     }
 
     // Only baked secrets reach the image; the others are not read at all.

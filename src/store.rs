@@ -488,6 +488,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            first_boot: Vec::new(),
         }
     }
 

@@ -5,7 +5,9 @@
 //! `Content-Range`, §14.4), a `200` reply means the server ignores ranges and the part file is
 //! restarted from byte 0. Connection errors, timeouts, 408, 429 and 5xx are retried with
 //! exponential backoff; other HTTP errors (404, 403, ...) fail the URL at once. `file://` URLs
-//! (RFC 8089) and plain paths are copied.
+//! (RFC 8089) and plain paths are copied. A host name that does not resolve (getaddrinfo(3)
+//! fails) is not a transient fault: the URL fails at once with [`Unresolvable`], without
+//! retries, unless a proxy (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) resolves names for us.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
@@ -27,6 +29,54 @@ use super::hash::hex_digest;
 pub(crate) struct Expect<'a> {
     pub sha256: Option<&'a str>,
     pub size: Option<u64>,
+}
+
+/// A URL whose host name does not resolve: the machine is offline or the name is wrong;
+/// retrying will not help.
+#[derive(Debug, thiserror::Error)]
+#[error("host {host} does not resolve ({detail})")]
+pub struct Unresolvable {
+    pub host: String,
+    pub detail: String,
+}
+
+/// Whether the HTTP client would go through a proxy (which resolves names itself).
+fn proxied() -> bool {
+    [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+}
+
+/// Resolve `url`'s host as the connection would (no proxy): an [`Unresolvable`] error when
+/// the name does not resolve. IP addresses pass.
+fn resolve(url: &Url) -> Result<(), Unresolvable> {
+    use std::net::ToSocketAddrs;
+    let Some(host) = url.host_str() else {
+        return Ok(());
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() || proxied() {
+        return Ok(());
+    }
+    let port = url.port_or_known_default().unwrap_or(80);
+    match (host, port).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Unresolvable {
+            host: host.to_string(),
+            detail: "no address".into(),
+        }),
+        Err(e) => Err(Unresolvable {
+            host: host.to_string(),
+            detail: e.to_string(),
+        }),
+    }
 }
 
 /// What was downloaded.
@@ -195,6 +245,7 @@ fn http_download(
         .user_agent(concat!("hc1img/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot set up the HTTP client")?;
+    resolve(url)?;
     let mut failed_in_row = 0u32;
     let mut delay = opts.backoff;
     let mut high_water = 0u64;

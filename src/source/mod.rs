@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use reqwest::Url;
 
 pub use cache::Cache;
 pub use hash::{sha256_file, sha256_file_with, sha256_open_file};
@@ -167,8 +168,11 @@ fn fetch_inner(
         sha256: Some(sha),
         size: spec.size,
     };
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for url in &spec.urls {
+        if failures.skip(url) {
+            continue;
+        }
         match download::download(url, &part, &expect, opts) {
             Ok(got) => {
                 let mut signed = None;
@@ -189,11 +193,11 @@ fn fetch_inner(
             }
             Err(e) => {
                 remove_part(&part);
-                failures.push(format!("{url}: {e:#}"));
+                failures.push(url, e);
             }
         }
     }
-    bail!("{}", all_failed(sha, &failures))
+    Err(failures.error(sha))
 }
 
 /// Downloads whatever the first working URL serves now, hashes it and stores it in the cache.
@@ -205,8 +209,11 @@ pub fn fetch_unpinned(urls: &[String], cache: &Cache, opts: &FetchOptions) -> Re
         bail!("no URL given to fetch");
     }
     cache.ensure_dirs()?;
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for url in urls {
+        if failures.skip(url) {
+            continue;
+        }
         let part = cache.unique_part_path()?;
         match download::download(url, &part, &download::Expect::default(), opts) {
             Ok(got) => {
@@ -219,11 +226,11 @@ pub fn fetch_unpinned(urls: &[String], cache: &Cache, opts: &FetchOptions) -> Re
             }
             Err(e) => {
                 remove_part(&part);
-                failures.push(format!("{url}: {e:#}"));
+                failures.push(url, e);
             }
         }
     }
-    bail!("{}", all_failed("(unpinned)", &failures))
+    Err(failures.error("(unpinned)"))
 }
 
 /// A file fetched without a pin whose signature verified (see [`fetch_unpinned_signed`]).
@@ -250,8 +257,11 @@ pub fn fetch_unpinned_signed(
         bail!("no URL given to fetch");
     }
     cache.ensure_dirs()?;
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for url in urls {
+        if failures.skip(url) {
+            continue;
+        }
         let part = cache.unique_part_path()?;
         match download::download(url, &part, &download::Expect::default(), opts) {
             Ok(got) => {
@@ -279,11 +289,11 @@ pub fn fetch_unpinned_signed(
             }
             Err(e) => {
                 remove_part(&part);
-                failures.push(format!("{url}: {e:#}"));
+                failures.push(url, e);
             }
         }
     }
-    bail!("{}", all_failed("(unpinned)", &failures))
+    Err(failures.error("(unpinned)"))
 }
 
 /// The one-line error for a pinned file that could not be fetched (`what` names it): when no
@@ -385,6 +395,57 @@ fn cached(cache: &Cache, sha: &str, size: Option<u64>) -> Result<Option<PathBuf>
         }
     }
     Ok(Some(path))
+}
+
+/// The URLs that failed to serve a file, for the one error that says so.
+#[derive(Default)]
+struct Failures {
+    /// `URL: error`, one per URL tried.
+    lines: Vec<String>,
+    /// Host names that did not resolve (their other URLs are not tried).
+    unresolved: Vec<String>,
+    /// How many failures were something else (a reply, a timeout, a refused connection).
+    other: usize,
+}
+
+impl Failures {
+    /// Whether `url` is on a host that did not resolve: not worth trying.
+    fn skip(&self, url: &str) -> bool {
+        Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .is_some_and(|h| self.unresolved.contains(&h))
+    }
+
+    fn push(&mut self, url: &str, e: anyhow::Error) {
+        match e.downcast_ref::<download::Unresolvable>() {
+            Some(u) if !self.unresolved.contains(&u.host) => self.unresolved.push(u.host.clone()),
+            Some(_) => {}
+            None => self.other += 1,
+        }
+        self.lines.push(format!("{url}: {e:#}"));
+    }
+
+    /// The error once every URL failed: when no host resolved, one short line saying the
+    /// machine looks offline and naming the offline ways; else every URL's failure.
+    fn error(&self, what: &str) -> anyhow::Error {
+        if self.other == 0 && !self.unresolved.is_empty() {
+            let hosts = match self.unresolved.len() {
+                1 => format!("{} does not resolve", self.unresolved[0]),
+                n => format!(
+                    "{} and {} other hosts do not resolve",
+                    self.unresolved[0],
+                    n - 1
+                ),
+            };
+            anyhow!(
+                "offline? {hosts}: build offline from `hc1img vendor DIR` (--mirror file://DIR) \
+                 or a local tarball (--source-url PATH)"
+            )
+        } else {
+            anyhow!("{}", all_failed(what, &self.lines))
+        }
+    }
 }
 
 fn all_failed(what: &str, failures: &[String]) -> String {

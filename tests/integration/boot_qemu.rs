@@ -28,7 +28,12 @@
 //! `HC1IMG_TEST_KERNELS`), with another MAC and a card seeded with an address, a token and an
 //! engine label (`--label`, merged into daemon.json): the node runs kernel B with no failed
 //! unit, `usb_storage` loaded, and `modprobe --show-depends` of a module outside the
-//! initramfs resolves from the root's build-time indexes.
+//! initramfs resolves from the root's build-time indexes. The same repository offers
+//! `hc1-hooktest`, a package with its own alpm hook (a Path trigger on its files,
+//! `NeedsTargets`): the build defers it, and the first boot runs it once with the matched
+//! targets on stdin. Before that boot, `pacman -Qk`/`-Qkk` run on the node's view of the
+//! built disks (the root, the card's partition at `/boot` with the mount's masks): no file of
+//! any package missing, nothing altered but what a FAT `/boot` does not keep (mode, time).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -105,6 +110,8 @@ say "card-received=$(ls /var/lib/hc1img/card-secrets 2>/dev/null | tr '\n' ' ')"
 say "secrets-dir=$(stat -c '%a %U' /var/lib/hc1img/secrets)"
 say "boot-modes=$(stat -c '%a' /boot/boot.scr) $(stat -c '%a' /boot/hc1img-seed 2>/dev/null)"
 say "engine-labels=$(tr -d ' \n' </etc/docker/daemon.json | grep -o '"labels":\[[^]]*\]')"
+say "hook-targets=$(tr '\n' ' ' </var/lib/hc1-hooktest/targets 2>/dev/null)"
+say "deferred=$(systemctl show -p Result --value hc1-pacman-deferred.service) $(systemctl show -p ActiveState --value hc1-pacman-deferred.service) $([ -e /var/lib/hc1img/pacman-deferred.pending ] && echo pending || echo done)"
 say "timers=$(systemctl is-enabled hc1-volume-backup.timer hc1-docker-cleanup.timer | tr '\n' ' ')"
 # What an admin runs after flashing a node (the NAS and the relay are not on this network).
 /usr/local/sbin/hc1-health >/run/hc1img-test-health 2>&1
@@ -338,12 +345,171 @@ fn kernel_upgrade_inputs(dir: &Path, tarball: &Path) -> (PathBuf, String) {
         f = file.display(),
     ));
     std::fs::remove_dir_all(&pkg).unwrap();
+    // 3. A package with its own alpm hook (alpm-hooks(5)): a Path trigger on its files and
+    //    `NeedsTargets`; the build defers it and the first boot runs it, targets on stdin.
+    use crate::common::pkgs::{Entry, Pkg};
+    let hooked = crate::common::pkgs::build_pkg(
+        &dir.join("pkgwork"),
+        &core,
+        &Pkg {
+            files: vec![
+                Entry::file(
+                    "usr/bin/hc1-hooktest-index",
+                    0o755,
+                    b"#!/bin/sh\nmkdir -p /var/lib/hc1-hooktest\ncat >/var/lib/hc1-hooktest/targets\n"
+                        .to_vec(),
+                ),
+                Entry::file("usr/share/hc1-hooktest/a.txt", 0o644, b"a\n".to_vec()),
+                Entry::file("usr/share/hc1-hooktest/b.txt", 0o644, b"b\n".to_vec()),
+                Entry::file(
+                    "usr/share/libalpm/hooks/60-hc1-hooktest.hook",
+                    0o644,
+                    HOOKTEST_HOOK,
+                ),
+            ],
+            ..Pkg::new("hc1-hooktest", "1.0-1")
+        },
+    );
     let gpg = crate::common::pkgs::signer(dir);
     // The tarball too, as Arch Linux ARM signs its tarballs.
-    crate::common::pkgs::sign_all(&gpg, &[&file, &out]);
-    crate::common::pkgs::repo_add(&core, "core", &[file]);
+    crate::common::pkgs::sign_all(&gpg, &[&file, &hooked, &out]);
+    crate::common::pkgs::repo_add(&core, "core", &[file, hooked]);
     (out, format!("file://{}/mirror/$repo", dir.display()))
 }
+
+/// `pacman -Qk` and `-Qkk` on the node's view of a built image: the root's package files and
+/// local database (read back with debugfs) with the card's boot partition where the node
+/// mounts it (`/boot`, vfat with `fstab.boot_options`' masks). Every file of every package is
+/// there (`-Qk`); nothing differs but what a FAT `/boot` cannot hold: the owner and mode
+/// the mount options give (docs/profiles.md, "What pacman -Qkk reports on a node").
+fn node_view_pacman_check(dir: &Path, out: &Path, kernel: &str) {
+    let view = dir.join("node-view");
+    std::fs::create_dir_all(view.join("usr/lib")).unwrap();
+    std::fs::create_dir_all(view.join("usr/share")).unwrap();
+    std::fs::create_dir_all(view.join("var/lib")).unwrap();
+    let ssd = out.join("ssd.img");
+    let (start, len) = partition1(&ssd);
+    let fs = dir.join("node-view.ext4");
+    extract(&ssd, start, len, &fs);
+    for (what, to) in [
+        ("/var/lib/pacman", "var/lib"),
+        ("/usr/lib/modules", "usr/lib"),
+        ("/usr/lib/initcpio", "usr/lib"),
+        ("/usr/share/hc1-hooktest", "usr/share"),
+        ("/usr/share/libalpm", "usr/share"),
+    ] {
+        crate::common::debugfs(&fs, &format!("rdump {what} {}", view.join(to).display()));
+    }
+    std::fs::create_dir_all(view.join("usr/bin")).unwrap();
+    crate::common::debugfs(
+        &fs,
+        &format!(
+            "dump -p /usr/bin/hc1-hooktest-index {}",
+            view.join("usr/bin/hc1-hooktest-index").display()
+        ),
+    );
+    std::fs::remove_file(&fs).unwrap();
+    let sd = out.join("sd.img");
+    let fat = dir.join("node-view.fat");
+    extract(
+        &sd,
+        8192 * 512,
+        std::fs::metadata(&sd).unwrap().len() - 8192 * 512,
+        &fat,
+    );
+    std::fs::create_dir_all(view.join("boot")).unwrap();
+    run_ok(
+        "mcopy",
+        &[
+            "-s",
+            "-m",
+            "-n",
+            "-i",
+            fat.to_str().unwrap(),
+            "::/",
+            view.join("boot").to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_file(&fat).unwrap();
+    // vfat with fmask=0077,dmask=0077 (the shipped fstab.boot_options), owned by root.
+    run_ok(
+        "sh",
+        &[
+            "-euc",
+            &format!(
+                "find {b} -type f -exec chmod 0700 {{}} + && find {b} -type d -exec chmod 0700 {{}} +",
+                b = view.join("boot").display()
+            ),
+        ],
+    );
+    assert!(view.join("boot/zImage").is_file(), "no zImage on the card");
+    let pacman =
+        |args: &[&str]| crate::common::pkgs::pacman(&view, &["--config", "/dev/null"], args);
+    let q = pacman(&["-Q"]);
+    let q = String::from_utf8_lossy(&q.stdout).into_owned();
+    assert!(
+        q.contains("linux-odroid-xu3 6.1.1-1") && q.contains("hc1-hooktest 1.0-1"),
+        "pacman -Q on the node's view:\n{q}"
+    );
+    let k = pacman(&["-Qk"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&k.stdout),
+        String::from_utf8_lossy(&k.stderr)
+    );
+    assert!(
+        k.status.success()
+            && !text.contains("warning")
+            && text
+                .lines()
+                .filter(|l| l.contains(" total files, "))
+                .count()
+                == 2
+            && text
+                .lines()
+                .filter(|l| l.contains(" total files, "))
+                .all(|l| l.ends_with(" 0 missing files")),
+        "pacman -Qk on the node's view (root + card at /boot):\n{text}"
+    );
+    let k = pacman(&["-Qkk"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&k.stdout),
+        String::from_utf8_lossy(&k.stderr)
+    );
+    // Kernel B's files on the card are the package's bytes (sizes and checksums agree); what
+    // the card's FAT does not keep is all that is reported, and only for /boot: the mode
+    // (the mount's masks) and the time (one time for the whole volume, the build's).
+    let mut boot_reports = 0;
+    for line in text.lines().filter(|l| l.starts_with("warning: ")) {
+        assert!(
+            (line.contains(&format!("{}/boot/", view.display()))
+                || line.contains(&format!("{}/boot (", view.display())))
+                && (line.ends_with("(Permissions mismatch)")
+                    || line.ends_with("(Modification time mismatch)")),
+            "pacman -Qkk reports more than a FAT /boot explains: {line}\n{text}"
+        );
+        boot_reports += 1;
+    }
+    assert!(boot_reports > 0, "{text}");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("hc1-hooktest: ") && l.ends_with(" total files, 0 altered files")
+        ),
+        "{text}"
+    );
+    assert!(
+        view.join(format!("usr/lib/modules/{kernel}/modules.dep"))
+            .is_file(),
+        "kernel {kernel}'s module indexes are not in the root"
+    );
+    std::fs::remove_dir_all(&view).unwrap();
+}
+
+/// hc1-hooktest's alpm hook: a Path trigger on its data files, `NeedsTargets`.
+const HOOKTEST_HOOK: &str = "[Trigger]\nType = Path\nOperation = Install\nOperation = Upgrade\n\
+    Target = usr/share/hc1-hooktest/*\n\n[Action]\nDescription = Indexing hc1-hooktest...\n\
+    When = PostTransaction\nExec = /usr/bin/hc1-hooktest-index\nNeedsTargets\n";
 
 /// One boot: the card image last (virtio 0 for U-Boot, /dev/vda for Linux), the SSD first.
 /// Returns the serial log; panics with it when the boot does not finish in time.
@@ -1041,7 +1207,7 @@ keyring = {key:?}
 root_device = "/dev/sda1"
 
 [packages]
-install = ["!*", "linux-odroid-xu3"]
+install = ["!*", "linux-odroid-xu3", "hc1-hooktest"]
 repositories = ["!*", "core"]
 mirrors = ["!*", {mirror:?}]
 keyring = {key:?}
@@ -1080,6 +1246,12 @@ keyring = {key:?}
         dir.join("hc1img.lock").is_file(),
         "the pins went elsewhere:\n{build_log}"
     );
+    assert!(
+        build_log.contains("alpm hook 60-hc1-hooktest.hook: deferred to the first boot")
+            && build_log.contains("with 3 targets on stdin"),
+        "the build does not say it deferred hc1-hooktest's hook:\n{build_log}"
+    );
+    node_view_pacman_check(dir, &usb_out, &kernel_b);
     std::fs::remove_file(&upgrade_tarball).unwrap();
     let (ssd3, sd3) = (dir.join("ssd3.img"), dir.join("sd3.img"));
     copy_image(&usb_out.join("ssd.img"), &ssd3, 1);
@@ -1123,6 +1295,15 @@ keyring = {key:?}
         "boot 3: {r3:#?}"
     );
     assert_eq!(r3["seed-left"], "", "the seeded token stayed on the card");
+    // hc1-hooktest's own hook ran at the first boot, with its matched targets on stdin
+    // (sorted, the directory too: `*` matches the empty name), and only once.
+    assert_eq!(
+        r3["hook-targets"],
+        "usr/share/hc1-hooktest/ usr/share/hc1-hooktest/a.txt usr/share/hc1-hooktest/b.txt",
+        "boot 3: {r3:#?}"
+    );
+    // The unit succeeded (RemainAfterExit) and took its marker away: it will not run again.
+    assert_eq!(r3["deferred"], "success active done", "boot 3: {r3:#?}");
     assert!(
         r3["engine-labels"].contains("\"zone=rack-b\""),
         "the card's --label is not an engine label in daemon.json: {r3:#?}"

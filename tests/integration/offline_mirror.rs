@@ -915,3 +915,79 @@ fn one_lock_for_the_cluster_and_a_vendored_tree_outlives_the_mirror() {
         "the mirror was not tried: {out}"
     );
 }
+
+/// The first contact with no network, as a new user meets it: the shipped worker on a fresh
+/// clone (empty lock) whose every URL is on a host that cannot resolve (`.invalid`, RFC
+/// 6761). `hc1img plan` shows the plan with the inputs the first build will lock; `hc1img
+/// build` fails within seconds (no retries: a name that does not resolve is not transient)
+/// with one short line naming the host and the offline ways, and writes nothing.
+#[test]
+fn first_contact_offline_fails_fast_with_one_short_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_profiles(dir);
+    std::fs::write(dir.join("profiles/hc1img.lock"), "").unwrap();
+    let t = "ArchLinuxARM-odroid-xu3-latest.tar.gz";
+    std::fs::write(
+        dir.join("profiles/offline.toml"),
+        format!(
+            "extends = \"worker.toml\"\nname = \"offline\"\n\n[source]\n\
+             url = \"http://os.alarm.invalid/os/{t}\"\n\
+             mirrors = [\"!*\", \"http://de3.mirror.alarm.invalid/os/{t}\", \"http://fl.us.mirror.alarm.invalid/os/{t}\"]\n\
+             signature = \"http://os.alarm.invalid/os/{t}.sig\"\n\n[packages]\n\
+             mirrors = [\"!*\", \"http://mirror.alarm.invalid/$arch/$repo\"]\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hc1img"))
+            .current_dir(dir)
+            .env("HC1IMG_CACHE", dir.join("cache"))
+            .env_remove("HC1IMG_MIRROR")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let o = run(&["plan", "profiles/offline.toml", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["derivation"].is_null(), "{v:#}");
+    assert_eq!(
+        v["to_lock"],
+        serde_json::json!(["source/rootfs", "package/[packages]"])
+    );
+    let o = run(&["plan", "profiles/offline.toml"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success()
+            && text.contains(
+                "derivation  not yet known: source/rootfs, package/[packages] not pinned"
+            ),
+        "{text}"
+    );
+
+    let started = std::time::Instant::now();
+    let o = run(&["build", "profiles/offline.toml"]);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "took {took:?}:\n{err}"
+    );
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: offline? os.alarm.invalid and 2 other hosts do not resolve: ")
+            && last.contains("hc1img vendor DIR")
+            && last.contains("--source-url PATH")
+            && last.chars().count() < 200,
+        "{} chars: {last}\n{err}",
+        last.chars().count()
+    );
+    assert!(!dir.join("out").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("profiles/hc1img.lock")).unwrap(),
+        ""
+    );
+}

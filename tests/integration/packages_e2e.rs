@@ -302,8 +302,22 @@ fn lock_build_and_pacman_agrees() {
     }
     assert!(!lock.contains("mksh"), "{lock}");
 
-    let (ok, text) = hc1img(dir, &["build", ps, "--out", "out"]);
+    // Before a build, plan cannot know what the first boot will run (the hooks are in the
+    // tarball and the packages) and says so; after it, plan lists it from the store's build.
+    assert!(plan(dir)["first_boot"].is_null());
+    let (ok, text) = hc1img(dir, &["build", ps]);
     assert!(ok, "build failed:\n{text}");
+    assert_eq!(
+        plan(dir)["first_boot"],
+        serde_json::json!([
+            "alpm hook 50-hello-index.hook: runs \"/usr/bin/hello --index\" with 2 targets on stdin"
+        ])
+    );
+    let (ok, shown) = hc1img(dir, &["plan", ps]);
+    assert!(
+        ok && shown.contains("deferred to the node's first boot (hc1-pacman-deferred.service):\n  alpm hook 50-hello-index.hook: runs"),
+        "{shown}"
+    );
     assert!(
         text.contains("hello-2:1.0-3: its .INSTALL scriptlet is not on the reviewed list"),
         "{text}"
@@ -327,11 +341,15 @@ fn lock_build_and_pacman_agrees() {
                 .unwrap()
                 .to_string()
         };
-        assert_eq!(sum("out"), sum("again"), "{img} differs between two builds");
+        assert_eq!(
+            sum("out/pk"),
+            sum("again"),
+            "{img} differs between two builds"
+        );
     }
     std::fs::remove_dir_all(dir.join("again")).unwrap();
     let root = dir.join("root");
-    rdump(dir, &dir.join("out"), &root);
+    rdump(dir, &dir.join("out/pk"), &root);
 
     let q = pacman_ok(&root, &["-Q"]);
     for want in ["hello 2:1.0-3", "dash 0.5.12-1", "libfoo 1.1-1"] {
