@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::sections::swarm::{Swarm, SwarmRole};
+use crate::sections::swarm::Swarm;
 
 pub use load::load;
 pub use lock::{LOCK_FILE_NAME, is_sha256_hex, read_lock, write_lock};
@@ -167,19 +167,12 @@ pub(crate) fn template_vars(
     v.insert("board".to_string(), board.name.clone());
     v.insert("arch".to_string(), board.arch.clone());
     if let Some(sw) = swarm {
-        let role = match sw.role {
-            SwarmRole::Init => "init",
-            SwarmRole::Manager => "manager",
-            SwarmRole::Worker => "worker",
-        };
-        let with_port = |m: &crate::values::Endpoint| {
-            if m.contains(':') {
-                m.to_string()
-            } else {
-                format!("{m}:2377")
-            }
-        };
-        let managers: Vec<String> = sw.managers.iter().map(with_port).collect();
+        let role = crate::sections::swarm::role_name(sw.role);
+        let managers: Vec<String> = sw
+            .managers
+            .iter()
+            .map(|m| crate::sections::swarm::manager_addr(m))
+            .collect();
         v.insert("swarm.role".to_string(), role.to_string());
         v.insert(
             "swarm.manager".to_string(),

@@ -202,7 +202,8 @@ fn apply_labels(
     crate::edit::update_file(tree, ctx, path, s)
 }
 
-fn role_name(r: SwarmRole) -> &'static str {
+/// The role as `hc1-swarm-join` and the templates name it.
+pub fn role_name(r: SwarmRole) -> &'static str {
     match r {
         SwarmRole::Init => "init",
         SwarmRole::Manager => "manager",
@@ -210,14 +211,17 @@ fn role_name(r: SwarmRole) -> &'static str {
     }
 }
 
-/// A manager address as `host:port` (port 2377 when not given).
+/// Docker's swarm management port, the default of a manager address without one.
+pub const MANAGER_PORT: u16 = 2377;
+
+/// A manager address as `host:port` ([`MANAGER_PORT`] when not given).
 pub fn manager_addr(m: &str) -> String {
     if m.rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
         m.to_string()
     } else {
-        format!("{m}:2377")
+        format!("{m}:{MANAGER_PORT}")
     }
 }
 
