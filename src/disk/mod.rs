@@ -7,8 +7,10 @@
 //! - [`blobs`]: the `sd_fusing.sh` layout (bl1, bl2, u-boot, tzsw) and its overlap checks.
 //! - [`sd`]: the whole `sd.img` (MBR + blobs + FAT32) in one call.
 //! - [`inspect`]: a read-only report of what an image holds.
-//! - [`bmap`]: bmaptool's block map (XML format 2.0) and zstd/xz compression of images.
+//! - [`bmap`]: bmaptool's block map (XML format 2.0), written and read, and zstd/xz
+//!   compression of images.
 //! - [`window`]: the MBR's first entry (where `sd.img`'s FAT partition is).
+//! - [`xml`]: the XML subset block maps are written in, read back for `hc1img flash`.
 
 #![warn(clippy::cast_possible_truncation)]
 
@@ -19,6 +21,7 @@ pub mod inspect;
 pub mod mbr;
 pub mod sd;
 pub mod window;
+pub mod xml;
 
 /// Logical sector size of every image this crate writes (defined in [`crate::sector`]).
 pub use crate::sector::SECTOR;
