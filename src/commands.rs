@@ -1362,7 +1362,8 @@ pub fn verify(dir: &Path) -> Result<()> {
 
 /// `hc1img seed`: a copy of `sd_img` per node, each with that node's seed (see
 /// [`crate::seed`]). `hostnames` and `addresses` pair up in order; `common` holds what every
-/// node gets (gateway, DNS, and the `--secret`s).
+/// node gets (gateway, DNS, and the `--secret`s). With `flash` (`--flash DEVICE`, and
+/// `--force`), the one node's card is also written to DEVICE ([`seed_and_flash`]).
 #[allow(clippy::too_many_arguments)]
 pub fn seed(
     sd_img: &Path,
@@ -1371,6 +1372,7 @@ pub fn seed(
     addresses: &[String],
     mut common: crate::seed::Seed,
     secrets: &[String],
+    flash: Option<(&Path, bool)>,
     rep: &Reporter,
 ) -> Result<()> {
     for s in secrets {
@@ -1402,6 +1404,24 @@ pub fn seed(
             "one --address for {} nodes: give one --address per --hostname",
             nodes.len()
         );
+    }
+    let node_seed = |hostname: Option<String>, address: Option<String>| crate::seed::Seed {
+        hostname,
+        address,
+        gateway: common.gateway.clone(),
+        dns: common.dns.clone(),
+        labels: common.labels.clone(),
+        secrets: common.secrets.clone(),
+    };
+    if let Some((device, force)) = flash {
+        let [(h, a)] = nodes.as_slice() else {
+            bail!(
+                "--flash writes one card: give one --hostname, not {}",
+                nodes.len()
+            );
+        };
+        let node = node_seed(h.clone(), a.clone());
+        return seed_and_flash(sd_img, output.as_deref(), &node, device, force, rep);
     }
     let several = nodes.len() > 1;
     let mut outs = Vec::new();
@@ -1437,14 +1457,7 @@ pub fn seed(
         }
     }
     for ((h, a), out) in nodes.into_iter().zip(outs) {
-        let node = crate::seed::Seed {
-            hostname: h,
-            address: a,
-            gateway: common.gateway.clone(),
-            dns: common.dns.clone(),
-            labels: common.labels.clone(),
-            secrets: common.secrets.clone(),
-        };
+        let node = node_seed(h, a);
         crate::seed::write_seed(sd_img, &out, &node)?;
         rep.step(format!(
             "wrote {} (seed for the node's boot{})",
@@ -1454,6 +1467,49 @@ pub fn seed(
                 .map(|h| format!(": host name {h}"))
                 .unwrap_or_default()
         ));
+    }
+    Ok(())
+}
+
+/// `hc1img seed … --flash DEVICE`: check DEVICE first (nothing is seeded for a device that
+/// would be refused), write the seeded copy to `output` (kept) or to a private temporary
+/// directory (removed afterwards, also when interrupted: the copy holds secrets), then write
+/// it to DEVICE through its own block map as `hc1img flash` does.
+fn seed_and_flash(
+    sd_img: &Path,
+    output: Option<&Path>,
+    node: &crate::seed::Seed,
+    device: &Path,
+    force: bool,
+    rep: &Reporter,
+) -> Result<()> {
+    let target = crate::flash::Target::open(device, force, &[sd_img])?;
+    let len = std::fs::metadata(sd_img)
+        .with_context(|| format!("{}: cannot open", sd_img.display()))?
+        .len();
+    target.make_room(len, sd_img)?;
+    let tmp;
+    let out = match output {
+        Some(o) => o.to_path_buf(),
+        None => {
+            tmp = crate::store::TempDir::new(".hc1img-seed-")?;
+            let name = node.hostname.as_deref().unwrap_or("card");
+            tmp.path().join(format!("sd-{name}.img"))
+        }
+    };
+    crate::seed::write_seed(sd_img, &out, node)?;
+    let mut bmap = out.clone().into_os_string();
+    bmap.push(".bmap");
+    let bmap = PathBuf::from(bmap);
+    let map = if bmap.is_file() {
+        crate::flash::MapChoice::File(bmap)
+    } else {
+        crate::flash::MapChoice::Whole
+    };
+    let image = crate::flash::Image::open(&out, &map)?;
+    crate::flash::write(&image, &target, rep)?;
+    if output.is_some() {
+        rep.step(format!("kept the seeded card as {}", out.display()));
     }
     Ok(())
 }

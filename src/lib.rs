@@ -20,6 +20,7 @@ pub mod disk;
 pub mod edit;
 pub mod ext4;
 pub mod fat;
+pub mod flash;
 pub mod ids;
 pub mod initramfs;
 pub mod kernel;

@@ -16,7 +16,7 @@ use hc1img::progress::{Reporter, Verbosity};
 /// A profile (TOML) names a pinned root tarball and how to configure the node; `hc1img build`
 /// turns it into `ssd.img` (GPT + ext4 root, for the SATA SSD) and `sd.img` (bootloader +
 /// FAT /boot, for the microSD), without root, loop devices or mkfs. Write them with
-/// `dd if=ssd.img of=/dev/sdX bs=4M conv=fsync` (and the same for sd.img).
+/// `hc1img flash sd.img /dev/sdX` (and the same for ssd.img).
 #[derive(Parser, Debug)]
 #[command(name = "hc1img", version, about, long_about)]
 struct Cli {
@@ -116,7 +116,7 @@ enum Command {
         rebuild: bool,
         /// Also write compressed images (ssd.img.zst/sd.img.zst or .xz), bmaptool block maps
         /// (ssd.img.bmap, sd.img.bmap) and SHA256SUMS, all listed in manifest.json. Flash with
-        /// `bmaptool copy --bmap sd.img.bmap sd.img.zst /dev/sdX`. The bytes are reproducible
+        /// `hc1img flash sd.img.zst /dev/sdX`. The bytes are reproducible
         /// (zstd level 9 or xz preset 6, on up to 4 cores; the same bytes for any number of
         /// cores). The images do not depend on this flag:
         /// when the out/ directory of these inputs already exists without the compressed
@@ -181,6 +181,32 @@ enum Command {
         /// An output directory (containing manifest.json).
         dir: PathBuf,
     },
+    /// Write an image to a card or disk: only the blocks its block map lists (every byte
+    /// without one), then flush, read them back and compare their SHA-256.
+    ///
+    /// IMAGE is an sd.img, ssd.img or seeded sd-NODE.img, plain or .zst/.xz; its block map is
+    /// found beside it as bmaptool finds it (IMAGE.bmap, then with each extension taken off:
+    /// sd.img.bmap for sd.img.zst). Refused, naming the reason, before anything is written:
+    /// a device that is mounted (it or a partition), holds the running system's root
+    /// filesystem or swap, is in use (device-mapper, RAID, another program) or read-only,
+    /// or is not a block device or regular file; without --force, a device larger than 2 TiB,
+    /// a partition, or a fixed disk (not removable, not on USB or an SD card reader).
+    Flash {
+        /// The image: sd.img, ssd.img, sd-NODE.img, or their .zst/.xz.
+        image: PathBuf,
+        /// The card or disk (/dev/sdX, /dev/mmcblkN; `lsblk` lists them), or an existing file.
+        device: PathBuf,
+        /// The block map to use instead of the one found beside IMAGE.
+        #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
+        bmap: Option<PathBuf>,
+        /// Write every byte of the image, without a block map.
+        #[arg(long)]
+        no_bmap: bool,
+        /// Write to a device larger than 2 TiB, a partition or a fixed disk (never to a
+        /// mounted or busy one, nor to the one holding the running system).
+        #[arg(long)]
+        force: bool,
+    },
     /// Write copies of a built sd.img, one per node, each carrying that node's own values
     /// (host name, static address, secrets) for its boot, so every node of a role shares one
     /// public, secret-free ssd.img and sd.img.
@@ -214,6 +240,13 @@ enum Command {
         /// world-readable; the node moves it into place and erases it from the card.
         #[arg(long = "secret", value_name = "NAME=FILE")]
         secrets: Vec<String>,
+        /// Also write the seeded card to DEVICE as `hc1img flash` does (one --hostname).
+        /// Without --output the seeded copy is a private temporary file, removed afterwards.
+        #[arg(long, value_name = "DEVICE")]
+        flash: Option<PathBuf>,
+        /// With --flash: write to a device larger than 2 TiB, a partition or a fixed disk.
+        #[arg(long, requires = "flash")]
+        force: bool,
     },
 }
 
@@ -283,6 +316,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Verify { dir } => commands::verify(&dir),
+        Command::Flash {
+            image,
+            device,
+            bmap,
+            no_bmap,
+            force,
+        } => {
+            let map = match (bmap, no_bmap) {
+                (Some(f), _) => hc1img::flash::MapChoice::File(f),
+                (None, true) => hc1img::flash::MapChoice::Whole,
+                (None, false) => hc1img::flash::MapChoice::Beside,
+            };
+            hc1img::flash::flash(&image, &device, &map, force, &rep)
+        }
         Command::Seed {
             sd_img,
             output,
@@ -292,6 +339,8 @@ fn main() -> ExitCode {
             dns,
             labels,
             secrets,
+            flash,
+            force,
         } => commands::seed(
             &sd_img,
             output,
@@ -306,6 +355,7 @@ fn main() -> ExitCode {
                 secrets: Vec::new(),
             },
             &secrets,
+            flash.as_deref().map(|d| (d, force)),
             &rep,
         ),
     };

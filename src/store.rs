@@ -49,7 +49,7 @@ pub const SHA256SUMS: &str = "SHA256SUMS";
 /// Hidden, so the `SHA256SUMS` of a build (every file not starting with `.`) never lists it.
 const LOCK: &str = ".hc1img-lock";
 
-/// Staging directories of builds in progress, removed by the signal thread.
+/// Staging directories of builds in progress (and [`TempDir`]s), removed by the signal thread.
 static LIVE_STAGING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Where a profile's build goes.
@@ -276,6 +276,37 @@ impl Drop for Staging {
         live.retain(|p| p != &self.path);
         let _ = remove_tree(&self.path);
         drop(self.lock.take());
+    }
+}
+
+/// A private temporary directory (mode 0700, under `$TMPDIR`) removed when dropped and, like
+/// a staging directory, when SIGINT, SIGTERM or SIGHUP ends the process: for files that must
+/// not outlive the command (`hc1img seed --flash`'s seeded copy, which holds secrets).
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Result<TempDir> {
+        let mut live = live_staging();
+        let path = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .context("cannot create a temporary directory (is $TMPDIR writable?)")?
+            .keep();
+        live.push(path.clone());
+        Ok(TempDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let mut live = live_staging();
+        live.retain(|p| p != &self.0);
+        let _ = remove_tree(&self.0);
     }
 }
 

@@ -1,10 +1,12 @@
-//! Flashing through the block maps onto used media: `bmaptool copy` of `sd.img`/`ssd.img`
-//! (and their `.zst`, and a card seeded by `hc1img seed`, through its own map) onto a loop
-//! device whose backing file is full of random bytes, as an old microSD card or SSD is.
-//! `bmaptool` writes only the mapped blocks, so whatever the image needs there — FAT tables,
-//! directories, the zeroed U-Boot environment, both GPTs, ext4 metadata — must be mapped.
-//! Checked with `fsck.fat -n`, `e2fsck -fn` and `sgdisk -v`.
-use std::io::Read;
+//! Flashing through the block maps onto used media: `sd.img`/`ssd.img` (and their `.zst`,
+//! and a card seeded by `hc1img seed`, through its own map) written onto a loop device whose
+//! backing file is full of random bytes, as an old microSD card or SSD is, by `bmaptool copy`
+//! and by `hc1img flash` (plain without a map, `.zst` through the map found beside it, the
+//! seeded card, and `hc1img seed --flash` in one step). Only the mapped blocks are written,
+//! so whatever the image needs there — FAT tables, directories, the zeroed U-Boot
+//! environment, both GPTs, ext4 metadata — must be mapped. Checked with `fsck.fat -n`,
+//! `e2fsck -fn` and `sgdisk -v` on the written device, at the offsets `sfdisk --json` reads
+//! from it. One build serves every case.
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
@@ -23,40 +25,60 @@ fn small_profile(dir: &Path) -> PathBuf {
     p
 }
 
-/// Detaches the loop device on drop.
-struct Loop(String);
+/// How a test writes an image onto a loop device over used media.
+enum Writer<'a> {
+    /// `bmaptool copy --bmap BMAP IMAGE DEVICE`.
+    Bmaptool(&'a Path),
+    /// `hc1img flash ARGS… IMAGE DEVICE`; its report must contain the text given.
+    Hc1img(&'a [&'a str], &'a str),
+    /// `hc1img seed IMAGE --hostname hc1-flashed --flash DEVICE`.
+    SeedFlash,
+}
 
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &self.0])
-            .status();
+/// Write `image` onto a loop device over `target` with `how`.
+fn flash(how: &Writer, image: &Path, target: &Path) {
+    let lo = Loop::attach(target, false);
+    match how {
+        Writer::Bmaptool(bmap) => {
+            run_ok(
+                "bmaptool",
+                &[
+                    "copy",
+                    "--bmap",
+                    bmap.to_str().unwrap(),
+                    image.to_str().unwrap(),
+                    &lo.0,
+                ],
+            );
+        }
+        Writer::Hc1img(args, says) => {
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_hc1img"))
+                .arg("flash")
+                .args(*args)
+                .arg(image)
+                .arg(&lo.0)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "hc1img flash {args:?}: {err}");
+            assert!(err.contains(says), "{says:?} not in:\n{err}");
+            assert!(err.contains("it matches"), "{err}");
+        }
+        Writer::SeedFlash => {
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_hc1img"))
+                .arg("seed")
+                .arg(image)
+                .args(["--hostname", "hc1-flashed", "--flash", &lo.0])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "hc1img seed --flash: {err}");
+            assert!(
+                err.contains("mapped by") && err.contains("it matches"),
+                "{err}"
+            );
+        }
     }
-}
-
-/// A file of `len` random bytes (from /dev/urandom): a used card or disk.
-fn used_media(path: &Path, len: u64) {
-    let mut src = std::fs::File::open("/dev/urandom").unwrap().take(len);
-    let mut dst = std::fs::File::create(path).unwrap();
-    assert_eq!(std::io::copy(&mut src, &mut dst).unwrap(), len);
-}
-
-/// `bmaptool copy` `image` (with `bmap`) onto a loop device over `target`.
-fn flash(image: &Path, bmap: &Path, target: &Path) {
-    let dev = run_ok("losetup", &["-f", "--show", target.to_str().unwrap()])
-        .trim()
-        .to_string();
-    let lo = Loop(dev);
-    run_ok(
-        "bmaptool",
-        &[
-            "copy",
-            "--bmap",
-            bmap.to_str().unwrap(),
-            image.to_str().unwrap(),
-            &lo.0,
-        ],
-    );
     drop(lo);
 }
 
@@ -97,7 +119,6 @@ fn flashing_through_the_bmaps_onto_used_media_gives_valid_disks() {
         env["sector"].as_integer().unwrap() as u64 * 512,
         env["sectors"].as_integer().unwrap() as u64 * 512,
     );
-    let boot_at = 8192 * 512;
 
     // A seeded card, flashed through its own map: the card's map plus the seed's changes.
     let seeded = tmp.path().join("sd-node.img");
@@ -108,39 +129,76 @@ fn flashing_through_the_bmaps_onto_used_media_gives_valid_disks() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let seeded_bmap = tmp.path().join("sd-node.img.bmap");
+    let (sd_bmap, sd_zst) = (out.join("sd.img.bmap"), out.join("sd.img.zst"));
+    let sd_fat = tmp.path().join("sd.fat");
+    let (sd_boot, sd_boot_len) = partitions(&sd)[0];
+    extract(&sd, sd_boot, sd_boot_len, &sd_fat);
+    let want_zimage = tmp.path().join("want-zImage");
+    run_ok(
+        "mcopy",
+        &[
+            "-n",
+            "-i",
+            sd_fat.to_str().unwrap(),
+            "::zImage",
+            want_zimage.to_str().unwrap(),
+        ],
+    );
 
-    for (source, bmap) in [
-        (out.join("sd.img"), out.join("sd.img.bmap")),
-        (out.join("sd.img.zst"), out.join("sd.img.bmap")),
-        (seeded.clone(), seeded_bmap),
-    ] {
-        let image = source;
-        let source = image.file_name().unwrap().to_str().unwrap().to_string();
+    // Each card: the image, how it is written, the host name its seed must carry.
+    let by_sd_map = format!("mapped by {}", sd_bmap.display());
+    let by_seeded_map = format!("mapped by {}", seeded_bmap.display());
+    let cards: [(&Path, Writer, Option<&str>); 7] = [
+        (&sd, Writer::Bmaptool(&sd_bmap), None),
+        (&sd_zst, Writer::Bmaptool(&sd_bmap), None),
+        (&seeded, Writer::Bmaptool(&seeded_bmap), Some("hc1-node")),
+        // hc1img flash: a plain image, every byte; the .zst through sd.img.bmap, found
+        // beside it as bmaptool finds it; the seeded card through its own map.
+        (&sd, Writer::Hc1img(&["--no-bmap"], "every byte"), None),
+        (&sd_zst, Writer::Hc1img(&[], &by_sd_map), None),
+        (
+            &seeded,
+            Writer::Hc1img(&[], &by_seeded_map),
+            Some("hc1-node"),
+        ),
+        // Seeded and written in one step.
+        (&sd, Writer::SeedFlash, Some("hc1-flashed")),
+    ];
+    for (image, how, hostname) in &cards {
+        let what = format!(
+            "{} by {}",
+            image.file_name().unwrap().to_str().unwrap(),
+            match how {
+                Writer::Bmaptool(_) => "bmaptool",
+                Writer::Hc1img(..) => "hc1img flash",
+                Writer::SeedFlash => "hc1img seed --flash",
+            }
+        );
         let card = tmp.path().join("card");
         used_media(&card, sd_len);
-        flash(&image, &bmap, &card);
-        let got = std::fs::read(&card).unwrap();
+        flash(how, image, &card);
+        let env_bytes = crate::disk_common::read_range(&card, env_at, env_len as usize);
         assert!(
-            got[env_at as usize..(env_at + env_len) as usize]
-                .iter()
-                .all(|&b| b == 0),
-            "{source}: the old card's U-Boot environment survived"
+            env_bytes.iter().all(|&b| b == 0),
+            "{what}: the old card's U-Boot environment survived"
         );
+        let (boot, boot_len) = partitions(&card)[0];
+        assert_eq!((boot, boot_len), (sd_boot, sd_boot_len), "{what}");
         let fat = tmp.path().join("fat");
-        extract(&card, boot_at, sd_len - boot_at, &fat);
+        extract(&card, boot, boot_len, &fat);
         assert_ok("fsck.fat", &["-n", fat.to_str().unwrap()]);
         // The files read back as the image has them.
         let listing = run_ok("mdir", &["-i", fat.to_str().unwrap(), "-/", "::"]);
         assert!(
             listing.contains("zImage") && listing.contains("boot"),
-            "{listing}"
+            "{what}: {listing}"
         );
-        if image == seeded {
+        if let Some(h) = hostname {
             let conf = run_ok(
                 "mtype",
                 &["-i", fat.to_str().unwrap(), "::hc1img-seed/seed.conf"],
             );
-            assert!(conf.contains("hostname=hc1-node"), "{conf}");
+            assert!(conf.contains(&format!("hostname={h}\n")), "{what}: {conf}");
         }
         let zimage = tmp.path().join("zImage");
         run_ok(
@@ -153,32 +211,36 @@ fn flashing_through_the_bmaps_onto_used_media_gives_valid_disks() {
                 zimage.to_str().unwrap(),
             ],
         );
-        let sd_fat = tmp.path().join("sd.fat");
-        extract(&sd, boot_at, sd_len - boot_at, &sd_fat);
-        let want = tmp.path().join("want-zImage");
         run_ok(
-            "mcopy",
-            &[
-                "-n",
-                "-i",
-                sd_fat.to_str().unwrap(),
-                "::zImage",
-                want.to_str().unwrap(),
-            ],
+            "cmp",
+            &[zimage.to_str().unwrap(), want_zimage.to_str().unwrap()],
         );
-        run_ok("cmp", &[zimage.to_str().unwrap(), want.to_str().unwrap()]);
     }
 
-    for source in ["ssd.img", "ssd.img.zst"] {
+    let ssd_bmap = out.join("ssd.img.bmap");
+    let by_ssd_map = format!("mapped by {}", ssd_bmap.display());
+    let (ssd_zst, ssd_bmap_ref) = (out.join("ssd.img.zst"), &ssd_bmap);
+    let disks: [(&Path, Writer); 4] = [
+        (&ssd, Writer::Bmaptool(ssd_bmap_ref)),
+        (&ssd_zst, Writer::Bmaptool(ssd_bmap_ref)),
+        (&ssd, Writer::Hc1img(&[], &by_ssd_map)),
+        (
+            &ssd_zst,
+            Writer::Hc1img(&["--bmap", ssd_bmap.to_str().unwrap()], &by_ssd_map),
+        ),
+    ];
+    for (image, how) in &disks {
+        let what = image.display();
         let disk = tmp.path().join("disk");
         used_media(&disk, ssd_len);
-        flash(&out.join(source), &out.join("ssd.img.bmap"), &disk);
+        flash(how, image, &disk);
         let v = assert_ok("sgdisk", &["-v", disk.to_str().unwrap()]);
-        assert!(v.contains("No problems found"), "{source}: {v}");
+        assert!(v.contains("No problems found"), "{what}: {v}");
+        let (root_at, root_len) = partitions(&disk)[0];
         let root = tmp.path().join("root.ext4");
-        extract(&disk, 1 << 20, 256 << 20, &root);
+        extract(&disk, root_at, root_len, &root);
         assert_ok("e2fsck", &["-fn", root.to_str().unwrap()]);
         let passwd = debugfs(&root, "cat /etc/passwd");
-        assert!(passwd.contains("admin:x:1000:"), "{passwd}");
+        assert!(passwd.contains("admin:x:1000:"), "{what}: {passwd}");
     }
 }

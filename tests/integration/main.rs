@@ -30,6 +30,7 @@ mod fat_oracles;
 mod fixtures_rootfs;
 mod flake;
 mod flash_bmap;
+mod flash_cmd;
 mod hostile_tar;
 mod initramfs_rewrite;
 mod kernel_image;

@@ -616,3 +616,51 @@ pub fn test_kernels() -> (PathBuf, String, String) {
     let (a, b) = (version("A"), version("B"));
     (dir, a, b)
 }
+
+/// A loop device over a file, detached on drop.
+pub struct Loop(pub String);
+
+impl Loop {
+    /// Attach `file` (with `-P`: its partitions get their own devices, `/dev/loopNpM`).
+    pub fn attach(file: &Path, partitions: bool) -> Loop {
+        let mut args = vec!["-f", "--show"];
+        if partitions {
+            args.push("-P");
+        }
+        args.push(file.to_str().unwrap());
+        Loop(run_ok("losetup", &args).trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A file of `len` random bytes (from /dev/urandom): a used card or disk.
+pub fn used_media(path: &Path, len: u64) {
+    use std::io::Read;
+    let mut src = std::fs::File::open("/dev/urandom").unwrap().take(len);
+    let mut dst = std::fs::File::create(path).unwrap();
+    assert_eq!(std::io::copy(&mut src, &mut dst).unwrap(), len);
+}
+
+/// The partitions of a disk image or device as `sfdisk --json` reads them: (start, size) in
+/// bytes.
+pub fn partitions(disk: &Path) -> Vec<(u64, u64)> {
+    let j: serde_json::Value =
+        serde_json::from_str(&run_ok("sfdisk", &["--json", disk.to_str().unwrap()])).unwrap();
+    let sector = j["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    j["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["start"].as_u64().unwrap() * sector,
+                p["size"].as_u64().unwrap() * sector,
+            )
+        })
+        .collect()
+}
