@@ -288,8 +288,10 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(prefix: &str) -> Result<TempDir> {
         let mut live = live_staging();
+        use std::os::unix::fs::PermissionsExt as _;
         let path = tempfile::Builder::new()
             .prefix(prefix)
+            .permissions(fs::Permissions::from_mode(0o700))
             .tempdir()
             .context("cannot create a temporary directory (is $TMPDIR writable?)")?
             .keep();
@@ -542,6 +544,22 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn a_temp_dir_is_private_removed_on_drop_and_known_to_the_signal_thread() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let t = TempDir::new(".hc1img-test-").unwrap();
+        let p = t.path().to_path_buf();
+        std::fs::write(p.join("secret"), b"x").unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert!(live_staging().contains(&p));
+        drop(t);
+        assert!(!p.exists());
+        assert!(!live_staging().contains(&p));
     }
 
     #[test]

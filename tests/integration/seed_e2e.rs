@@ -303,6 +303,29 @@ fn seed_refuses_bad_requests_and_writes_nothing() {
             ],
             "must be an existing directory",
         ),
+        // --flash writes one card, and checks the device before seeding anything.
+        (
+            vec![
+                "--hostname".into(),
+                "a".into(),
+                "--hostname".into(),
+                "b".into(),
+                "--flash".into(),
+                dir.join("card").display().to_string(),
+            ],
+            "--flash writes one card: give one --hostname, not 2",
+        ),
+        (
+            vec![
+                "--hostname".into(),
+                "a".into(),
+                "--secret".into(),
+                good.clone(),
+                "--flash".into(),
+                dir.display().to_string(),
+            ],
+            "is a directory, not a block device or an image file",
+        ),
     ];
     for (args, want) in cases {
         let mut all = vec![sd.to_string()];
