@@ -62,6 +62,11 @@ pub struct BuildReport {
     pub boot_txt: String,
     /// `ssd.img` and `sd.img`: size and sha256, hashed as soon as each was complete.
     pub images: BTreeMap<String, crate::manifest::OutputFile>,
+    /// The root's final local pacman database (every installed package's `desc`), for the
+    /// SBOM ([`crate::sbom`]).
+    pub local_db: Vec<crate::packages::db::Desc>,
+    /// The time the build gave what it wrote: `SOURCE_DATE_EPOCH` or the tarball's newest mtime.
+    pub timestamp: i64,
 }
 
 /// A build's tar stream: a pass over the tarball of its own, or its share of a pass.
@@ -539,6 +544,9 @@ fn build_sized(
     }
     let card_list = crate::seed::card_list(&ctx);
 
+    // What the image holds, for the SBOM: the local database after the transaction and edits.
+    let local_db = crate::packages::db::read_local_from_tree(&tree, &|d| writer.read_data(d))?;
+
     rep.step("writing the root filesystem");
     writer.set_timestamp(timestamp);
     let ext4 = writer.finish(&tree)?;
@@ -621,6 +629,8 @@ fn build_sized(
         boot_files,
         boot_txt,
         images,
+        local_db,
+        timestamp,
     })
 }
 
