@@ -64,6 +64,11 @@ pub struct BuildReport {
     pub images: BTreeMap<String, crate::manifest::OutputFile>,
     /// What the first boot runs for the packages (the manifest's `first_boot`).
     pub first_boot: Vec<String>,
+    /// The root's final local pacman database (every installed package's `desc`), for the
+    /// SBOM ([`crate::sbom`]).
+    pub local_db: Vec<crate::packages::db::Desc>,
+    /// The time the build gave what it wrote: `SOURCE_DATE_EPOCH` or the tarball's newest mtime.
+    pub timestamp: i64,
 }
 
 /// A build's tar stream: a pass over the tarball of its own, or its share of a pass.
@@ -542,6 +547,9 @@ fn build_sized(
     }
     let card_list = crate::seed::card_list(&ctx);
 
+    // What the image holds, for the SBOM: the local database after the transaction and edits.
+    let local_db = crate::packages::db::read_local_from_tree(&tree, &|d| writer.read_data(d))?;
+
     rep.step("writing the root filesystem");
     writer.set_timestamp(timestamp);
     let ext4 = writer.finish(&tree)?;
@@ -625,6 +633,8 @@ fn build_sized(
         boot_txt,
         images,
         first_boot,
+        local_db,
+        timestamp,
     })
 }
 

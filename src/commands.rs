@@ -334,6 +334,7 @@ fn record_and_write(
 ) -> Result<()> {
     rep.step("hashing the outputs");
     let mut names: Vec<String> = IMAGES.iter().map(|s| s.to_string()).collect();
+    names.push(crate::sbom::FILE_NAME.into());
     // Every compressed copy and map present (a directory may hold both .zst and .xz).
     for e in [Compress::Zst, Compress::Xz] {
         for x in e.extra_outputs() {
@@ -400,6 +401,41 @@ fn record_and_write(
     write_via_temp(&dir.join(SHA256SUMS), |tmp| {
         std::fs::write(tmp, sums).with_context(|| format!("{}: cannot write", tmp.display()))
     })
+}
+
+/// The SBOM of a finished build ([`crate::sbom`]) into `dir`: the image's final local
+/// database, the pins, the tarball and the derivation's inputs.
+fn write_sbom(
+    dir: &Path,
+    pd: &Pending,
+    manifest: &Manifest,
+    report: &crate::build::BuildReport,
+) -> Result<()> {
+    let url =
+        pd.p.source
+            .as_ref()
+            .map_or_else(|| manifest.source.url.clone(), |s| s.url.clone());
+    let signer = locked_pin(&pd.p, &url)
+        .filter(|pin| pin.sha256 == pd.spec.sha256)
+        .and_then(|pin| pin.signer);
+    let pins: Vec<crate::packages::PackagePin> =
+        pd.packages.iter().map(|f| f.pin.clone()).collect();
+    let inputs = crate::sbom::Inputs {
+        profile: &pd.p.name,
+        derivation: &pd.drv.hash,
+        tool_version: env!("CARGO_PKG_VERSION"),
+        created: report.timestamp,
+        tarball: crate::sbom::Tarball {
+            url: &url,
+            sha256: &pd.spec.sha256,
+            signer: signer.as_deref(),
+        },
+        inputs: &manifest.inputs,
+        images: &report.images,
+        installed: &report.local_db,
+        pins: &pins,
+    };
+    crate::sbom::write(&dir.join(crate::sbom::FILE_NAME), &inputs)
 }
 
 /// A profile ready to build: resolved, pinned, its source and packages fetched, its staging
@@ -598,8 +634,8 @@ fn prepare(
     }))
 }
 
-/// After the build of `pd`: its compressed copies, manifest.json, and the staging directory
-/// moved into place.
+/// After the build of `pd`: its SBOM, its compressed copies, manifest.json, and the staging
+/// directory moved into place.
 fn complete(pd: Pending, report: crate::build::BuildReport, compress: Compress) -> Result<PathBuf> {
     let rep = &pd.rep;
     rep.detail(format!(
@@ -611,6 +647,7 @@ fn complete(pd: Pending, report: crate::build::BuildReport, compress: Compress) 
     ));
     write_compressed(pd.staging.path(), compress, false, rep)?;
     let mut manifest = manifest_for(&pd.p, &pd.drv, &pd.spec);
+    write_sbom(pd.staging.path(), &pd, &manifest, &report)?;
     // The images were hashed by the build as it finished them.
     manifest.outputs.extend(report.images);
     manifest.first_boot = report.first_boot;
@@ -1287,8 +1324,13 @@ fn write_into(to: &Path, bytes: &[u8]) -> Result<usize> {
 /// The HC1 board file, built in so `inspect` can name the blobs without a profile.
 const HC1_BOARD: &str = include_str!("../profiles/boards/odroid-hc1.toml");
 
-/// `hc1img inspect`.
-pub fn inspect(image: &Path) -> Result<()> {
+/// `hc1img inspect`; with `sbom`, the SBOM of the output directory (or `sbom.spdx.json`)
+/// `image` as a table.
+pub fn inspect(image: &Path, sbom: bool) -> Result<()> {
+    if sbom {
+        print!("{}", crate::sbom::table(image)?);
+        return Ok(());
+    }
     #[derive(serde::Deserialize)]
     struct B {
         sd: Sd,

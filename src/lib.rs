@@ -33,6 +33,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod rootfs;
+pub mod sbom;
 pub mod sections;
 pub mod sector;
 pub mod seed;

@@ -163,10 +163,15 @@ enum Command {
         trust: TrustFlags,
     },
     /// Describe a built image: partition table, filesystems, labels, UUIDs and bootloader
-    /// blobs, as a check before flashing.
+    /// blobs, as a check before flashing; or, with --sbom, what a build's images hold.
     Inspect {
-        /// ssd.img or sd.img.
+        /// ssd.img or sd.img; with --sbom, an output directory (or its sbom.spdx.json).
         image: PathBuf,
+        /// Print the build's software bill of materials (sbom.spdx.json, SPDX 2.3) as a table:
+        /// the tarball, then every installed package with its version, architecture, licence,
+        /// the pinned package file's sha256 and its signer.
+        #[arg(long)]
+        sbom: bool,
     },
     /// What differs between two builds: root filesystem paths added, removed, changed in
     /// content or metadata, and boot files — check a profile or tarball change before flashing.
@@ -305,7 +310,7 @@ fn main() -> ExitCode {
             profiles,
             trust,
         } => commands::vendor(&dir, &profiles, &trust.args(false), &rep),
-        Command::Inspect { image } => commands::inspect(&image),
+        Command::Inspect { image, sbom } => commands::inspect(&image, sbom),
         // Exit like diff(1): 0 same, 1 different, 2 trouble.
         Command::Diff { a, b } => match commands::diff(&a, &b) {
             Ok(false) => Ok(()),

@@ -34,7 +34,7 @@ use anyhow::{Context, Result, bail};
 use crate::manifest::Manifest;
 
 /// Files every complete output directory holds.
-pub const OUTPUTS: [&str; 3] = ["ssd.img", "sd.img", "manifest.json"];
+pub const OUTPUTS: [&str; 4] = ["ssd.img", "sd.img", "sbom.spdx.json", "manifest.json"];
 
 /// Prefix of staging directories (beside or inside the output directory).
 pub const STAGING_PREFIX: &str = ".hc1img-staging-";
@@ -528,10 +528,10 @@ mod tests {
     /// Stage a build of `derivation` with the given extra outputs.
     fn stage(out: &OutDir, derivation: &str, extra: &[&str]) -> Staging {
         let s = out.start().unwrap();
-        for f in ["ssd.img", "sd.img"].iter().chain(extra) {
+        for f in ["ssd.img", "sd.img", "sbom.spdx.json"].iter().chain(extra) {
             fs::write(s.path().join(f), format!("{derivation} {f}")).unwrap();
         }
-        let mut outs = vec!["ssd.img", "sd.img"];
+        let mut outs = vec!["ssd.img", "sd.img", "sbom.spdx.json"];
         outs.extend_from_slice(extra);
         manifest(derivation, &outs).write(s.path()).unwrap();
         s
@@ -579,7 +579,10 @@ mod tests {
             fs::read(dir.join("sd.img")).unwrap(),
             b"0123456789abcdef sd.img"
         );
-        assert_eq!(names(&dir), ["manifest.json", "sd.img", "ssd.img"]);
+        assert_eq!(
+            names(&dir),
+            ["manifest.json", "sbom.spdx.json", "sd.img", "ssd.img"]
+        );
         assert_eq!(names(root.path()), ["worker", "worker-0123456789ab"]);
     }
 
@@ -646,7 +649,13 @@ mod tests {
         stage(&out, "bbb", &[]).commit().unwrap();
         assert_eq!(
             names(&out.dir),
-            ["manifest.json", "notes.txt", "sd.img", "ssd.img"]
+            [
+                "manifest.json",
+                "notes.txt",
+                "sbom.spdx.json",
+                "sd.img",
+                "ssd.img"
+            ]
         );
         assert_eq!(fs::read(out.dir.join("ssd.img")).unwrap(), b"bbb ssd.img");
         assert!(out.inspect().unwrap().is_build_of("bbb"));
@@ -664,7 +673,10 @@ mod tests {
             "stages inside the directory"
         );
         s.commit().unwrap();
-        assert_eq!(names(&out.dir), ["manifest.json", "sd.img", "ssd.img"]);
+        assert_eq!(
+            names(&out.dir),
+            ["manifest.json", "sbom.spdx.json", "sd.img", "ssd.img"]
+        );
     }
 
     #[test]
@@ -677,7 +689,10 @@ mod tests {
         fs::write(out.dir.join(REPLACING), r#"["sd.img.zst","ssd.img"]"#).unwrap();
         assert!(matches!(out.inspect().unwrap(), Existing::Interrupted(_)));
         stage(&out, "ccc", &[]).commit().unwrap();
-        assert_eq!(names(&out.dir), ["manifest.json", "sd.img", "ssd.img"]);
+        assert_eq!(
+            names(&out.dir),
+            ["manifest.json", "sbom.spdx.json", "sd.img", "ssd.img"]
+        );
     }
 
     #[test]

@@ -243,6 +243,40 @@ fn for_each_local_desc(tarball: &Path, mut f: impl FnMut(&str, &Desc) -> Result<
     Ok(())
 }
 
+/// The local database of a root being built: the `desc` of every `var/lib/pacman/local/*/`
+/// directory of `tree` (none when it has no local database), in name order, each checked to
+/// name its package (`%NAME%`, `%VERSION%`). `read` gives a file's bytes, in memory or
+/// already written to the image.
+pub fn read_local_from_tree(
+    tree: &crate::tree::Tree,
+    read: &dyn Fn(&crate::tree::FileData) -> Result<Vec<u8>>,
+) -> Result<Vec<Desc>> {
+    use crate::tree::NodeKind;
+    let Some(dir) = tree.lookup(LOCAL_DB.trim_end_matches('/').as_bytes()) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (name, id) in tree.children(dir) {
+        let Some(desc) = tree
+            .children(id)
+            .find(|(n, _)| *n == b"desc")
+            .map(|(_, d)| d)
+        else {
+            continue;
+        };
+        let NodeKind::File(data) = &tree.node(desc).kind else {
+            continue;
+        };
+        let shown = format!("/{LOCAL_DB}{}/desc", crate::tree::display(name));
+        let text = String::from_utf8(read(data).with_context(|| format!("{shown}: cannot read"))?)
+            .map_err(|_| anyhow::anyhow!("{shown}: not UTF-8 text"))?;
+        let d = Desc::parse(&text, &shown)?;
+        Package::from_desc(&d, "local", &shown)?;
+        out.push(d);
+    }
+    Ok(out)
+}
+
 /// Where pacman keeps the local database, relative to the root, with a trailing `/`.
 pub const LOCAL_DB: &str = "var/lib/pacman/local/";
 

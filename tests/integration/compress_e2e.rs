@@ -100,10 +100,14 @@ fn zst_flashes_with_bmaptool_and_is_reproducible() {
     }
     sums_check(&out1);
     same_file(&out1.join("SHA256SUMS"), &out2.join("SHA256SUMS"));
+    // The SBOM: valid SPDX, the same bytes from both builds, listed in the manifest.
+    crate::sbom_spdx::assert_spdx_valid(&out1.join("sbom.spdx.json"));
+    same_file(&out1.join("sbom.spdx.json"), &out2.join("sbom.spdx.json"));
     let outputs = manifest_outputs(&out1);
     for f in [
         "ssd.img",
         "sd.img",
+        "sbom.spdx.json",
         "ssd.img.zst",
         "sd.img.zst",
         "ssd.img.bmap",

@@ -51,6 +51,7 @@ mod profile_layers;
 mod profile_shipped;
 mod repro_e2e;
 mod rootfs_e2e;
+mod sbom_spdx;
 mod secrets_e2e;
 mod seed_e2e;
 mod source_fetch;

@@ -238,6 +238,87 @@ fn pacman_ok(root: &Path, args: &[&str]) -> String {
     pkgs::pacman_ok(root, &["--config", "/dev/null"], args)
 }
 
+/// The build's `sbom.spdx.json`: valid SPDX (`pyspdxtools`), listing exactly the packages
+/// Debian's `pacman -Q` finds in the image's local database (read back with debugfs into
+/// `root`), with their versions; the pinned ones with the lock's sha256 and the test key as
+/// signer; `hello`'s dependencies resolved (libfoo by name, `sh` by dash's provision); and
+/// `hc1img inspect --sbom` prints them.
+fn sbom_agrees_with_the_image(dir: &Path, sbom: &Path, root: &Path, gpg: &Gpg, lock: &str) {
+    crate::sbom_spdx::assert_spdx_valid(sbom);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sbom).unwrap()).unwrap();
+    let packages: Vec<&serde_json::Value> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["externalRefs"][0]["referenceLocator"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("pkg:alpm/"))
+        })
+        .collect();
+    let mut listed: Vec<String> = packages
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap()
+            )
+        })
+        .collect();
+    listed.sort();
+    let mut q: Vec<String> = pacman_ok(root, &["-Q"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    q.sort();
+    assert_eq!(
+        listed, q,
+        "the SBOM's packages differ from pacman -Q on the image"
+    );
+    assert!(q.contains(&"libfoo 1.1-1".to_string()), "{q:?}");
+    let fpr = gpg
+        .gen_key_fpr("Packages Test <pk@example.invalid>")
+        .unwrap();
+    let hello = packages.iter().find(|p| p["name"] == "hello").unwrap();
+    let sha = hello["checksums"][0]["checksumValue"].as_str().unwrap();
+    assert!(
+        lock.contains(&format!("sha256 = \"{sha}\"")),
+        "{sha} not pinned:\n{lock}"
+    );
+    assert!(
+        hello["annotations"][0]["comment"]
+            .as_str()
+            .unwrap()
+            .contains(&fpr),
+        "{hello}"
+    );
+    assert_eq!(hello["licenseDeclared"], "MIT");
+    assert_eq!(hello["homepage"], "https://example.org/hello");
+    let rels = doc["relationships"].as_array().unwrap();
+    let depends: Vec<&str> = rels
+        .iter()
+        .filter(|r| {
+            r["spdxElementId"] == "SPDXRef-Package-hello" && r["relationshipType"] == "DEPENDS_ON"
+        })
+        .map(|r| r["relatedSpdxElement"].as_str().unwrap())
+        .collect();
+    assert_eq!(depends, ["SPDXRef-Package-dash", "SPDXRef-Package-libfoo"]);
+    let (ok, table) = hc1img(dir, &["inspect", "--sbom", "out/pk"]);
+    assert!(ok, "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("hello ") && l.contains("2:1.0-3") && l.contains(&fpr)),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("{} installed packages", q.len())),
+        "{table}"
+    );
+}
+
 #[test]
 fn lock_build_and_pacman_agrees() {
     let tmp = tempfile::tempdir().unwrap();
@@ -347,9 +428,17 @@ fn lock_build_and_pacman_agrees() {
             "{img} differs between two builds"
         );
     }
+    let sbom_path = dir.join("out/pk/sbom.spdx.json");
+    let sbom = std::fs::read(&sbom_path).unwrap();
+    assert_eq!(
+        sbom,
+        std::fs::read(dir.join("again/sbom.spdx.json")).unwrap(),
+        "sbom.spdx.json differs between two builds"
+    );
     std::fs::remove_dir_all(dir.join("again")).unwrap();
     let root = dir.join("root");
     rdump(dir, &dir.join("out/pk"), &root);
+    sbom_agrees_with_the_image(dir, &sbom_path, &root, &gpg, &lock);
 
     let q = pacman_ok(&root, &["-Q"]);
     for want in ["hello 2:1.0-3", "dash 0.5.12-1", "libfoo 1.1-1"] {

@@ -278,6 +278,10 @@ fn shipped_profiles_build_without_secrets_and_carry_none() {
                 "manifest.json",
                 &std::fs::read_to_string(out.join("manifest.json")).unwrap(),
             );
+            assert_no_secret(
+                "sbom.spdx.json",
+                &std::fs::read_to_string(out.join("sbom.spdx.json")).unwrap(),
+            );
             let found = secrets_in_build(&out, &tmp.path().join("scratch"));
             assert_eq!(
                 found,
@@ -345,6 +349,10 @@ fn a_baked_secret_is_only_where_it_belongs() {
     assert_no_secret(
         "manifest.json",
         &std::fs::read_to_string(out.join("manifest.json")).unwrap(),
+    );
+    assert_no_secret(
+        "sbom.spdx.json",
+        &std::fs::read_to_string(out.join("sbom.spdx.json")).unwrap(),
     );
     let found = secrets_in_build(&out, &tmp.path().join("scratch"));
     assert_eq!(

@@ -291,5 +291,8 @@ fn two_concurrent_builds_of_the_same_inputs_both_succeed() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["manifest.json", "sd.img", "ssd.img"]);
+    assert_eq!(
+        names,
+        ["manifest.json", "sbom.spdx.json", "sd.img", "ssd.img"]
+    );
 }
