@@ -11,8 +11,8 @@ use crate::plan::{self, Derivation};
 use crate::profile::{self, Overrides, Profile};
 use crate::progress::{Reporter, Verbosity};
 use crate::source::{self, Cache, FetchOptions, Keyring, Mirrors, SignatureSpec};
-use crate::store::OutDir;
 pub use crate::store::SHA256SUMS;
+use crate::store::{OutDir, write_via_temp};
 
 /// Flags shared by commands that resolve a profile.
 #[derive(Clone, Debug)]
@@ -259,24 +259,6 @@ fn hash_files(paths: &[PathBuf], rep: &Reporter) -> Result<Vec<crate::manifest::
     r
 }
 
-/// Write `out` through a hidden temporary name in its directory and rename it into place, so
-/// an interrupted run never leaves a truncated file under the final name.
-fn write_via_temp(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = out.with_file_name(format!(".tmp-{name}"));
-    let r = write(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("{}: cannot move into place", out.display()))
-    });
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
-
 /// Write the compressed images and block maps `compress` asks for into `dir` (skipping those
 /// already there when `only_missing`).
 fn write_compressed(
@@ -322,13 +304,14 @@ fn write_compressed(
     Ok(())
 }
 
-/// Hash the outputs into the manifest and write it; with `--compress`, also write
-/// `SHA256SUMS` over every file in `dir` but itself (hidden temporaries aside), sorted by
-/// name. Hashes already in `manifest` for unchanged files are reused when `reuse` is set.
+/// Hash the outputs into the manifest and write it; with `sums` (`--compress`,
+/// `--sign-key`) or when the directory has one already, also write `SHA256SUMS`
+/// ([`crate::sums::write`]). Hashes already in `manifest` for unchanged images are reused when
+/// `reuse` is set.
 fn record_and_write(
     dir: &Path,
     manifest: &mut Manifest,
-    compress: Compress,
+    sums: bool,
     reuse: bool,
     rep: &Reporter,
 ) -> Result<()> {
@@ -368,39 +351,10 @@ fn record_and_write(
             serde_json::to_string_pretty(&*manifest).context("cannot serialise manifest.json")?;
         std::fs::write(tmp, text + "\n").with_context(|| format!("{}: cannot write", tmp.display()))
     })?;
-    if compress == Compress::None && !dir.join(SHA256SUMS).is_file() {
+    if !sums && !dir.join(SHA256SUMS).is_file() {
         return Ok(());
     }
-    let mut entries: Vec<String> = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
-        let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name == SHA256SUMS || name.starts_with('.') || !e.path().is_file() {
-            continue;
-        }
-        entries.push(name);
-    }
-    entries.sort();
-    let unknown: Vec<PathBuf> = entries
-        .iter()
-        .filter(|n| !manifest.outputs.contains_key(*n))
-        .map(|n| dir.join(n))
-        .collect();
-    let mut hashed = hash_files(&unknown, rep)?.into_iter();
-    let mut sums = String::new();
-    for name in entries {
-        let sha = match manifest.outputs.get(&name) {
-            Some(o) => o.sha256.clone(),
-            None => hashed
-                .next()
-                .map(|o| o.sha256)
-                .with_context(|| format!("internal error: {name} was not hashed"))?,
-        };
-        sums.push_str(&format!("{sha}  {name}\n"));
-    }
-    write_via_temp(&dir.join(SHA256SUMS), |tmp| {
-        std::fs::write(tmp, sums).with_context(|| format!("{}: cannot write", tmp.display()))
-    })
+    crate::sums::write(dir, &manifest.outputs, &|p| hash_files(p, rep))
 }
 
 /// The SBOM of a finished build ([`crate::sbom`]) into `dir`: the image's final local
@@ -438,6 +392,45 @@ fn write_sbom(
     crate::sbom::write(&dir.join(crate::sbom::FILE_NAME), &inputs)
 }
 
+/// Sign `dir/SHA256SUMS` with `key` into `dir/SHA256SUMS.sig`, writing the sums first from
+/// `dir/manifest.json` when there are none; with `check`, every file the sums list is hashed
+/// again first (one attests only what one has checked). Prints `FINGERPRINT  SIGNATURE`.
+fn sign_dir(
+    dir: &Path,
+    key: &crate::signing::SigningKey,
+    check: bool,
+    rep: &Reporter,
+) -> Result<()> {
+    let sums = dir.join(SHA256SUMS);
+    if !sums.is_file() {
+        if !dir.join("manifest.json").is_file() {
+            bail!(
+                "{}: missing, and {} holds no manifest.json to write it from: sign an hc1img \
+                 output directory, or a directory with a SHA256SUMS (`sha256sum -- * > \
+                 SHA256SUMS`)",
+                sums.display(),
+                dir.display()
+            );
+        }
+        let m = Manifest::read(dir)?;
+        crate::sums::write(dir, &m.outputs, &|p| hash_files(p, rep))?;
+    }
+    if check {
+        rep.step(format!("checking {}", sums.display()));
+        crate::sums::check(dir, &|p| hash_files(p, rep))?;
+    }
+    let sig = dir.join(crate::sums::SIGNATURE);
+    key.sign_file(&sums, &sig)?;
+    rep.step(format!(
+        "signed {} with key {}: {}",
+        sums.display(),
+        key.fingerprint,
+        sig.display()
+    ));
+    println!("{}  {}", key.fingerprint, sig.display());
+    Ok(())
+}
+
 /// A profile ready to build: resolved, pinned, its source and packages fetched, its staging
 /// directory made.
 struct Pending {
@@ -456,24 +449,34 @@ pub fn build(
     out: Option<PathBuf>,
     rebuild: bool,
     compress: Compress,
+    sign_key: Option<&Path>,
     rep: &Reporter,
 ) -> Result<PathBuf> {
-    build_all(std::slice::from_ref(args), out, rebuild, compress, rep)?
-        .into_iter()
-        .next()
-        .context("internal error: a build without an output directory")
+    build_all(
+        std::slice::from_ref(args),
+        out,
+        rebuild,
+        compress,
+        sign_key,
+        rep,
+    )?
+    .into_iter()
+    .next()
+    .context("internal error: a build without an output directory")
 }
 
 /// `hc1img build PROFILE...`: every profile into its own out/ directory. The profiles that
 /// share a source are built from one pass over its tarball ([`crate::build::build_shared`]);
-/// profiles of different sources make one pass per source. Returns the output directories in
-/// the order of `args`; when a build fails the others still finish, then the first error is
-/// returned.
+/// profiles of different sources make one pass per source. With `sign_key`, each output's
+/// `SHA256SUMS` is signed (the key is read first, so a bad one fails before any work).
+/// Returns the output directories in the order of `args`; when a build fails the others still
+/// finish, then the first error is returned.
 pub fn build_all(
     args: &[CommonArgs],
     out: Option<PathBuf>,
     rebuild: bool,
     compress: Compress,
+    sign_key: Option<&Path>,
     rep: &Reporter,
 ) -> Result<Vec<PathBuf>> {
     crate::progress::timing("loading the profile");
@@ -486,11 +489,18 @@ pub fn build_all(
         );
     }
     let timestamp = source_date_epoch()?;
+    let key = sign_key.map(crate::signing::SigningKey::load).transpose()?;
+    let key = key.as_ref();
     let mut dirs: Vec<Option<PathBuf>> = vec![None; args.len()];
     let mut pending: Vec<(usize, Pending)> = Vec::new();
     for (i, a) in args.iter().enumerate() {
         match prepare(a, out.clone(), rebuild, compress, several, rep)? {
-            Ok(dir) => dirs[i] = Some(dir),
+            Ok(dir) => {
+                if let Some(key) = key {
+                    sign_dir(&dir, key, true, rep)?;
+                }
+                dirs[i] = Some(dir)
+            }
             Err(pd) => {
                 if let Some((_, other)) = pending.iter().find(|(_, o)| o.drv.hash == pd.drv.hash) {
                     bail!(
@@ -544,7 +554,7 @@ pub fn build_all(
         };
         for ((i, pd), r) in group.into_iter().zip(results) {
             let name = pd.p.name.clone();
-            match r.and_then(|report| complete(pd, report, compress)) {
+            match r.and_then(|report| complete(pd, report, compress, key)) {
                 Ok(dir) => dirs[i] = Some(dir),
                 Err(e) => {
                     let e = if several {
@@ -605,7 +615,13 @@ fn prepare(
             ));
             let mut manifest = Manifest::read(&out.dir)?;
             write_compressed(&out.dir, compress, true, rep)?;
-            record_and_write(&out.dir, &mut manifest, compress, true, rep)?;
+            record_and_write(
+                &out.dir,
+                &mut manifest,
+                compress != Compress::None,
+                true,
+                rep,
+            )?;
             rep.step(format!("built {}", out.dir.display()));
             return Ok(Ok(out.dir));
         }
@@ -634,9 +650,14 @@ fn prepare(
     }))
 }
 
-/// After the build of `pd`: its SBOM, its compressed copies, manifest.json, and the staging
-/// directory moved into place.
-fn complete(pd: Pending, report: crate::build::BuildReport, compress: Compress) -> Result<PathBuf> {
+/// After the build of `pd`: its SBOM, its compressed copies, manifest.json, `SHA256SUMS` and
+/// its signature (with `key`), and the staging directory moved into place.
+fn complete(
+    pd: Pending,
+    report: crate::build::BuildReport,
+    compress: Compress,
+    key: Option<&crate::signing::SigningKey>,
+) -> Result<PathBuf> {
     let rep = &pd.rep;
     rep.detail(format!(
         "ext4: {} of {} blocks used, {} of {} inodes used",
@@ -651,9 +672,26 @@ fn complete(pd: Pending, report: crate::build::BuildReport, compress: Compress) 
     // The images were hashed by the build as it finished them.
     manifest.outputs.extend(report.images);
     manifest.first_boot = report.first_boot;
-    record_and_write(pd.staging.path(), &mut manifest, compress, true, rep)?;
+    let sums = compress != Compress::None || key.is_some();
+    record_and_write(pd.staging.path(), &mut manifest, sums, true, rep)?;
+    if let Some(key) = key {
+        // Signed in the staging directory: the signature moves into place with the rest.
+        key.sign_file(
+            &pd.staging.path().join(SHA256SUMS),
+            &pd.staging.path().join(crate::sums::SIGNATURE),
+        )?;
+    }
     let dir = pd.staging.commit()?;
     rep.step(format!("built {}", dir.display()));
+    if let Some(key) = key {
+        let sig = dir.join(crate::sums::SIGNATURE);
+        rep.step(format!(
+            "signed with key {}: {}",
+            key.fingerprint,
+            sig.display()
+        ));
+        println!("{}  {}", key.fingerprint, sig.display());
+    }
     Ok(dir)
 }
 
@@ -1394,12 +1432,30 @@ pub fn diff(a: &Path, b: &Path) -> Result<bool> {
     Ok(!report.is_empty())
 }
 
-/// `hc1img verify`.
-pub fn verify(dir: &Path) -> Result<()> {
-    for line in crate::manifest::verify(dir)? {
+/// `hc1img verify`: the outputs against the manifest; with `keyring`, the signature of
+/// `SHA256SUMS`, every file it lists and the manifests against it ([`crate::signing::verify`]).
+pub fn verify(dir: &Path, keyring: Option<&Path>, rep: &Reporter) -> Result<()> {
+    let lines = match keyring {
+        None => crate::manifest::verify(dir)?,
+        Some(k) => crate::signing::verify(dir, k, &|p| hash_files(p, rep))?,
+    };
+    for line in lines {
         println!("{line}");
     }
     Ok(())
+}
+
+/// `hc1img sign DIR --key FILE`: sign `DIR/SHA256SUMS` (written from the manifest when an
+/// output directory has none), after checking every file it lists.
+pub fn sign(dir: &Path, key: &Path, rep: &Reporter) -> Result<()> {
+    if !dir.is_dir() {
+        bail!(
+            "{}: not a directory; give an output (or release) directory",
+            dir.display()
+        );
+    }
+    let key = crate::signing::SigningKey::load(key)?;
+    sign_dir(dir, &key, true, rep)
 }
 
 /// `hc1img seed`: a copy of `sd_img` per node, each with that node's seed (see

@@ -123,6 +123,13 @@ enum Command {
         /// files, they are made from its images instead of building again.
         #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Compress::None)]
         compress: Compress,
+        /// Sign the build's SHA256SUMS (written even without --compress) with this OpenPGP
+        /// secret key (armored or binary, as `gpg --export-secret-keys` writes it; a protected
+        /// key's passphrase in HC1IMG_SIGN_PASSPHRASE): writes SHA256SUMS.sig and prints
+        /// `FINGERPRINT  PATH`. The key is read before any work; the images and the manifest
+        /// do not depend on it.
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
     },
     /// Show the resolved profile, every input with its digest, and the derivation hash.
     /// Fetches and builds nothing.
@@ -181,10 +188,29 @@ enum Command {
         /// The newer output directory.
         b: PathBuf,
     },
-    /// Re-hash a build's outputs against its manifest.json and report any that differ.
+    /// Re-hash a build's outputs against its manifest.json and report any that differ; with
+    /// --keyring, also check SHA256SUMS.sig against the key, every file SHA256SUMS lists, and
+    /// each listed manifest against SHA256SUMS (an output directory or a release's files).
     Verify {
-        /// An output directory (containing manifest.json).
+        /// An output directory (containing manifest.json), or a directory of release files
+        /// (with SHA256SUMS and SHA256SUMS.sig).
         dir: PathBuf,
+        /// The OpenPGP public key (armored or binary) the release must be signed with; a
+        /// missing or bad signature is an error.
+        #[arg(long, value_name = "FILE")]
+        keyring: Option<PathBuf>,
+    },
+    /// Sign DIR/SHA256SUMS with an OpenPGP secret key into DIR/SHA256SUMS.sig (a detached
+    /// binary signature, checked by `gpgv` and `hc1img verify --keyring`). In an output
+    /// directory without SHA256SUMS, it is written from manifest.json first; every file it
+    /// lists is hashed again before signing. Prints `FINGERPRINT  PATH`.
+    Sign {
+        /// An output directory, or a directory of release files with its SHA256SUMS.
+        dir: PathBuf,
+        /// The secret key (armored or binary, as `gpg --export-secret-keys` writes it; a
+        /// protected key's passphrase in HC1IMG_SIGN_PASSPHRASE).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
     },
     /// Write an image to a card or disk: only the blocks its block map lists (every byte
     /// without one), then flush, read them back and compare their SHA-256.
@@ -293,6 +319,7 @@ fn main() -> ExitCode {
             rebuild,
             compress,
             more,
+            sign_key,
         } => {
             let first = profile.common();
             let mut all = vec![first.clone()];
@@ -300,7 +327,7 @@ fn main() -> ExitCode {
                 profile: p,
                 ..first.clone()
             }));
-            commands::build_all(&all, out, rebuild, compress, &rep).map(|_| ())
+            commands::build_all(&all, out, rebuild, compress, sign_key.as_deref(), &rep).map(|_| ())
         }
         Command::Plan { profile, json } => commands::plan(&profile.common(), json),
         Command::Fetch { profile } => commands::fetch(&profile.common(), &rep),
@@ -320,7 +347,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Command::Verify { dir } => commands::verify(&dir),
+        Command::Verify { dir, keyring } => commands::verify(&dir, keyring.as_deref(), &rep),
+        Command::Sign { dir, key } => commands::sign(&dir, &key, &rep),
         Command::Flash {
             image,
             device,

@@ -56,8 +56,12 @@ impl Manifest {
     }
 
     pub fn read(dir: &Path) -> Result<Manifest> {
-        let p = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&p).with_context(|| {
+        Manifest::read_file(&dir.join("manifest.json"))
+    }
+
+    /// Read a manifest from the file `p` (a release names them `<profile>-manifest.json`).
+    pub fn read_file(p: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(p).with_context(|| {
             format!(
                 "{}: cannot read (is this an hc1img output directory?)",
                 p.display()

@@ -44,8 +44,11 @@ pub const STAGING_PREFIX: &str = ".hc1img-staging-";
 pub const REPLACING: &str = ".hc1img-replacing";
 
 const MANIFEST: &str = "manifest.json";
-/// The checksum list `build --compress` writes (GNU `sha256sum` format).
+/// The checksum list `build --compress` (or `--sign-key`) writes (GNU `sha256sum` format;
+/// `src/sums.rs`).
 pub const SHA256SUMS: &str = "SHA256SUMS";
+/// Its detached signature (`build --sign-key`, `hc1img sign`; `src/signing.rs`).
+pub const SHA256SUMS_SIG: &str = "SHA256SUMS.sig";
 /// Hidden, so the `SHA256SUMS` of a build (every file not starting with `.`) never lists it.
 const LOCK: &str = ".hc1img-lock";
 
@@ -412,14 +415,32 @@ impl Staging {
     }
 }
 
-/// The file names an old build's manifest says hc1img made.
+/// The file names an old build's manifest says hc1img made, and the checksum list and its
+/// signature, which hc1img writes there and which a new build must not leave stale.
 fn owned_by(m: &Manifest) -> BTreeSet<String> {
     let mut s: BTreeSet<String> = m.outputs.keys().cloned().collect();
     s.insert(MANIFEST.into());
-    if m.outputs.keys().any(|k| k.ends_with(".bmap")) {
-        s.insert(SHA256SUMS.into());
-    }
+    s.insert(SHA256SUMS.into());
+    s.insert(SHA256SUMS_SIG.into());
     s
+}
+
+/// Write `out` through a hidden temporary name in its directory and rename it into place, so
+/// an interrupted run never leaves a truncated file under the final name.
+pub fn write_via_temp(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = out.with_file_name(format!(".tmp-{name}"));
+    let r = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, out)
+            .with_context(|| format!("{}: cannot move into place", out.display()))
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// Point `link` at `dir` (relative, atomically via a temporary link and rename).

@@ -3,19 +3,6 @@
 //!
 //! The keyring is a file of transferable public keys (RFC 9580 §10.1), ASCII-armored or binary
 //! (as `gpg --export [--armor]` writes it; secret keys are accepted and used for their public
-//! part). The signature file may be armored or binary and may hold several signatures.
-//!
-//! Policy: at least one signature must be a valid binary/text document signature made by a key
-//! in the keyring, and no signature made by a keyring key may be bad. A signature by a subkey
-//! counts only if the subkey's binding signature from its primary key verifies. A signing key
-//! (primary) with a revocation signature that verifies is refused. Not checked: key and
-//! signature expiry times, and key flags of the primary key.
-
-//! Checking a detached OpenPGP signature (RFC 9580 §10.4) over a file against a keyring, with
-//! the pure-Rust `pgp` crate (rPGP).
-//!
-//! The keyring is a file of transferable public keys (RFC 9580 §10.1), ASCII-armored or binary
-//! (as `gpg --export [--armor]` writes it; secret keys are accepted and used for their public
 //! part), or the Arch Linux ARM build key embedded in hc1img ([`Keyring::Embedded`], the file
 //! `keys/archlinuxarm.asc`, provenance in `keys/README.md`). The signature may be armored or
 //! binary and may hold several signatures.
@@ -26,7 +13,8 @@
 //! only if the subkey's binding signature from its primary key verifies. Refused: a signing key
 //! (primary) with a revocation signature that verifies; a signing key (or subkey) past its key
 //! expiration time (RFC 9580 §5.2.3.13, from its newest valid self-signature or binding); a
-//! signature past its own expiration time (§5.2.3.18). Not checked: key flags.
+//! signature past its own expiration time (§5.2.3.18). Not checked: key flags. The same check
+//! verifies a release's `SHA256SUMS.sig` (`hc1img verify --keyring`, `src/signing.rs`).
 
 use std::fs::File;
 use std::io::{BufReader, Cursor};

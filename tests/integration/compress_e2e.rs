@@ -1,7 +1,9 @@
 //! End-to-end: `hc1img build --compress zst|xz` writes compressed images, bmaptool block maps
 //! and `SHA256SUMS`, checked with the real tools: `bmaptool copy` of the `.zst` with its
 //! `.bmap` reproduces each image byte for byte, `sha256sum -c` accepts `SHA256SUMS`,
-//! `xz -dc` inflates the `.xz` copies, and two builds give the same bytes. The compressors
+//! `xz -dc` inflates the `.xz` copies, and two builds give the same bytes; a build signed with
+//! `--sign-key` and then given its compressed copies is signed and checked by
+//! [`crate::release_signing`] (`gpgv`, tampering). The compressors
 //! themselves: they run on several threads (counted in `/proc/self/task`), their bytes do not
 //! depend on the thread count, and `zstd -dc` / `xz -dc` give the image back.
 
@@ -49,7 +51,7 @@ fn sums_check(dir: &Path) {
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "SHA256SUMS")
+        .filter(|n| n != "SHA256SUMS" && n != "SHA256SUMS.sig")
         .collect();
     files.sort();
     assert_eq!(
@@ -177,9 +179,15 @@ fn store_build_gains_compressed_copies_without_rebuilding() {
     let tmp = tempfile::tempdir().unwrap();
     let tarball = alarm_tarball(tmp.path(), &Alarm::default());
     let profile = small_profile(tmp.path());
-    build_with(tmp.path(), &profile, &tarball, None, &[]);
+    // Signed as it is built: SHA256SUMS without --compress, and its signature.
+    let key = crate::release_signing::ReleaseKey::new(tmp.path());
+    let sign = ["--sign-key", key.secret.to_str().unwrap()];
+    let mut log = build_with(tmp.path(), &profile, &tarball, None, &sign);
     let dir = std::fs::canonicalize(tmp.path().join("out/small")).unwrap();
     assert!(!dir.join("sd.img.zst").exists());
+    sums_check(&dir);
+    crate::release_signing::gpgv_accepts(&key, &dir);
+    crate::sbom_spdx::assert_spdx_valid(&dir.join("sbom.spdx.json"));
     let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
     let sd_ino = ino(&dir.join("sd.img"));
 
@@ -200,8 +208,13 @@ fn store_build_gains_compressed_copies_without_rebuilding() {
         dir,
         "the compressed copies belong to the same output directory"
     );
+    // The key is no input: the same derivation, the same images.
     assert_eq!(ino(&dir.join("sd.img")), sd_ino, "the images were rebuilt");
     sums_check(&dir);
+    assert!(
+        !dir.join("SHA256SUMS.sig").exists(),
+        "a signature of the sums before the compressed copies is left"
+    );
     let outputs = manifest_outputs(&dir);
     for f in ["ssd.img.zst", "sd.img.zst", "ssd.img.bmap", "sd.img.bmap"] {
         assert!(
@@ -220,10 +233,19 @@ fn store_build_gains_compressed_copies_without_rebuilding() {
         v.status.success() && vout.contains("sd.img.zst: ok"),
         "{vout}"
     );
-    // Now complete: a third run does nothing.
-    let err = build_with(tmp.path(), &profile, &tarball, None, &["--compress", "zst"]);
+    // Now complete: a third run builds nothing, and signs the complete sums.
+    let err = build_with(
+        tmp.path(),
+        &profile,
+        &tarball,
+        None,
+        &["--compress", "zst", sign[0], sign[1]],
+    );
     assert!(err.contains("is up to date"), "{err}");
     assert!(!err.contains("compressing"), "{err}");
+    crate::release_signing::gpgv_accepts(&key, &dir);
+    log.push_str(&err);
+    crate::release_signing::sign_and_verify(tmp.path(), &dir, &key, &mut log);
     run_ok(
         "bmaptool",
         &[

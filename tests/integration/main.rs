@@ -49,6 +49,7 @@ mod profile_errors;
 mod profile_fuzz;
 mod profile_layers;
 mod profile_shipped;
+mod release_signing;
 mod repro_e2e;
 mod rootfs_e2e;
 mod sbom_spdx;
