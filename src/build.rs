@@ -169,6 +169,17 @@ fn auto_size(tarball: &Path, packages: i64) -> Result<(u64, u64)> {
     })
 }
 
+/// The bytes `[docker] preload` adds to the root (the archives as they are).
+fn preload_bytes(p: &crate::profile::Profile) -> i64 {
+    p.node
+        .docker
+        .preload
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| i64::try_from(m.len()).unwrap_or(i64::MAX))
+        .fold(0i64, i64::saturating_add)
+}
+
 /// How many times `size = "auto"` builds again after a build found the filesystem too small.
 const AUTO_RETRIES: usize = 3;
 
@@ -208,7 +219,8 @@ pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildRepor
         Size::Bytes(s) => return build_sized(inp, dir, rep, s, 0, prepared, None),
         Size::Auto => {
             let local = local_sizes(inp.tarball, inp.packages)?;
-            auto_size(inp.tarball, packages_net(&prepared, &local))?
+            let adds = packages_net(&prepared, &local) + preload_bytes(inp.profile);
+            auto_size(inp.tarball, adds)?
         }
     };
     rep.detail(format!("rootfs size auto: {} MiB", fs_size >> 20));
@@ -302,7 +314,8 @@ pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildRepo
                         local_sizes(tarball, j.inputs.packages).map_err(|e| format!("{e:#}"))
                     });
                     let local = local.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let (size, inodes) = auto_size(tarball, packages_net(&p, local))?;
+                    let adds = packages_net(&p, local) + preload_bytes(j.inputs.profile);
+                    let (size, inodes) = auto_size(tarball, adds)?;
                     j.rep
                         .detail(format!("rootfs size auto: {} MiB", size >> 20));
                     (size, inodes)
@@ -529,6 +542,7 @@ fn build_sized(
         .map(|(name, _)| name.clone());
     let ctx = crate::edit::EditContext::new(timestamp, &secrets).with_card_secrets(card);
     let vars = p.template_vars();
+    let preloaded = store_preload(&p.node.docker, &mut writer, rep)?;
     crate::sections::apply_all(
         &mut tree,
         &p.node,
@@ -537,6 +551,7 @@ fn build_sized(
             boot_volume_id,
             overlays_dir: Path::new("."),
             vars: &vars,
+            preloaded: &preloaded,
         },
     )?;
     for n in ctx.take_notes() {
@@ -793,6 +808,40 @@ fn install_packages(
     }
     rep.detail(format!("installed {}", r.installed.join(" ")));
     Ok(first_boot)
+}
+
+/// Stream `[docker] preload`'s archives into the root filesystem's data area (never whole in
+/// memory); the docker section puts them in place ([`crate::sections::docker`]).
+fn store_preload(
+    docker: &crate::sections::docker::Config,
+    writer: &mut Ext4Writer,
+    rep: &Reporter,
+) -> Result<Vec<(String, crate::tree::FileData)>> {
+    let mut out = Vec::new();
+    if !docker.enable {
+        return Ok(out);
+    }
+    for path in &docker.preload {
+        let shown = format!("docker.preload: {}", path.display());
+        let name = crate::sections::docker::preload_name(path)
+            .ok_or_else(|| anyhow::anyhow!("{shown}: not a usable file name"))?;
+        let mut f = std::fs::File::open(path).with_context(|| format!("{shown}: cannot open"))?;
+        let len = f
+            .metadata()
+            .with_context(|| format!("{shown}: cannot stat"))?
+            .len();
+        // Exactly `len` bytes: a file that changes while it is read is an error, not a
+        // different image.
+        let data = writer
+            .write_data(&mut f, len)
+            .with_context(|| format!("{shown}: cannot store it in the image"))?;
+        rep.detail(format!(
+            "preloaded {name} ({} MiB): loaded at the first boot by hc1-docker-preload.service",
+            len >> 20
+        ));
+        out.push((name, crate::tree::FileData::Stored(data)));
+    }
+    Ok(out)
 }
 
 /// The image's alpm hook files in pacman's `HookDir` order (`usr/share/libalpm/hooks`, then

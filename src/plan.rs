@@ -21,7 +21,9 @@
 //!   without its mirrors, is part of `profile`);
 //! - `secret`: the sha256 of each baked secret's value (`bake = true`; never the value); a
 //!   secret taken from the card is not read, and the resolved profile names it as `card`;
-//! - `env`: `SOURCE_DATE_EPOCH` when set (timestamps in the images come from it).
+//! - `env`: `SOURCE_DATE_EPOCH` when set (timestamps in the images come from it);
+//! - `preload`: the sha256 of each `[docker] preload` archive, named by its file name (in the
+//!   resolved profile `node.docker.preload` becomes the list of those names).
 //!
 //! The hash is the sha256 of the canonical JSON of `{"format": N, "inputs": [...]}`.
 
@@ -49,6 +51,7 @@ pub enum InputKind {
     Package,
     Secret,
     Env,
+    Preload,
 }
 
 /// One input of a derivation.
@@ -163,6 +166,20 @@ fn derive(
         overlay_digests.push(Value::String(hex::encode(h.finalize())));
     }
 
+    let mut preload_names = Vec::new();
+    for f in &profile.node.docker.preload {
+        let name = crate::sections::docker::preload_name(f)
+            .with_context(|| format!("docker.preload: {}: not a usable file name", f.display()))?;
+        let digest = crate::source::sha256_file(f)
+            .with_context(|| format!("docker.preload: {}", f.display()))?;
+        inputs.push(Input {
+            kind: InputKind::Preload,
+            name: name.clone(),
+            digest,
+        });
+        preload_names.push(Value::String(name));
+    }
+
     if let Some(pins) = profile.packages.as_ref().and_then(|p| p.pins.as_ref()) {
         inputs.extend(pin_list(pins));
     } else if allow_unpinned && profile.packages.is_some() {
@@ -235,6 +252,15 @@ fn derive(
             _ => None,
         };
         m.insert("swarm".to_string(), swarm.unwrap_or(Value::Null));
+        // The preloaded archives by name (their digests are inputs), not by path.
+        if !preload_names.is_empty() {
+            match m.get_mut("node").and_then(|n| n.get_mut("docker")) {
+                Some(Value::Object(d)) => {
+                    d.insert("preload".to_string(), Value::Array(preload_names));
+                }
+                _ => anyhow::bail!("internal: the serialised profile has no node.docker table"),
+            }
+        }
         // The overlay directories by content digest, not by path.
         match m.get_mut("node").and_then(|n| n.get_mut("overlays")) {
             Some(Value::Object(o)) => {

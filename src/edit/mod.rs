@@ -338,6 +338,28 @@ pub fn write_file(
     uid: u32,
     gid: u32,
 ) -> Result<()> {
+    write_file_data(
+        tree,
+        ctx,
+        path,
+        FileData::Bytes(data.into()),
+        mode,
+        uid,
+        gid,
+    )
+}
+
+/// [`write_file`] with contents that may already be stored in the image (a large file the
+/// build streamed into the filesystem, e.g. `[docker] preload`).
+pub fn write_file_data(
+    tree: &mut Tree,
+    ctx: &EditContext,
+    path: &str,
+    data: FileData,
+    mode: u16,
+    uid: u32,
+    gid: u32,
+) -> Result<()> {
     let r = rel(path)?;
     check_no_symlink_parent(tree, &r)?;
     if let Some(id) = tree.lookup(r.as_bytes())
@@ -350,7 +372,7 @@ pub fn write_file(
         r.as_bytes(),
         Node {
             meta: ctx.meta(mode, uid, gid),
-            kind: NodeKind::File(FileData::Bytes(data.into())),
+            kind: NodeKind::File(data),
         },
         &ctx.meta(0o755, 0, 0),
     )

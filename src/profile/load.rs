@@ -24,6 +24,7 @@ const PATH_KEYS: &[&[&str]] = &[
     &["secrets", "*", "file"],
     &["overlays", "dirs", "[]"],
     &["overlays", "names", "[]"],
+    &["docker", "preload", "[]"],
 ];
 
 /// Load, merge and validate the profile at `path`. See the module docs of [`super`].

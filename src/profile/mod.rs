@@ -332,6 +332,7 @@ mod tests {
         let vars = p.template_vars();
         let elsewhere = tempfile::tempdir().unwrap();
         let inputs = sections::EditInputs {
+            preloaded: &[],
             boot_volume_id: 0x1234_abcd,
             overlays_dir: elsewhere.path(),
             vars: &vars,
@@ -463,6 +464,7 @@ mod enable_tests {
         let ctx = EditContext::new(testutil::TS, &secrets).with_card_secrets(card);
         let vars = p.template_vars();
         let inputs = sections::EditInputs {
+            preloaded: &[],
             boot_volume_id: 0x1234_abcd,
             overlays_dir: Path::new("/"),
             vars: &vars,

@@ -133,6 +133,9 @@ pub struct EditInputs<'a> {
     pub overlays_dir: &'a std::path::Path,
     /// Template variables for overlay files marked as templates.
     pub vars: &'a BTreeMap<String, String>,
+    /// `[docker] preload`'s archives, streamed into the image by the build: name on the
+    /// node and data.
+    pub preloaded: &'a [(String, crate::tree::FileData)],
 }
 
 /// The registry: `name: Type` for every section, in apply order. Generates [`Sections`] and

@@ -112,6 +112,7 @@ say "boot-modes=$(stat -c '%a' /boot/boot.scr) $(stat -c '%a' /boot/hc1img-seed 
 say "engine-labels=$(tr -d ' \n' </etc/docker/daemon.json | grep -o '"labels":\[[^]]*\]')"
 say "hook-targets=$(tr '\n' ' ' </var/lib/hc1-hooktest/targets 2>/dev/null)"
 say "deferred=$(systemctl show -p Result --value hc1-pacman-deferred.service) $(systemctl show -p ActiveState --value hc1-pacman-deferred.service) $([ -e /var/lib/hc1img/pacman-deferred.pending ] && echo pending || echo done)"
+say "preload=$(systemctl show -p Result --value hc1-docker-preload.service) $(systemctl show -p ConditionResult --value hc1-docker-preload.service) left:$(ls /var/lib/hc1img/preload 2>/dev/null | tr '\n' ' ')"
 say "timers=$(systemctl is-enabled hc1-volume-backup.timer hc1-docker-cleanup.timer | tr '\n' ' ')"
 # What an admin runs after flashing a node (the NAS and the relay are not on this network).
 /usr/local/sbin/hc1-health >/run/hc1img-test-health 2>&1
@@ -188,6 +189,34 @@ fn write_profile(dir: &Path, smtp_port: u16) -> PathBuf {
         "[Match]\nName=eth*\n\n[Network]\nDHCP=yes\nDNSSEC=no\n",
     )
     .unwrap();
+    // A container image as `docker save` writes it (manifest.json, the config, one layer),
+    // preloaded for an offline first boot ([docker] preload, relative to the profile).
+    let mut layer = tar::Builder::new(Vec::new());
+    crate::common::append(
+        &mut layer,
+        vec![crate::common::E::File("hello.txt", 0o644, b"hi\n".to_vec())],
+    );
+    let layer = layer.into_inner().unwrap();
+    let mut app = tar::Builder::new(std::fs::File::create(dir.join("app.tar")).unwrap());
+    crate::common::append(
+        &mut app,
+        vec![
+            crate::common::E::File(
+                "manifest.json",
+                0o644,
+                br#"[{"Config":"config.json","RepoTags":["hc1test/app:1"],"Layers":["layer.tar"]}]"#
+                    .to_vec(),
+            ),
+            crate::common::E::File(
+                "config.json",
+                0o644,
+                br#"{"architecture":"arm","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                    .to_vec(),
+            ),
+            crate::common::E::File("layer.tar", 0o644, layer),
+        ],
+    );
+    app.into_inner().unwrap();
     let profile = dir.join("qemu-boot-test.toml");
     std::fs::write(
         &profile,
@@ -203,6 +232,9 @@ create_groups = ["docker", "wheel"]
 [cron]
 # Debian's cron daemon is not in the fixture.
 enable = false
+
+[docker]
+preload = ["app.tar"]
 
 [overlays]
 dirs = ["{ov}"]
@@ -1000,6 +1032,27 @@ fn first_boot_in_qemu() {
         );
     }
     assert_eq!(r1["health-rc"], "1", "{}", ctx("hc1-health exit status"));
+    // The preloaded archive was loaded once, by the engine, and is gone from the node.
+    assert_eq!(
+        r1["preload"],
+        "success yes left:",
+        "{}",
+        ctx("hc1-docker-preload.service")
+    );
+    assert_eq!(
+        docker1
+            .iter()
+            .filter(|c| *c == "load -i /var/lib/hc1img/preload/app.tar")
+            .count(),
+        1,
+        "{}",
+        ctx("docker load of the preloaded archive")
+    );
+    assert!(
+        health.iter().any(|l| l.starts_with("OK   preload")),
+        "{}",
+        ctx("hc1-health: no `OK   preload`")
+    );
     assert!(
         log1.lines()
             .any(|l| l.contains("HC1LOG hc1-health: FAIL nas")),
@@ -1093,6 +1146,14 @@ fn first_boot_in_qemu() {
     let ctx2 = |what: &str| format!("{what}; report {r2:#?}\nlog:\n{log2}");
     assert_eq!(r2["state"], "running", "{}", ctx2("system state"));
     assert_eq!(r2["failed"], "", "{}", ctx2("failed units"));
+    // Loaded at the first boot only: the unit's condition keeps it from running again.
+    assert_eq!(r2["preload"], "success no left:", "{}", ctx2("preload"));
+    assert_eq!(
+        docker2.iter().filter(|c| c.starts_with("load ")).count(),
+        1,
+        "{}",
+        ctx2("docker load ran again")
+    );
     assert_eq!(r2["machine-id"], mid1, "boot 2 changed the machine-id");
     assert_eq!(r2["hostname"], "hc1-123456");
     let j = joins(&docker2);

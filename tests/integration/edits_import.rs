@@ -208,6 +208,7 @@ fn imported_alarm_tree_becomes_a_node() {
     let dir = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
     let inputs = sections::EditInputs {
+        preloaded: &[],
         boot_volume_id: 0xDEAD_BEEF,
         overlays_dir: dir.path(),
         vars: &vars,

@@ -175,6 +175,7 @@ fn a_profile_with_every_section_builds_a_node_tree() {
     let elsewhere = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
     let inputs = sections::EditInputs {
+        preloaded: &[],
         boot_volume_id: 0x0102_0304,
         overlays_dir: elsewhere.path(),
         vars: &vars,
@@ -265,6 +266,7 @@ fn apply_all_names_the_failing_section() {
     let dir = tempfile::tempdir().unwrap();
     let vars = BTreeMap::new();
     let inputs = sections::EditInputs {
+        preloaded: &[],
         boot_volume_id: 0,
         overlays_dir: dir.path(),
         vars: &vars,

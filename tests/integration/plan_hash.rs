@@ -469,3 +469,52 @@ fn resolved_overlays_are_digests_not_paths() {
     assert!(der.resolved.get("files").is_none());
     assert!(der.resolved.get("overlays").is_none());
 }
+
+/// `[docker] preload`: each archive's sha256 is an input (named by its file name), its path is
+/// not (the resolved profile lists names); other bytes move the hash; a missing archive is an
+/// error naming the key.
+#[test]
+fn preloaded_archives_are_inputs_by_content() {
+    let d = fixture();
+    write(d.path(), "images/app.tar", "archive v1");
+    let mut child = std::fs::read_to_string(d.path().join("child.toml")).expect("read");
+    child.push_str("\n[docker]\npreload = [\"images/app.tar\"]\n");
+    write(d.path(), "child.toml", &child);
+    let a = derive(d.path());
+    let input = a
+        .inputs
+        .iter()
+        .find(|i| i.name == "app.tar")
+        .expect("no preload input");
+    assert_eq!(
+        input.digest,
+        crate::common::sha256_hex(b"archive v1"),
+        "the input is not the archive's sha256"
+    );
+    assert_eq!(
+        a.resolved["node"]["docker"]["preload"],
+        serde_json::json!(["app.tar"])
+    );
+    // The same bytes elsewhere: the same hash.
+    let e = tempfile::tempdir().expect("tempdir");
+    crate::common::run_ok(
+        "cp",
+        &[
+            "-a",
+            &format!("{}/.", d.path().display()),
+            e.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(derive(e.path()).hash, a.hash);
+    write(d.path(), "images/app.tar", "archive v2");
+    assert_ne!(derive(d.path()).hash, a.hash);
+    std::fs::remove_file(d.path().join("images/app.tar")).expect("rm");
+    let err = match profile::load(&d.path().join("child.toml"), &Overrides::default()) {
+        Ok(_) => panic!("a missing archive loaded"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("docker.preload") && err.contains("app.tar"),
+        "{err}"
+    );
+}
