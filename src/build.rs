@@ -203,18 +203,60 @@ fn grown(e: &anyhow::Error, size: u64, inodes: u64) -> Option<(u64, u64)> {
 
 /// The package heads ([`crate::packages::install::prepare`]: sha256 checked, `.PKGINFO`
 /// read), before the filesystem is sized.
-fn prepare_packages(inp: &BuildInputs) -> Result<Vec<crate::packages::install::Prepared>> {
-    inp.packages
+fn prepare_packages(
+    inp: &BuildInputs,
+    rep: &Reporter,
+) -> Result<Vec<crate::packages::install::Prepared>> {
+    let prepared: Vec<Prepared> = inp
+        .packages
         .iter()
         .map(crate::packages::install::prepare)
-        .collect()
+        .collect::<Result<_>>()?;
+    for p in &prepared {
+        if let Some(w) = &p.fast_warning {
+            rep.warn(w);
+        }
+    }
+    let fast = prepared.iter().filter(|p| p.fast.is_some()).count();
+    if !prepared.is_empty() {
+        rep.detail(format!(
+            "packages: {fast} of {} read through their fast forms",
+            prepared.len()
+        ));
+    }
+    Ok(prepared)
+}
+
+/// Open the tar stream of the pinned tarball, through its fast form when the cache has one
+/// that verifies ([`Inflated::open_pinned`]); says which under `-v`, warns about a fast form
+/// that did not verify, and sizes `bar` by the bytes the stream reads.
+fn open_tarball(
+    tarball: &Path,
+    sha256: &str,
+    progress: input::ProgressFn,
+    bar: &indicatif::ProgressBar,
+    rep: &Reporter,
+) -> Result<Inflated> {
+    let (s, warning) = Inflated::open_pinned(tarball, sha256, Some(progress))?;
+    if let Some(w) = warning {
+        rep.warn(w);
+    }
+    match s.fast_form() {
+        Some(f) => rep.detail(format!("reading the fast form {}", f.display())),
+        None if crate::source::fast::cache_of(tarball, sha256).is_some() => {
+            rep.detail(format!("writing the fast form of {}", tarball.display()))
+        }
+        None => {}
+    }
+    bar.set_length(s.input_len());
+    Ok(s)
 }
 
 /// Run the whole build, writing `ssd.img` and `sd.img` into `dir`. With `size = "auto"`, a
 /// build that finds the filesystem too small (many tiny or empty files, a package larger than
 /// it says) is built again, larger by what it lacked ([`grown`]).
 pub fn build(inp: &BuildInputs, dir: &Path, rep: &Reporter) -> Result<BuildReport> {
-    let prepared = prepare_packages(inp)?;
+    let prepared = prepare_packages(inp, rep)?;
     let (fs_size, min_inodes) = match inp.profile.rootfs.size {
         Size::Bytes(s) => return build_sized(inp, dir, rep, s, 0, prepared, None),
         Size::Auto => {
@@ -306,7 +348,7 @@ pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildRepo
     let setups: Vec<Result<Setup>> = jobs
         .iter()
         .map(|j| {
-            let p = prepare_packages(&j.inputs)?;
+            let p = prepare_packages(&j.inputs, &j.rep)?;
             let size = match j.inputs.profile.rootfs.size {
                 Size::Bytes(s) => (s, 0),
                 Size::Auto => {
@@ -338,7 +380,13 @@ pub fn build_shared(jobs: &[Job], rep: &Reporter) -> Result<Vec<Result<BuildRepo
         .len();
     let bar = rep.bytes_bar(total, "import");
     let bar2 = bar.clone();
-    let stream = Inflated::open(tarball, Some(Box::new(move |n| bar2.set_position(n))))?;
+    let stream = open_tarball(
+        tarball,
+        first.inputs.tarball_sha256,
+        Box::new(move |n| bar2.set_position(n)),
+        &bar,
+        rep,
+    )?;
     let taps = crate::rootfs::fanout::split(stream, tarball, jobs.len());
     let results: Vec<Result<BuildReport>> = std::thread::scope(|s| {
         let handles: Vec<_> = jobs
@@ -446,7 +494,13 @@ fn build_sized(
                 .len();
             let bar = rep.bytes_bar(total, "import");
             let bar2 = bar.clone();
-            let s = Inflated::open(inp.tarball, Some(Box::new(move |n| bar2.set_position(n))))?;
+            let s = open_tarball(
+                inp.tarball,
+                inp.tarball_sha256,
+                Box::new(move |n| bar2.set_position(n)),
+                &bar,
+                rep,
+            )?;
             (Stream::Own(s), bar)
         }
     };
@@ -1061,6 +1115,8 @@ mod tests {
             entries: Vec::new(),
             files: Vec::new(),
             backup: BTreeMap::new(),
+            fast: None,
+            fast_warning: None,
         }
     }
 

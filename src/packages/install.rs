@@ -84,6 +84,7 @@ use crate::edit;
 use crate::edit::EditContext;
 use crate::rootfs::import::{self, BootFile, DataSink, Route};
 use crate::rootfs::input::{self, Inflated};
+use crate::source::fast;
 use crate::tree::{self, FileData, Meta, Node, NodeId, NodeKind, Timestamp, Tree};
 
 /// `.PKGINFO`: `key = value` lines, in order (keys repeat for lists).
@@ -135,6 +136,10 @@ pub struct Prepared {
     pub files: Vec<String>,
     /// `backup` paths with the md5 of the package's file.
     pub backup: BTreeMap<String, String>,
+    /// The fast form [`prepare`] read and verified, which [`install_all`] streams.
+    pub fast: Option<fast::FastForm>,
+    /// Why the fast form that was there was not used, for the build to show.
+    pub fast_warning: Option<String>,
 }
 
 impl Prepared {
@@ -197,10 +202,56 @@ impl<R: Read> Read for Counted<'_, R> {
 }
 
 /// Read a package's head: check the whole file's sha256 against the pin, decode up to its
-/// `.PKGINFO` (module doc) and check it names the pinned package.
+/// `.PKGINFO` (module doc) and check it names the pinned package. When the cache holds the
+/// package's fast form ([`crate::source::fast`]), that is read instead, and its sha256
+/// checked against its record; one that does not verify (or whose head is not right) is
+/// removed, the original read, and [`Prepared::fast_warning`] says so.
 pub fn prepare(f: &Fetched) -> Result<Prepared> {
-    let shown = format!("package {} ({})", f.pin.filename, f.path.display());
-    let file = std::fs::File::open(&f.path).with_context(|| format!("{shown}: cannot open"))?;
+    let sha = &f.pin.sha256;
+    let mut warning = None;
+    if let Some(cache) = fast::cache_of(&f.path, sha) {
+        let tried = fast::find(&cache, sha).and_then(|ff| match ff {
+            Some(ff) => prepare_from(f, Some(&ff)).map(|p| Some((p, ff))),
+            None => Ok(None),
+        });
+        match tried {
+            Ok(Some((mut p, ff))) => {
+                p.fast = Some(ff);
+                return Ok(p);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                fast::remove(&cache, sha);
+                warning = Some(format!(
+                    "package {}: its fast form does not verify ({e:#}); reading the original and writing the fast form again",
+                    f.pin.filename
+                ));
+            }
+        }
+    }
+    let mut p = prepare_from(f, None)?;
+    p.fast_warning = warning;
+    Ok(p)
+}
+
+/// [`prepare`] from the original, or from its fast form `fast` (its sha256 checked against
+/// its record instead of the pin's).
+fn prepare_from(f: &Fetched, fast: Option<&fast::FastForm>) -> Result<Prepared> {
+    let (shown, read) = match fast {
+        Some(ff) => (
+            format!(
+                "package {} (its fast form {})",
+                f.pin.filename,
+                ff.path.display()
+            ),
+            ff.path.as_path(),
+        ),
+        None => (
+            format!("package {} ({})", f.pin.filename, f.path.display()),
+            f.path.as_path(),
+        ),
+    };
+    let file = std::fs::File::open(read).with_context(|| format!("{shown}: cannot open"))?;
     let mut src = Sha256Reader {
         inner: std::io::BufReader::with_capacity(1 << 16, file),
         hash: <sha2::Sha256 as sha2::Digest>::new(),
@@ -271,7 +322,11 @@ pub fn prepare(f: &Fetched) -> Result<Prepared> {
     std::io::copy(&mut src, &mut std::io::sink())
         .with_context(|| format!("{shown}: cannot read"))?;
     let sha = hex::encode(sha2::Digest::finalize(src.hash));
-    if sha != f.pin.sha256 {
+    if let Some(ff) = fast {
+        if sha != ff.sha256 {
+            bail!("{shown}: sha256 is {sha}, its record says {}", ff.sha256);
+        }
+    } else if sha != f.pin.sha256 {
         bail!(
             "{shown}: sha256 is {sha}, but the lock file pins {}; the build stops (re-pin with `hc1img lock` if the repository changed on purpose)",
             f.pin.sha256
@@ -301,6 +356,8 @@ pub fn prepare(f: &Fetched) -> Result<Prepared> {
         entries: Vec::new(),
         files: Vec::new(),
         backup: BTreeMap::new(),
+        fast: None,
+        fast_warning: None,
     })
 }
 
@@ -741,7 +798,10 @@ fn install_one(
         files: Vec::new(),
     };
     let default_meta = Meta::new(0o755, 0, 0, Timestamp::from_secs(ctx.timestamp));
-    let mut stream = Inflated::open(&p.fetched.path, None)?;
+    let mut stream = match &p.fast {
+        Some(ff) => Inflated::open_fast(&p.fetched.path, ff.clone())?,
+        None => Inflated::open_pinned(&p.fetched.path, &pin.sha256, None)?.0,
+    };
     let r = import::import_with(
         &mut stream,
         tree,

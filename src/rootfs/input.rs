@@ -15,6 +15,13 @@
 //! zlib-rs (flate2's backend, used before), with the same output and the same verdict on
 //! damaged input (docs/benchmarks.md, "sirocco"; the test
 //! `sirocco_agrees_with_flate2_on_random_and_damaged_gzip`).
+//!
+//! A pinned input in the cache is read through its fast form when there is one that verifies
+//! ([`Inflated::open_pinned`], [`crate::source::fast`]): the same pipeline reads and hashes the
+//! `.tar.zst` instead, and [`Inflated::finish`] returns the original's sha256 only when the
+//! fast form hashed to its record. Without one, the decoded stream is also passed to a zstd
+//! encoder on its own thread, which writes the fast form, put in place only when the
+//! original's sha256 matched the pin.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+
+use crate::source::fast::{FastForm, Writer};
 
 const CHUNK: usize = 1 << 20;
 
@@ -261,8 +270,22 @@ impl Read for ChunkReader {
     }
 }
 
-/// The decompressor's thread (returning the time it spent decoding) and the hasher's.
-type Workers = (JoinHandle<io::Result<Duration>>, JoinHandle<(String, u64)>);
+/// What the decompressor's thread returns: the time it spent decoding, and the fast-form
+/// writer it fed when the stream was decoded to its end.
+type InflaterResult = io::Result<(Duration, Option<Writer>)>;
+
+/// The decompressor's thread and the hasher's.
+type Workers = (JoinHandle<InflaterResult>, JoinHandle<(String, u64)>);
+
+/// What a stream does with the input's fast form ([`crate::source::fast`]).
+enum Fast {
+    /// Nothing: reads the original, writes no fast form.
+    Off,
+    /// Reads the fast form (found verified) instead of the original.
+    Read(FastForm),
+    /// Reads the original and writes the fast form from the decoded stream.
+    Write(Writer),
+}
 
 /// The inflated tar stream, produced on other threads. Call [`Inflated::finish`] after the
 /// tar stream has been consumed to learn the compressed file's sha256 and size.
@@ -270,6 +293,9 @@ pub struct Inflated {
     chunks: ChunkReader,
     threads: Option<Workers>,
     path: PathBuf,
+    /// The fast form read instead of the original, if one is.
+    reading: Option<FastForm>,
+    input_len: u64,
 }
 
 impl Read for Inflated {
@@ -292,16 +318,84 @@ impl Inflated {
     /// Start reading, hashing and inflating `path`. `progress` is called with the number of
     /// compressed bytes read so far.
     pub fn open(path: &Path, progress: Option<ProgressFn>) -> Result<Inflated> {
-        let mut f = File::open(path)
-            .with_context(|| format!("{}: cannot open the root tarball", path.display()))?;
+        Inflated::start(path, path, progress, Fast::Off)
+    }
+
+    /// [`Inflated::open`] of a pinned input `sha256` at `path`, through its fast form
+    /// ([`crate::source::fast`]) when it is in the cache and verifies, else the original,
+    /// writing the fast form as the original streams when `path` is in the cache. The second
+    /// value is a warning when a fast form was there and did not verify (it was removed, and
+    /// is written again). [`Inflated::finish`] returns the original's sha256 either way (for
+    /// the fast form: the pin, once the fast form hashed to its record).
+    pub fn open_pinned(
+        path: &Path,
+        sha256: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<(Inflated, Option<String>)> {
+        let Some(cache) = crate::source::fast::cache_of(path, sha256) else {
+            return Ok((Inflated::open(path, progress)?, None));
+        };
+        let mut warning = None;
+        match crate::source::fast::find_verified(&cache, sha256) {
+            Ok(Some(ff)) => {
+                let fp = ff.path.clone();
+                return Ok((Inflated::start(path, &fp, progress, Fast::Read(ff))?, None));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                crate::source::fast::remove(&cache, sha256);
+                warning = Some(format!(
+                    "fast form of {} does not verify ({e:#}); reading the original and writing the fast form again",
+                    path.display()
+                ));
+            }
+        }
+        let fast = match crate::source::fast::Writer::start(&cache, sha256) {
+            Ok(w) => Fast::Write(w),
+            Err(_) => Fast::Off,
+        };
+        Ok((Inflated::start(path, path, progress, fast)?, warning))
+    }
+
+    /// [`Inflated::open`] of the original `path` through its fast form `ff`, found verified
+    /// already ([`crate::source::fast::find_verified`]); [`Inflated::finish`] checks it hashed
+    /// to its record again and returns the original's sha256.
+    pub fn open_fast(path: &Path, ff: FastForm) -> Result<Inflated> {
+        let fp = ff.path.clone();
+        Inflated::start(path, &fp, None, Fast::Read(ff))
+    }
+
+    /// The fast form this stream reads instead of the original, if it reads one.
+    pub fn fast_form(&self) -> Option<&Path> {
+        self.reading.as_ref().map(|f| f.path.as_path())
+    }
+
+    /// The number of compressed bytes this stream reads (the fast form's, when it reads one).
+    pub fn input_len(&self) -> u64 {
+        self.input_len
+    }
+
+    /// Start reading `file` (the original `path`, or its fast form).
+    fn start(
+        path: &Path,
+        file: &Path,
+        progress: Option<ProgressFn>,
+        fast: Fast,
+    ) -> Result<Inflated> {
+        let mut f = File::open(file)
+            .with_context(|| format!("{}: cannot open the root tarball", file.display()))?;
+        let input_len = f
+            .metadata()
+            .with_context(|| format!("{}: cannot stat", file.display()))?
+            .len();
         let mut head = vec![0u8; 512];
         let n = read_full(&mut f, &mut head)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
+            .with_context(|| format!("{}: cannot read", file.display()))?;
         head.truncate(n);
         let Some(kind) = Compression::sniff(&head) else {
             bail!(
                 "{}: not a tarball hc1img can read (expected .tar, .tar.gz, .tar.xz or .tar.zst)",
-                path.display()
+                file.display()
             );
         };
 
@@ -349,7 +443,12 @@ impl Inflated {
             (hex::encode(h.finalize()), size)
         });
         let counted = path.to_path_buf();
-        let inflater = std::thread::spawn(move || -> io::Result<Duration> {
+        let (mut tee, reading) = match fast {
+            Fast::Write(w) => (Some(w), None),
+            Fast::Read(ff) => (None, Some(ff)),
+            Fast::Off => (None, None),
+        };
+        let inflater = std::thread::spawn(move || -> InflaterResult {
             let mut dec = decoder(kind, ChunkReader::new(raw_rx))?;
             let mut busy = Duration::ZERO;
             loop {
@@ -358,12 +457,16 @@ impl Inflated {
                 let got = read_full(&mut dec, &mut buf);
                 busy += t.elapsed();
                 match got {
-                    Ok(0) => return Ok(busy),
+                    Ok(0) => return Ok((busy, tee)),
                     Ok(k) => {
                         note_decoded(&counted, k as u64);
                         buf.truncate(k);
+                        if let Some(w) = &mut tee {
+                            w.feed(&buf);
+                        }
                         if out_tx.send(Ok(buf)).is_err() {
-                            return Ok(busy);
+                            // The reader stopped: the stream was not read whole.
+                            return Ok((busy, None));
                         }
                     }
                     Err(e) => {
@@ -380,6 +483,8 @@ impl Inflated {
             chunks: ChunkReader::new(out_rx),
             threads: Some((inflater, hasher)),
             path: path.to_path_buf(),
+            reading,
+            input_len,
         })
     }
 
@@ -394,18 +499,49 @@ impl Inflated {
         // Drop our end so a still-sending inflater cannot block.
         let waited = self.chunks.waited;
         drop(self.chunks);
-        match inflater.join() {
-            Ok(Ok(busy)) => crate::progress::timing(&format!(
-                "inflate: {:.3} s decoding (input wait included), the tar reader waited {:.3} s for it",
-                busy.as_secs_f64(),
-                waited.as_secs_f64()
-            )),
-            Ok(Err(e)) => bail!("{}: corrupt compressed data: {e}", self.path.display()),
-            Err(_) => bail!("{}: the decompressor thread crashed", self.path.display()),
-        }
-        hasher
+        let shown = match &self.reading {
+            Some(ff) => format!(
+                "{} (its fast form {})",
+                self.path.display(),
+                ff.path.display()
+            ),
+            None => self.path.display().to_string(),
+        };
+        let tee = match inflater.join() {
+            Ok(Ok((busy, tee))) => {
+                crate::progress::timing(&format!(
+                    "inflate: {:.3} s decoding (input wait included), the tar reader waited {:.3} s for it",
+                    busy.as_secs_f64(),
+                    waited.as_secs_f64()
+                ));
+                tee
+            }
+            Ok(Err(e)) => bail!("{shown}: corrupt compressed data: {e}"),
+            Err(_) => bail!("{shown}: the decompressor thread crashed"),
+        };
+        let (sha, size) = hasher
             .join()
-            .map_err(|_| anyhow::anyhow!("{}: the hashing thread crashed", self.path.display()))
+            .map_err(|_| anyhow::anyhow!("{shown}: the hashing thread crashed"))?;
+        if let Some(w) = tee
+            && let Err(e) = w.commit(&sha, size)
+        {
+            crate::progress::timing(&format!("fast form of {}: {e:#}", self.path.display()));
+        }
+        match self.reading {
+            // The fast form stands in for the original once it hashed to its record.
+            Some(ff) if sha == ff.sha256 && size == ff.size => Ok((ff.original, ff.original_size)),
+            Some(ff) => {
+                if let Some(cache) = crate::source::fast::cache_of(&self.path, &ff.original) {
+                    crate::source::fast::remove(&cache, &ff.original);
+                }
+                bail!(
+                    "{shown}: the fast form's sha256 is {sha} ({size} bytes), its record says {} ({} bytes): it changed during the build; the build stops (run it again: it falls back to the original)",
+                    ff.sha256,
+                    ff.size
+                )
+            }
+            None => Ok((sha, size)),
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 
 mod cache;
 mod download;
+pub mod fast;
 mod hash;
 pub mod mirror;
 mod signature;

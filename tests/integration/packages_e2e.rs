@@ -207,6 +207,33 @@ fn hc1img(dir: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The fast forms in the test's cache (`cache/fast/*.tar.zst`), sorted.
+fn fast_forms(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("cache/fast"))
+        .map(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every regular file under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Extract the root filesystem of `out/ssd.img` into the directory `root`.
 fn rdump(dir: &Path, out: &Path, root: &Path) {
     let ssd = out.join("ssd.img");
@@ -410,24 +437,122 @@ fn lock_build_and_pacman_agrees() {
     );
     // An upgrade replacing its old version's files warns about nothing ordinary.
     assert!(!text.contains("duplicate entry"), "{text}");
-    // Same inputs, same bytes, packages included.
-    let (ok, text) = hc1img(dir, &["-q", "build", ps, "--out", "again"]);
+    // The first build wrote the fast forms of the tarball and the 3 packages.
+    let fast = fast_forms(dir);
+    assert_eq!(fast.len(), 4, "{fast:?}\n{text}");
+    // Same inputs, same bytes, packages included: the second build reads the fast forms.
+    let (ok, text) = hc1img(dir, &["-v", "build", ps, "--out", "again"]);
     assert!(ok, "second build failed:\n{text}");
-    for img in ["ssd.img", "sd.img"] {
-        let sum = |d: &str| {
-            let p = dir.join(d).join(img);
-            run_ok("sha256sum", &[p.to_str().unwrap()])
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string()
-        };
-        assert_eq!(
-            sum("out/pk"),
-            sum("again"),
-            "{img} differs between two builds"
+    assert!(
+        text.contains("reading the fast form")
+            && text.contains("packages: 3 of 3 read through their fast forms"),
+        "{text}"
+    );
+    assert!(!text.contains("does not verify"), "{text}");
+    let same_images = |other: &str| {
+        for img in ["ssd.img", "sd.img"] {
+            let sum = |d: &str| {
+                let p = dir.join(d).join(img);
+                run_ok("sha256sum", &[p.to_str().unwrap()])
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string()
+            };
+            assert_eq!(
+                sum("out/pk"),
+                sum(other),
+                "{img} differs between the builds into out/pk and {other}"
+            );
+        }
+    };
+    same_images("again");
+    // A flipped byte in every fast form (the tarball's and the packages'), then one truncated
+    // by a byte: each is found out before it is used, the build reads the originals, says so,
+    // writes the fast forms again and gives the same images.
+    for (i, damage) in ["flip", "truncate"].into_iter().enumerate() {
+        for f in fast_forms(dir) {
+            let mut bytes = std::fs::read(&f).unwrap();
+            match damage {
+                "flip" => {
+                    let mid = bytes.len() / 2;
+                    bytes[mid] ^= 0x40;
+                }
+                _ => {
+                    bytes.pop();
+                }
+            }
+            std::fs::remove_file(&f).unwrap();
+            std::fs::write(&f, &bytes).unwrap();
+        }
+        let out = format!("damaged{i}");
+        let (ok, text) = hc1img(dir, &["-v", "build", ps, "--out", &out]);
+        assert!(ok, "build with {damage}ped fast forms failed:\n{text}");
+        let warned = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("warning: ")
+                    && l.contains("fast form")
+                    && l.contains("does not verify")
+            })
+            .count();
+        assert_eq!(warned, 4, "{damage}: {text}");
+        assert!(
+            text.contains("packages: 0 of 3 read through their fast forms"),
+            "{text}"
         );
+        same_images(&out);
+        assert_eq!(fast_forms(dir).len(), 4, "{damage}: not written again");
+        std::fs::remove_dir_all(dir.join(&out)).unwrap();
     }
+    // The rewritten fast forms verify: the next build reads them without a warning.
+    let (ok, text) = hc1img(dir, &["-v", "build", ps, "--out", "fast-again"]);
+    assert!(
+        ok && !text.contains("does not verify") && text.contains("reading the fast form"),
+        "{text}"
+    );
+    same_images("fast-again");
+    std::fs::remove_dir_all(dir.join("fast-again")).unwrap();
+    // Fast forms off: the originals, the same images.
+    let o = Command::new(env!("CARGO_BIN_EXE_hc1img"))
+        .current_dir(dir)
+        .env("HC1IMG_CACHE", dir.join("cache"))
+        .env("HC1IMG_KEYRING", dir.join("keyring.asc"))
+        .env("SOURCE_DATE_EPOCH", "1700000500")
+        .env("HC1IMG_FAST_FORMS", "0")
+        .args(["-v", "build", ps, "--out", "slow"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        !text.contains("reading the fast form")
+            && !text.contains("writing the fast form")
+            && text.contains("packages: 0 of 3"),
+        "{text}"
+    );
+    same_images("slow");
+    std::fs::remove_dir_all(dir.join("slow")).unwrap();
+    // `vendor` copies the originals only: no fast form, nothing zstd made of a tarball.
+    let (ok, text) = hc1img(dir, &["vendor", "vendored", ps]);
+    assert!(ok, "vendor failed:\n{text}");
+    let fast_bytes: Vec<Vec<u8>> = fast_forms(dir)
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    let mut vendored = 0;
+    for e in walkdir(&dir.join("vendored")) {
+        let name = e.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(".tar.zst") || name.ends_with(".pkg.tar.zst"),
+            "{name}"
+        );
+        let bytes = std::fs::read(&e).unwrap();
+        assert!(!fast_bytes.contains(&bytes), "{name} is a fast form");
+        vendored += 1;
+    }
+    assert!(vendored >= 3, "{text}");
+    std::fs::remove_dir_all(dir.join("vendored")).unwrap();
     let sbom_path = dir.join("out/pk/sbom.spdx.json");
     let sbom = std::fs::read(&sbom_path).unwrap();
     assert_eq!(
