@@ -233,6 +233,11 @@ create_groups = ["docker", "wheel"]
 # Debian's cron daemon is not in the fixture.
 enable = false
 
+[boot]
+# TCG on two shared cores: udev's coldplug can outlast systemd's 90 s device timeout (a boot
+# under load once timed out on /dev/ttyAMA0 and the card's partition alike). Emulation only.
+extra_args = ["systemd.default_device_timeout_sec=600"]
+
 [docker]
 preload = ["app.tar"]
 
