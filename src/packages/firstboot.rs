@@ -238,7 +238,9 @@ pub fn apply_sysusers(tree: &mut Tree, ctx: &EditContext, paths: &[String]) -> R
                     db[3].push(vec![name.into(), "!*".into(), String::new(), String::new()]);
                     notes.push(format!("sysusers: group {name} ({gid}) from /{path}"));
                 }
-                "u" => {
+                // `u!`: a fully locked account (sysusers.d(5)): the password locked, as for
+                // `u`, and the account expired (shadow's expiry day 1, usermod(8)'s advice).
+                kind @ ("u" | "u!") => {
                     let name = field(1);
                     if db[0].iter().any(|l| l[0] == name) {
                         continue;
@@ -303,7 +305,7 @@ pub fn apply_sysusers(tree: &mut Tree, ctx: &EditContext, paths: &[String]) -> R
                         String::new(),
                         String::new(),
                         String::new(),
-                        String::new(),
+                        if kind == "u!" { "1" } else { "" }.into(),
                         String::new(),
                     ]);
                     notes.push(format!("sysusers: user {name} ({uid}:{gid}) from /{path}"));

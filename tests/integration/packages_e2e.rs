@@ -136,7 +136,7 @@ fn make_repos(dir: &Path, gpg: &Gpg, hello_body: &[u8]) -> String {
                 Entry::file(
                     "usr/lib/sysusers.d/hello.conf",
                     0o644,
-                    b"g hello - -\nu hellod - \"Hello daemon\" /var/lib/hello\nm hellod hello\n"
+                    b"g hello - -\nu hellod - \"Hello daemon\" /var/lib/hello\nm hellod hello\nu! hellolock - \"Locked\"\n"
                         .to_vec(),
                 ),
                 Entry::file(
@@ -628,6 +628,20 @@ fn lock_build_and_pacman_agrees() {
             && l.ends_with(":Hello daemon:/var/lib/hello:/usr/bin/nologin")),
         "{passwd}"
     );
+    // `u!`: locked and expired (shadow's expiry field is day 1); `u`: locked only.
+    let shadow = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
+    let entry = |name: &str| -> Vec<String> {
+        shadow
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in /etc/shadow:\n{shadow}"))
+            .split(':')
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(entry("hellolock")[1], "!*");
+    assert_eq!(entry("hellolock")[7], "1");
+    assert_eq!(entry("hellod")[7], "");
     // The scriptlet is kept in the local database; the deferred unit is enabled and valid.
     assert!(
         root.join("var/lib/pacman/local/hello-2:1.0-3/install")
