@@ -20,7 +20,7 @@
 //! cache's lock for `fast-<hex>`. On every read its size and sha256 are compared with the
 //! record — before anything of it is used, so a mismatch falls back to the original instead of
 //! failing a half-done build — and hashed again as it streams (the stream's sha256 is what
-//! stands in for the original's: [`crate::rootfs::input::Inflated::finish`] returns the pin
+//! stands in for the original's: `Inflated::finish` in `rootfs::input` returns the pin
 //! only when the fast form's digest matches the record), and zstd checks the frame checksum
 //! of the decoded tar. So a fast form that was corrupted (a flipped byte, a truncation, a
 //! half-written file, one recorded for another original) is detected and never reaches an
