@@ -884,8 +884,8 @@ fn store_preload(
             .metadata()
             .with_context(|| format!("{shown}: cannot stat"))?
             .len();
-        // Exactly `len` bytes: a file that changes while it is read is an error, not a
-        // different image.
+        // The length measured now: a file that shrinks while it is read is an error (the
+        // derivation hashed it before the build; it must not change during one).
         let data = writer
             .write_data(&mut f, len)
             .with_context(|| format!("{shown}: cannot store it in the image"))?;

@@ -162,11 +162,13 @@ pub fn daemon_json(cfg: &Config) -> Result<Vec<u8>> {
 pub fn preload_name(path: &std::path::Path) -> Option<String> {
     path.file_name()
         .and_then(|n| n.to_str())
-        .filter(|n| is_word(n))
+        .filter(|n| is_plain_file_name(n))
         .map(str::to_string)
 }
 
-fn is_word(n: &str) -> bool {
+/// Letters, digits, `.`, `_`, `-`, `+`, not starting with `.`: a name that is safe as one file
+/// name on the node and in the unit's shell loop.
+fn is_plain_file_name(n: &str) -> bool {
     !n.is_empty()
         && !n.starts_with('.')
         && n.bytes()
